@@ -1,0 +1,193 @@
+"""The one scheduler interface every policy implements, and the bookkeeping they share.
+
+Drivers (the simulator, the embedded runtime, the SGLang adapter) call, in order:
+``add`` on arrival, ``schedule`` when the engine is idle, the engine executes the plan, then
+``on_step_done`` with the engine's result. ``can_admit`` is side-effect free (routers call it).
+Policies never read a clock: ``now_s`` is always passed in.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping
+
+from sloserve.core.kv import KVPool
+from sloserve.core.plan import (
+    AdmitDecision,
+    AdmitReason,
+    EventKind,
+    RequestEvent,
+    StepPlan,
+    StepResult,
+)
+from sloserve.core.registry import Registry, build_config
+from sloserve.core.request import Request, Tier
+
+
+@dataclass(frozen=True)
+class SchedulerContext:
+    """What every policy gets from its replica: the batch-time model and the KV capacity."""
+
+    perf: Any  # sloserve.perf.BatchTimeModel (kept untyped so core does not import perf)
+    kv_capacity_tokens: int
+    block_size_tokens: int = 16
+    max_seq_len_tokens: int | None = None
+    spec: Any = None  # sloserve.spec.SpecConfig or None (speculation off)
+    replica_id: int = 0
+
+
+@dataclass(frozen=True)
+class EmptyConfig:
+    """Policies without options use this."""
+
+
+class Scheduler(ABC):
+    """Base class: request table, KV pool, token progression, events and counters."""
+
+    Config: ClassVar[type] = EmptyConfig
+    registry_name: ClassVar[str] = ""
+
+    def __init__(self, ctx: SchedulerContext, config: Any = None) -> None:
+        self.ctx = ctx
+        self.config = config if config is not None else self.Config()
+        self.kv = KVPool(ctx.kv_capacity_tokens, ctx.block_size_tokens)
+        self.requests: dict[str, Request] = {}
+        self.reasons: Counter[str] = Counter()
+        self.num_steps = 0
+
+    # ---- the interface ------------------------------------------------------------------
+    def add(self, request: Request, now_s: float) -> AdmitDecision:
+        """Take a new request. Returns where it went and why."""
+        if request.request_id in self.requests:
+            raise ValueError(f"duplicate request id {request.request_id!r}")
+        too_long = self.check_length(request)
+        if too_long is not None:
+            request.tier = Tier.REJECTED
+            self.reasons[too_long.reason.value] += 1
+            return too_long
+        decision = self.enqueue(request, now_s)
+        self.reasons[decision.reason.value] += 1
+        if decision.accepted:
+            self.requests[request.request_id] = request
+        else:
+            request.tier = Tier.REJECTED
+        return decision
+
+    def can_admit(self, request: Request, now_s: float) -> AdmitDecision:
+        """Side-effect free: would ``add`` accept this request now, and with what slack?"""
+        too_long = self.check_length(request)
+        if too_long is not None:
+            return too_long
+        return AdmitDecision(AdmitReason.QUEUED)
+
+    def abort(self, request_id: str, now_s: float) -> bool:
+        """Drop a request wherever it is and free its KV. False if unknown or already done."""
+        req = self.requests.pop(request_id, None)
+        if req is None:
+            return False
+        self.kv.free(request_id)
+        self.on_removed(req)
+        self.reasons["aborted"] += 1
+        return True
+
+    @abstractmethod
+    def enqueue(self, request: Request, now_s: float) -> AdmitDecision:
+        """Policy-specific part of ``add``: place the request in the policy's queues."""
+
+    @abstractmethod
+    def schedule(self, now_s: float) -> StepPlan:
+        """Choose the next batch. Must reserve KV (``self.kv.grow``) for every item."""
+
+    def on_removed(self, request: Request) -> None:
+        """Hook: a request left (finished or aborted); drop it from the policy's queues."""
+
+    def on_step_done(self, plan: StepPlan, result: StepResult, now_s: float) -> list[RequestEvent]:
+        """Advance every scheduled request by what the engine computed; emit events."""
+        self.num_steps += 1
+        events: list[RequestEvent] = []
+        for item in plan.items:
+            req = self.requests.get(item.request_id)
+            if req is None:  # aborted while the step ran
+                continue
+            produced = int(result.produced_tokens.get(item.request_id, 0))
+            if produced > 0:
+                first = req.num_output_tokens == 0
+                produced = min(produced, req.output_tokens - req.num_output_tokens) if req.output_tokens_known else produced
+                req.num_output_tokens += max(produced, 1)
+                req.num_computed_tokens = req.num_tokens - 1
+                if item.spec_draft_tokens:
+                    req.spec_verify_steps += 1
+                    req.spec_steps_total += item.spec_draft_tokens
+                    req.spec_tokens_total += max(produced, 1)
+                if first:
+                    req.first_token_s = now_s
+                    events.append(RequestEvent(EventKind.FIRST_TOKEN, req.request_id, now_s, 1, req.tier.value))
+                    if produced > 1:
+                        events.append(RequestEvent(EventKind.TOKENS, req.request_id, now_s, produced - 1))
+                else:
+                    events.append(RequestEvent(EventKind.TOKENS, req.request_id, now_s, max(produced, 1)))
+            else:
+                req.num_computed_tokens = min(req.num_computed_tokens + item.num_tokens, req.num_tokens)
+            self.kv.shrink(req.request_id, req.num_tokens)
+            if item.request_id in result.finished:
+                req.finish_s = now_s
+                self.requests.pop(req.request_id, None)
+                self.kv.free(req.request_id)
+                self.on_removed(req)
+                events.append(RequestEvent(EventKind.FINISHED, req.request_id, now_s, req.num_output_tokens, req.tier.value))
+        self.after_step(events, now_s)
+        return events
+
+    def after_step(self, events: list[RequestEvent], now_s: float) -> None:
+        """Hook for policies that re-plan on completions."""
+
+    def has_work(self) -> bool:
+        return bool(self.requests)
+
+    def stats(self) -> dict:
+        return {
+            "policy": self.registry_name,
+            "num_requests": len(self.requests),
+            "kv_used_blocks": self.kv.used_blocks,
+            "kv_capacity_blocks": self.kv.capacity_blocks,
+            "num_steps": self.num_steps,
+            "reasons": dict(sorted(self.reasons.items())),
+        }
+
+    # ---- shared helpers -----------------------------------------------------------------
+    def check_length(self, request: Request) -> AdmitDecision | None:
+        """TOO_LONG when the request could never fit this replica's context or KV."""
+        total = request.prompt_tokens + request.planning_output_tokens
+        limit = self.ctx.max_seq_len_tokens
+        if limit is not None and total > limit:
+            return AdmitDecision(AdmitReason.TOO_LONG, detail=f"{total} tokens > max_seq_len {limit}")
+        if self.kv.blocks_for(total) > self.kv.capacity_blocks:
+            return AdmitDecision(AdmitReason.TOO_LONG, detail=f"{total} tokens > KV capacity {self.kv.capacity_tokens}")
+        return None
+
+    def preempt(self, req: Request, now_s: float) -> RequestEvent:
+        """Recompute-style preemption: drop the KV; the request catches up from scratch later."""
+        self.kv.free(req.request_id)
+        req.num_computed_tokens = 0
+        req.num_preemptions += 1
+        self.reasons["preempted"] += 1
+        return RequestEvent(EventKind.PREEMPTED, req.request_id, now_s, reason="no_kv")
+
+    def reserve(self, req: Request, num_tokens: int) -> bool:
+        """Reserve KV for computing ``num_tokens`` more tokens of ``req``."""
+        return self.kv.grow(req.request_id, req.num_computed_tokens + num_tokens)
+
+
+SCHEDULERS: Registry[Scheduler] = Registry(
+    "policy", plugins=("sloserve.policies", "sloserve.planner")
+)
+register = SCHEDULERS.register
+
+
+def create_scheduler(name: str, ctx: SchedulerContext, options: Mapping[str, Any] | None = None) -> Scheduler:
+    """Instantiate a registered policy by name with its options (unknown options fail clearly)."""
+    cls = SCHEDULERS.get(name)
+    config = build_config(cls.Config, options, f"policy {name!r}")
+    return cls(ctx, config)

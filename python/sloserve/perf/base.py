@@ -1,0 +1,69 @@
+"""Batch-time model interface.
+
+A batch is described by scalars so the planner's inner loops stay cheap:
+``num_tokens`` every token computed (prefill chunk tokens, decode tokens, verified drafts),
+``spec_steps`` draft-model steps, ``kv_read_tokens`` the KV context the batch's attention reads
+(sum over items of the context before the step), ``attn_pairs`` the prefill-attention work
+(sum over items of n * (context + n / 2)). Forms that ignore a term simply do not use it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Iterable
+
+from sloserve.core.plan import StepPlan
+
+
+class BatchTimeModel(ABC):
+    """Predicts the wall time of one engine step."""
+
+    name: str = ""
+
+    @abstractmethod
+    def batch_time_s(
+        self, num_tokens: int, spec_steps: int = 0, kv_read_tokens: int = 0, attn_pairs: float = 0.0
+    ) -> float:
+        """Seconds for a batch of this shape."""
+
+    def max_tokens_within_s(self, time_s: float, spec_steps: int = 0, kv_read_tokens: int = 0) -> int:
+        """Largest ``num_tokens`` whose batch time is at most ``time_s`` (0 if even 1 does not fit).
+
+        Generic version: exponential then binary search (monotone in num_tokens). Forms with a
+        closed-form inverse override it.
+        """
+        if self.batch_time_s(1, spec_steps, kv_read_tokens) > time_s:
+            return 0
+        hi = 1
+        while self.batch_time_s(hi * 2, spec_steps, kv_read_tokens) <= time_s:
+            hi *= 2
+            if hi >= 1 << 24:
+                return hi
+        lo, hi = hi, hi * 2  # batch_time(lo) fits, batch_time(hi) does not
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if self.batch_time_s(mid, spec_steps, kv_read_tokens) <= time_s:
+                lo = mid
+            else:
+                hi = mid
+        return lo
+
+    def zero_load_prefill_s(self, prompt_tokens: int) -> float:
+        """Time to prefill ``prompt_tokens`` alone on an idle engine (the TTFT slowdown base)."""
+        return self.batch_time_s(prompt_tokens, 0, 0, prompt_tokens * (prompt_tokens + 1) / 2)
+
+    def plan_time_s(self, plan: StepPlan) -> float:
+        """Batch time of a step plan (the simulated engine's step duration)."""
+        return self.batch_time_s(*plan_shape(plan.items, plan.spec_steps))
+
+
+def plan_shape(items: Iterable, spec_steps: int = 0) -> tuple[int, int, int, float]:
+    """(num_tokens, spec_steps, kv_read_tokens, attn_pairs) of scheduled items."""
+    num_tokens = 0
+    kv_read = 0
+    pairs = 0.0
+    for item in items:
+        num_tokens += item.num_tokens
+        kv_read += item.context_tokens
+        pairs += item.num_tokens * (item.context_tokens + (item.num_tokens + 1) / 2)
+    return num_tokens, spec_steps, kv_read, pairs
