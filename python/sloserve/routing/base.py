@@ -1,0 +1,78 @@
+"""Routing interface: pure policies that pick a replica for each arriving request.
+
+The same policy object runs in the simulator's cluster, in the runtime's ZMQ router process
+and in SGLang's data-parallel controller. A policy sees replicas only through ``ReplicaView``:
+a side-effect-free ``can_admit`` and a published ``ReplicaSummary`` (possibly a few steps old).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping, Protocol, Sequence
+
+from sloserve.core.plan import AdmitDecision
+from sloserve.core.registry import Registry, build_config
+from sloserve.core.request import Request
+
+
+@dataclass(frozen=True)
+class ReplicaSummary:
+    """What a replica publishes after each plan. ``time_s`` says how fresh it is."""
+
+    replica_id: int
+    time_s: float = 0.0
+    num_requests: int = 0  # resident (running + waiting)
+    num_waiting: int = 0
+    outstanding_tokens: int = 0  # prefill tokens not yet computed + planned decode tokens left
+    free_kv_tokens: int = 0
+    kv_capacity_tokens: int = 0
+    admitted_by_tier: Mapping[str, int] = field(default_factory=dict)
+    slack_s: float = 0.0  # the replica's smallest deadline margin
+    healthy: bool = True
+
+
+class ReplicaView(Protocol):
+    replica_id: int
+
+    def can_admit(self, request: Request, now_s: float) -> AdmitDecision: ...
+
+    def summary(self) -> ReplicaSummary: ...
+
+
+@dataclass(frozen=True)
+class RouteDecision:
+    replica_id: int
+    best_effort: bool = False  # ask the replica to place it in its best-effort tier directly
+    hops: int = 1  # replicas asked (sequential routing)
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class EmptyRouterConfig:
+    pass
+
+
+class Router(ABC):
+    Config: ClassVar[type] = EmptyRouterConfig
+    registry_name: ClassVar[str] = ""
+
+    def __init__(self, config: Any = None, seed: int = 0) -> None:
+        self.config = config if config is not None else self.Config()
+        self.seed = seed
+
+    @abstractmethod
+    def route(self, request: Request, replicas: Sequence[ReplicaView], now_s: float) -> RouteDecision:
+        """Pick a replica. ``replicas`` are the healthy ones, in replica-id order."""
+
+    def on_finished(self, request: Request, replica_id: int, now_s: float) -> None:
+        """Hook: a request routed earlier has finished."""
+
+
+ROUTERS: Registry[Router] = Registry("router", plugins=("sloserve.routing.policies",))
+register_router = ROUTERS.register
+
+
+def create_router(name: str, options: Mapping[str, Any] | None = None, seed: int = 0) -> Router:
+    cls = ROUTERS.get(name)
+    return cls(build_config(cls.Config, options, f"router {name!r}"), seed)

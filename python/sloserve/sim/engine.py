@@ -1,0 +1,57 @@
+"""The simulated engine: executes a step plan in the batch-time model's predicted time.
+
+Used by the discrete-event simulator (virtual time) and by the embedded runtime (which sleeps
+for ``step_s`` of wall time). Speculative verifies sample their accepted drafts from a seeded
+generator with a per-request acceptance rate alpha (``request.extra["alpha"]`` or the default).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from sloserve.core.plan import StepPlan, StepResult
+from sloserve.core.request import Request
+
+
+class SimulatedEngine:
+    def __init__(self, perf, rng: np.random.Generator | None = None, default_alpha: float = 0.0,
+                 time_scale: float = 1.0) -> None:
+        self.perf = perf
+        self.rng = rng if rng is not None else np.random.default_rng(0)
+        self.default_alpha = default_alpha
+        self.time_scale = time_scale  # 0 gives a zero-time engine (runtime overhead benchmarks)
+
+    def step_time_s(self, plan: StepPlan) -> float:
+        if plan.is_empty:
+            return 0.0
+        return self.perf.plan_time_s(plan) * self.time_scale
+
+    def accepted_drafts(self, alpha: float, num_drafts: int) -> int:
+        """Geometric acceptance: draft i is kept only if drafts 1..i-1 were and a coin says so."""
+        if num_drafts <= 0 or alpha <= 0:
+            return 0
+        draws = self.rng.random(num_drafts)
+        rejected = np.nonzero(draws >= alpha)[0]
+        return int(rejected[0]) if rejected.size else num_drafts
+
+    def execute(self, plan: StepPlan, requests: Mapping[str, Request]) -> StepResult:
+        produced: dict[str, int] = {}
+        finished: set[str] = set()
+        for item in plan.items:
+            req = requests.get(item.request_id)
+            if req is None:
+                continue
+            if req.num_computed_tokens + item.num_tokens < req.num_tokens:
+                continue  # a prefill chunk that does not finish the prompt produces nothing
+            alpha = float(req.extra.get("alpha", self.default_alpha))
+            count = 1 + self.accepted_drafts(alpha, item.spec_draft_tokens)
+            limit = req.output_tokens
+            if req.max_new_tokens is not None:
+                limit = min(limit, req.max_new_tokens)
+            count = max(min(count, limit - req.num_output_tokens), 1)
+            produced[item.request_id] = count
+            if req.num_output_tokens + count >= limit:
+                finished.add(item.request_id)
+        return StepResult(self.step_time_s(plan), produced, frozenset(finished))
