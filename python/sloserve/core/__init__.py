@@ -4,6 +4,7 @@ Imports only the standard library and numpy.
 """
 
 from sloserve.core.plan import (
+    ReplicaSummary,
     AdmitDecision,
     AdmitReason,
     EventKind,
@@ -22,6 +23,7 @@ __all__ = [
     "EventKind",
     "ProgramSpec",
     "Request",
+    "ReplicaSummary",
     "RequestEvent",
     "ScheduledItem",
     "StageSpec",

@@ -101,3 +101,19 @@ class RequestEvent:
     num_tokens: int = 0
     tier: str = ""
     reason: str = ""
+
+
+@dataclass(frozen=True)
+class ReplicaSummary:
+    """What a replica publishes after each plan. ``time_s`` says how fresh it is."""
+
+    replica_id: int
+    time_s: float = 0.0
+    num_requests: int = 0  # resident (running + waiting)
+    num_waiting: int = 0
+    outstanding_tokens: int = 0  # prefill tokens not yet computed + planned decode tokens left
+    free_kv_tokens: int = 0
+    kv_capacity_tokens: int = 0
+    admitted_by_tier: Mapping[str, int] = field(default_factory=dict)
+    slack_s: float = 0.0  # the replica's smallest deadline margin
+    healthy: bool = True

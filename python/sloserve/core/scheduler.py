@@ -18,6 +18,7 @@ from sloserve.core.plan import (
     AdmitDecision,
     AdmitReason,
     EventKind,
+    ReplicaSummary,
     RequestEvent,
     StepPlan,
     StepResult,
@@ -91,6 +92,32 @@ class Scheduler(ABC):
         self.on_removed(req)
         self.reasons["aborted"] += 1
         return True
+
+    def release(self, request_id: str) -> Request | None:
+        """Hand a request over to another replica (disaggregated prefill -> decode): free its
+        KV and forget it without counting an abort. Returns the request, or None if unknown."""
+        req = self.requests.pop(request_id, None)
+        if req is None:
+            return None
+        self.kv.free(request_id)
+        self.on_removed(req)
+        return req
+
+    def summary(self, now_s: float) -> ReplicaSummary:
+        """What this replica publishes to routers after each step (policies may enrich it)."""
+        waiting = sum(1 for r in self.requests.values() if r.num_output_tokens == 0)
+        outstanding = sum(
+            r.remaining_compute_tokens + r.planning_remaining_output for r in self.requests.values()
+        )
+        return ReplicaSummary(
+            replica_id=self.ctx.replica_id,
+            time_s=now_s,
+            num_requests=len(self.requests),
+            num_waiting=waiting,
+            outstanding_tokens=outstanding,
+            free_kv_tokens=self.kv.free_tokens,
+            kv_capacity_tokens=self.kv.capacity_tokens,
+        )
 
     @abstractmethod
     def enqueue(self, request: Request, now_s: float) -> AdmitDecision:

@@ -8,28 +8,12 @@ a side-effect-free ``can_admit`` and a published ``ReplicaSummary`` (possibly a 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping, Protocol, Sequence
 
-from sloserve.core.plan import AdmitDecision
+from sloserve.core.plan import AdmitDecision, ReplicaSummary  # noqa: F401 (re-exported)
 from sloserve.core.registry import Registry, build_config
 from sloserve.core.request import Request
-
-
-@dataclass(frozen=True)
-class ReplicaSummary:
-    """What a replica publishes after each plan. ``time_s`` says how fresh it is."""
-
-    replica_id: int
-    time_s: float = 0.0
-    num_requests: int = 0  # resident (running + waiting)
-    num_waiting: int = 0
-    outstanding_tokens: int = 0  # prefill tokens not yet computed + planned decode tokens left
-    free_kv_tokens: int = 0
-    kv_capacity_tokens: int = 0
-    admitted_by_tier: Mapping[str, int] = field(default_factory=dict)
-    slack_s: float = 0.0  # the replica's smallest deadline margin
-    healthy: bool = True
 
 
 class ReplicaView(Protocol):
