@@ -59,6 +59,9 @@ class StepPlan:
     items: tuple[ScheduledItem, ...] = ()
     events: tuple["RequestEvent", ...] = ()  # decided while scheduling (preempt, reject, tier)
     spec_steps: int = 0  # draft-model steps this batch runs (max draft length in the batch)
+    # When the plan is empty although work is pending, the driver calls schedule() again at
+    # this time at the latest (a policy that idles on purpose, e.g. a re-plan timer).
+    wakeup_s: float | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -117,3 +120,10 @@ class ReplicaSummary:
     admitted_by_tier: Mapping[str, int] = field(default_factory=dict)
     slack_s: float = 0.0  # the replica's smallest deadline margin
     healthy: bool = True
+    # Optional, for routers that must decide from summaries alone (no can_admit: the live ZMQ
+    # router, SGLang's DP controller). Defaults mean "not published". See docs/routing.md.
+    prefill_backlog_tokens: int | None = None  # prompt tokens accepted but not yet computed
+    prefill_tokens_per_s: float = 0.0  # prefill throughput at the current decode load
+    # (horizon_s, tokens) ascending: new prefill tokens the replica could still finish within
+    # horizon_s of time_s while every admitted request keeps its deadlines (planner leftover).
+    spare_prefill_tokens: tuple[tuple[float, int], ...] = ()

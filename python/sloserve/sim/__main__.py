@@ -1,0 +1,5 @@
+import sys
+
+from sloserve.sim.cli import main
+
+sys.exit(main())

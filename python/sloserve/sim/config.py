@@ -1,0 +1,39 @@
+"""Simulation configuration: one frozen dataclass, help text in field metadata."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    model: str = field(default="opt-13b-tp2-a100", metadata={"help": "batch-time model preset (or fitted .json path)"})
+    policy: str = field(default="slos-serve", metadata={"help": "registered scheduling policy"})
+    policy_options: Mapping[str, Any] = field(default_factory=dict, metadata={"help": "policy config fields"})
+    kv_tokens: int = field(default=97648, metadata={"help": "KV-cache capacity per replica, tokens"})
+    block_size_tokens: int = field(default=16, metadata={"help": "KV block size, tokens"})
+    max_seq_len: int | None = field(default=None, metadata={"help": "max prompt+output tokens per request"})
+    replicas: int = field(default=1, metadata={"help": "data-parallel replicas"})
+    router: str = field(default="round-robin", metadata={"help": "registered routing policy"})
+    router_options: Mapping[str, Any] = field(default_factory=dict, metadata={"help": "router config fields"})
+    seed: int = field(default=0, metadata={"help": "seed for every random draw in the run"})
+    tolerance: float = field(default=0.05, metadata={"help": "deadline tolerance when checking attainment"})
+    spec: Any = field(default=None, metadata={"help": "speculative decoding config (None: off)"})
+    alpha: float = field(default=0.0, metadata={"help": "true per-token draft acceptance rate"})
+    chrome_trace: bool = field(default=False, metadata={"help": "record steps for a Chrome trace"})
+
+    def __post_init__(self) -> None:
+        if self.replicas < 1:
+            raise ValueError("replicas must be >= 1")
+        if self.kv_tokens < self.block_size_tokens:
+            raise ValueError("kv_tokens must hold at least one block")
+        if not 0.0 <= self.alpha < 1.0:
+            raise ValueError("alpha must be in [0, 1)")
+
+    @property
+    def gpus_per_replica(self) -> int:
+        """Tensor-parallel degree read from the preset name (``...-tp2-...``), else 1."""
+        match = re.search(r"-tp(\d+)", self.model)
+        return int(match.group(1)) if match else 1

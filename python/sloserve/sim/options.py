@@ -1,0 +1,107 @@
+"""Command-line options shared by ``sim run`` and ``sim capacity`` (and reused by benchmarks)."""
+
+from __future__ import annotations
+
+import argparse
+
+from sloserve.sim.config import SimConfig
+
+
+def parse_value(text: str):
+    """``key=value`` values: int, float, true/false/none, else the string."""
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_kv(pairs: list[str] | None, what: str) -> dict:
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{what} expects key=value, got {pair!r}")
+        out[key] = parse_value(value)
+    return out
+
+
+def parse_window(text: str) -> tuple[float, float]:
+    start, sep, end = text.partition(":")
+    try:
+        window = (float(start), float(end))
+    except ValueError:
+        raise ValueError(f"--trace-window expects START:END in seconds, got {text!r}") from None
+    if not sep or window[1] <= window[0] or window[0] < 0:
+        raise ValueError(f"--trace-window expects 0 <= START < END, got {text!r}")
+    return window
+
+
+def add_sim_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scenario", default="chatbot", help="chatbot, coder, summarizer, reasoning, tool-calling, mixed (+ -S)")
+    p.add_argument("--policy", default="slos-serve", help="registered scheduling policy")
+    p.add_argument("--policy-opt", action="append", metavar="KEY=VALUE", help="policy option (repeatable)")
+    p.add_argument("--model", default="opt-13b-tp2-a100", help="batch-time model preset or fitted .json")
+    p.add_argument("--kv-tokens", type=int, default=97648, help="KV capacity per replica, tokens")
+    p.add_argument("--max-seq-len", type=int, default=None, help="drop requests longer than this")
+    p.add_argument("--trace", help="Azure LLM inference CSV (arrivals and lengths)")
+    p.add_argument("--trace-window", help="START:END seconds from the trace's first request")
+    p.add_argument("--lengths", help="length CSV (num_prefill_tokens, num_decode_tokens)")
+    p.add_argument("--arrival", default="poisson", choices=["poisson", "gamma"], help="synthetic arrival process")
+    p.add_argument("--burstiness", type=float, default=1.0, help="Gamma inter-arrival CV")
+    p.add_argument("--replicas", type=int, default=1, help="data-parallel replicas")
+    p.add_argument("--router", default="round-robin", help="registered routing policy")
+    p.add_argument("--router-opt", action="append", metavar="KEY=VALUE", help="router option (repeatable)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-requests", type=int, default=None, help="programs (default 1000; all in a trace window)")
+    p.add_argument("--slo-scale", type=float, default=1.0, help="multiply every SLO by this")
+    p.add_argument("--unknown-output-len", action="store_true", help="hide output lengths from the scheduler")
+    p.add_argument("--tolerance", type=float, default=0.05, help="deadline tolerance for attainment")
+    p.add_argument("--json", help="also write the JSON result to this file")
+    p.add_argument("--plot", help="write a PNG plot to this file")
+
+
+def build_sim_config(args) -> SimConfig:
+    """SimConfig from parsed arguments; validates the policy, router and model names."""
+    from sloserve.core.scheduler import SCHEDULERS  # noqa: PLC0415
+    from sloserve.perf.presets import get_model  # noqa: PLC0415
+    from sloserve.routing.base import ROUTERS  # noqa: PLC0415
+
+    SCHEDULERS.get(args.policy) if not _is_disaggregated(args.policy) else None
+    ROUTERS.get(args.router)
+    get_model(args.model)
+    extra = {}
+    spec_builder = getattr(args, "build_spec", None)
+    if spec_builder is not None:
+        extra = spec_builder(args)
+    return SimConfig(model=args.model, policy=args.policy, policy_options=parse_kv(args.policy_opt, "--policy-opt"),
+                     kv_tokens=args.kv_tokens, max_seq_len=args.max_seq_len, replicas=args.replicas,
+                     router=args.router, router_options=parse_kv(args.router_opt, "--router-opt"),
+                     seed=args.seed, tolerance=args.tolerance, **extra)
+
+
+def _is_disaggregated(policy: str) -> bool:
+    try:
+        from sloserve.policies.distserve import DISAGGREGATED  # noqa: PLC0415
+    except ImportError:
+        return False
+    return policy in DISAGGREGATED
+
+
+def workload_config(args, rate: float):
+    from sloserve.workloads import WorkloadConfig  # noqa: PLC0415
+
+    num = args.num_requests
+    if num is None and not args.trace:
+        num = 1000
+    return WorkloadConfig(scenario=args.scenario, rate_rps=rate, num_requests=num,
+                          arrival=args.arrival, burstiness_cv=args.burstiness, trace_path=args.trace,
+                          trace_window_s=getattr(args, "trace_window_s", None), lengths_path=args.lengths,
+                          max_seq_len=args.max_seq_len, seed=args.seed, slo_scale=args.slo_scale,
+                          output_len_known=not args.unknown_output_len)

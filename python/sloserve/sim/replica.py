@@ -1,0 +1,33 @@
+"""One simulated replica: a scheduler, an engine, and the step in flight."""
+
+from __future__ import annotations
+
+from sloserve.core.plan import AdmitDecision, ReplicaSummary, StepPlan
+from sloserve.core.request import Request
+from sloserve.core.scheduler import Scheduler
+from sloserve.sim.engine import SimulatedEngine
+
+
+class SimReplica:
+    """Also the ``ReplicaView`` routers see: live ``can_admit``, published ``summary``."""
+
+    def __init__(self, replica_id: int, scheduler: Scheduler, engine: SimulatedEngine, role: str = "mixed") -> None:
+        self.replica_id = replica_id
+        self.scheduler = scheduler
+        self.engine = engine
+        self.role = role  # mixed | prefill | decode (disaggregated serving)
+        self.busy = False
+        self.plan: StepPlan | None = None
+        self.step_start_s = 0.0
+        self.wakeup_s: float | None = None
+        self.busy_s = 0.0
+        self._summary = scheduler.summary(0.0)
+
+    def can_admit(self, request: Request, now_s: float) -> AdmitDecision:
+        return self.scheduler.can_admit(request, now_s)
+
+    def summary(self) -> ReplicaSummary:
+        return self._summary
+
+    def publish(self, now_s: float) -> None:
+        self._summary = self.scheduler.summary(now_s)
