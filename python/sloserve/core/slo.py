@@ -66,8 +66,8 @@ class StageSpec:
     ``output_tokens`` is the true output length (the simulator finishes the stage there);
     ``output_tokens_known`` says whether the scheduler may use it for planning.
     ``tool_delay_s`` is the delay between the previous stage's end and this stage's arrival.
-    ``new_prompt_tokens`` is the part of the prompt that is new in this round (tool output);
-    the rest is the previous context.
+    In a tool-calling chain ``prompt_tokens`` is the whole context (previous prompt, previous
+    output and the tool output); it is prefilled in full (no prefix cache across the delay).
     """
 
     prompt_tokens: int
