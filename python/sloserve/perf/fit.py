@@ -1,0 +1,233 @@
+"""Fit the paper's max-of-lines batch-time form to a measured profile.
+
+A profile CSV has one row per measured step: ``num_tokens``, optionally ``spec_steps`` and
+``kv_read_tokens``, and ``time_ms`` or ``time_s``. The fitted form is
+
+    T = max over lines l of (k1_l * num_tokens + k2_l * spec_steps + k3_l * kv_read_tokens + b_l)
+
+with one line (ordinary least squares) or two (the breakpoint in num_tokens chosen by search,
+each side fitted by least squares, then refined by reassigning points to the line that
+attains the max). Quality is reported as R^2, MAPE and the share of under-predictions; the
+planner trusts the model, so ``inflate`` can scale a fit until at most a chosen share of the
+profile is under-predicted. Fits are written as JSON that ``get_model("path.json")`` loads.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sloserve.perf.base import BatchTimeModel
+from sloserve.perf.roofline import line_limit
+
+JSON_FORMAT = "sloserve-perf-lines/1"
+
+
+@dataclass(frozen=True)
+class ProfileData:
+    num_tokens: np.ndarray
+    spec_steps: np.ndarray
+    kv_read_tokens: np.ndarray
+    time_s: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.time_s.size)
+
+
+@dataclass(frozen=True)
+class FitLine:
+    per_token_s: float
+    per_spec_step_s: float = 0.0
+    per_kv_token_s: float = 0.0
+    base_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class FitResult:
+    lines: tuple[FitLine, ...]
+    r2: float
+    mape_pct: float
+    under_share: float  # share of profile rows the fit predicts faster than measured
+    max_under_pct: float  # worst under-prediction, % of the measured time
+    num_points: int
+    breakpoint_tokens: float | None = None  # where the second line starts (2-line fits)
+
+
+def load_profile_csv(path: str | Path) -> ProfileData:
+    """Read a profile CSV; ValueError naming what is wrong (missing columns, bad values)."""
+    path = Path(path)
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        columns = set(reader.fieldnames or ())
+        rows = list(reader)
+    missing = [c for c in ("num_tokens",) if c not in columns]
+    if not columns & {"time_ms", "time_s"}:
+        missing.append("time_ms or time_s")
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; have {', '.join(sorted(columns)) or 'none'}")
+    if not rows:
+        raise ValueError(f"{path}: no data rows")
+    scale, time_col = (1e-3, "time_ms") if "time_ms" in columns else (1.0, "time_s")
+
+    def column(name: str) -> np.ndarray:
+        if name not in columns:
+            return np.zeros(len(rows))
+        try:
+            return np.array([float(r[name]) for r in rows])
+        except (TypeError, ValueError):
+            raise ValueError(f"{path}: column {name!r} has a non-numeric value") from None
+
+    data = ProfileData(column("num_tokens"), column("spec_steps"), column("kv_read_tokens"), column(time_col) * scale)
+    if np.any(data.time_s <= 0) or np.any(data.num_tokens < 0):
+        raise ValueError(f"{path}: times must be positive and num_tokens non-negative")
+    return data
+
+
+def write_profile_csv(data: ProfileData, path: str | Path) -> None:
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["num_tokens", "spec_steps", "kv_read_tokens", "time_ms"])
+        for row in zip(data.num_tokens, data.spec_steps, data.kv_read_tokens, data.time_s):
+            w.writerow([int(row[0]), int(row[1]), int(row[2]), f"{row[3] * 1e3:.6f}"])
+
+
+def profile_from_model(model: BatchTimeModel, num_tokens, spec_steps=(0,), kv_read_tokens=(0,)) -> ProfileData:
+    """A synthetic profile: every combination of the given shapes, timed by ``model``."""
+    grid = np.array([(n, s, k) for n in num_tokens for s in spec_steps for k in kv_read_tokens], dtype=float)
+    times = np.array([model.batch_time_s(int(n), int(s), int(k)) for n, s, k in grid])
+    return ProfileData(grid[:, 0], grid[:, 1], grid[:, 2], times)
+
+
+def _design(data: ProfileData) -> tuple[np.ndarray, list[str]]:
+    """Design matrix with only the columns the profile varies (others fit to 0)."""
+    cols, names = [data.num_tokens], ["per_token_s"]
+    for arr, name in ((data.spec_steps, "per_spec_step_s"), (data.kv_read_tokens, "per_kv_token_s")):
+        if np.any(arr != arr[0]):
+            cols.append(arr)
+            names.append(name)
+    cols.append(np.ones(len(data)))
+    names.append("base_s")
+    return np.column_stack(cols), names
+
+
+def _lstsq(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return np.linalg.lstsq(x, y, rcond=None)[0]
+
+
+def _predict(x: np.ndarray, coefs: list[np.ndarray]) -> np.ndarray:
+    return np.max(np.column_stack([x @ c for c in coefs]), axis=1)
+
+
+def _best_two_lines(x: np.ndarray, y: np.ndarray, n: np.ndarray, max_candidates: int) -> tuple[list, float]:
+    """Search the breakpoint in num_tokens; each side least squares; score the max of both."""
+    k = x.shape[1]
+    values = np.unique(n)
+    if values.size > max_candidates:
+        values = np.unique(np.quantile(values, np.linspace(0, 1, max_candidates)))
+    best: tuple[list, float, float] = ([], np.inf, np.nan)
+    for bp in values:
+        low, high = n < bp, n >= bp
+        if low.sum() < k or high.sum() < k:
+            continue
+        coefs = [_lstsq(x[low], y[low]), _lstsq(x[high], y[high])]
+        sse = float(np.sum((_predict(x, coefs) - y) ** 2))
+        if sse < best[1]:
+            best = (coefs, sse, float(bp))
+    if not best[0]:
+        raise ValueError(f"two lines need at least {2 * k} points over at least two num_tokens values")
+    coefs, sse, bp = best
+    for _ in range(5):  # reassign each point to the line that attains the max, refit
+        owner = np.argmax(np.column_stack([x @ c for c in coefs]), axis=1)
+        if min(np.sum(owner == i) for i in range(2)) < k:
+            break
+        new = [_lstsq(x[owner == i], y[owner == i]) for i in range(2)]
+        new_sse = float(np.sum((_predict(x, new) - y) ** 2))
+        if new_sse >= sse * (1 - 1e-12):
+            break
+        coefs, sse = new, new_sse
+    return coefs, bp
+
+
+def fit_lines(data: ProfileData, num_lines: int = 2, max_candidates: int = 256) -> FitResult:
+    """Least-squares fit of the max-of-lines form with 1 or 2 lines."""
+    if num_lines not in (1, 2):
+        raise ValueError(f"num_lines must be 1 or 2, got {num_lines}")
+    x, names = _design(data)
+    if len(data) < x.shape[1]:
+        raise ValueError(f"need at least {x.shape[1]} profile rows, got {len(data)}")
+    y = data.time_s
+    if num_lines == 1:
+        coefs, bp = [_lstsq(x, y)], None
+    else:
+        coefs, bp = _best_two_lines(x, y, data.num_tokens, max_candidates)
+    lines = tuple(FitLine(**{name: float(c[i]) for i, name in enumerate(names)}) for c in coefs)
+    return _with_stats(lines, data, bp)
+
+
+def _with_stats(lines: tuple[FitLine, ...], data: ProfileData, bp: float | None) -> FitResult:
+    pred = FittedLinesModel("fit", lines).predict(data)
+    y = data.time_s
+    ss_tot = float(np.sum((y - y.mean()) ** 2))
+    r2 = 1.0 - float(np.sum((pred - y) ** 2)) / ss_tot if ss_tot > 0 else float("nan")
+    rel = (pred - y) / y
+    # float noise on an exact fit is not an under-prediction
+    return FitResult(lines, r2, float(np.mean(np.abs(rel)) * 100), float(np.mean(rel < -1e-9)),
+                     float(max(0.0, -rel.min()) * 100), len(data), bp)
+
+
+def inflate(fit: FitResult, data: ProfileData, max_under_share: float) -> FitResult:
+    """Scale every coefficient so that at most ``max_under_share`` of the rows are under-predicted."""
+    if not 0.0 <= max_under_share < 1.0:
+        raise ValueError(f"max_under_share must be in [0, 1), got {max_under_share}")
+    ratio = data.time_s / FittedLinesModel("fit", fit.lines).predict(data)
+    factor = max(1.0, float(np.quantile(ratio, 1.0 - max_under_share, method="higher")))
+    lines = tuple(FitLine(*(v * factor for v in asdict(l).values())) for l in fit.lines)
+    return _with_stats(lines, data, fit.breakpoint_tokens)
+
+
+class FittedLinesModel(BatchTimeModel):
+    """Max-of-lines model with an optional KV-read term per line and a closed-form inverse."""
+
+    def __init__(self, name: str, lines: tuple[FitLine, ...]) -> None:
+        if not lines:
+            raise ValueError("need at least one line")
+        self.name = name
+        self.lines = tuple(lines)
+
+    def batch_time_s(self, num_tokens: int, spec_steps: int = 0, kv_read_tokens: int = 0, attn_pairs: float = 0.0) -> float:
+        return max(l.per_token_s * num_tokens + (l.base_s + l.per_spec_step_s * spec_steps + l.per_kv_token_s * kv_read_tokens)
+                   for l in self.lines)
+
+    def max_tokens_within_s(self, time_s: float, spec_steps: int = 0, kv_read_tokens: int = 0) -> int:
+        return min(line_limit(l.per_token_s, l.base_s + l.per_spec_step_s * spec_steps + l.per_kv_token_s * kv_read_tokens,
+                              time_s) for l in self.lines)
+
+    def predict(self, data: ProfileData) -> np.ndarray:
+        cols = [l.per_token_s * data.num_tokens + l.per_spec_step_s * data.spec_steps
+                + l.per_kv_token_s * data.kv_read_tokens + l.base_s for l in self.lines]
+        return np.max(np.column_stack(cols), axis=1)
+
+    def __repr__(self) -> str:
+        return f"FittedLinesModel({self.name!r}, {self.lines})"
+
+
+def save_fit_json(fit: FitResult, path: str | Path, name: str, source: str = "") -> None:
+    doc = {"format": JSON_FORMAT, "name": name, "source": source,
+           "lines": [asdict(l) for l in fit.lines],
+           "fit": {k: v for k, v in asdict(fit).items() if k != "lines"}}
+    Path(path).write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def model_from_json_doc(doc: dict, origin: str = "") -> FittedLinesModel:
+    """A FittedLinesModel from a parsed ``save_fit_json`` document; ValueError when malformed."""
+    if doc.get("format") != JSON_FORMAT:
+        raise ValueError(f"{origin}: not a {JSON_FORMAT} document (format={doc.get('format')!r})")
+    try:
+        lines = tuple(FitLine(**{k: float(v) for k, v in l.items()}) for l in doc["lines"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{origin}: bad 'lines' entry: {exc}") from None
+    return FittedLinesModel(str(doc.get("name") or Path(origin).stem), lines)

@@ -1,0 +1,154 @@
+"""Fitting the max-of-lines form: coefficient recovery, noisy data, CSV errors, JSON presets."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sloserve.perf import get_model
+from sloserve.perf.fit import (FitLine, FittedLinesModel, ProfileData, fit_lines, inflate, load_profile_csv,
+                               profile_from_model, save_fit_json, write_profile_csv)
+
+ROOT = Path(__file__).resolve().parents[2]
+# memory-bound line for small batches, compute-bound line for large ones (knee near 300 tokens)
+TRUE = (FitLine(1.0e-5, 2.0e-3, 4.0e-8, 0.020), FitLine(7.0e-5, 2.0e-3, 4.0e-8, 0.005))
+
+
+def _grid(noise: float = 0.0, seed: int = 0) -> ProfileData:
+    model = FittedLinesModel("true", TRUE)
+    data = profile_from_model(model, range(1, 4097, 48), spec_steps=(0, 1, 3), kv_read_tokens=(0, 30_000, 120_000))
+    if noise:
+        rng = np.random.default_rng(seed)
+        data = ProfileData(data.num_tokens, data.spec_steps, data.kv_read_tokens,
+                           data.time_s * (1 + rng.normal(0, noise, len(data))))
+    return data
+
+
+def test_two_lines_recovered_exactly_from_clean_data():
+    fit = fit_lines(_grid(), 2)
+    for got, want in zip(sorted(fit.lines, key=lambda l: l.per_token_s), TRUE):
+        for field in ("per_token_s", "per_spec_step_s", "per_kv_token_s", "base_s"):
+            assert getattr(got, field) == pytest.approx(getattr(want, field), rel=1e-6, abs=1e-12)
+    assert fit.r2 == pytest.approx(1.0, abs=1e-9)
+    assert fit.mape_pct < 1e-6 and fit.under_share == 0.0
+    assert 200 < fit.breakpoint_tokens < 400
+
+
+def test_noisy_data_recovered_within_tolerance_with_honest_stats():
+    fit = fit_lines(_grid(noise=0.03, seed=7), 2)
+    steep = max(fit.lines, key=lambda l: l.per_token_s)
+    assert steep.per_token_s == pytest.approx(7.0e-5, rel=0.03)
+    assert steep.per_spec_step_s == pytest.approx(2.0e-3, rel=0.15)
+    assert steep.per_kv_token_s == pytest.approx(4.0e-8, rel=0.15)
+    assert 1.5 < fit.mape_pct < 4.0  # ~ the 3% noise level
+    assert 0.3 < fit.under_share < 0.7  # least squares under-predicts about half the rows
+    assert fit.r2 > 0.99
+
+
+def test_inflate_bounds_the_under_predicted_share():
+    data = _grid(noise=0.03, seed=3)
+    safe = inflate(fit_lines(data, 2), data, 0.05)
+    assert safe.under_share <= 0.05
+    assert FittedLinesModel("s", safe.lines).predict(data).mean() > FittedLinesModel("f", fit_lines(data, 2).lines).predict(data).mean()
+    with pytest.raises(ValueError):
+        inflate(safe, data, 1.5)
+
+
+def test_one_line_fit_and_its_limits():
+    fit = fit_lines(_grid(), 1)
+    assert len(fit.lines) == 1
+    # a single line cannot follow the knee: small batches come out far too fast
+    assert fit.max_under_pct > 20 and fit.mape_pct > 100 * fit_lines(_grid(), 2).mape_pct
+    with pytest.raises(ValueError):
+        fit_lines(_grid(), 3)
+
+
+def test_fitted_model_inverse_is_exact():
+    model = FittedLinesModel("m", TRUE)
+    for t in (0.001, 0.02, 0.05, 0.3):
+        for spec, kv in ((0, 0), (2, 50_000)):
+            n = model.max_tokens_within_s(t, spec, kv)
+            assert n == 0 and model.batch_time_s(1, spec, kv) > t or model.batch_time_s(n, spec, kv) <= t
+            assert model.batch_time_s(n + 1, spec, kv) > t
+
+
+def test_csv_round_trip_time_ms_and_time_s(tmp_path):
+    data = _grid()
+    write_profile_csv(data, tmp_path / "p.csv")
+    loaded = load_profile_csv(tmp_path / "p.csv")
+    np.testing.assert_allclose(loaded.time_s, data.time_s, rtol=1e-6)
+    (tmp_path / "s.csv").write_text("num_tokens,time_s\n1,0.01\n100,0.02\n")
+    assert load_profile_csv(tmp_path / "s.csv").time_s.tolist() == [0.01, 0.02]
+    assert load_profile_csv(tmp_path / "s.csv").spec_steps.tolist() == [0, 0]
+
+
+@pytest.mark.parametrize("text,match", [
+    ("tokens,time_ms\n1,2\n", "num_tokens"),
+    ("num_tokens,latency\n1,2\n", "time_ms or time_s"),
+    ("num_tokens,time_ms\n", "no data rows"),
+    ("num_tokens,time_ms\n1,abc\n", "non-numeric"),
+    ("num_tokens,time_ms\n1,-3\n", "positive"),
+])
+def test_bad_csv_raises_clear_value_error(tmp_path, text, match):
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=match):
+        load_profile_csv(path)
+
+
+def test_json_preset_loads_through_get_model(tmp_path):
+    data = _grid(noise=0.01, seed=1)
+    fit = fit_lines(data, 2)
+    save_fit_json(fit, tmp_path / "mine.json", "mine", source="test")
+    model = get_model(str(tmp_path / "mine.json"))
+    assert model.name == "mine"
+    ref = FittedLinesModel("ref", fit.lines)
+    for shape in ((1, 0, 0), (700, 2, 9000)):
+        assert model.batch_time_s(*shape) == ref.batch_time_s(*shape)
+    doc = json.loads((tmp_path / "mine.json").read_text())
+    assert doc["fit"]["num_points"] == len(data) and 0 <= doc["fit"]["under_share"] <= 1
+
+
+def test_json_errors_and_roofline_json(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        get_model(str(tmp_path / "missing.json"))
+    (tmp_path / "junk.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        get_model(str(tmp_path / "junk.json"))
+    (tmp_path / "other.json").write_text('{"format": "something-else"}')
+    with pytest.raises(ValueError, match="sloserve-perf-lines/1"):
+        get_model(str(tmp_path / "other.json"))
+    (tmp_path / "roof.json").write_text(json.dumps({"format": "sloserve-roofline/1", "model": "llama-3-8b",
+                                                    "gpu": "h100", "tp": 2, "step_overhead_s": 0.005}))
+    roof = get_model(str(tmp_path / "roof.json"))
+    assert roof.name == "roof" and roof.cfg.tp == 2 and roof.cfg.step_overhead_s == 0.005
+    (tmp_path / "h200ish.json").write_text(json.dumps({"format": "sloserve-roofline/1", "model": "llama-3-8b",
+                                                       "gpu": "h100", "gpu_overrides": {"hbm_bytes_per_s": 4.8e12}}))
+    faster = get_model(str(tmp_path / "h200ish.json"))
+    assert faster.batch_time_s(1) < get_model("llama-3-8b-h100").batch_time_s(1)
+    assert faster.batch_time_s(1) == pytest.approx(get_model("llama-3-8b-h200").batch_time_s(1))
+    (tmp_path / "typo.json").write_text(json.dumps({"format": "sloserve-roofline/1", "model": "llama-3-8b",
+                                                    "gpu": "h100", "gpu_overrides": {"hbm_bw": 1}}))
+    with pytest.raises(ValueError, match="bad roofline description"):
+        get_model(str(tmp_path / "typo.json"))
+    (tmp_path / "nogpu.json").write_text(json.dumps({"format": "sloserve-roofline/1", "model": "llama-3-8b"}))
+    with pytest.raises(ValueError, match="gpu"):
+        get_model(str(tmp_path / "nogpu.json"))
+
+
+def test_fit_script_end_to_end_and_failure(tmp_path):
+    script = str(ROOT / "scripts" / "fit_perf_model.py")
+    csv_path, out = tmp_path / "p.csv", tmp_path / "fit.json"
+    run = lambda *a: subprocess.run([sys.executable, script, *a], capture_output=True, text=True, timeout=60)
+    assert run("--synthesize", "llama-2-7b-a100", "--out-csv", str(csv_path)).returncode == 0
+    res = run(str(csv_path), "--out", str(out), "--max-under-share", "0.0")
+    assert res.returncode == 0, res.stderr
+    assert "R^2" in res.stdout and get_model(str(out)).batch_time_s(512) >= get_model("llama-2-7b-a100").batch_time_s(512) * 0.999
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    bad = run(str(tmp_path / "bad.csv"))
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "num_tokens" in bad.stderr
