@@ -51,7 +51,7 @@ def disaggregation(policy: str, options: dict) -> tuple[str, str, Any] | None:
     roles = getattr(distserve, "DISAGGREGATED", {}).get(policy)
     if roles is None:
         return None
-    return roles[0], roles[1], distserve.DistServeConfig(**options)
+    return roles[0], roles[1], distserve.DistServeConfig.from_options(options)
 
 
 class Simulator:
@@ -86,8 +86,8 @@ class Simulator:
                     for i in range(self.config.replicas)]
         prefill, decode, dcfg = self.disagg
         n_p, n_d = dcfg.prefill_replicas, dcfg.decode_replicas
-        reps = [self._make_replica(i, prefill, {}, "prefill") for i in range(n_p)]
-        reps += [self._make_replica(n_p + i, decode, {}, "decode") for i in range(n_d)]
+        reps = [self._make_replica(i, prefill, dcfg.prefill_options(), "prefill") for i in range(n_p)]
+        reps += [self._make_replica(n_p + i, decode, dcfg.decode_options(), "decode") for i in range(n_d)]
         return reps
 
     @property
@@ -162,8 +162,9 @@ class Simulator:
                     self._migrate_out(rep, req, now)
             elif ev.kind is EventKind.FINISHED:
                 self._finish(rec, req, now)
-            elif ev.kind is EventKind.REJECTED:
-                rec.rejected, rec.tier, rec.reason = True, Tier.REJECTED.value, ev.reason
+            elif ev.kind in (EventKind.REJECTED, EventKind.ABORTED):
+                # a policy gave up on the request (e.g. it can never fit): a failure, not lost
+                rec.rejected, rec.tier, rec.reason = True, Tier.REJECTED.value, ev.reason or ev.kind.value
                 self.live.pop(ev.request_id, None)
             elif ev.kind is EventKind.TIER:
                 rec.tier = ev.tier
@@ -217,7 +218,7 @@ class Simulator:
     def _migrate_out(self, rep: SimReplica, req: Request, now: float) -> None:
         rep.scheduler.release(req.request_id)
         _, _, dcfg = self.disagg
-        self._push(now + dcfg.kv_transfer_s_per_token * req.num_tokens, MIGRATE, req.request_id)
+        self._push(now + dcfg.kv_transfer_s(req.num_tokens), MIGRATE, req.request_id)
 
     def _migrate_in(self, request_id: str, now: float) -> None:
         req = self.live.get(request_id)
