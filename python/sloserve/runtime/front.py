@@ -1,0 +1,290 @@
+"""The HTTP front's engine side (SGLang's TokenizerManager role): it tokenizes, stamps the
+arrival, builds core Requests, sends them to the router over ZMQ, receives the schedulers'
+events, turns token counts into synthetic tokens, and watches the child processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+
+import zmq
+import zmq.asyncio
+
+from sloserve.core.request import Request
+from sloserve.runtime import wire
+from sloserve.runtime.config import ServerConfig
+from sloserve.runtime.launcher import ProcessGroup
+from sloserve.runtime.metrics import RuntimeMetrics
+from sloserve.runtime.protocol import BadRequest, GenInput
+from sloserve.runtime.slo_params import SloDefaults, arrival_from_unix, parse_slo
+from sloserve.runtime.state import ReqState
+from sloserve.runtime.tokenizer import Tokenizer, synthetic_output_ids
+
+log = logging.getLogger("sloserve.front")
+MONITOR_PERIOD_S = 0.1
+
+
+class FrontEnd:
+    def __init__(self, cfg: ServerConfig, tokenizer: Tokenizer, perf, procs: ProcessGroup, epoch: float) -> None:
+        self.cfg = cfg
+        self.tok = tokenizer
+        self.perf = perf
+        self.procs = procs
+        self.epoch = epoch
+        self.metrics = RuntimeMetrics()
+        self.states: dict[str, ReqState] = {}
+        self.replica_up = [True] * cfg.dp_size
+        self.replica_exit: dict[int, int | None] = {}
+        self.router_up = True
+        self.ready: dict[int, dict] = {}
+        self.stats: dict[int, dict] = {}
+        self.shutting_down = False
+        self.draining = False
+        self.defaults = SloDefaults()
+        self.zctx = zmq.asyncio.Context()
+        self.pull = self.zctx.socket(zmq.PULL)
+        self.pull.setsockopt(zmq.LINGER, 0)
+        self.pull.bind(procs.addrs.front)
+        self.push = self.zctx.socket(zmq.PUSH)
+        self.push.setsockopt(zmq.LINGER, 0)
+        self.push.connect(procs.addrs.router)
+        self._tasks: list[asyncio.Task] = []
+
+    def now(self) -> float:
+        return time.monotonic() - self.epoch
+
+    # ---- lifecycle --------------------------------------------------------------------
+    async def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._receive_loop()))
+        deadline = time.monotonic() + self.cfg.startup_timeout_s
+        while len(self.ready) < self.cfg.dp_size + 1:
+            dead = [p.name for p in self.procs.all_processes() if not p.is_alive()]
+            if dead:
+                raise RuntimeError(f"{', '.join(dead)} exited during start-up (see its log above)")
+            if time.monotonic() > deadline:
+                raise RuntimeError("router/schedulers did not report ready in time")
+            await asyncio.sleep(0.02)
+        self._tasks.append(asyncio.create_task(self._monitor_loop()))
+        self.metrics.replicas_up.set(self.cfg.dp_size)
+
+    async def close(self) -> None:
+        self.shutting_down = True
+        for state in list(self.states.values()):
+            self._terminal(state, {"type": "abort", "message": "server shutting down"}, 503)
+        try:
+            self.push.send(wire.encode({"type": "shutdown"}), zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.pull.close(0)
+        self.push.close(0)
+        self.zctx.term()
+
+    def begin_drain(self, timeout_s: float) -> None:
+        """SIGTERM: refuse new requests, let in-flight ones finish, abort them after ``timeout_s``."""
+        if self.draining:
+            return
+        self.draining = True
+        log.info("draining %d in-flight requests (up to %.1fs)", len(self.states), timeout_s)
+        asyncio.get_running_loop().call_later(timeout_s, self._abort_all, "server shut down before it finished")
+
+    def _abort_all(self, message: str) -> None:
+        for state in list(self.states.values()):
+            self._terminal(state, {"type": "abort", "message": message, "status_code": 503}, 503, notify="abort")
+
+    @property
+    def healthy(self) -> bool:
+        return self.router_up and all(self.replica_up) and not (self.shutting_down or self.draining)
+
+    # ---- requests in ------------------------------------------------------------------
+    def new_state(self, gen: GenInput) -> ReqState:
+        """Validate and build a request's state; arrival is stamped here. Raises BadRequest."""
+        arrival = self.now()
+        slo = parse_slo(gen.sampling.custom_params, self.defaults)
+        if slo.arrival_unix_s is not None:
+            arrival = arrival_from_unix(slo.arrival_unix_s, time.time(), arrival)
+        prompt = gen.input_ids if gen.input_ids is not None else self.tok.encode(gen.text or "")
+        if not prompt:
+            raise BadRequest("the prompt is empty", "text")
+        max_new = gen.sampling.max_new_tokens
+        total = len(prompt) + max_new
+        if total > self.cfg.context_len:
+            raise BadRequest(
+                f"Requested token count exceeds the model's maximum context length of {self.cfg.context_len} tokens. "
+                f"You requested a total of {total} tokens: {len(prompt)} tokens from the input messages and "
+                f"{max_new} tokens for the completion. Please reduce the number of tokens in the input messages "
+                f"or the completion to fit within the limit.", "max_new_tokens")
+        rid = gen.rid or uuid.uuid4().hex
+        if rid in self.states:
+            raise BadRequest(f"request id {rid!r} is already in flight", "rid")
+        out_len = max(max_new, 1)  # max_new_tokens 0 still runs the prefill (one hidden token)
+        request = Request(
+            request_id=rid, arrival_s=arrival, prompt_tokens=len(prompt), output_tokens=out_len,
+            ttft_slo_s=slo.ttft_slo_s(len(prompt), self.perf.zero_load_prefill_s), segments=slo.segments(),
+            slo_class=slo.slo_class, program_id=slo.program_id or rid, stage_index=slo.stage_index,
+            stage_name=slo.stage, output_tokens_known=gen.sampling.ignore_eos and not (gen.sampling.stop or gen.sampling.stop_token_ids),
+            max_new_tokens=out_len)
+        if slo.best_effort:
+            request.extra["route_best_effort"] = True
+        marker = slo.emitted_marker
+        output = synthetic_output_ids(self.tok, self.cfg.seed, rid, out_len, marker, out_len // 2 if marker else None)
+        return ReqState(rid, gen, slo, request, list(prompt), output, max_new)
+
+    def submit(self, state: ReqState) -> None:
+        if self.shutting_down or self.draining or not self.router_up:
+            raise BadRequest("server is shutting down or its router is down", status_code=503)
+        self.states[state.rid] = state
+        self.metrics.running.set(len(self.states))
+        self.metrics.prompt_tokens.inc(len(state.prompt_ids))
+        self.push.send(wire.encode({"type": "add", "req": wire.request_to_wire(state.request)}))
+
+    async def wait_admission(self, state: ReqState) -> None:
+        while state.admit_status == 0 and not state.done:
+            state.changed.clear()
+            await state.changed.wait()
+
+    def abort(self, state: ReqState, message: str, status: int = 499) -> bool:
+        """Client-side abort (disconnect, /abort_request): free the request everywhere."""
+        if not self._terminal(state, {"type": "abort", "message": message}, status, notify="abort"):
+            return False
+        self.metrics.admissions.labels("aborted", "client").inc()
+        return True
+
+    def abort_rid(self, rid: str) -> bool:
+        state = self.states.get(rid)
+        return state is not None and self.abort(state, "aborted by /abort_request")
+
+    # ---- events in --------------------------------------------------------------------
+    async def _receive_loop(self) -> None:
+        while True:
+            msg = wire.decode(await self.pull.recv())
+            try:
+                self._dispatch(msg)
+            except Exception:  # one bad message must not stop the front
+                log.exception("failed to handle %s", msg.get("type"))
+
+    def _dispatch(self, msg: dict) -> None:
+        kind = msg["type"]
+        if kind == "events":
+            self._on_events(msg["replica"], msg["events"])
+        elif kind == "admit":
+            self._on_admit(msg)
+        elif kind == "routed":
+            self._on_routed(msg)
+        elif kind == "stats":
+            self.stats[msg["replica"]] = msg["stats"]
+        elif kind == "ready":
+            self.ready[msg["replica"]] = msg
+
+    def _on_routed(self, msg: dict) -> None:
+        state = self.states.get(msg["rid"])
+        if state is None:
+            return
+        replica = msg["replica"]
+        if replica < 0:
+            self._terminal(state, {"type": "abort", "message": f"routing failed: {msg.get('error')}"}, 503)
+            return
+        state.replica = replica
+        if not self.replica_up[replica]:
+            self._fail_replica_request(state, replica)
+
+    def _on_admit(self, msg: dict) -> None:
+        state = self.states.get(msg["rid"])
+        if state is None:
+            return
+        state.replica, state.tier, state.reason = msg["replica"], msg["tier"], msg["reason"]
+        self.metrics.admission(state.tier, state.reason, msg["refused"])
+        if msg["refused"]:
+            status = {"too_long": 400, "error": 500}.get(state.reason, 429)
+            text = f"request not admitted ({state.reason}{': ' + msg['detail'] if msg['detail'] else ''})"
+            state.admit_message = text
+            state.admit_status = status
+            self._terminal(state, {"type": "abort", "message": text, "status_code": status}, status)
+        else:
+            state.admit_status = 200
+            state.changed.set()
+
+    def _on_events(self, replica: int, rows: list) -> None:
+        now = self.now()
+        for kind, rid, num, _t, tier, reason in rows:
+            state = self.states.get(rid)
+            if state is None:
+                continue
+            if kind in ("first_token", "tokens"):
+                self._on_tokens(state, num, now)
+            elif kind == "finished":
+                self._terminal(state, {"type": "length", "length": state.visible})
+            elif kind == "preempted":
+                state.num_preemptions += 1
+            elif kind == "tier":
+                state.tier = tier or state.tier
+            elif kind in ("rejected", "aborted"):
+                self._terminal(state, {"type": "abort", "message": f"dropped by the scheduler ({reason or kind})",
+                                       "status_code": 429}, 429)
+            if kind == "first_token" and tier:
+                state.tier = tier
+
+    def _on_tokens(self, state: ReqState, num: int, now: float) -> None:
+        before = state.visible
+        state.add_tokens(num, now)
+        end = state.find_marker(self.tok)
+        if end is not None:
+            self.push.send(wire.encode({"type": "segments", "rid": state.rid,
+                                        "segments": wire.segments_to_wire(state.request.segments)}))
+        matched = state.check_stop(self.tok, before)
+        if matched is not None:
+            self._terminal(state, {"type": "stop", "matched": matched}, notify="abort")
+        else:
+            state.changed.set()
+
+    def _terminal(self, state: ReqState, reason: dict, status: int = 0, notify: str = "done") -> bool:
+        """The one place a request ends: metrics, router notification, wake the HTTP handler."""
+        if not state.finish(self.now(), reason, status):
+            return False
+        self.states.pop(state.rid, None)
+        self.metrics.running.set(len(self.states))
+        if status == 0 or state.visible:
+            self.metrics.observe_finish(state.tier, reason["type"], state.ttft_s, state.tpot_s, state.slo_met,
+                                        state.visible)
+        if self.router_up and not self.shutting_down:
+            try:
+                self.push.send(wire.encode({"type": notify, "rid": state.rid}), zmq.NOBLOCK)
+            except zmq.ZMQError:
+                log.warning("could not notify the router about %s", state.rid)
+        return True
+
+    # ---- process health ---------------------------------------------------------------
+    async def _monitor_loop(self) -> None:
+        while True:
+            await asyncio.sleep(MONITOR_PERIOD_S)
+            if self.shutting_down:
+                continue
+            for i, proc in enumerate(self.procs.schedulers):
+                if self.replica_up[i] and not proc.is_alive():
+                    self._replica_down(i, proc.exitcode)
+            router = self.procs.router
+            if self.router_up and router is not None and not router.is_alive():
+                self.router_up = False
+                log.error("router process exited (code %s); failing all requests", router.exitcode)
+                for state in list(self.states.values()):
+                    self._terminal(state, {"type": "abort", "message": "router process exited"}, 503)
+
+    def _replica_down(self, replica: int, exitcode: int | None) -> None:
+        self.replica_up[replica] = False
+        self.replica_exit[replica] = exitcode
+        self.metrics.replicas_up.set(sum(self.replica_up))
+        log.error("scheduler process of replica %d exited (code %s); failing its requests", replica, exitcode)
+        self.push.send(wire.encode({"type": "replica_down", "replica": replica}))
+        for state in list(self.states.values()):
+            if state.replica == replica:
+                self._fail_replica_request(state, replica)
+
+    def _fail_replica_request(self, state: ReqState, replica: int) -> None:
+        message = (f"scheduler process of replica {replica} exited (code {self.replica_exit.get(replica)}); "
+                   f"request aborted")
+        self._terminal(state, {"type": "abort", "message": message, "status_code": 503}, 503)

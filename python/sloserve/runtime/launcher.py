@@ -1,0 +1,82 @@
+"""Starts and stops the router and scheduler processes; owns the ipc:// socket directory."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+
+from sloserve.runtime.config import ServerConfig
+from sloserve.runtime.router_proc import RouterArgs, router_main
+from sloserve.runtime.scheduler_proc import SchedulerArgs, scheduler_main
+
+log = logging.getLogger("sloserve.launcher")
+
+
+@dataclass(frozen=True)
+class Addresses:
+    front: str
+    router: str
+    sched_in: tuple[str, ...]
+    sched_query: tuple[str, ...]
+
+    @classmethod
+    def in_dir(cls, path: str, dp_size: int) -> "Addresses":
+        return cls(front=f"ipc://{path}/front", router=f"ipc://{path}/router",
+                   sched_in=tuple(f"ipc://{path}/sched{i}" for i in range(dp_size)),
+                   sched_query=tuple(f"ipc://{path}/query{i}" for i in range(dp_size)))
+
+
+class ProcessGroup:
+    """The router process plus ``dp_size`` scheduler processes (spawned, not forked)."""
+
+    def __init__(self, cfg: ServerConfig, epoch_monotonic: float) -> None:
+        self.cfg = cfg
+        self.epoch = epoch_monotonic
+        self.ipc_dir = tempfile.mkdtemp(prefix="sloserve-ipc-")
+        self.addrs = Addresses.in_dir(self.ipc_dir, cfg.dp_size)
+        self.router: mp.process.BaseProcess | None = None
+        self.schedulers: list[mp.process.BaseProcess] = []
+
+    def start(self) -> None:
+        ctx = mp.get_context("spawn")
+        pid = os.getpid()
+        for i in range(self.cfg.dp_size):
+            args = SchedulerArgs(
+                replica_id=i, model=self.cfg.model, policy=self.cfg.policy,
+                policy_options=self.cfg.policy_options(), kv_tokens=self.cfg.kv_tokens,
+                block_size=self.cfg.block_size, max_seq_len=self.cfg.max_seq_len,
+                time_scale=self.cfg.time_scale, seed=self.cfg.seed,
+                reject_on_overload=self.cfg.reject_on_overload, epoch_monotonic=self.epoch, parent_pid=pid,
+                addr_in=self.addrs.sched_in[i], addr_query=self.addrs.sched_query[i],
+                addr_front=self.addrs.front, addr_router=self.addrs.router)
+            proc = ctx.Process(target=scheduler_main, args=(args,), name=f"sloserve-scheduler-{i}", daemon=True)
+            proc.start()
+            self.schedulers.append(proc)
+        rargs = RouterArgs(router=self.cfg.router, router_options=self.cfg.router_options(),
+                           dp_size=self.cfg.dp_size, seed=self.cfg.seed, epoch_monotonic=self.epoch,
+                           parent_pid=pid, addr_in=self.addrs.router, addr_front=self.addrs.front,
+                           sched_in=self.addrs.sched_in, sched_query=self.addrs.sched_query)
+        self.router = ctx.Process(target=router_main, args=(rargs,), name="sloserve-router", daemon=True)
+        self.router.start()
+
+    def all_processes(self) -> list[mp.process.BaseProcess]:
+        return [p for p in [self.router, *self.schedulers] if p is not None]
+
+    def stop(self, timeout_s: float = 3.0) -> None:
+        """SIGTERM everything, wait, then SIGKILL stragglers; remove the socket directory."""
+        procs = [p for p in self.all_processes() if p.is_alive()]
+        for p in procs:
+            p.terminate()
+        deadline = time.monotonic() + timeout_s
+        for p in procs:
+            p.join(max(deadline - time.monotonic(), 0.05))
+            if p.is_alive():
+                log.warning("%s did not exit on SIGTERM; killing it", p.name)
+                p.kill()
+                p.join(1.0)
+        shutil.rmtree(self.ipc_dir, ignore_errors=True)

@@ -1,0 +1,183 @@
+"""The router process: dispatches each request to a scheduler process with a routing policy.
+
+Any registered routing policy runs here unchanged (``create_router(name)``). It sees replicas
+through ``RemoteReplica`` views: the latest summary each scheduler published, and a
+``can_admit`` that asks the scheduler over a ROUTER/DEALER socket (answered within one step;
+a replica that does not answer in time counts as "queued", so routing never stalls).
+The front learns where each request went (``routed``) so that it can fail a crashed
+replica's requests; the router stops sending to a replica once the front reports it down.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import os
+import signal
+import time
+import traceback
+from dataclasses import dataclass
+
+import zmq
+
+from sloserve.core.plan import AdmitDecision, AdmitReason, ReplicaSummary
+from sloserve.core.request import Request
+from sloserve.routing.base import create_router
+from sloserve.runtime import wire
+
+log = logging.getLogger("sloserve.router")
+
+
+@dataclass(frozen=True)
+class RouterArgs:
+    router: str
+    router_options: dict
+    dp_size: int
+    seed: int
+    epoch_monotonic: float
+    parent_pid: int
+    addr_in: str
+    addr_front: str
+    sched_in: tuple[str, ...]
+    sched_query: tuple[str, ...]
+    query_timeout_s: float = 0.05
+
+
+class RemoteReplica:
+    """A scheduler process as a routing policy sees it (``routing.base.ReplicaView``)."""
+
+    def __init__(self, replica_id: int, zctx: zmq.Context, addr_in: str, addr_query: str, clock, timeout_s: float):
+        self.replica_id = replica_id
+        self.push = zctx.socket(zmq.PUSH)
+        self.push.setsockopt(zmq.LINGER, 0)
+        self.push.connect(addr_in)
+        self.dealer = zctx.socket(zmq.DEALER)
+        self.dealer.setsockopt(zmq.LINGER, 0)
+        self.dealer.connect(addr_query)
+        self.clock = clock
+        self.timeout_s = timeout_s
+        self.healthy = True
+        self.latest = ReplicaSummary(replica_id)
+        self._qids = itertools.count()
+
+    def summary(self) -> ReplicaSummary:
+        if self.latest.healthy != self.healthy:
+            self.latest = dataclasses.replace(self.latest, healthy=self.healthy)
+        return self.latest
+
+    def can_admit(self, request: Request, now_s: float) -> AdmitDecision:
+        qid = next(self._qids)
+        self.dealer.send(wire.encode({"qid": qid, "req": wire.request_to_wire(request)}))
+        deadline = time.monotonic() + self.timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            if not self.dealer.poll(max(int(left * 1000), 1)):
+                break
+            reply = wire.decode(self.dealer.recv())
+            if reply["qid"] == qid:  # earlier timed-out answers are dropped here
+                return AdmitDecision(AdmitReason(reply["reason"]), reply["slack_s"], reply["detail"])
+        return AdmitDecision(AdmitReason.QUEUED, detail=f"replica {self.replica_id} did not answer in time")
+
+    def send(self, msg: dict) -> None:
+        self.push.send(wire.encode(msg))
+
+    def close(self) -> None:
+        self.push.close(0)
+        self.dealer.close(0)
+
+
+class RouterProcess:
+    def __init__(self, args: RouterArgs) -> None:
+        self.args = args
+        self.policy = create_router(args.router, args.router_options, args.seed)
+        self.zctx = zmq.Context()
+        self.pull = self.zctx.socket(zmq.PULL)
+        self.pull.setsockopt(zmq.LINGER, 0)
+        self.pull.bind(args.addr_in)
+        self.front = self.zctx.socket(zmq.PUSH)
+        self.front.setsockopt(zmq.LINGER, 0)
+        self.front.connect(args.addr_front)
+        self.replicas = [RemoteReplica(i, self.zctx, a, q, self.now, args.query_timeout_s)
+                         for i, (a, q) in enumerate(zip(args.sched_in, args.sched_query))]
+        self.owner: dict[str, tuple[int, Request]] = {}
+        self.running = True
+
+    def now(self) -> float:
+        return time.monotonic() - self.args.epoch_monotonic
+
+    def route(self, d: dict) -> None:
+        req = wire.request_from_wire(d)
+        healthy = [r for r in self.replicas if r.healthy]
+        try:
+            if not healthy:
+                raise RuntimeError("no healthy scheduler process")
+            decision = self.policy.route(req, healthy, self.now())
+            target = self.replicas[decision.replica_id]
+            if not target.healthy:
+                raise RuntimeError(f"router chose replica {decision.replica_id}, which is down")
+        except Exception as exc:  # a policy error fails this request, not the server
+            self.front.send(wire.encode({"type": "routed", "rid": req.request_id, "replica": -1, "error": str(exc)}))
+            return
+        if decision.best_effort:
+            d = {**d, "best_effort": True}
+        self.owner[req.request_id] = (target.replica_id, req)
+        self.front.send(wire.encode({"type": "routed", "rid": req.request_id, "replica": target.replica_id,
+                                     "best_effort": decision.best_effort, "reason": decision.reason}))
+        target.send({"type": "add", "req": d})
+
+    def handle(self, msg: dict) -> None:
+        kind = msg["type"]
+        if kind == "add":
+            self.route(msg["req"])
+        elif kind in ("abort", "done"):
+            owner = self.owner.pop(msg["rid"], None)
+            if owner is not None:
+                replica_id, req = owner
+                if kind == "abort" and self.replicas[replica_id].healthy:
+                    self.replicas[replica_id].send(msg)
+                self.policy.on_finished(req, replica_id, self.now())
+        elif kind == "segments":
+            owner = self.owner.get(msg["rid"])
+            if owner is not None:
+                self.replicas[owner[0]].send(msg)
+        elif kind == "summary":
+            self.replicas[msg["replica"]].latest = wire.summary_from_wire(msg["summary"])
+        elif kind == "replica_down":
+            self.replicas[msg["replica"]].healthy = False
+            self.owner = {rid: o for rid, o in self.owner.items() if o[0] != msg["replica"]}
+        elif kind == "shutdown":
+            for r in self.replicas:
+                if r.healthy:
+                    r.send(msg)
+            self.running = False
+
+    def run(self) -> None:
+        self.front.send(wire.encode({"type": "ready", "replica": -1, "pid": os.getpid(), "router": self.args.router}))
+        while self.running and wire.parent_alive(self.args.parent_pid):
+            if self.pull.poll(100):
+                while self.running and self.pull.poll(0):
+                    self.handle(wire.decode(self.pull.recv()))
+
+    def close(self) -> None:
+        for r in self.replicas:
+            r.close()
+        self.pull.close(0)
+        self.front.close(0)
+        self.zctx.term()
+
+
+def router_main(args: RouterArgs) -> None:
+    """Process entry point (multiprocessing spawn target)."""
+    wire.child_process_setup()
+    logging.basicConfig(level=logging.INFO, format="[router] %(levelname)s %(message)s")
+    proc = None
+    try:
+        proc = RouterProcess(args)
+        signal.signal(signal.SIGTERM, lambda *_: setattr(proc, "running", False))
+        proc.run()
+    except Exception:
+        log.error("router failed:\n%s", traceback.format_exc())
+        os._exit(1)
+    finally:
+        if proc is not None:
+            proc.close()

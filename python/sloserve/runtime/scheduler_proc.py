@@ -1,0 +1,212 @@
+"""A scheduler process: one replica's Scheduler driven in wall-clock time against an engine.
+
+Loop: take new requests/aborts from ZMQ without blocking, ``schedule(now)``, execute the plan,
+let the step's wall time pass (answering the router's side-effect-free ``can_admit`` queries
+meanwhile), ``on_step_done(now)``, send the events to the HTTP front in one message per step,
+and publish the replica summary to the router. ``now`` is the server's time base: monotonic
+seconds since the launcher's epoch, shared by every process of the server.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+import traceback
+from dataclasses import dataclass
+import zmq
+
+from sloserve.core.plan import AdmitReason, StepPlan
+from sloserve.core.scheduler import SchedulerContext, create_scheduler
+from sloserve.perf import get_model
+from sloserve.runtime import wire
+from sloserve.runtime.engine import SimulatedWallEngine
+
+log = logging.getLogger("sloserve.scheduler")
+SUMMARY_PERIOD_S = 0.005
+STATS_PERIOD_S = 0.05
+IDLE_POLL_MS = 100
+
+
+@dataclass(frozen=True)
+class SchedulerArgs:
+    replica_id: int
+    model: str
+    policy: str
+    policy_options: dict
+    kv_tokens: int
+    block_size: int
+    max_seq_len: int | None
+    time_scale: float
+    seed: int
+    reject_on_overload: bool
+    epoch_monotonic: float
+    parent_pid: int
+    addr_in: str
+    addr_query: str
+    addr_front: str
+    addr_router: str
+
+
+class SchedulerProcess:
+    def __init__(self, args: SchedulerArgs) -> None:
+        self.args = args
+        perf = get_model(args.model)
+        ctx = SchedulerContext(perf=perf, kv_capacity_tokens=args.kv_tokens, block_size_tokens=args.block_size,
+                               max_seq_len_tokens=args.max_seq_len, replica_id=args.replica_id)
+        self.sched = create_scheduler(args.policy, ctx, args.policy_options)
+        self.engine = SimulatedWallEngine(perf, args.time_scale, seed=args.seed + args.replica_id)
+        self.zctx = zmq.Context()
+        self.pull = self._sock(zmq.PULL, args.addr_in, bind=True)
+        self.query = self._sock(zmq.ROUTER, args.addr_query, bind=True)
+        self.front = self._sock(zmq.PUSH, args.addr_front)
+        self.router = self._sock(zmq.PUSH, args.addr_router)
+        self.poller = zmq.Poller()
+        self.poller.register(self.pull, zmq.POLLIN)
+        self.poller.register(self.query, zmq.POLLIN)
+        self.running = True
+        self.last_summary_s = -1.0
+        self.last_stats_s = -1.0
+        self.wakeup_s: float | None = None
+
+    def _sock(self, kind: int, addr: str, bind: bool = False) -> zmq.Socket:
+        sock = self.zctx.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.bind(addr) if bind else sock.connect(addr)
+        return sock
+
+    def now(self) -> float:
+        return time.monotonic() - self.args.epoch_monotonic
+
+    # ---- messages ---------------------------------------------------------------------
+    def drain(self, timeout_ms: int) -> None:
+        """Handle everything queued; wait up to ``timeout_ms`` for the first message."""
+        events = dict(self.poller.poll(timeout_ms))
+        while events:
+            if self.query in events:
+                self.answer_query()
+            if self.pull in events:
+                self.handle(wire.decode(self.pull.recv()))
+            events = dict(self.poller.poll(0))
+
+    def answer_query(self) -> None:
+        ident, payload = self.query.recv_multipart()
+        msg = wire.decode(payload)
+        decision = self.sched.can_admit(wire.request_from_wire(msg["req"]), self.now())
+        self.query.send_multipart([ident, wire.encode({"qid": msg["qid"], "reason": decision.reason.value,
+                                                       "slack_s": decision.slack_s, "detail": decision.detail})])
+
+    def handle(self, msg: dict) -> None:
+        kind = msg["type"]
+        if kind == "add":
+            self.add(msg["req"])
+        elif kind == "abort":
+            self.sched.abort(msg["rid"], self.now())
+        elif kind == "segments":
+            req = self.sched.requests.get(msg["rid"])
+            if req is not None:  # the end-of-thinking marker fixed the thinking segment's length
+                req.segments = wire.segments_from_wire(msg["segments"])
+        elif kind == "shutdown":
+            self.running = False
+
+    def add(self, d: dict) -> None:
+        req = wire.request_from_wire(d)
+        try:
+            decision = self.sched.add(req, self.now())
+        except Exception as exc:  # a request the policy cannot take must not kill the replica
+            log.exception("policy failed to add %s", req.request_id)
+            self.send_front({"type": "admit", "rid": req.request_id, "replica": self.args.replica_id,
+                             "reason": "error", "tier": "rejected", "refused": True,
+                             "detail": f"{type(exc).__name__}: {exc}", "slack_s": 0.0})
+            return
+        reason = decision.reason
+        refused = not decision.accepted
+        if not refused and self.args.reject_on_overload and reason is AdmitReason.BEST_EFFORT:
+            self.sched.abort(req.request_id, self.now())  # 429 instead of best effort
+            refused = True
+        self.send_front({"type": "admit", "rid": req.request_id, "replica": self.args.replica_id,
+                         "reason": reason.value, "tier": req.tier.value, "refused": refused,
+                         "detail": decision.detail, "slack_s": decision.slack_s})
+
+    def send_front(self, msg: dict) -> None:
+        self.front.send(wire.encode(msg))
+
+    def flush_events(self, events) -> None:
+        rows = [[e.kind.value, e.request_id, e.num_tokens, e.time_s, e.tier, e.reason] for e in events]
+        if rows:
+            self.send_front({"type": "events", "replica": self.args.replica_id, "events": rows})
+
+    def publish(self, force: bool = False) -> None:
+        now = self.now()
+        if force or now - self.last_summary_s >= SUMMARY_PERIOD_S:
+            self.last_summary_s = now
+            self.router.send(wire.encode({"type": "summary", "replica": self.args.replica_id,
+                                          "summary": wire.summary_to_wire(self.sched.summary(now))}))
+        if force or now - self.last_stats_s >= STATS_PERIOD_S:
+            self.last_stats_s = now
+            self.send_front({"type": "stats", "replica": self.args.replica_id, "stats": self.sched.stats()})
+
+    # ---- the loop ---------------------------------------------------------------------
+    def step(self) -> bool:
+        """One schedule/execute/finish round; False when the plan was empty."""
+        plan: StepPlan = self.sched.schedule(self.now())
+        self.flush_events(plan.events)
+        self.wakeup_s = getattr(plan, "wakeup_s", None)
+        if plan.is_empty:
+            return False
+        start = time.monotonic()
+        result = self.engine.execute(plan, self.sched.requests)
+        end = start + self.engine.step_wall_s(result)
+        # The simulated GPU is busy. Only the router's can_admit queries are answered mid-step;
+        # adds and aborts wait for the step boundary, as in SGLang's event loop. zmq polls in
+        # whole milliseconds, so the last millisecond is slept precisely.
+        while (left := end - time.monotonic()) > 0.0015:
+            if self.query.poll(int((left - 0.001) * 1000)):
+                while self.query.poll(0):
+                    self.answer_query()
+        if (left := end - time.monotonic()) > 0:
+            time.sleep(left)
+        self.flush_events(self.sched.on_step_done(plan, result, self.now()))
+        return True
+
+    def idle_timeout_ms(self, plan_wakeup: float | None) -> int:
+        if not self.sched.has_work():
+            return IDLE_POLL_MS
+        if plan_wakeup is not None:
+            return max(0, min(IDLE_POLL_MS, int((plan_wakeup - self.now()) * 1000)))
+        return 2  # work is pending but the policy waits (memory, pacing): poll again soon
+
+    def run(self) -> None:
+        self.send_front({"type": "ready", "replica": self.args.replica_id, "pid": os.getpid(),
+                         "policy": self.sched.registry_name, "engine": self.engine.description})
+        self.publish(force=True)
+        busy = False
+        while self.running and wire.parent_alive(self.args.parent_pid):
+            self.drain(0 if busy else self.idle_timeout_ms(self.wakeup_s))
+            if not self.running:
+                break
+            busy = self.step()
+            self.publish()
+
+    def close(self) -> None:
+        for sock in (self.pull, self.query, self.front, self.router):
+            sock.close(0)
+        self.zctx.term()
+
+
+def scheduler_main(args: SchedulerArgs) -> None:
+    """Process entry point (multiprocessing spawn target)."""
+    wire.child_process_setup()
+    logging.basicConfig(level=logging.INFO, format=f"[scheduler {args.replica_id}] %(levelname)s %(message)s")
+    proc = None
+    try:
+        proc = SchedulerProcess(args)
+        signal.signal(signal.SIGTERM, lambda *_: setattr(proc, "running", False))
+        proc.run()
+    except Exception:
+        log.error("scheduler %d failed:\n%s", args.replica_id, traceback.format_exc())
+        os._exit(1)  # the front sees the exit and fails this replica's requests
+    finally:
+        if proc is not None:
+            proc.close()

@@ -1,0 +1,90 @@
+"""Running the embedded server: validate the configuration, start the processes, serve HTTP."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+
+import uvicorn
+
+from sloserve.core.scheduler import SCHEDULERS, SchedulerContext, create_scheduler
+from sloserve.perf import get_model, preset_names
+from sloserve.routing.base import ROUTERS, create_router
+from sloserve.runtime.config import ServerConfig
+from sloserve.runtime.front import FrontEnd
+from sloserve.runtime.http_server import build_app
+from sloserve.runtime.launcher import ProcessGroup
+from sloserve.runtime.tokenizer import load_tokenizer
+
+log = logging.getLogger("sloserve.server")
+
+
+class ConfigError(ValueError):
+    """A launch option is wrong; the message says which and what the choices are."""
+
+
+class StartupError(RuntimeError):
+    """The processes or the HTTP server did not come up."""
+
+
+def validate(cfg: ServerConfig) -> None:
+    """Fail before any process starts: unknown model, policy, router or option."""
+    if cfg.model not in preset_names():
+        raise ConfigError(f"unknown --model {cfg.model!r}; choose from: {', '.join(preset_names())}")
+    if cfg.policy not in SCHEDULERS.names():
+        raise ConfigError(f"unknown --policy {cfg.policy!r}; registered policies: {', '.join(SCHEDULERS.names())}")
+    if cfg.router not in ROUTERS.names():
+        raise ConfigError(f"unknown --router {cfg.router!r}; registered routers: {', '.join(ROUTERS.names())}")
+    try:
+        ctx = SchedulerContext(perf=get_model(cfg.model), kv_capacity_tokens=cfg.kv_tokens,
+                               block_size_tokens=cfg.block_size, max_seq_len_tokens=cfg.max_seq_len)
+        create_scheduler(cfg.policy, ctx, cfg.policy_options())
+        create_router(cfg.router, cfg.router_options(), cfg.seed)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
+
+
+class _DrainingServer(uvicorn.Server):
+    """uvicorn, plus: the first SIGTERM/SIGINT starts the front's drain."""
+
+    def __init__(self, config: uvicorn.Config, drain, drain_timeout_s: float) -> None:
+        super().__init__(config)
+        self._drain = drain
+        self._drain_timeout_s = drain_timeout_s
+
+    def handle_exit(self, sig, frame) -> None:
+        self._drain(self._drain_timeout_s)
+        super().handle_exit(sig, frame)
+
+
+def serve(cfg: ServerConfig) -> None:
+    """Blocks until SIGTERM/SIGINT; leaves no child process or socket behind."""
+    validate(cfg)
+    try:
+        tokenizer = load_tokenizer(cfg.tokenizer_path)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise ConfigError(f"--tokenizer-path {cfg.tokenizer_path}: {exc}") from None
+    perf = get_model(cfg.model)
+    epoch = time.monotonic()
+    procs = ProcessGroup(cfg, epoch)
+    log.info("backend=embedded engine=SIMULATED (step times from batch-time model %s x %g, synthetic tokens) "
+             "policy=%s router=%s dp=%d kv_tokens=%d tokenizer=%s", cfg.model, cfg.time_scale, cfg.policy,
+             cfg.router, cfg.dp_size, cfg.kv_tokens, tokenizer.name)
+    procs.start()
+    try:
+        app, drain = build_app(lambda: FrontEnd(cfg, tokenizer, perf, procs, epoch), procs.stop)
+        # In-flight requests get drain_timeout_s to finish, then a proper abort; uvicorn's own
+        # graceful timeout is only the backstop for connections that still hang after that.
+        config = uvicorn.Config(app, host=cfg.host, port=cfg.port, loop="uvloop", log_level=cfg.log_level,
+                                access_log=False, timeout_graceful_shutdown=int(cfg.drain_timeout_s) + 3,
+                                timeout_keep_alive=30)
+        # uvicorn re-raises the signal that stopped it once it has shut down; with these
+        # handlers that re-raise only logs, so the cleanup below runs and the exit code is 0.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, _frame: log.info("signal %d: shut down", signum))
+        _DrainingServer(config, drain, cfg.drain_timeout_s).run()
+    finally:
+        procs.stop()
+    if not drain.started():
+        raise StartupError("the server did not start (see the log above)")

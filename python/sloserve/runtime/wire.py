@@ -1,0 +1,102 @@
+"""What travels over ZMQ between the front, the router and the schedulers: orjson dicts.
+
+Every message is a JSON object with a ``type``. Requests travel as plain dicts and are rebuilt
+into ``core.request.Request`` objects on the other side (plans and requests are plain data, so
+any process can rebuild them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+from typing import Any
+
+import orjson
+
+from sloserve.core.plan import ReplicaSummary
+from sloserve.core.request import Request
+from sloserve.core.slo import DecodeSegment
+
+
+_OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+
+def _fallback(obj: Any) -> Any:
+    """Numpy scalars, sets and other values policies may put in stats()/summaries."""
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj, key=str)
+    return str(obj)
+
+
+def encode(msg: dict) -> bytes:
+    return orjson.dumps(msg, default=_fallback, option=_OPTS)
+
+
+def decode(data: bytes) -> dict:
+    return orjson.loads(data)
+
+
+def segments_to_wire(segments: tuple[DecodeSegment, ...]) -> list[list[Any]]:
+    return [[s.tpot_ms, s.num_tokens, s.name] for s in segments]
+
+
+def segments_from_wire(rows: list[list[Any]]) -> tuple[DecodeSegment, ...]:
+    return tuple(DecodeSegment(float(t), n, str(name)) for t, n, name in rows)
+
+
+def request_to_wire(req: Request) -> dict:
+    return {
+        "rid": req.request_id, "arrival_s": req.arrival_s, "prompt_tokens": req.prompt_tokens,
+        "output_tokens": req.output_tokens, "ttft_slo_s": req.ttft_slo_s,
+        "segments": segments_to_wire(req.segments), "slo_class": req.slo_class,
+        "program_id": req.program_id, "stage_index": req.stage_index, "stage_name": req.stage_name,
+        "output_tokens_known": req.output_tokens_known, "max_new_tokens": req.max_new_tokens,
+        "best_effort": bool(req.extra.get("route_best_effort", False)),
+    }
+
+
+def request_from_wire(d: dict) -> Request:
+    req = Request(
+        request_id=d["rid"], arrival_s=float(d["arrival_s"]), prompt_tokens=int(d["prompt_tokens"]),
+        output_tokens=int(d["output_tokens"]), ttft_slo_s=float(d["ttft_slo_s"]),
+        segments=segments_from_wire(d["segments"]), slo_class=d["slo_class"],
+        program_id=d["program_id"], stage_index=int(d["stage_index"]), stage_name=d["stage_name"],
+        output_tokens_known=bool(d["output_tokens_known"]), max_new_tokens=d["max_new_tokens"],
+    )
+    if d.get("best_effort"):
+        req.extra["route_best_effort"] = True
+    return req
+
+
+_SUMMARY_FIELDS = {f.name for f in dataclasses.fields(ReplicaSummary)}
+
+
+def summary_to_wire(summary: ReplicaSummary) -> dict:
+    return dataclasses.asdict(summary)
+
+
+def summary_from_wire(d: dict) -> ReplicaSummary:
+    """Rebuild a summary; fields this version does not know are dropped (newer publishers)."""
+    kw = {k: v for k, v in d.items() if k in _SUMMARY_FIELDS}
+    if "spare_prefill_tokens" in kw and kw["spare_prefill_tokens"] is not None:
+        kw["spare_prefill_tokens"] = tuple(tuple(x) for x in kw["spare_prefill_tokens"])
+    return ReplicaSummary(**kw)
+
+
+def child_process_setup() -> None:
+    """Children die with the parent (Linux prctl) and leave Ctrl-C to the parent."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:  # pragma: no cover - non-Linux
+        pass
+
+
+def parent_alive(parent_pid: int) -> bool:
+    return os.getppid() == parent_pid
