@@ -1,15 +1,19 @@
 """``python -m sloserve.launch_server``: the sloserve server.
 
-``--backend embedded`` (the default) runs the embedded runtime: an SGLang-compatible HTTP front,
+``--backend auto`` (the default) picks SGLang when it is importable and a CUDA device is
+present, else the embedded runtime; the choice is logged. ``--backend embedded`` runs the
+embedded runtime: an SGLang-compatible HTTP front,
 a ZMQ router and ``--dp-size`` scheduler processes against a *simulated* GPU. ``--backend
-sglang`` hands the same arguments to the SGLang integration; ``auto`` picks SGLang when it is
-importable and CUDA is available.
+sglang`` hands every argument to the SGLang integration (SGLang's own server arguments
+included), so ``--backend`` is read before anything else is parsed.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import logging
+import os
 import sys
 from typing import Sequence
 
@@ -19,6 +23,9 @@ log = logging.getLogger("sloserve.launch")
 
 
 def cuda_available() -> bool:
+    # No NVIDIA device node means no CUDA: answer without paying for a torch import.
+    if not (os.path.exists("/dev/nvidiactl") or os.path.exists("/proc/driver/nvidia")):
+        return False
     if importlib.util.find_spec("torch") is None:
         return False
     try:
@@ -39,6 +46,10 @@ def choose_backend(requested: str) -> str:
 
 
 def run_sglang(argv: Sequence[str]) -> int:
+    if not cuda_available():
+        print("error: --backend sglang needs a CUDA GPU (SGLang cannot serve on CPU); "
+              "use --backend embedded for the simulated engine", file=sys.stderr)
+        return 2
     try:
         from sloserve.sglang.launch import main as sglang_main
     except ImportError as exc:
@@ -47,17 +58,30 @@ def run_sglang(argv: Sequence[str]) -> int:
     return int(sglang_main(list(argv)) or 0)
 
 
+def requested_backend(argv: Sequence[str]) -> str:
+    """Only ``--backend``: SGLang's own arguments must not be parsed by the embedded CLI."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--backend", default="auto")
+    known, _ = pre.parse_known_args(list(argv))
+    return known.backend
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    requested = requested_backend(argv)
+    if requested not in ("embedded", "sglang", "auto"):
+        print("error: --backend must be embedded, sglang or auto", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(levelname)s %(message)s")
+    if requested == "sglang" or (requested == "auto" and "-h" not in argv and "--help" not in argv
+                                 and choose_backend("auto") == "sglang"):
+        return run_sglang(argv)
     try:
         cfg = config_from_args(argv)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=cfg.log_level.upper(), format="[%(asctime)s %(name)s] %(levelname)s %(message)s")
-    backend = choose_backend(cfg.backend)
-    if backend == "sglang":
-        return run_sglang(argv)
+    logging.getLogger().setLevel(cfg.log_level.upper())
     from sloserve.runtime.server import ConfigError, StartupError, serve
 
     try:

@@ -14,7 +14,7 @@ class ServerConfig:
     port: int = field(default=30000, metadata={"help": "HTTP port"})
     model: str = field(default="opt-13b-tp2-a100", metadata={"help": "batch-time preset (sloserve.perf.preset_names())"})
     served_model_name: str | None = field(default=None, metadata={"help": "model name reported by the API (default: --model)"})
-    backend: str = field(default="embedded", metadata={"help": "embedded | sglang | auto (sglang when importable and CUDA is present)",
+    backend: str = field(default="auto", metadata={"help": "embedded | sglang | auto (sglang when importable and CUDA is present)",
                                                        "choices": ("embedded", "sglang", "auto")})
     policy: str = field(default="slos-serve", metadata={"help": "scheduling policy (registered name)"})
     policy_opt: tuple[str, ...] = field(default=(), metadata={"help": "policy option key=value (repeatable)", "repeat": True})

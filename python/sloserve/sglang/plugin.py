@@ -1,0 +1,70 @@
+"""SGLang plugin entry point (group ``sglang.srt.plugins``): inert unless enabled.
+
+SGLang calls ``load_plugin`` in every one of its processes. Unless ``SLOSERVE_SGLANG_PLUGIN=1``
+(set by ``sloserve.sglang.launch``) it returns at once without importing SGLang, so installing
+sloserve never changes a plain SGLang server. When enabled it registers, with SGLang's
+``HookRegistry``, the replacements listed in ``HOOK_TARGETS``; SGLang applies them right after
+all plugins ran.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sloserve.sglang.config import plugin_enabled
+
+log = logging.getLogger(__name__)
+
+SCHEDULER_TARGET = "sglang.srt.managers.scheduler.Scheduler"
+DP_CONTROLLER_TARGET = "sglang.srt.managers.data_parallel_controller.DataParallelController"
+SPEC_TARGET = "sglang.srt.speculative.adaptive_spec_params.AdaptiveSpeculativeParams"
+RETRACTION_TARGET = "sglang.srt.managers.schedule_batch.ScheduleBatch._get_decode_retraction_order"
+# Every target string, and the SGLang methods our subclasses override (checked by the tests
+# against the installed SGLang and the 0.5.16 wheel, so an upstream rename fails loudly).
+HOOK_TARGETS = (SCHEDULER_TARGET, DP_CONTROLLER_TARGET, SPEC_TARGET, RETRACTION_TARGET)
+
+
+def slo_retraction_order(original, reqs):
+    """AROUND hook: retract best-effort, then most-slack requests first; SGLang's order when
+    no request carries a sloserve SLO (plain requests keep plain behaviour)."""
+    from sloserve.sglang.translate import retraction_order
+
+    tagged = {r.rid: r.sloserve_request for r in reqs if getattr(r, "sloserve_request", None) is not None}
+    if not tagged:
+        return original(reqs)
+    # Slack differences do not depend on now_s, so the order is the same on every rank.
+    return retraction_order([r.rid for r in reqs], tagged, 0.0)
+
+
+def register_hooks(registry=None) -> list[str]:
+    """Register every hook with SGLang's HookRegistry; returns the targets registered."""
+    if registry is None:
+        from sglang.srt.plugins.hook_registry import HookRegistry as registry  # noqa: N813
+    from sglang.srt.plugins.hook_registry import HookType
+
+    from sloserve.sglang.dp_controller import SloDataParallelController
+    from sloserve.sglang.scheduler import SloScheduler
+    from sloserve.sglang.spec_selector import SloSpeculativeParams
+
+    hooks = (
+        (SCHEDULER_TARGET, SloScheduler, HookType.REPLACE),
+        (DP_CONTROLLER_TARGET, SloDataParallelController, HookType.REPLACE),
+        (SPEC_TARGET, SloSpeculativeParams, HookType.REPLACE),
+        (RETRACTION_TARGET, slo_retraction_order, HookType.AROUND),
+    )
+    done = []
+    for target, hook, kind in hooks:
+        if any(h is hook for _, h, _ in registry._hooks.get(target, ())):
+            continue  # idempotent: SGLang may call plugins more than once per process
+        registry.register(target, hook, kind)
+        done.append(target)
+    return done
+
+
+def load_plugin() -> None:
+    """Entry point SGLang calls; does nothing unless the sloserve launcher enabled it."""
+    if not plugin_enabled():
+        log.debug("sloserve SGLang plugin installed but not enabled (set SLOSERVE_SGLANG_PLUGIN=1)")
+        return
+    targets = register_hooks()
+    log.info("sloserve SGLang plugin registered %d hook(s): %s", len(targets), ", ".join(targets))

@@ -1,0 +1,180 @@
+"""SGLang's Scheduler, subclassed so the sloserve plan decides each step (see docs/sglang.md).
+
+Per SGLang iteration (``_should_defer_prefill`` is its first per-iteration hook): snapshot the
+running batch, the chunked request and the waiting queue as plain numbers, feed them to the
+shadow policy (``ShadowPlanner.observe``), ask it for the next step (``plan``), and let the
+overridden hooks realise that decision: the queue order (``SloSchedulePolicy``), per-request
+prefill tokens (``SloPrefillAdder``), a decode-only step (``_should_defer_prefill``), retraction
+victims (plugin hook on ``ScheduleBatch._get_decode_retraction_order``) and ``meta_info``.
+
+Determinism across TP ranks: the only non-deterministic input is the clock, so ``now_s`` is
+read on the group's first rank and broadcast (SGLang's own ``broadcast_pyobj``); everything
+else is computed from identical inputs by identical code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from sglang.srt.managers.scheduler import Scheduler
+
+from sloserve.perf import get_model
+from sloserve.runtime.slo_params import SloDefaults, SloParamError
+from sloserve.sglang.config import load_config
+from sloserve.sglang.policy import SloPrefillAdder, SloSchedulePolicy
+from sloserve.sglang.shadow import ShadowPlanner
+from sloserve.sglang.spec_selector import SloSpeculativeParams
+from sloserve.sglang.streamer import SloOutputStreamer
+from sloserve.sglang.summaries import ENV_SUMMARY_DIR, write_summary
+from sloserve.sglang.translate import ReqSnapshot, build_request
+
+log = logging.getLogger(__name__)
+SUMMARY_INTERVAL_S = 0.05
+
+
+def req_snapshot(req, running: bool) -> ReqSnapshot:
+    """Plain numbers from an SGLang ``Req`` (attribute names shared by 0.5.16 and 0.5.23)."""
+    prompt = len(req.origin_input_ids)
+    outputs = len(req.output_ids)
+    if running:
+        computed = prompt + outputs - 1 if outputs else prompt
+    else:
+        prefix = getattr(req, "prefix_len", None)
+        if prefix is None:
+            prefix = len(getattr(req, "prefix_indices", ()) or ())
+        computed = min(int(prefix), prompt + outputs)
+    return ReqSnapshot(req.rid, prompt, outputs, computed, running)
+
+
+def attach_slo(req, now_s: float, zero_load_prefill_s, defaults: SloDefaults):
+    """Build and attach the sloserve request for an SGLang ``Req`` (once)."""
+    core = getattr(req, "sloserve_request", None)
+    if core is None:
+        sp = req.sampling_params
+        core = build_request(req.rid, len(req.origin_input_ids), sp.max_new_tokens or 1,
+                             getattr(sp, "custom_params", None), now_s, zero_load_prefill_s, defaults)
+        req.sloserve_request = core
+    return core
+
+
+class SloScheduler(Scheduler):
+    """Drop-in replacement registered by the plugin for ``sglang...scheduler.Scheduler``."""
+
+    _slo_shadow: ShadowPlanner | None = None
+    _slo_now_s: float = 0.0
+    _slo_planned: bool = False
+    _slo_summary_at: float = 0.0
+
+    # ---- setup ------------------------------------------------------------------------
+    def _slo(self) -> ShadowPlanner:
+        if self._slo_shadow is None:
+            cfg = load_config()
+            self._slo_cfg = cfg
+            self._slo_perf = get_model(cfg.perf_model)
+            self._slo_defaults = SloDefaults(ttft_slowdown=cfg.default_ttft_slowdown, tpot_ms=cfg.default_tpot_ms)
+            capacity = cfg.kv_capacity_tokens or int(getattr(self, "max_total_num_tokens", 0) or 0) or 1 << 20
+            replica = int(getattr(self, "dp_rank", None) or 0)
+            self._slo_shadow = ShadowPlanner.create(cfg.policy, dict(cfg.policy_options), self._slo_perf, capacity,
+                                                    cfg.block_size_tokens, getattr(self, "max_req_len", None), replica)
+            self._slo_now_s = self._slo_clock()
+            log.info("sloserve policy %s on replica %d (KV %d tokens, perf %s)", cfg.policy, replica, capacity, cfg.perf_model)
+        return self._slo_shadow
+
+    def init_schedule_policy(self):
+        super().init_schedule_policy()
+        SloSchedulePolicy.adopt(self.policy, self._slo().waiting_order, self._slo_before_sort)
+
+    def get_prefill_adder_class(self):
+        return SloPrefillAdder.bind(self._slo().decision)
+
+    def get_output_streamer_class(self):
+        shadow = self._slo()
+        return SloOutputStreamer.bind(lambda rid: shadow.meta(rid, self._slo_now_s))
+
+    # ---- the clock, identical on every rank ---------------------------------------------
+    def _slo_clock(self) -> float:
+        now = time.time()  # Unix time: the HTTP front stamps slo_arrival_s in the same base
+        group = getattr(self, "tp_group", None)
+        if getattr(self, "tp_size", 1) > 1 and group is not None and getattr(group, "world_size", 1) > 1:
+            from sglang.srt.utils import broadcast_pyobj
+
+            now = broadcast_pyobj([now], group.rank, group.cpu_group, src=group.ranks[0])[0]
+        return float(now)
+
+    # ---- arrivals ----------------------------------------------------------------------
+    def _create_generation_req(self, recv_req, *args, **kwargs):
+        req = super()._create_generation_req(recv_req, *args, **kwargs)
+        self._slo()  # perf model and defaults
+        try:
+            attach_slo(req, self._slo_now_s, self._slo_perf.zero_load_prefill_s, self._slo_defaults)
+        except SloParamError as exc:
+            req.set_finish_with_abort(str(exc))  # HTTP 400 with the field name
+        return req
+
+    def _add_request_to_queue(self, req, is_retracted: bool = False):
+        result = super()._add_request_to_queue(req, is_retracted)
+        if is_retracted or req.finished():
+            return result
+        shadow = self._slo()
+        if req.rid in shadow.known:
+            return result
+        try:
+            core = attach_slo(req, self._slo_now_s, self._slo_perf.zero_load_prefill_s, self._slo_defaults)
+        except SloParamError as exc:  # SGLang versions without _create_generation_req
+            req.set_finish_with_abort(str(exc))
+            return result
+        decision = shadow.add(core, self._slo_now_s)
+        log.debug("sloserve %s: %s (%s)", req.rid, decision.reason.value, core.tier.value)
+        return result
+
+    # ---- per-iteration planning ----------------------------------------------------------
+    def _slo_step(self, running_batch) -> None:
+        shadow = self._slo()
+        now = self._slo_clock()
+        self._slo_now_s = now
+        running = [r for r in getattr(running_batch, "reqs", []) if not r.finished()]
+        waiting = list(self.waiting_queue)
+        chunked = getattr(self, "chunked_req", None)
+        if chunked is not None and all(r is not chunked for r in running):
+            waiting.append(chunked)
+        if not running and not waiting and not shadow.known:
+            return
+        snaps = [req_snapshot(r, True) for r in running] + [req_snapshot(r, False) for r in waiting]
+        shadow.observe(snaps, now)
+        shadow.plan(now, [r.rid for r in waiting], bool(running))
+        tpot = shadow.tightest_tpot_s(r.rid for r in running)
+        kv_read = sum(s.num_computed_tokens for s in snaps if s.running)
+        if self._slo_cfg.spec_slo_aware:
+            SloSpeculativeParams.publish(tpot, kv_read)
+        # SGLang's utilization metric divides running requests by this (it has no setter upstream):
+        # how many one-token decodes fit in a step of the tightest TPOT at today's KV read.
+        tpot_s = tpot if tpot is not None else self._slo_cfg.default_tpot_ms / 1e3
+        self.max_running_requests_under_SLO = max(self._slo_perf.max_tokens_within_s(tpot_s, 0, kv_read), 1)
+        self._slo_publish_summary(now)
+
+    def _slo_publish_summary(self, now: float) -> None:
+        directory = os.environ.get(ENV_SUMMARY_DIR)
+        if not directory or now - self._slo_summary_at < SUMMARY_INTERVAL_S:
+            return
+        if getattr(self, "attn_tp_rank", 0) not in (0, None):
+            return
+        self._slo_summary_at = now
+        try:
+            write_summary(directory, self._slo().summary(now))
+        except OSError as exc:  # a full /dev/shm must not stop serving
+            log.warning("sloserve: cannot publish plan summary: %s", exc)
+
+    def _should_defer_prefill(self, running_batch) -> bool:
+        self._slo_step(running_batch)
+        self._slo_planned = True
+        if self._slo().decision.defer_prefill:
+            return True
+        return super()._should_defer_prefill(running_batch)
+
+    def _slo_before_sort(self, waiting_queue, running_batch) -> None:
+        # SGLang versions without _should_defer_prefill plan here instead.
+        if not self._slo_planned:
+            self._slo_step(running_batch)
+        self._slo_planned = False

@@ -1,0 +1,107 @@
+"""The sloserve scheduler kept as a shadow of SGLang's queues (no sglang import).
+
+Each SGLang iteration, ``observe`` restates what SGLang actually did since the last call as a
+StepPlan/StepResult and feeds it to the policy's ``on_step_done`` (so the policy's progress,
+events and counters follow reality, whatever SGLang ran), then ``plan`` asks the policy for the
+next step and restates it as a ``PlanDecision``. All inputs are plain data and ``now_s`` is
+passed in: given the same snapshots every TP rank computes the same decision.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable, Mapping
+
+from sloserve.core.plan import AdmitDecision, ReplicaSummary, ScheduledItem, StepPlan, StepResult
+from sloserve.core.request import Request
+from sloserve.core.scheduler import Scheduler, SchedulerContext, create_scheduler
+from sloserve.sglang.translate import PlanDecision, ReqSnapshot, plan_to_decision, retraction_order, slo_meta, waiting_order
+
+log = logging.getLogger(__name__)
+
+
+class ShadowPlanner:
+    def __init__(self, policy: Scheduler) -> None:
+        self.policy = policy
+        self.known: dict[str, Request] = {}  # every request the policy was told about
+        self.finished: dict[str, Request] = {}  # recently finished, for the last meta_info
+        self.decision = PlanDecision()
+        self.admissions: dict[str, AdmitDecision] = {}
+
+    @classmethod
+    def create(cls, name: str, options: Mapping[str, Any] | None, perf, kv_capacity_tokens: int,
+               block_size_tokens: int = 16, max_seq_len_tokens: int | None = None, replica_id: int = 0) -> "ShadowPlanner":
+        ctx = SchedulerContext(perf=perf, kv_capacity_tokens=kv_capacity_tokens, block_size_tokens=block_size_tokens,
+                               max_seq_len_tokens=max_seq_len_tokens, replica_id=replica_id)
+        return cls(create_scheduler(name, ctx, options))
+
+    # ---- arrivals -------------------------------------------------------------------------
+    def add(self, request: Request, now_s: float) -> AdmitDecision:
+        decision = self.policy.add(request, now_s)
+        self.admissions[request.request_id] = decision
+        self.known[request.request_id] = request
+        return decision
+
+    def request(self, rid: str) -> Request | None:
+        return self.known.get(rid) or self.finished.get(rid)
+
+    # ---- progress -------------------------------------------------------------------------
+    def observe(self, snapshots: Iterable[ReqSnapshot], now_s: float) -> list:
+        """Feed what SGLang did since the last call to the policy; returns its events."""
+        snaps = {s.rid: s for s in snapshots}
+        items: list[ScheduledItem] = []
+        produced: dict[str, int] = {}
+        for rid, req in list(self.known.items()):
+            snap = snaps.get(rid)
+            if snap is None:
+                continue
+            if snap.num_computed_tokens < req.num_computed_tokens and snap.num_output_tokens <= req.num_output_tokens:
+                self.policy.preempt(req, now_s)  # SGLang retracted it: its KV is gone
+            d_out = snap.num_output_tokens - req.num_output_tokens
+            if d_out > 0:
+                items.append(ScheduledItem(rid, max(req.remaining_compute_tokens, 1), context_tokens=req.num_computed_tokens))
+                produced[rid] = d_out
+            elif snap.num_computed_tokens > req.num_computed_tokens:
+                delta = min(snap.num_computed_tokens, req.num_tokens) - req.num_computed_tokens
+                items.append(ScheduledItem(rid, delta, context_tokens=req.num_computed_tokens))
+        gone = [rid for rid in self.known if rid not in snaps and rid in self.policy.requests]
+        items.extend(ScheduledItem(rid, 0) for rid in gone if rid not in produced)
+        events = self.policy.on_step_done(StepPlan(tuple(items)), StepResult(0.0, produced, frozenset(gone)), now_s)
+        for rid in list(self.known):
+            if rid not in self.policy.requests:  # finished, aborted, or rejected by the policy
+                self.finished[rid] = self.known.pop(rid)
+        while len(self.finished) > 4096:  # keep only recent ones, for late meta_info
+            self.finished.pop(next(iter(self.finished)))
+        self._resync_kv()
+        return events
+
+    def _resync_kv(self) -> None:
+        """Hold exactly the KV SGLang holds, so the next plan starts from reality."""
+        kv = self.policy.kv
+        for rid, req in self.known.items():
+            kv.free(rid)
+            if req.num_computed_tokens and not kv.grow(rid, req.num_computed_tokens):
+                log.debug("shadow KV short for %s (%d tokens)", rid, req.num_computed_tokens)
+
+    # ---- decisions ------------------------------------------------------------------------
+    def plan(self, now_s: float, waiting: Iterable[str], running_nonempty: bool) -> PlanDecision:
+        plan = self.policy.schedule(now_s)
+        self.decision = plan_to_decision(plan, list(waiting), running_nonempty)
+        return self.decision
+
+    def waiting_order(self, rids: list[str]) -> list[int]:
+        return waiting_order(rids, self.decision, self.known)
+
+    def retraction_order(self, rids: list[str], now_s: float) -> list[int]:
+        return retraction_order(rids, self.known, now_s)
+
+    def meta(self, rid: str, now_s: float) -> dict:
+        return slo_meta(self.request(rid), now_s)
+
+    def summary(self, now_s: float) -> ReplicaSummary:
+        return self.policy.summary(now_s)
+
+    def tightest_tpot_s(self, rids: Iterable[str]) -> float | None:
+        """Smallest current TPOT SLO among ``rids`` in the SLO tier (None when there is none)."""
+        values = [r.current_tpot_s for rid in rids if (r := self.known.get(rid)) is not None and r.tier.value == "slo"]
+        return min(values) if values else None

@@ -1,0 +1,111 @@
+"""SloScheduler's overrides on a real (partially initialised) SGLang Scheduler object.
+
+A full Scheduler needs a model and a GPU; its constructor is bypassed and only the state the
+overridden methods read is set. Everything they call (Req, SamplingParams, SchedulePolicy,
+PrefillAdder, the output streamer) is SGLang's real code.
+"""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+
+pytest.importorskip("sglang", reason="sglang is not installed: run scripts/install_sglang_cpu.sh")
+pytestmark = pytest.mark.sglang
+
+from helpers import make_pools, make_req  # noqa: E402
+from sglang.srt.managers.schedule_batch import FINISH_ABORT  # noqa: E402
+from sglang.srt.managers.schedule_policy import SchedulePolicy  # noqa: E402
+from sglang.srt.sampling.sampling_params import SamplingParams  # noqa: E402
+
+from sloserve.sglang.config import SglangAdapterConfig, export_env  # noqa: E402
+from sloserve.sglang.policy import SloPrefillAdder, SloSchedulePolicy  # noqa: E402
+from sloserve.sglang.scheduler import SloScheduler, req_snapshot  # noqa: E402
+from sloserve.sglang.spec_selector import SloSpeculativeParams  # noqa: E402
+from sloserve.sglang.streamer import META_KEYS, SloOutputStreamer  # noqa: E402
+
+
+@pytest.fixture
+def sched(monkeypatch, sglang_published):
+    import os
+
+    env = export_env(SglangAdapterConfig(policy="fcfs", policy_options=(("token_budget", 128),)), {})
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    s = SloScheduler.__new__(SloScheduler)
+    s.max_total_num_tokens = 8192
+    s.waiting_queue = []
+    s.chunked_req = None
+    s._prefill_decode_interval_remaining = 0
+    s.tp_size = 1
+    yield s
+    SloSpeculativeParams.publish(None, 0)
+    assert os.environ.get("SLOSERVE_SGLANG_PLUGIN") == "1"
+
+
+def create(s, rid, n, custom):
+    from array import array
+
+    return s._create_generation_req(None, rid, "", array("q", range(1, n + 1)), SamplingParams(max_new_tokens=8, custom_params=custom))
+
+
+def test_create_generation_req_reads_slo_and_rejects_bad_keys(sched):
+    req = create(sched, "ok", 20, {"slo_tpot_ms": 30.0, "slo_ttft_ms": 200.0, "slo_arrival_s": 5.0})
+    core = req.sloserve_request
+    assert core.arrival_s == 5.0 and core.ttft_slo_s == pytest.approx(0.2) and core.segments[0].tpot_ms == 30.0
+    bad = create(sched, "bad", 20, {"slo_tpot_ms": "fast"})
+    assert isinstance(bad.to_finish, FINISH_ABORT) and "slo_tpot_ms" in str(bad.to_finish.message)
+
+
+def test_iteration_plans_orders_and_defers(sched):
+    reqs = [create(sched, f"w{i}", 100, {"slo_ttft_ms": 1000.0 - 100 * i}) for i in range(3)]
+    shadow = sched._slo()
+    for r in reqs:
+        shadow.add(r.sloserve_request, sched._slo_now_s)
+    sched.waiting_queue = list(reversed(reqs))
+    running = types.SimpleNamespace(reqs=[])
+    assert sched._should_defer_prefill(running) is False
+    assert dict(shadow.decision.prefill_tokens) == {"w0": 100, "w1": 28}  # FCFS, budget 128
+    adder_cls = sched.get_prefill_adder_class()
+    assert issubclass(adder_cls, SloPrefillAdder) and adder_cls.decision is shadow.decision
+    _, cache = make_pools()
+    policy = SloSchedulePolicy.adopt(SchedulePolicy("fcfs", cache, False, False, False), shadow.waiting_order,
+                                     sched._slo_before_sort)
+    policy.calc_priority(sched.waiting_queue, running)
+    assert [r.rid for r in sched.waiting_queue] == ["w0", "w1", "w2"]
+    # w0 decodes now with a tight TPOT; a token budget of 128 leaves prefill room, so no defer
+    reqs[0].output_ids.append(5)
+    sched.waiting_queue = reqs[1:]
+    running = types.SimpleNamespace(reqs=[reqs[0]])
+    assert sched._should_defer_prefill(running) is False
+    assert shadow.known["w0"].num_output_tokens == 1
+    assert SloSpeculativeParams._batch_tpot_s == pytest.approx(shadow.known["w0"].current_tpot_s)
+    loose = sched.max_running_requests_under_SLO
+    assert loose >= 1  # feeds SGLang's utilization metric
+    shadow.known["w0"].segments = (type(shadow.known["w0"].segments[0])(5.0),)  # a 5 ms TPOT
+    sched._should_defer_prefill(running)
+    assert sched.max_running_requests_under_SLO < loose
+
+
+def test_output_streamer_reports_tier_deadline_and_verdict(sched):
+    req = create(sched, "m", 10, {"slo_ttft_ms": 100.0})
+    sched._slo().add(req.sloserve_request, sched._slo_now_s)
+    cls = sched.get_output_streamer_class()
+    assert issubclass(cls, SloOutputStreamer) and cls.has_additional_customized_info
+    streamer = cls(send_to_detokenizer=None, tree_cache=None, server_args=None, is_generation=True, spec_algorithm=None,
+                   disaggregation_mode=None, enable_hicache_storage=lambda: False)
+    info = streamer.build_additional_customized_info([req, make_req("stranger", 5)])
+    assert set(info) == set(META_KEYS)
+    assert info["slo_tier"] == ["slo", "unknown"] and info["slo_verdict"][0] == "on_track"
+    assert info["slo_ttft_deadline_s"][0] == pytest.approx(req.sloserve_request.ttft_deadline_s, abs=1e-6)
+    assert all(streamer.is_request_level_customized_info_key(k) for k in META_KEYS)
+
+
+def test_req_snapshot_of_real_requests():
+    req = make_req("s", 40)
+    assert req_snapshot(req, False) == req_snapshot(req, False)
+    snap = req_snapshot(req, False)
+    assert (snap.prompt_tokens, snap.num_output_tokens, snap.num_computed_tokens, snap.running) == (40, 0, 0, False)
+    req.output_ids.extend([1, 2])
+    assert req_snapshot(req, True).num_computed_tokens == 41
