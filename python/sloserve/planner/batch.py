@@ -1,0 +1,208 @@
+"""Batch planner (no speculation): the prefill budget the admitted decodes leave, over time.
+
+The executor (planner/execute.py) runs steps on a grid: step 0 starts at ``start_s`` and lasts
+``first_len_s`` (= min(L, earliest decode deadline - start)), every later step lasts at most
+``L`` = the tightest TPOT resident in the SLO tier (dynamic batch size: a step of ``L`` seconds
+holds ``max_tokens_within_s(L)`` tokens). A decode is *forced* into step k when its next token
+is due by ``s_k + 2L``; a decode not forced has its deadline after ``s_k + 2L`` and can wait for
+the next step, which ends by ``s_k + 2L - L``. Hence every forced token is on time as long as
+the step ends by ``s_k + L`` (and never after a forced deadline). What forced decodes leave in
+each step is prefill budget.
+
+Forced decodes by the end of step m-1 are the request's token deadlines ``<= T_m`` with
+``T_1 = s_0 + 2L`` and ``T_m = s_1 + mL`` (m >= 2), capped by m (one token per step) and by the
+decode tokens the request still has. This module computes those counts in numpy for every
+resident at once; a speculative planner (issue 4) supplies its own ``Forecast`` the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+EPS_S = 1e-9  # time slack used in the conservative direction (fewer steps, more decodes)
+
+
+@dataclass(frozen=True)
+class StepGrid:
+    """The executor's step grid as the planner predicts it."""
+
+    start_s: float
+    first_len_s: float
+    step_len_s: float
+    first_tokens: int
+    step_tokens: int
+    first_all: bool = False  # a stretched step 0 that carries every decode (see make_grid)
+
+    def __post_init__(self) -> None:
+        if not (0 < self.first_len_s and self.step_len_s > 0):
+            raise ValueError(f"bad grid lengths {self.first_len_s}, {self.step_len_s}")
+        if not self.first_all and self.first_len_s > self.step_len_s + EPS_S:
+            raise ValueError("only a stretched step 0 may be longer than the step length")
+
+    @property
+    def first_end_s(self) -> float:
+        return self.start_s + self.first_len_s
+
+    def steps_by(self, deadline_s) -> np.ndarray:
+        """Number of whole steps that end by each deadline (0 before the first one ends)."""
+        d = np.asarray(deadline_s, dtype=np.float64)
+        later = np.floor((d - self.first_end_s) / self.step_len_s + EPS_S)
+        m = np.where(d + EPS_S >= self.first_end_s, later + 1, 0)
+        return np.maximum(m, 0).astype(np.int64)
+
+    def step_end_s(self, m) -> np.ndarray:
+        """End time of the first m steps (start_s for m = 0)."""
+        m = np.asarray(m, dtype=np.int64)
+        return np.where(m <= 0, self.start_s, self.first_end_s + (m - 1) * self.step_len_s)
+
+    def forced_horizon_s(self, m) -> np.ndarray:
+        """T_m: a token due by T_m is forced into one of the first m steps."""
+        m = np.asarray(m, dtype=np.int64)
+        t1 = np.inf if self.first_all else self.start_s + 2 * self.step_len_s
+        return np.where(m <= 0, -np.inf, np.where(m == 1, t1, self.first_end_s + m * self.step_len_s))
+
+    def tokens_by(self, m) -> np.ndarray:
+        """Tokens the first m steps hold in total (decode plus prefill)."""
+        m = np.asarray(m, dtype=np.int64)
+        return np.where(m <= 0, 0, self.first_tokens + (m - 1) * self.step_tokens)
+
+
+@dataclass(frozen=True)
+class DecodeLoad:
+    """Admitted decode streams: first future token deadline, spacing (TPOT), tokens left."""
+
+    first_due_s: np.ndarray
+    tpot_s: np.ndarray
+    cap_tokens: np.ndarray
+
+    @staticmethod
+    def empty() -> "DecodeLoad":
+        z = np.zeros(0)
+        return DecodeLoad(z, z.copy(), np.zeros(0, dtype=np.int64))
+
+    @staticmethod
+    def of(rows: list[tuple[float, float, int]]) -> "DecodeLoad":
+        if not rows:
+            return DecodeLoad.empty()
+        a = np.asarray(rows, dtype=np.float64)
+        return DecodeLoad(a[:, 0], a[:, 1], a[:, 2].astype(np.int64))
+
+    def __len__(self) -> int:
+        return int(self.first_due_s.size)
+
+
+def forced_by(grid: StepGrid, load: DecodeLoad, m) -> np.ndarray:
+    """Total forced decode tokens in the first m steps, for each m given."""
+    m = np.atleast_1d(np.asarray(m, dtype=np.int64))
+    if len(load) == 0:
+        return np.zeros(m.shape, dtype=np.int64)
+    horizon = grid.forced_horizon_s(m)  # (K,)
+    due = np.floor((horizon[None, :] - load.first_due_s[:, None]) / load.tpot_s[:, None] + EPS_S) + 1
+    due = np.where(np.isnan(due), 0, due)  # +inf horizon (stretched step 0): every stream counts
+    if grid.first_all:  # the stretched step 0 carried every stream once, due or not
+        due = np.where(m[None, :] >= 1, np.maximum(due, 1), due)
+    count = np.clip(due, 0, load.cap_tokens[:, None])
+    count = np.minimum(count, m[None, :])
+    return count.sum(axis=0).astype(np.int64)
+
+
+class ForcedTable:
+    """Forced decodes by m steps for m = 0..M of one (grid, load), grown on demand. A policy
+    keeps one per grid while its tier view is unchanged, and adds rows as it admits requests,
+    so a burst of arrivals does not recount every resident stream."""
+
+    def __init__(self, grid: StepGrid, load: DecodeLoad, counts: np.ndarray | None = None) -> None:
+        self.grid, self.load = grid, load
+        self.counts = counts if counts is not None else np.zeros(0, dtype=np.int64)
+
+    def get(self, m: np.ndarray) -> np.ndarray:
+        top = int(m.max()) if m.size else 0
+        if top >= self.counts.size:
+            want = max(top + 1, 2 * self.counts.size, 16)
+            extra = forced_by(self.grid, self.load, np.arange(self.counts.size, want))
+            self.counts = np.concatenate([self.counts, extra])
+        return self.counts[m]
+
+    def with_row(self, first_due_s: float, tpot_s: float, cap_tokens: int, load: DecodeLoad) -> "ForcedTable":
+        """The table for ``load`` = this table's load plus one stream (same formula as forced_by)."""
+        n = self.counts.size
+        if n == 0:
+            return ForcedTable(self.grid, load)
+        m = np.arange(n)
+        due = np.floor((self.grid.forced_horizon_s(m) - first_due_s) / tpot_s + EPS_S) + 1
+        due = np.where(np.isnan(due), 0, due)
+        if self.grid.first_all:
+            due = np.where(m >= 1, np.maximum(due, 1), due)
+        add = np.minimum(np.clip(due, 0, cap_tokens), m).astype(np.int64)
+        return ForcedTable(self.grid, load, self.counts + add)
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """Cumulative prefill budget by given deadlines; ``feasible`` False if decodes alone overflow."""
+
+    grid: StepGrid
+    deadlines_s: np.ndarray
+    steps: np.ndarray  # whole steps ending by each deadline
+    horizon_s: np.ndarray  # T_m for those step counts
+    budget_tokens: np.ndarray  # prefill tokens available by each deadline
+    feasible: bool
+
+
+def forecast(grid: StepGrid, load: DecodeLoad, deadlines_s, table: ForcedTable | None = None) -> Forecast:
+    """The prefill budget available by each deadline after the forced decodes of ``load``."""
+    d = np.atleast_1d(np.asarray(deadlines_s, dtype=np.float64))
+    m = grid.steps_by(d)
+    if table is not None:
+        forced = table.get(m)
+    else:
+        uniq, inverse = np.unique(m, return_inverse=True)  # many deadlines share a step count
+        forced = forced_by(grid, load, uniq)[inverse]
+    budget = grid.tokens_by(m) - forced
+    feasible = len(load) <= min(grid.first_tokens, grid.step_tokens)
+    return Forecast(grid, d, m, grid.forced_horizon_s(m), budget.astype(np.int64), feasible)
+
+
+@dataclass(frozen=True)
+class PlannedBatch:
+    start_s: float
+    end_s: float
+    decode_tokens: int
+    prefill_budget_tokens: int
+
+
+def batches(grid: StepGrid, load: DecodeLoad, num_steps: int) -> list[PlannedBatch]:
+    """The first ``num_steps`` planned batches (for tests, docs and traces)."""
+    m = np.arange(num_steps + 1)
+    forced = forced_by(grid, load, m)
+    tokens = grid.tokens_by(m)
+    ends = grid.step_end_s(m)
+    out = []
+    for k in range(num_steps):
+        dec = int(forced[k + 1] - forced[k])
+        out.append(PlannedBatch(float(ends[k]), float(ends[k + 1]), dec, int(tokens[k + 1] - tokens[k]) - dec))
+    return out
+
+
+def make_grid(perf, start_s: float, step_len_s: float, earliest_due_s: float,
+              kv_read_tokens: int = 0, fixed_tokens: int | None = None,
+              stretch_end_s: float | None = None) -> StepGrid:
+    """The grid from ``start_s``: step 0 ends by the earliest decode deadline (and by start+L).
+
+    With ``stretch_end_s`` step 0 instead runs until then (the caller keeps it at or before the
+    earliest decode deadline and every admitted prefill deadline) and carries every decode:
+    slack banked by early tokens buys one long, efficient step.
+    """
+    if stretch_end_s is not None:
+        first = stretch_end_s - start_s
+    else:
+        first = min(step_len_s, earliest_due_s - start_s) if np.isfinite(earliest_due_s) else step_len_s
+    first = max(first, 1e-6)
+
+    def tokens(length_s: float) -> int:
+        n = int(perf.max_tokens_within_s(length_s - EPS_S, 0, kv_read_tokens))
+        return min(n, fixed_tokens) if fixed_tokens else n
+
+    return StepGrid(start_s, first, step_len_s, tokens(first), tokens(step_len_s), stretch_end_s is not None)

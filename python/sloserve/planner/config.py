@@ -1,0 +1,57 @@
+"""Configuration of the slos-serve policy (one frozen dataclass, help text in metadata)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+OUTPUT_LENGTH_MODES = ("reserve", "predict")
+
+
+@dataclass(frozen=True)
+class SLOsServeConfig:
+    reject_unadmitted: bool = field(default=False, metadata={
+        "help": "reject requests the plan cannot admit (server answers 429) instead of best effort"})
+    best_effort: bool = field(default=True, metadata={
+        "help": "ablation: False drops the best-effort tier (unadmitted requests are rejected)"})
+    admit_all: bool = field(default=False, metadata={
+        "help": "ablation: no admission control, every request joins the SLO tier"})
+    fixed_batch_tokens: int = field(default=0, metadata={
+        "help": "ablation: > 0 uses this fixed per-step token budget (Sarathi-like) instead of TPOT-sized steps"})
+    replan_interval_s: float = field(default=0.0, metadata={
+        "help": "ablation: > 0 decides admissions only on this timer (the authors' 0.1 s) instead of per event"})
+    output_length: str = field(default="reserve", metadata={
+        "help": "unknown output lengths: 'reserve' plans max_new_tokens, 'predict' plans a predicted length and re-plans on overrun"})
+    predict_prior_tokens: int = field(default=256, metadata={
+        "help": "predict mode: prior output length before any request of the class finished"})
+    predict_margin: float = field(default=1.5, metadata={
+        "help": "predict mode: plan this multiple of the class's mean observed output length"})
+    promote_best_effort: bool = field(default=True, metadata={
+        "help": "re-offer not-yet-started best-effort requests to the DP at every re-plan"})
+    max_candidates: int = field(default=8, metadata={
+        "help": "at most this many candidates (new plus promotable) per DP run"})
+    max_front: int = field(default=16, metadata={
+        "help": "DP: at most this many Pareto states kept per tier-count key"})
+    max_states: int = field(default=64, metadata={
+        "help": "DP: at most this many states per layer (beam; exact below it)"})
+    stretch_steps: bool = field(default=True, metadata={
+        "help": "let a step run past L (up to max_step_s) when every decode has banked enough slack and the plan stays feasible"})
+    max_step_s: float = field(default=0.25, metadata={
+        "help": "longest stretched step (bounds how long a new arrival waits for the engine)"})
+    planning_tolerance: float = field(default=0.0, metadata={
+        "help": "plan against deadlines stretched like the attainment metric's tolerance (0: the plain SLO)"})
+    idle_step_s: float = field(default=0.05, metadata={
+        "help": "step length when no SLO request is resident (best effort only)"})
+
+    def __post_init__(self) -> None:
+        if self.output_length not in OUTPUT_LENGTH_MODES:
+            raise ValueError(f"output_length must be one of {OUTPUT_LENGTH_MODES}, got {self.output_length!r}")
+        if self.fixed_batch_tokens < 0 or self.replan_interval_s < 0:
+            raise ValueError("fixed_batch_tokens and replan_interval_s must be >= 0")
+        if self.max_candidates < 1 or self.max_front < 1 or self.max_states < 1:
+            raise ValueError("max_candidates, max_front and max_states must be >= 1")
+        if self.predict_prior_tokens < 1 or self.predict_margin <= 0:
+            raise ValueError("predict_prior_tokens must be >= 1 and predict_margin > 0")
+        if not 0 <= self.planning_tolerance < 1:
+            raise ValueError("planning_tolerance must be in [0, 1)")
+        if not (self.idle_step_s > 0 and self.max_step_s > 0):
+            raise ValueError("idle_step_s and max_step_s must be positive")

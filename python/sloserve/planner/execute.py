@@ -1,0 +1,85 @@
+"""Executing the plan: one step's items from the SLO tier, then the best-effort tier.
+
+Order of filling a step that starts at t and may last until ``end_s = min(t + L, earliest SLO
+decode deadline)``: forced SLO decodes (due by t + 2L), admitted prefills in deadline order
+(chunked), SLO decodes that are not due yet, then best-effort requests in FIFO order. The token
+cap is the batch-time model's inverse of ``end_s - t``, so a batch that carries a big prefill
+chunk still ends before the next decode deadline (the gap bug of the authors' code).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from sloserve.core.plan import ScheduledItem
+from sloserve.core.request import Request
+from sloserve.planner.batch import EPS_S
+
+
+@dataclass
+class StepBuilder:
+    """Accumulates items against a token cap; ``reserve`` returns False when KV cannot be had."""
+
+    cap_tokens: int
+    reserve: Callable[[Request, int, bool], bool]
+    items: list[ScheduledItem] = field(default_factory=list)
+    used: int = 0
+    ids: set = field(default_factory=set)
+
+    @property
+    def room(self) -> int:
+        return self.cap_tokens - self.used
+
+    def add(self, req: Request, want: int, slo: bool) -> int:
+        """Schedule up to ``want`` tokens of ``req``; returns how many were scheduled."""
+        n = min(want, self.room)
+        if n <= 0 or req.request_id in self.ids:
+            return 0
+        if not self.reserve(req, n, slo):
+            return 0
+        self.items.append(ScheduledItem(req.request_id, n, context_tokens=req.num_computed_tokens))
+        self.ids.add(req.request_id)
+        self.used += n
+        return n
+
+
+def is_decoding(r: Request) -> bool:
+    return r.num_output_tokens > 0 and r.remaining_compute_tokens == 1
+
+
+def step_window(now_s: float, step_len_s: float, decoders: list[tuple[float, Request]]) -> tuple[float, list, list]:
+    """(end_s, forced, optional): the step's latest end and the SLO decodes split by urgency."""
+    end_s = now_s + step_len_s
+    forced, optional = [], []
+    for due, r in decoders:
+        end_s = min(end_s, due)
+        (forced if due <= now_s + 2 * step_len_s + EPS_S else optional).append((due, r))
+    forced.sort(key=lambda x: x[0])
+    optional.sort(key=lambda x: x[0])
+    return end_s, forced, optional
+
+
+def fill_step(builder: StepBuilder, forced: list, prefills: list[Request], best_effort: list[Request],
+              optional: list) -> int:
+    """Fill in priority order; returns the number of forced decodes that did not fit."""
+    dropped = 0
+    for _, r in forced:
+        if builder.add(r, 1, True) == 0:
+            dropped += 1
+    for r in prefills:
+        if builder.room <= 0:
+            break
+        builder.add(r, r.remaining_compute_tokens, True)
+    # decodes not yet due go before best effort: an admitted request that finishes sooner
+    # frees its KV reservation sooner (pacing tokens at the TPOT would hold KV longest)
+    for _, r in optional:
+        if builder.room <= 0:
+            break
+        builder.add(r, 1, True)
+    for r in best_effort:
+        if builder.room <= 0:
+            break
+        if builder.add(r, r.remaining_compute_tokens, False) == 0:
+            break  # FIFO: a later best-effort request does not overtake one lacking memory
+    return dropped
