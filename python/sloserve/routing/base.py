@@ -52,6 +52,30 @@ class Router(ABC):
     def on_finished(self, request: Request, replica_id: int, now_s: float) -> None:
         """Hook: a request routed earlier has finished."""
 
+    def stats(self) -> dict:
+        """Counters for reports (decisions by reason, bursts seen...)."""
+        return {}
+
+
+class NoReplicaError(RuntimeError):
+    """No healthy replica to route to (empty list, or every summary says unhealthy)."""
+
+
+def healthy_replicas(replicas: Sequence[ReplicaView]) -> list[ReplicaView]:
+    """The replicas whose published summary says healthy; NoReplicaError when none is.
+
+    Drivers should pass only healthy replicas, but a summary can turn unhealthy between the
+    driver's check and the decision (a crashed scheduler process), so policies that read
+    summaries filter again.
+    """
+    if not replicas:
+        raise NoReplicaError("no replica to route to (empty replica list)")
+    healthy = [r for r in replicas if r.summary().healthy]
+    if not healthy:
+        ids = ", ".join(str(r.replica_id) for r in replicas)
+        raise NoReplicaError(f"no healthy replica to route to (all unhealthy: {ids})")
+    return healthy
+
 
 ROUTERS: Registry[Router] = Registry("router", plugins=("sloserve.routing.policies",))
 register_router = ROUTERS.register

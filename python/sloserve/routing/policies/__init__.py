@@ -1,3 +1,3 @@
 """Registered routing policies (imported by the router registry on first lookup)."""
 
-from sloserve.routing.policies import round_robin  # noqa: F401
+from sloserve.routing.policies import load, round_robin, slo_proactive, slo_sequential  # noqa: F401
