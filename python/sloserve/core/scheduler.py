@@ -208,7 +208,7 @@ class Scheduler(ABC):
 
 
 SCHEDULERS: Registry[Scheduler] = Registry(
-    "policy", plugins=("sloserve.policies", "sloserve.planner")
+    "policy", plugins=("sloserve.policies", "sloserve.planner", "sloserve.spec.slos")
 )
 register = SCHEDULERS.register
 

@@ -65,6 +65,8 @@ def add_sim_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tolerance", type=float, default=0.05, help="deadline tolerance for attainment")
     p.add_argument("--json", help="also write the JSON result to this file")
     p.add_argument("--plot", help="write a PNG plot to this file")
+    from sloserve.spec.config import add_spec_arguments  # noqa: PLC0415 (issue 4: --spec flags)
+    add_spec_arguments(p)  # sets args.build_spec, which build_sim_config calls
 
 
 def build_sim_config(args) -> SimConfig:
