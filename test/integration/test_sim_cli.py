@@ -73,3 +73,15 @@ def test_trace_window_outside_the_trace_is_rejected():
     proc = sim("run", "--policy", "fcfs", "--trace", trace, "--trace-window", "999999:1000000")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "window" in proc.stderr
+
+
+def test_workload_config_reads_the_raw_trace_window_for_benchmarks():
+    """Benchmarks reuse the CLI options without the CLI's own parsing step."""
+    import argparse
+
+    from sloserve.sim.options import add_sim_arguments, workload_config
+
+    parser = argparse.ArgumentParser()
+    add_sim_arguments(parser)
+    args = parser.parse_args(["--trace", "t.csv", "--trace-window", "900:1200"])
+    assert workload_config(args, 2.0).trace_window_s == (900.0, 1200.0)

@@ -102,8 +102,12 @@ def workload_config(args, rate: float):
     num = args.num_requests
     if num is None and not args.trace:
         num = 1000
+    window = getattr(args, "trace_window_s", None)
+    if window is None and getattr(args, "trace_window", None):
+        # callers other than the sim CLI (benchmarks) pass only the raw --trace-window text
+        window = parse_window(args.trace_window)
     return WorkloadConfig(scenario=args.scenario, rate_rps=rate, num_requests=num,
                           arrival=args.arrival, burstiness_cv=args.burstiness, trace_path=args.trace,
-                          trace_window_s=getattr(args, "trace_window_s", None), lengths_path=args.lengths,
+                          trace_window_s=window, lengths_path=args.lengths,
                           max_seq_len=args.max_seq_len, seed=args.seed, slo_scale=args.slo_scale,
                           output_len_known=not args.unknown_output_len)
