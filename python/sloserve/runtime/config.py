@@ -7,6 +7,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from sloserve.core.options import parse_kv
+
 
 @dataclass(frozen=True)
 class ServerConfig:
@@ -54,35 +56,10 @@ class ServerConfig:
         return self.served_model_name or self.model
 
     def policy_options(self) -> dict[str, Any]:
-        return parse_options(self.policy_opt, "--policy-opt")
+        return parse_kv(self.policy_opt, "--policy-opt")
 
     def router_options(self) -> dict[str, Any]:
-        return parse_options(self.router_opt, "--router-opt")
-
-
-def parse_value(text: str) -> Any:
-    """CLI option values: int, float, bool, none, else the string itself."""
-    low = text.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low in ("none", "null"):
-        return None
-    for conv in (int, float):
-        try:
-            return conv(text)
-        except ValueError:
-            pass
-    return text
-
-
-def parse_options(items: Sequence[str], flag: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"{flag} expects key=value, got {item!r}")
-        out[key.strip().replace("-", "_")] = parse_value(value.strip())
-    return out
+        return parse_kv(self.router_opt, "--router-opt")
 
 
 def build_parser(cls: type = ServerConfig) -> argparse.ArgumentParser:

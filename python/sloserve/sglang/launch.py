@@ -20,6 +20,7 @@ import sys
 import tempfile
 from typing import Any, Sequence
 
+from sloserve.core.options import parse_kv
 from sloserve.sglang.config import SglangAdapterConfig, export_env
 from sloserve.sglang.summaries import ENV_SUMMARY_DIR
 
@@ -38,25 +39,8 @@ def sglang_backend_available() -> bool:
         return False
 
 
-def _parse_value(text: str) -> Any:
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    return text
-
-
 def _options(pairs: Sequence[str], flag: str) -> tuple[tuple[str, Any], ...]:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"{flag} expects key=value, got {pair!r}")
-        out[key.strip().replace("-", "_")] = _parse_value(value.strip())
-    return tuple(sorted(out.items()))
+    return tuple(sorted(parse_kv(pairs, flag).items()))
 
 
 def parser() -> argparse.ArgumentParser:

@@ -4,32 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from sloserve.core.options import parse_kv, parse_value  # noqa: F401 (re-exported)
 from sloserve.sim.config import SimConfig
-
-
-def parse_value(text: str):
-    """``key=value`` values: int, float, true/false/none, else the string."""
-    low = text.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low in ("none", "null"):
-        return None
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
-
-
-def parse_kv(pairs: list[str] | None, what: str) -> dict:
-    out = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"{what} expects key=value, got {pair!r}")
-        out[key] = parse_value(value)
-    return out
 
 
 def parse_window(text: str) -> tuple[float, float]:
