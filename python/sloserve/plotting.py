@@ -17,7 +17,8 @@ def _pyplot():
     return plt
 
 
-def plot_capacity(results: Mapping[str, object], path: str, title: str = "", target: float | None = None) -> None:
+def plot_capacity(results: Mapping[str, object], path: str, title: str = "", target: float | None = None,
+                  xlabel: str | None = None) -> None:
     """Attainment against rate per policy, the capacity point of each marked."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -28,7 +29,7 @@ def plot_capacity(results: Mapping[str, object], path: str, title: str = "", tar
         target = res.target_attainment if target is None else target
     if target is not None:
         ax.axhline(target, color="grey", ls="--", lw=1, label=f"target {target:.0%}")
-    ax.set_xlabel("arrival rate (requests/s)")
+    ax.set_xlabel(xlabel or "arrival rate (requests/s)")
     ax.set_ylabel("SLO attainment")
     ax.set_ylim(0, 1.02)
     ax.set_title(title)
