@@ -39,6 +39,14 @@ class SLOsServeConfig:
         "help": "longest stretched step (bounds how long a new arrival waits for the engine)"})
     planning_tolerance: float = field(default=0.0, metadata={
         "help": "plan against deadlines stretched like the attainment metric's tolerance (0: the plain SLO)"})
+    kv_profile: bool = field(default=True, metadata={
+        "help": "admit on the peak KV the admitted requests can hold over time (growth and completion bounds) instead of the sum of their full reservations; not in predict mode"})
+    kv_pace: float = field(default=1.0, metadata={
+        "help": "with kv_profile: arrivals may be planned at this fraction of their TPOTs (deadlines earlier than the SLO's: they finish and free KV sooner, at a compute cost); first choice while the KV pool is busy (kv_pace_above), fallback otherwise; 1 = off"})
+    kv_pace_above: float = field(default=0.5, metadata={
+        "help": "with kv_pace < 1: plan arrivals at the faster pace first while the admitted requests' KV peak exceeds this fraction of the pool"})
+    kv_pace_floor: float = field(default=2.0, metadata={
+        "help": "with kv_pace < 1: a paced TPOT is never below this multiple of the one-token batch time (short steps waste compute on the base time)"})
     idle_step_s: float = field(default=0.05, metadata={
         "help": "step length when no SLO request is resident (best effort only)"})
 
@@ -53,5 +61,7 @@ class SLOsServeConfig:
             raise ValueError("predict_prior_tokens must be >= 1 and predict_margin > 0")
         if not 0 <= self.planning_tolerance < 1:
             raise ValueError("planning_tolerance must be in [0, 1)")
+        if not 0 < self.kv_pace <= 1 or self.kv_pace_floor < 0:
+            raise ValueError("kv_pace must be in (0, 1] and kv_pace_floor >= 0")
         if not (self.idle_step_s > 0 and self.max_step_s > 0):
             raise ValueError("idle_step_s and max_step_s must be positive")

@@ -17,6 +17,7 @@ from sloserve.planner.admission import Admission, Item, admit_arrays, leftover_t
 from sloserve.planner.batch import EPS_S, StepGrid, make_grid
 from sloserve.planner.config import SLOsServeConfig
 from sloserve.planner.deadlines import Deadlines
+from sloserve.planner.kvprofile import KVProfile
 from sloserve.planner.execute import StepBuilder, fill_step, is_decoding, step_window
 from sloserve.planner.view import TierView, build_view, extend_view
 
@@ -41,6 +42,7 @@ class SLOsServeScheduler(Scheduler):
         self.pending_events: list[RequestEvent] = []
         self.next_replan_s = 0.0
         self.slack_s = math.inf
+        self.kvp = KVProfile(self)  # KV-over-time admission check and paced arrivals
         self.first_step: tuple[float, float, bool] | None = None  # (start, end, carries all decodes)
         self._view: TierView | None = None
         self.out_stats: dict[str, tuple[int, int]] = {}  # class -> (finished, output tokens)
@@ -91,12 +93,12 @@ class SLOsServeScheduler(Scheduler):
         items = [self._item(c) for c in cands]
         steps = [self.step_len_s] if stretch_only else self._step_options(view, items)
         best: tuple | None = None
+        free = self.kvp.free_blocks(start, cands) if items else self.kv.capacity_blocks - self.reserved_total
         for step in steps:
             if step is None:
                 continue
             elig = [c for c in items if c.tpot_s >= step - EPS_S]
             for grid in self._grids(view, elig, start, step, stretch_only):
-                free = self.kv.capacity_blocks - self.reserved_total
                 cap = min(grid.first_tokens, grid.step_tokens) - len(view.load)
                 res = admit_arrays(view.pending_deadline_s, view.pending_prefill, elig, grid, view.load, free, cap,
                                    self.config.max_front, self.config.max_states, view.table(grid))
@@ -210,12 +212,13 @@ class SLOsServeScheduler(Scheduler):
             self.undecided[request.request_id] = request
             return AdmitDecision(AdmitReason.QUEUED, detail="waiting for the re-plan timer")
         # an arrival frees nothing, so best-effort requests are re-offered on completions only
-        if request.request_id in self._replan(now_s, [request], promote=False):
+        if self.kvp.admit_arrival(request, now_s):
             return AdmitDecision(AdmitReason.ADMITTED, slack_s=self.slack_s)
         return self._not_admitted(request, self._why_not(request), "plan cannot fit it")
 
     def _why_not(self, r: Request) -> AdmitReason:
-        return AdmitReason.NO_KV if self.mem_blocks(r) > self.kv.capacity_blocks - self.reserved_total else AdmitReason.NO_TIME
+        start = self.inflight_end_s if self.inflight_end_s is not None else r.arrival_s
+        return AdmitReason.NO_KV if self.mem_blocks(r) > self.kvp.free_blocks(start, [r]) else AdmitReason.NO_TIME
 
     def _not_admitted(self, r: Request, why: AdmitReason, detail: str, tag: str = "") -> AdmitDecision:
         if self.config.reject_unadmitted or not self.config.best_effort:

@@ -1,0 +1,132 @@
+"""KV admission on the time profile (planner/kvprofile.py) and paced decode deadlines."""
+
+import math
+
+import numpy as np
+import pytest
+
+from sloserve.core.plan import AdmitReason
+from sloserve.core.request import Request
+from sloserve.core.scheduler import SchedulerContext, create_scheduler
+from sloserve.core.slo import DecodeSegment
+from sloserve.perf.paper import Line, PaperLinesModel
+from sloserve.planner.deadlines import PACE_KEY, Deadlines, paced_segments
+from sloserve.planner.kvprofile import peak_blocks
+
+PERF = PaperLinesModel("toy", (Line(1e-4, 0.0, 0.01),))  # 10 ms + 0.1 ms per token
+
+
+def brute_peak(held, full, fin, start, step, per_step, block, times):
+    """The bound summed at each probe time, requests alive while t <= their finish."""
+    best = 0
+    for t in times:
+        on_time = np.isfinite(fin) & (fin >= start)
+        grown = np.where(on_time, np.minimum(held + per_step * (np.ceil((t - start) / step) + 1), full), full)
+        alive = np.where(on_time, fin >= t, True)
+        best = max(best, int((np.where(alive, -(-grown.astype(np.int64) // block), 0)).sum()))
+    return best
+
+
+def test_empty_and_bad_arguments():
+    e = np.array([], dtype=np.int64)
+    assert peak_blocks(e, e, np.array([]), 0.0, 0.01, 1, 16) == 0
+    one = np.array([10])
+    with pytest.raises(ValueError):
+        peak_blocks(one, one, np.array([1.0]), 0.0, 0.0, 1, 16)
+    with pytest.raises(ValueError):
+        peak_blocks(one, one, np.array([1.0]), 0.0, 0.01, 0, 16)
+
+
+def test_single_request_grows_one_token_per_step_until_its_finish():
+    # 100 held, full 1000, finishes at 0.5 s, steps >= 0.01 s: at most 100 + 51 tokens by then
+    got = peak_blocks(np.array([100]), np.array([1000]), np.array([0.5]), 0.0, 0.01, 1, 16)
+    assert got == math.ceil(151 / 16)
+    # a request already past its finish time (late) is counted full, for good
+    assert peak_blocks(np.array([100]), np.array([1000]), np.array([-1.0]), 0.0, 0.01, 1, 16) == math.ceil(1000 / 16)
+    # speculation: several tokens per step
+    got = peak_blocks(np.array([100]), np.array([1000]), np.array([0.5]), 0.0, 0.01, 5, 16)
+    assert got == math.ceil((100 + 5 * 51) / 16)
+
+
+def test_a_finishing_request_frees_room_for_one_that_grows_later():
+    # A is nearly full and finishes soon; B grows slowly: the peak is far below A + B full
+    held, full = np.array([990, 10]), np.array([1000, 1000])
+    fin = np.array([0.05, 10.0])
+    got = peak_blocks(held, full, fin, 0.0, 0.01, 1, 1)
+    assert got == max(996 + 16, 1000)  # A's 990 + 6 steps and B's 10 + 6 at 0.05 s, vs B full later
+    assert got < full.sum()
+
+
+def test_matches_the_bound_at_every_probe_time_on_random_instances():
+    rng = np.random.default_rng(7)
+    for _ in range(60):
+        n = int(rng.integers(1, 12))
+        full = rng.integers(20, 600, n)
+        held = np.minimum(rng.integers(1, 600, n), full)
+        fin = rng.uniform(-0.2, 3.0, n)
+        start, step, per, block = 0.0, float(rng.uniform(0.005, 0.05)), int(rng.integers(1, 4)), int(rng.integers(1, 17))
+        got = peak_blocks(held, full, fin, start, step, per, block)
+        probes = np.concatenate([fin[fin >= start], rng.uniform(0, 3.5, 200)])
+        assert got >= brute_peak(held, full, fin, start, step, per, block, probes)
+        # and it is attained at some finish time (left limit, inclusive)
+        assert got == brute_peak(held, full, fin, start, step, per, block, np.concatenate([fin[fin >= start], [start]]))
+        assert got <= int((-(-full // block)).sum())
+
+
+def test_paced_deadlines_are_never_later_than_the_slo_and_respect_the_floor():
+    r = Request("r", 0.0, 100, 50, 1.0, (DecodeSegment(50.0, 20, "think"), DecodeSegment(100.0)))
+    dl = Deadlines(0.05)
+    plain = [dl.token_s(r, i) for i in range(1, 51)]
+    r.extra[PACE_KEY] = paced_segments(r.segments, 0.5, 40.0)
+    assert [s.tpot_ms for s in r.extra[PACE_KEY]] == [40.0, 50.0]
+    paced = [dl.token_s(r, i) for i in range(1, 51)]
+    assert all(p <= q + 1e-12 for p, q in zip(paced, plain)) and paced[-1] < plain[-1]
+    assert dl.min_tpot_s(r) == pytest.approx(0.040 * 1.05)
+    # a floor above a segment's SLO never loosens it
+    assert [s.tpot_ms for s in paced_segments(r.segments, 0.5, 80.0)] == [50.0, 80.0]
+
+
+def sched(kv_tokens, **opts):
+    return create_scheduler("slos-serve", SchedulerContext(PERF, kv_tokens, 16), opts)
+
+
+def req(rid, arrival=0.0, prompt=100, output=400, ttft=1.0, tpot_ms=50.0):
+    return Request(rid, arrival, prompt, output, ttft, (DecodeSegment(tpot_ms),))
+
+
+def test_profile_admits_what_full_reservations_refuse_and_fixed_sum_refuses():
+    # a finishes within ~2 s; b can only grow one token per 10 ms step meanwhile
+    results = {}
+    for profile in (False, True):
+        s = sched(1200, kv_profile=profile)
+        a = req("a", output=20, tpot_ms=50.0)  # 120 tokens, done by ~2 s
+        b = req("b", prompt=100, output=900)  # 1000 tokens, grows one token per step at most
+        d1, d2 = s.add(a, 0.0), s.add(b, 0.0)
+        assert d1.reason is AdmitReason.ADMITTED and d2.reason is AdmitReason.ADMITTED
+        c = req("c", prompt=60, output=40)  # 100 tokens: sum of full = 1220 > 1200
+        results[profile] = s.add(c, 0.0)
+    assert results[False].reason is AdmitReason.BEST_EFFORT and "no_kv" in results[False].detail
+    # with the profile, b holds at most 101 + (steps by a's/c's end) tokens before they finish
+    assert results[True].reason is AdmitReason.ADMITTED
+
+
+def test_profile_still_refuses_when_the_peak_does_not_fit():
+    s = sched(1200, kv_profile=True)
+    assert s.add(req("a", prompt=100, output=1000), 0.0).reason is AdmitReason.ADMITTED
+    d = s.add(req("b", prompt=100, output=1000), 0.0)  # both would reach 1100 tokens together
+    assert d.reason is AdmitReason.BEST_EFFORT and "no_kv" in d.detail
+
+
+def test_pacing_sticks_only_when_it_admits():
+    s = sched(1200, kv_profile=True, kv_pace=0.5, kv_pace_above=0.0, kv_pace_floor=0.0)
+    first = req("first", prompt=100, output=300, tpot_ms=100.0)
+    assert s.add(first, 0.0).reason is AdmitReason.ADMITTED and PACE_KEY not in first.extra  # empty pool
+    a = req("a", prompt=100, output=300, tpot_ms=100.0)
+    assert s.add(a, 0.0).reason is AdmitReason.ADMITTED
+    assert [x.tpot_ms for x in a.extra[PACE_KEY]] == [50.0]  # the pool is "busy" above 0: paced first
+    assert s.view().min_tpot_s == pytest.approx(0.05)  # the plan runs at the paced TPOT
+    s2 = sched(1200, kv_profile=True, kv_pace=0.5, kv_pace_above=0.99)
+    b = req("b", prompt=100, output=300, tpot_ms=100.0)
+    assert s2.add(b, 0.0).reason is AdmitReason.ADMITTED and PACE_KEY not in b.extra
+    with pytest.raises(ValueError):
+        sched(1200, kv_pace=0.0)
