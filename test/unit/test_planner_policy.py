@@ -259,3 +259,21 @@ def test_a_ttft_shorter_than_the_step_is_served_by_a_shorter_first_step():
     short = req("short", arrival=0.3, prompt=50, output=5, ttft=0.05, tpot_ms=100.0)
     times, dec = run(s, [long, short])
     assert dec["short"].admitted and attained(short, times) and attained(long, times)
+
+
+def test_summary_publishes_prefill_backlog_and_rate_for_summary_only_routers():
+    from sloserve.core.request import Request
+    from sloserve.core.scheduler import SchedulerContext, create_scheduler
+    from sloserve.core.slo import DecodeSegment
+    from sloserve.perf import get_model
+
+    perf = get_model("opt-13b-tp2-a100")
+    sched = create_scheduler("slos-serve", SchedulerContext(perf, 97648))
+    idle = sched.summary(0.0)
+    assert idle.prefill_backlog_tokens == 0
+    assert idle.prefill_tokens_per_s == perf.max_tokens_within_s(0.1) / 0.1
+    req = Request("a", 0.0, 700, 50, 5.0, (DecodeSegment(100),), slo_class="chatbot")
+    assert sched.add(req, 0.0).accepted
+    busy = sched.summary(0.0)
+    assert busy.prefill_backlog_tokens == 700
+    assert 0 < busy.prefill_tokens_per_s

@@ -25,6 +25,10 @@ from sloserve.planner.view import TierView, build_view, extend_view
 STRETCH_MIN = 1.25  # stretch a step only when it can be this many times L (else not worth it)
 
 
+# Step length assumed for the published prefill rate when no SLO-tier decode sets one.
+SUMMARY_IDLE_STEP_S = 0.1
+
+
 @register("slos-serve")
 class SLOsServeScheduler(Scheduler):
     Config = SLOsServeConfig
@@ -397,8 +401,19 @@ class SLOsServeScheduler(Scheduler):
         for r in self.slo.values():
             by_tier[r.slo_class] = by_tier.get(r.slo_class, 0) + 1
         slack = self.slack_s if self.slo else math.inf
+        backlog = sum(r.remaining_compute_tokens for r in self.requests.values() if r.num_output_tokens == 0)
         return ReplicaSummary(base.replica_id, now_s, base.num_requests, base.num_waiting, base.outstanding_tokens,
-                              base.free_kv_tokens, base.kv_capacity_tokens, by_tier, slack, True)
+                              base.free_kv_tokens, base.kv_capacity_tokens, by_tier, slack, True,
+                              prefill_backlog_tokens=backlog, prefill_tokens_per_s=self.prefill_rate_tps())
+
+    def prefill_rate_tps(self) -> float:
+        """Prefill tokens per second left beside the admitted decodes, at the current step length
+        (what a router without ``can_admit`` uses to judge whether a prompt meets its TTFT)."""
+        step_s = self.step_len_s or SUMMARY_IDLE_STEP_S
+        decoding = [r for r in self.slo.values() if r.num_output_tokens > 0]
+        kv_read = sum(r.num_tokens for r in decoding)
+        room = self.ctx.perf.max_tokens_within_s(step_s, 0, kv_read) - len(decoding)
+        return max(room, 0) / step_s
 
     def stats(self) -> dict:
         out = super().stats()
