@@ -39,8 +39,10 @@ class SLOsServeConfig:
         "help": "longest stretched step (bounds how long a new arrival waits for the engine)"})
     planning_tolerance: float = field(default=0.0, metadata={
         "help": "plan against deadlines stretched like the attainment metric's tolerance (0: the plain SLO)"})
-    kv_profile: bool = field(default=True, metadata={
-        "help": "admit on the peak KV the admitted requests can hold over time (growth and completion bounds) instead of the sum of their full reservations; not in predict mode"})
+    # Off by default: +13% capacity on synthetic chatbot, none on the Azure chatbot trace, and
+    # about 3x the admission cost (docs/planner.md §3b, docs/results.md §4).
+    kv_profile: bool = field(default=False, metadata={
+        "help": "admit on the peak KV the admitted requests can hold over time (growth and completion bounds) instead of the sum of their full reservations; not in predict mode; costs about 3x admission time"})
     kv_pace: float = field(default=1.0, metadata={
         "help": "with kv_profile: arrivals may be planned at this fraction of their TPOTs (deadlines earlier than the SLO's: they finish and free KV sooner, at a compute cost); first choice while the KV pool is busy (kv_pace_above), fallback otherwise; 1 = off"})
     kv_pace_above: float = field(default=0.5, metadata={
