@@ -69,6 +69,17 @@ class QueuedScheduler(Scheduler):
             self.waiting.append(req.request_id)
         return event
 
+    def reserve_preempting_newest(self, req: Request, num_tokens: int, now_s: float,
+                                  events: list[RequestEvent]) -> bool:
+        """Reserve KV for ``req``, preempting the last running request (vLLM's
+        ``running.pop()``) until it fits. False when ``req`` itself had to go."""
+        while not self.reserve(req, num_tokens):
+            victim = self.requests[self.running[-1]]
+            events.append(self.preempt_to_waiting(victim, now_s, front=True))
+            if victim is req:
+                return False
+        return True
+
     def drop_unservable(self, req: Request, now_s: float, reason: str) -> RequestEvent:
         """Give up on a request the policy can never serve (the real systems abort it too).
 

@@ -147,14 +147,7 @@ class DistServeDecodeScheduler(QueuedScheduler):
         while idx < len(self.running):
             req = self.requests[self.running[idx]]
             want = req.remaining_compute_tokens  # 1, or the whole context after a preemption
-            scheduled = True
-            while not self.reserve(req, want):
-                victim = self.requests[self.running[-1]]
-                events.append(self.preempt_to_waiting(victim, now_s, front=True))
-                if victim is req:
-                    scheduled = False
-                    break
-            if not scheduled:
+            if not self.reserve_preempting_newest(req, want, now_s, events):
                 break
             items.append(item_for(req, want))
             idx += 1

@@ -164,14 +164,7 @@ class VLLMScheduler(QueuedScheduler):
             if want <= 0:
                 idx += 1
                 continue
-            scheduled = True
-            while not self.reserve(req, want):
-                victim = self.requests[self.running[-1]]  # running.pop() in vLLM
-                events.append(self.preempt_to_waiting(victim, now_s, front=True))
-                if victim is req:
-                    scheduled = False
-                    break
-            if not scheduled:
+            if not self.reserve_preempting_newest(req, want, now_s, events):
                 break
             items.append(item_for(req, want))
             budget -= want
