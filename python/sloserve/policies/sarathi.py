@@ -115,14 +115,10 @@ class SarathiScheduler(QueuedScheduler):
                 continue
             if len(items) >= budget:
                 continue  # never exceed the budget (see docs/baselines.md)
-            while not self.reserve(req, 1):
-                victim = self.requests[self.running[-1]]
-                events.append(self.preempt_to_waiting(victim, now_s, front=True))
-                if victim is req:
-                    idx -= 1  # the list shrank under us
-                    break
-            else:
+            if self.reserve_preempting_newest(req, 1, now_s, events):
                 items.append(item_for(req, 1))
+            else:
+                idx -= 1  # req itself was preempted: the list shrank under us
         return items, events, prefilling
 
     def _admit_waiting(self, budget: int, used: int, items: list[ScheduledItem],
