@@ -8,13 +8,13 @@ the SLO-specific flags are ours. Bad flags exit 2 with one line on stderr.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Sequence
 
+from sloserve.cli_dataclass import add_dataclass_arguments, dataclass_values
 from sloserve.perf.presets import preset_names
 from sloserve.workloads import SCENARIOS, SLO_PRESETS
 
@@ -175,35 +175,15 @@ class OneLineParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-_CONVERTERS = {"int": int, "float": float, "int | None": int, "float | None": float,
-               "str": str, "str | None": str}
-
-
 def build_parser(prog: str = "bench_serving.py") -> OneLineParser:
     parser = OneLineParser(prog=prog, description="SLO-aware serving benchmark (SGLang bench_serving compatible flags)")
-    for f in dataclasses.fields(BenchConfig):
-        flag = "--" + f.name.replace("_", "-")
-        meta = dict(f.metadata)
-        kwargs: dict[str, Any] = {"dest": f.name, "help": meta.get("help", "")}
-        if meta.get("repeat"):
-            kwargs.update(action="append", default=[])
-        elif str(f.type) == "bool":
-            kwargs.update(action="store_true", default=f.default)
-        else:
-            kwargs.update(type=_CONVERTERS.get(str(f.type), str), default=f.default)
-            if "choices" in meta:
-                kwargs["choices"] = meta["choices"]
-        parser.add_argument(flag, **kwargs)
-    return parser
+    return add_dataclass_arguments(parser, BenchConfig)
 
 
 def config_from_args(argv: Sequence[str] | None = None, prog: str = "bench_serving.py") -> BenchConfig:
     """Parse and validate; on a bad flag print one line and exit 2."""
     parser = build_parser(prog)
-    values = vars(parser.parse_args(argv))
-    for f in dataclasses.fields(BenchConfig):
-        if f.metadata.get("repeat"):
-            values[f.name] = tuple(values[f.name])
+    values = dataclass_values(parser.parse_args(argv), BenchConfig)
     try:
         return BenchConfig(**values)
     except ValueError as exc:

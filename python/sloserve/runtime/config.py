@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from sloserve.cli_dataclass import add_dataclass_arguments, dataclass_values
 from sloserve.core.options import parse_kv
 
 
@@ -66,27 +66,8 @@ def build_parser(cls: type = ServerConfig) -> argparse.ArgumentParser:
     """An argparse parser generated from the dataclass fields and their help metadata."""
     parser = argparse.ArgumentParser(prog="python -m sloserve.launch_server",
                                      description="sloserve server (SGLang-compatible API, SLO-aware scheduling)")
-    for f in dataclasses.fields(cls):
-        flag = "--" + f.name.replace("_", "-")
-        meta = dict(f.metadata)
-        kwargs: dict[str, Any] = {"dest": f.name, "help": meta.get("help", "")}
-        if meta.get("repeat"):
-            kwargs.update(action="append", default=[])
-        elif f.type in ("bool", bool):
-            kwargs.update(action="store_true", default=f.default)
-        else:
-            conv = {"int": int, "float": float, "int | None": int, "str": str, "str | None": str}.get(str(f.type), str)
-            kwargs.update(type=conv, default=f.default)
-            if "choices" in meta:
-                kwargs["choices"] = meta["choices"]
-        parser.add_argument(flag, **kwargs)
-    return parser
+    return add_dataclass_arguments(parser, cls)
 
 
 def config_from_args(argv: Sequence[str] | None = None) -> ServerConfig:
-    ns = build_parser().parse_args(argv)
-    values = vars(ns)
-    for f in dataclasses.fields(ServerConfig):
-        if f.metadata.get("repeat"):
-            values[f.name] = tuple(values[f.name])
-    return ServerConfig(**values)
+    return ServerConfig(**dataclass_values(build_parser().parse_args(argv), ServerConfig))
