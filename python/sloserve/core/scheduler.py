@@ -141,20 +141,22 @@ class Scheduler(ABC):
             produced = int(result.produced_tokens.get(item.request_id, 0))
             if produced > 0:
                 first = req.num_output_tokens == 0
-                produced = min(produced, req.output_tokens - req.num_output_tokens) if req.output_tokens_known else produced
-                req.num_output_tokens += max(produced, 1)
+                if req.output_tokens_known:
+                    produced = min(produced, req.output_tokens - req.num_output_tokens)
+                produced = max(produced, 1)  # a step that closes the gap always emits a token
+                req.num_output_tokens += produced
                 req.num_computed_tokens = req.num_tokens - 1
                 if item.spec_draft_tokens:
                     req.spec_verify_steps += 1
                     req.spec_steps_total += item.spec_draft_tokens
-                    req.spec_tokens_total += max(produced, 1)
+                    req.spec_tokens_total += produced
                 if first:
                     req.first_token_s = now_s
                     events.append(RequestEvent(EventKind.FIRST_TOKEN, req.request_id, now_s, 1, req.tier.value))
                     if produced > 1:
                         events.append(RequestEvent(EventKind.TOKENS, req.request_id, now_s, produced - 1))
                 else:
-                    events.append(RequestEvent(EventKind.TOKENS, req.request_id, now_s, max(produced, 1)))
+                    events.append(RequestEvent(EventKind.TOKENS, req.request_id, now_s, produced))
             else:
                 req.num_computed_tokens = min(req.num_computed_tokens + item.num_tokens, req.num_tokens)
             self.kv.shrink(req.request_id, req.num_tokens)

@@ -38,20 +38,21 @@ def summarize(records: list[StageRecord], num_programs: int, stages_per_program:
     stages never ran, because an earlier one was rejected, fails).
     """
     programs = group_by_program(records)
+    attained = {id(r): r.attained(tolerance) for r in records}  # each record's verdict, once
     ok = ok20 = admitted = completed = rejected = 0
     by_class: dict[str, list[bool]] = defaultdict(list)
     for pid, recs in programs.items():
         full = len(recs) == stages_per_program.get(pid, len(recs))
-        attained = full and all(r.attained(tolerance) for r in recs)
-        ok += attained
+        met = full and all(attained[id(r)] for r in recs)
+        ok += met
         ok20 += full and all(r.attained(tolerance, check_every=20) for r in recs)
         admitted += full and all(r.tier == "slo" for r in recs)
         completed += full and all(r.completed for r in recs)
         rejected += any(r.rejected for r in recs)
-        by_class[recs[0].slo_class].append(attained)
+        by_class[recs[0].slo_class].append(met)
     by_stage: dict[str, list[bool]] = defaultdict(list)
     for rec in records:
-        by_stage[rec.stage_name].append(rec.attained(tolerance))
+        by_stage[rec.stage_name].append(attained[id(rec)])
     tiers = defaultdict(int)
     for rec in records:
         tiers[rec.tier] += 1
@@ -68,7 +69,7 @@ def summarize(records: list[StageRecord], num_programs: int, stages_per_program:
         "attainment_by_stage": {k: float(np.mean(v)) for k, v in sorted(by_stage.items())},
         "num_admitted": tiers.get("slo", 0),
         "num_best_effort": tiers.get("best_effort", 0),
-        "num_admitted_slo_misses": sum(1 for r in records if r.tier == "slo" and r.completed and not r.attained(tolerance)),
+        "num_admitted_slo_misses": sum(1 for r in records if r.tier == "slo" and r.completed and not attained[id(r)]),
         "num_best_effort_met_deadlines": sum(1 for r in records if r.tier == "best_effort" and r.deadlines_met(tolerance)),
         "ttft_ms": percentiles_ms(r.ttft_s for r in records),
         "tpot_ms": percentiles_ms(r.tpot_s for r in records),

@@ -7,7 +7,7 @@ for every rate from the same seed, so lengths are identical and only arrivals ar
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from sloserve.core.slo import ProgramSpec
@@ -63,7 +63,7 @@ def capacity_search(
     num_gpus = [1]
 
     def ok(rate: float) -> bool:
-        sim = Simulator(make_programs(rate), replace(config), perf)
+        sim = Simulator(make_programs(rate), config, perf)
         num_gpus[0] = sim.num_gpus
         s = sim.run().summary
         point = CapacityPoint(rate, s["attainment"], s["admitted_fraction"], s["goodput_rps"], s["sim_wall_s"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sloserve.core.options import parse_kv, parse_value  # noqa: F401 (re-exported)
+from sloserve.core.options import parse_kv
 from sloserve.sim.config import SimConfig
 
 
@@ -51,7 +51,8 @@ def build_sim_config(args) -> SimConfig:
     from sloserve.perf.presets import get_model  # noqa: PLC0415
     from sloserve.routing.base import ROUTERS  # noqa: PLC0415
 
-    SCHEDULERS.get(args.policy) if not _is_disaggregated(args.policy) else None
+    if not _is_disaggregated(args.policy):
+        SCHEDULERS.get(args.policy)  # KeyError naming the choices
     ROUTERS.get(args.router)
     get_model(args.model)
     extra = {}

@@ -125,13 +125,11 @@ class Simulator:
         sched = rep.scheduler
         if not sched.has_work():
             return
-        if rep.wakeup_s is not None and rep.wakeup_s > now:
-            return  # the policy asked to be left idle until then (it has no new input)
-        rep.wakeup_s = None
         plan = sched.schedule(now)
         self._apply_events(plan.events, rep, now)
         if plan.is_empty:
-            if plan.wakeup_s is not None and plan.wakeup_s > now:
+            # wakeup_s is the latest time to ask again; one pending wakeup per time is enough
+            if plan.wakeup_s is not None and plan.wakeup_s > now and plan.wakeup_s != rep.wakeup_s:
                 rep.wakeup_s = plan.wakeup_s
                 self._push(plan.wakeup_s, WAKEUP, rep.replica_id)
             return
