@@ -136,7 +136,8 @@ class Request:
 
     @property
     def min_tpot_s(self) -> float:
-        return min(seg.tpot_ms for seg in self.segments) / 1e3
+        segs = self.segments
+        return (segs[0].tpot_ms if len(segs) == 1 else min(seg.tpot_ms for seg in segs)) / 1e3
 
 
 def tpot_s_of_token(segments: tuple[DecodeSegment, ...], index: int) -> float:
@@ -153,6 +154,8 @@ def cumulative_tpot_s(segments: tuple[DecodeSegment, ...], index: int) -> float:
     """Sum of TPOTs of output tokens 2..index, in O(number of segments)."""
     if index <= 1:
         return 0.0
+    if len(segments) == 1:  # the common case, same arithmetic as the loop
+        return (index - 1) * segments[0].tpot_ms / 1e3
     total = 0.0
     start = 1  # first output token index covered by this segment
     for i, seg in enumerate(segments):

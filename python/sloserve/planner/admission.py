@@ -209,6 +209,100 @@ def _admit_one(it: Item, p: int, b: np.ndarray, horizon: np.ndarray, free_blocks
     return Admission((it.key,), it.weight, True, math.floor(take_left + 1e-9), 2)
 
 
+@dataclass(frozen=True)
+class MandatoryRows:
+    """The admitted prefills' constraint rows on one grid, built once per (tier view, grid), so
+    that a one-candidate plan (every arrival and every ``can_admit``) only adds its own terms.
+    Same arithmetic as ``admit_arrays`` with one candidate (inserting a zero into the prefill
+    cumsum leaves the sums unchanged), hence the same decisions."""
+
+    grid: StepGrid
+    table: ForcedTable
+    deadline_s: np.ndarray
+    steps: np.ndarray  # whole steps ending by each deadline
+    b: np.ndarray  # budget minus cumulative mandatory prefill at each row
+    horizon_s: np.ndarray
+    cum_prefill: np.ndarray
+    prefix_min: np.ndarray  # running minimum of b
+    decodes_fit: bool  # the forced decodes alone fit a step
+
+    @staticmethod
+    def of(grid: StepGrid, load: DecodeLoad, table: ForcedTable, deadline_s: np.ndarray,
+           prefill: np.ndarray) -> "MandatoryRows":
+        m = grid.steps_by(deadline_s)  # what forecast() computes, without its extras
+        cum = np.cumsum(prefill)
+        b = (grid.tokens_by(m) - table.get(m)) - cum
+        horizon = grid.forced_horizon_s(m)
+        odd = (m <= 0) | ~np.isfinite(horizon)
+        horizon[odd] = deadline_s[odd]
+        fit = len(load) <= min(grid.first_tokens, grid.step_tokens)
+        return MandatoryRows(grid, table, deadline_s, m, b, horizon, cum, np.minimum.accumulate(b), fit)
+
+    def with_admitted(self, table: ForcedTable, deadline_s: float, prefill_tokens: float,
+                      num_streams: int) -> "MandatoryRows":
+        """The rows once one more request is admitted: ``table`` is derived from this one's table
+        by its decode stream (``table.added``), and it brings a row of ``prefill_tokens`` due by
+        ``deadline_s``. Equal to ``of`` on the extended view (whole tokens: exact in floats)."""
+        grid = self.grid
+        p = int(np.searchsorted(self.deadline_s, deadline_s, side="right"))
+        m = grid.steps_by_one(deadline_s)
+        h = grid.forced_horizon_one_s(m)
+        if m <= 0 or not math.isfinite(h):
+            h = deadline_s
+        before = float(self.cum_prefill[p - 1]) if p else 0.0
+        b = self.b - table.added[self.steps]
+        b[p:] -= prefill_tokens
+        b_row = (grid.tokens_by_one(m) - table.get_one(m)) - (before + prefill_tokens)
+        b = np.concatenate((b[:p], [b_row], b[p:]))
+        cum = np.concatenate((self.cum_prefill[:p], [before + prefill_tokens], self.cum_prefill[p:] + prefill_tokens))
+        return MandatoryRows(grid, table, np.concatenate((self.deadline_s[:p], [deadline_s], self.deadline_s[p:])),
+                             np.concatenate((self.steps[:p], [m], self.steps[p:])), b,
+                             np.concatenate((self.horizon_s[:p], [h], self.horizon_s[p:])), cum,
+                             np.minimum.accumulate(b), num_streams <= min(grid.first_tokens, grid.step_tokens))
+
+
+def admit_cached(rows: MandatoryRows, cands: list[Item], free_blocks: int, max_new_decoders: int) -> Admission:
+    """``admit_arrays`` for no or one candidate on cached mandatory rows."""
+    if len(cands) > 1:
+        raise ValueError("admit_cached takes at most one candidate")
+    n = rows.b.size
+    if not cands:
+        low = float(rows.prefix_min[-1]) if n else math.inf
+        if not rows.decodes_fit or low < -1e-6:
+            return Admission((), 0.0, False, -math.inf, 0)
+        return Admission((), 0.0, True, math.floor(low + 1e-9) if math.isfinite(low) else low, 1)
+    it = cands[0]
+    if not rows.decodes_fit:
+        return Admission((), 0.0, False, -math.inf, 0)
+    p = int(np.searchsorted(rows.deadline_s, it.deadline_s, side="right"))  # mandatory first on ties
+    before = float(rows.prefix_min[p - 1]) if p else math.inf
+    if before < -1e-6:
+        return Admission((), 0.0, False, -math.inf, 0)
+    skip_left = float(rows.prefix_min[-1]) if n else math.inf
+    if skip_left < -1e-6:
+        return Admission((), 0.0, False, -math.inf, 1)
+    if it.mem_blocks > free_blocks or max_new_decoders < 1:
+        return Admission((), 0.0, True, skip_left, 2)
+    grid = rows.grid
+    m = grid.steps_by_one(it.deadline_s)
+    h = grid.forced_horizon_one_s(m)
+    if m <= 0 or not math.isfinite(h):
+        h = it.deadline_s
+    b_c = (grid.tokens_by_one(m) - rows.table.get_one(m)) - (float(rows.cum_prefill[p - 1]) if p else 0.0)
+    take_left = min(b_c - it.prefill_tokens - math.floor(max((h - it.origin_s) / it.tpot_s, 0.0) + 1e-9), before)
+    if p < n:
+        load = rows.horizon_s[p:] - it.origin_s  # in place: the fluid decode load, then the leftover
+        load /= it.tpot_s
+        np.maximum(load, 0.0, out=load)
+        load += 1e-9
+        np.floor(load, out=load)
+        np.subtract(rows.b[p:] - it.prefill_tokens, load, out=load)
+        take_left = min(take_left, float(load.min()))
+    if take_left < -1e-6:
+        return Admission((), 0.0, True, skip_left, 2)
+    return Admission((it.key,), it.weight, True, math.floor(take_left + 1e-9), 2)
+
+
 def check(items: list[Item], grid: StepGrid, base: DecodeLoad) -> tuple[bool, float]:
     """Exact check of one admitted set (all ``items`` admitted): feasible, min leftover tokens.
 

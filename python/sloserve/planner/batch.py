@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import math
+
 import numpy as np
 
 EPS_S = 1e-9  # time slack used in the conservative direction (fewer steps, more decodes)
@@ -48,9 +50,9 @@ class StepGrid:
     def steps_by(self, deadline_s) -> np.ndarray:
         """Number of whole steps that end by each deadline (0 before the first one ends)."""
         d = np.asarray(deadline_s, dtype=np.float64)
-        later = np.floor((d - self.first_end_s) / self.step_len_s + EPS_S)
-        m = np.where(d + EPS_S >= self.first_end_s, later + 1, 0)
-        return np.maximum(m, 0).astype(np.int64)
+        m = np.atleast_1d(np.floor((d - self.first_end_s) / self.step_len_s + EPS_S) + 1)
+        m[np.atleast_1d(d + EPS_S < self.first_end_s)] = 0
+        return np.maximum(m, 0, out=m).astype(np.int64).reshape(d.shape)
 
     def step_end_s(self, m) -> np.ndarray:
         """End time of the first m steps (start_s for m = 0)."""
@@ -60,8 +62,30 @@ class StepGrid:
     def forced_horizon_s(self, m) -> np.ndarray:
         """T_m: a token due by T_m is forced into one of the first m steps."""
         m = np.asarray(m, dtype=np.int64)
-        t1 = np.inf if self.first_all else self.start_s + 2 * self.step_len_s
-        return np.where(m <= 0, -np.inf, np.where(m == 1, t1, self.first_end_s + m * self.step_len_s))
+        h = np.atleast_1d(self.first_end_s + m * self.step_len_s)
+        flat = m.reshape(h.shape)
+        h[flat == 1] = np.inf if self.first_all else self.start_s + 2 * self.step_len_s
+        h[flat <= 0] = -np.inf
+        return h.reshape(m.shape)
+
+    def steps_by_one(self, deadline_s: float) -> int:
+        """``steps_by`` for one deadline in plain floats (same arithmetic, no numpy call)."""
+        if not math.isfinite(deadline_s):
+            return int(self.steps_by([deadline_s])[0])
+        if deadline_s + EPS_S < self.first_end_s:
+            return 0
+        return max(math.floor((deadline_s - self.first_end_s) / self.step_len_s + EPS_S) + 1, 0)
+
+    def forced_horizon_one_s(self, m: int) -> float:
+        """``forced_horizon_s`` for one step count."""
+        if m <= 0:
+            return -math.inf
+        if m == 1:
+            return math.inf if self.first_all else self.start_s + 2 * self.step_len_s
+        return self.first_end_s + m * self.step_len_s
+
+    def tokens_by_one(self, m: int) -> int:
+        return 0 if m <= 0 else self.first_tokens + (m - 1) * self.step_tokens
 
     def tokens_by(self, m) -> np.ndarray:
         """Tokens the first m steps hold in total (decode plus prefill)."""
@@ -98,14 +122,20 @@ def forced_by(grid: StepGrid, load: DecodeLoad, m) -> np.ndarray:
     m = np.atleast_1d(np.asarray(m, dtype=np.int64))
     if len(load) == 0:
         return np.zeros(m.shape, dtype=np.int64)
-    horizon = grid.forced_horizon_s(m)  # (K,)
-    due = np.floor((horizon[None, :] - load.first_due_s[:, None]) / load.tpot_s[:, None] + EPS_S) + 1
-    due = np.where(np.isnan(due), 0, due)  # +inf horizon (stretched step 0): every stream counts
+    # tokens due by T_m per (m, stream), in place on one buffer (this is the planner's largest array)
+    due = np.subtract.outer(grid.forced_horizon_s(m), load.first_due_s)
+    due /= load.tpot_s
+    due += EPS_S
+    np.floor(due, out=due)
+    due += 1
+    if not np.isfinite(load.first_due_s).all():
+        due[np.isnan(due)] = 0  # inf - inf: such a stream counts nothing
     if grid.first_all:  # the stretched step 0 carried every stream once, due or not
-        due = np.where(m[None, :] >= 1, np.maximum(due, 1), due)
-    count = np.clip(due, 0, load.cap_tokens[:, None])
-    count = np.minimum(count, m[None, :])
-    return count.sum(axis=0).astype(np.int64)
+        due[m >= 1] = np.maximum(due[m >= 1], 1)
+    np.maximum(due, 0, out=due)
+    np.minimum(due, load.cap_tokens, out=due)
+    np.minimum(due, m[:, None], out=due)
+    return due.sum(axis=1).astype(np.int64)
 
 
 class ForcedTable:
@@ -113,9 +143,12 @@ class ForcedTable:
     keeps one per grid while its tier view is unchanged, and adds rows as it admits requests,
     so a burst of arrivals does not recount every resident stream."""
 
-    def __init__(self, grid: StepGrid, load: DecodeLoad, counts: np.ndarray | None = None) -> None:
+    def __init__(self, grid: StepGrid, load: DecodeLoad, counts: np.ndarray | None = None,
+                 horizon_s: np.ndarray | None = None, added: np.ndarray | None = None) -> None:
         self.grid, self.load = grid, load
         self.counts = counts if counts is not None else np.zeros(0, dtype=np.int64)
+        self._horizon_s = horizon_s  # T_m for m = 0..len(counts)-1, shared by derived tables
+        self.added = added  # with_row: what the added stream adds to the parent's counts
 
     def get(self, m: np.ndarray) -> np.ndarray:
         top = int(m.max()) if m.size else 0
@@ -125,18 +158,25 @@ class ForcedTable:
             self.counts = np.concatenate([self.counts, extra])
         return self.counts[m]
 
+    def get_one(self, m: int) -> int:
+        if m >= self.counts.size:
+            self.get(np.array([m]))
+        return int(self.counts[m])
+
     def with_row(self, first_due_s: float, tpot_s: float, cap_tokens: int, load: DecodeLoad) -> "ForcedTable":
         """The table for ``load`` = this table's load plus one stream (same formula as forced_by)."""
         n = self.counts.size
         if n == 0:
-            return ForcedTable(self.grid, load)
+            return ForcedTable(self.grid, load, added=self.counts)
         m = np.arange(n)
-        due = np.floor((self.grid.forced_horizon_s(m) - first_due_s) / tpot_s + EPS_S) + 1
+        if self._horizon_s is None or self._horizon_s.size != n:
+            self._horizon_s = self.grid.forced_horizon_s(m)
+        due = np.floor((self._horizon_s - first_due_s) / tpot_s + EPS_S) + 1
         due = np.where(np.isnan(due), 0, due)
         if self.grid.first_all:
             due = np.where(m >= 1, np.maximum(due, 1), due)
-        add = np.minimum(np.clip(due, 0, cap_tokens), m).astype(np.int64)
-        return ForcedTable(self.grid, load, self.counts + add)
+        add = np.minimum(np.minimum(np.maximum(due, 0), cap_tokens), m).astype(np.int64)
+        return ForcedTable(self.grid, load, self.counts + add, self._horizon_s, add)
 
 
 @dataclass(frozen=True)

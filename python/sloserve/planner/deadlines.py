@@ -54,6 +54,6 @@ class Deadlines:
         return self.token_s(r, r.num_output_tokens + 1)
 
     def min_tpot_s(self, r: Request) -> float:
-        segs = r.extra.get(PACE_KEY)
-        tpot = min(s.tpot_ms for s in segs) / 1e3 if segs else r.min_tpot_s
+        segs = r.extra.get(PACE_KEY) or r.segments
+        tpot = (segs[0].tpot_ms if len(segs) == 1 else min(s.tpot_ms for s in segs)) / 1e3
         return tpot * (1.0 + self.tolerance)

@@ -150,10 +150,8 @@ class KVProfile:
         for pace in paces:
             if pace < 1:
                 r.extra[PACE_KEY] = paced_segments(r.segments, pace, floor_ms)
-            self.s._view = None
             if r.request_id in self.s._replan(now_s, [r], promote=False):
                 return True
             r.extra.pop(PACE_KEY, None)
-        self.s._view = None
         return False
 

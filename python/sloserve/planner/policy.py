@@ -13,7 +13,7 @@ import math
 from sloserve.core.plan import AdmitDecision, AdmitReason, EventKind, ReplicaSummary, RequestEvent, StepPlan
 from sloserve.core.request import Request, Tier
 from sloserve.core.scheduler import Scheduler, register
-from sloserve.planner.admission import Admission, Item, admit_arrays, leftover_to_s
+from sloserve.planner.admission import Admission, Item, admit_arrays, admit_cached, leftover_to_s
 from sloserve.planner.batch import EPS_S, StepGrid, make_grid
 from sloserve.planner.config import SLOsServeConfig
 from sloserve.planner.deadlines import Deadlines
@@ -49,6 +49,7 @@ class SLOsServeScheduler(Scheduler):
         self.kvp = KVProfile(self)  # KV-over-time admission check and paced arrivals
         self.first_step: tuple[float, float, bool] | None = None  # (start, end, carries all decodes)
         self._view: TierView | None = None
+        self._grid_cache: dict[tuple, StepGrid] = {}
         self.out_stats: dict[str, tuple[int, int]] = {}  # class -> (finished, output tokens)
         self.dl = Deadlines(self.config.planning_tolerance)
         fixed = self.config.fixed_batch_tokens
@@ -104,8 +105,11 @@ class SLOsServeScheduler(Scheduler):
             elig = [c for c in items if c.tpot_s >= step - EPS_S]
             for grid in self._grids(view, elig, start, step, stretch_only):
                 cap = min(grid.first_tokens, grid.step_tokens) - len(view.load)
-                res = admit_arrays(view.pending_deadline_s, view.pending_prefill, elig, grid, view.load, free, cap,
-                                   self.config.max_front, self.config.max_states, view.table(grid))
+                if len(elig) <= 1:  # every arrival, can_admit, and re-plans with nothing to promote
+                    res = admit_cached(view.mandatory_rows(grid), elig, free, cap)
+                else:
+                    res = admit_arrays(view.pending_deadline_s, view.pending_prefill, elig, grid, view.load, free, cap,
+                                       self.config.max_front, self.config.max_states, view.table(grid))
                 key = (res.feasible, res.value, res.min_leftover_tokens, grid.first_all, step)
                 if best is None or key > best[0]:
                     best = (key, res, step, grid)
@@ -115,27 +119,39 @@ class SLOsServeScheduler(Scheduler):
 
     def _grids(self, view: TierView, items: list[Item], start: float, step: float, stretch_only: bool) -> list[StepGrid]:
         fixed = self.config.fixed_batch_tokens or None
-        grids = [] if stretch_only else [make_grid(self.ctx.perf, start, step, view.earliest_due_s, fixed_tokens=fixed)]
+        grids = [] if stretch_only else [self._grid(start, step, view.earliest_due_s, fixed)]
         soonest = min((it.deadline_s for it in items), default=math.inf)
         if grids and start < soonest < grids[0].first_end_s - EPS_S:
             # a tight TTFT inside step 0: a shorter step 0 that ends by it can still serve it
-            grids.append(make_grid(self.ctx.perf, start, step, min(view.earliest_due_s, soonest), fixed_tokens=fixed))
+            grids.append(self._grid(start, step, min(view.earliest_due_s, soonest), fixed))
         first = self.first_step
         if first is not None and abs(first[0] - start) <= EPS_S and step == self.step_len_s and not stretch_only:
             # the first step the last plan committed to is known feasible: keep it an option
             # (grid options are not monotone in the state: a different stretch can lose a step)
-            kept = make_grid(self.ctx.perf, start, step, first[1] if not first[2] else view.earliest_due_s,
-                             fixed_tokens=fixed, stretch_end_s=first[1] if first[2] else None)
+            kept = self._grid(start, step, first[1] if not first[2] else view.earliest_due_s, fixed,
+                              first[1] if first[2] else None)
             if kept not in grids:
                 grids.append(kept)
         if self.config.stretch_steps and fixed is None:
             end = min([start + self.config.max_step_s, view.earliest_due_s] + [it.deadline_s for it in items])
             if view.pending_deadline_s.size:
                 end = min(end, float(view.pending_deadline_s[0]))
-            stretched = make_grid(self.ctx.perf, start, step, view.earliest_due_s, stretch_end_s=end)
+            stretched = self._grid(start, step, view.earliest_due_s, None, end)
             if end - start > step * STRETCH_MIN and stretched not in grids:
                 grids.append(stretched)
         return grids
+
+    def _grid(self, start: float, step: float, earliest_due_s: float, fixed: int | None,
+              stretch_end_s: float | None = None) -> StepGrid:
+        """``make_grid``, memoized: the arrivals of one step ask for the same few grids."""
+        key = (start, step, earliest_due_s, fixed, stretch_end_s)
+        got = self._grid_cache.get(key)
+        if got is None:
+            if len(self._grid_cache) >= 256:
+                self._grid_cache.clear()
+            got = self._grid_cache[key] = make_grid(self.ctx.perf, start, step, earliest_due_s, fixed_tokens=fixed,
+                                                    stretch_end_s=stretch_end_s)
+        return got
 
     def _promotable(self, now_s: float, limit: int) -> list[Request]:
         if not self.config.promote_best_effort or limit <= 0:
