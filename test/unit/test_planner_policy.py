@@ -221,6 +221,8 @@ def test_bad_options_fail_clearly():
         sched(output_length="guess")
     with pytest.raises(ValueError):
         sched(max_candidates=0)
+    with pytest.raises(ValueError, match="best_effort_yield_kv"):
+        sched(best_effort_yield_kv=1.5)
 
 
 def test_stretched_step_uses_banked_slack_and_ends_before_every_decode_deadline():
@@ -277,3 +279,48 @@ def test_summary_publishes_prefill_backlog_and_rate_for_summary_only_routers():
     busy = sched.summary(0.0)
     assert busy.prefill_backlog_tokens == 700
     assert 0 < busy.prefill_tokens_per_s
+
+
+def _be_tokens(s, until):
+    """Drive ``s`` until ``until``; per step, (best-effort tokens scheduled, step seconds)."""
+    engine, t, out = SimulatedEngine(PERF), 0.0, []
+    while s.has_work() and t < until:
+        plan = s.schedule(t)
+        if plan.is_empty:
+            break
+        res = engine.execute(plan, s.requests)
+        out.append((sum(i.num_tokens for i in plan.items if i.request_id.startswith("be")), res.step_s))
+        t += res.step_s
+        s.on_step_done(plan, res, t)
+    return out
+
+
+@pytest.mark.parametrize("yield_kv", [0.8, 1.0])
+def test_best_effort_yields_the_engine_while_kv_binds_the_slo_tier(yield_kv):
+    s = sched(kv_tokens=2048, best_effort_yield_kv=yield_kv, stretch_steps=False)  # 128 blocks
+    slo = req("slo", prompt=1200, output=500, ttft=1.0, tpot_ms=200.0)  # 107 blocks: 84% reserved
+    assert s.add(slo, 0.0).admitted
+    be = req("be", prompt=300, output=5, ttft=5.0)
+    be.extra["route_best_effort"] = True
+    s.add(be, 0.0)
+    steps = _be_tokens(s, 200.0)
+    served_while_slo = sum(n for n, _ in steps[: slo.num_output_tokens])
+    assert slo.is_finished and be.is_finished
+    if yield_kv < 1:
+        # nothing for best effort until the admitted request is done; its steps stay short
+        assert served_while_slo == 0
+        decode_steps = [dt for n, dt in steps[1:slo.output_tokens]]
+        assert max(decode_steps) == pytest.approx(PERF.batch_time_s(1))
+        assert slo.finish_s < be.first_token_s
+    else:
+        assert served_while_slo > 0 and be.finish_s < slo.finish_s
+
+
+def test_best_effort_is_served_while_kv_is_not_binding():
+    s = sched(kv_tokens=100_000)
+    assert s.add(req("slo", prompt=1200, output=500, ttft=1.0, tpot_ms=200.0), 0.0).admitted
+    be = req("be", prompt=300, output=5, ttft=5.0)
+    be.extra["route_best_effort"] = True
+    s.add(be, 0.0)
+    _be_tokens(s, 200.0)
+    assert be.is_finished and be.finish_s < 2.0  # alongside the admitted request, not after it

@@ -49,6 +49,8 @@ class SLOsServeConfig:
         "help": "with kv_pace < 1: plan arrivals at the faster pace first while the admitted requests' KV peak exceeds this fraction of the pool"})
     kv_pace_floor: float = field(default=2.0, metadata={
         "help": "with kv_pace < 1: a paced TPOT is never below this multiple of the one-token batch time (short steps waste compute on the base time)"})
+    best_effort_yield_kv: float = field(default=0.8, metadata={
+        "help": "best-effort requests get no step tokens while the SLO tier's reserved KV is above this fraction of the pool (admitted requests then decode in short steps and free KV sooner); 1 = never yield"})
     idle_step_s: float = field(default=0.05, metadata={
         "help": "step length when no SLO request is resident (best effort only)"})
 
@@ -65,5 +67,7 @@ class SLOsServeConfig:
             raise ValueError("planning_tolerance must be in [0, 1)")
         if not 0 < self.kv_pace <= 1 or self.kv_pace_floor < 0:
             raise ValueError("kv_pace must be in (0, 1] and kv_pace_floor >= 0")
+        if not 0 <= self.best_effort_yield_kv <= 1:
+            raise ValueError("best_effort_yield_kv must be in [0, 1]")
         if not (self.idle_step_s > 0 and self.max_step_s > 0):
             raise ValueError("idle_step_s and max_step_s must be positive")

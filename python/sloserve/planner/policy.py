@@ -296,7 +296,7 @@ class SLOsServeScheduler(Scheduler):
             self.reasons["step_overdue"] += 1
             cap = max(len(forced), 1)
         builder = StepBuilder(cap, lambda r, n, slo: self._reserve(r, n, slo, builder, events, now_s))
-        dropped = fill_step(builder, forced, prefills, list(self.be.values()), optional)
+        dropped = fill_step(builder, forced, prefills, self._best_effort_work(), optional)
         if dropped:
             self.reasons["decode_overload"] += dropped
         events = self.pending_events + events
@@ -311,6 +311,16 @@ class SLOsServeScheduler(Scheduler):
         self.inflight_end_s = now_s + self.ctx.perf.plan_time_s(plan)
         self._view = None
         return plan
+
+    def _best_effort_work(self) -> list[Request]:
+        """The best-effort requests a step may serve: none while the SLO tier's reserved KV is
+        above ``best_effort_yield_kv`` of the pool. There KV binds admissions, and best-effort
+        prefills would fill every step up to the step length, so each admitted request would
+        decode at its TPOT pace instead of in short decode-only steps, hold its KV longer and
+        cost later admissions (docs/planner.md §5)."""
+        if self.reserved_total > self.config.best_effort_yield_kv * self.kv.capacity_blocks:
+            return []
+        return list(self.be.values())
 
     def _fit(self, items: list, num_forced: int, limit_s: float) -> list:
         """Trim trailing non-forced items until the exact batch time fits (models whose time
@@ -333,7 +343,7 @@ class SLOsServeScheduler(Scheduler):
         if not self.config.stretch_steps or self.config.fixed_batch_tokens or self.step_len_s is None:
             return None
         demand = sum(r.remaining_compute_tokens for r in prefills)
-        demand += sum(r.remaining_compute_tokens for r in self.be.values())
+        demand += sum(r.remaining_compute_tokens for r in self._best_effort_work())
         if demand <= self.ctx.perf.max_tokens_within_s(std_end_s - now_s - EPS_S):
             return None  # a standard step already holds all the work
         res, _, grid = self.plan([], now_s, stretch_only=True)
