@@ -11,7 +11,7 @@ from sloserve.core.scheduler import SchedulerContext, create_scheduler
 from sloserve.core.slo import DecodeSegment
 from sloserve.perf.paper import Line, PaperLinesModel
 from sloserve.planner.deadlines import PACE_KEY, Deadlines, paced_segments
-from sloserve.planner.kvprofile import peak_blocks
+from sloserve.planner.kvprofile import PeakProfile, peak_blocks
 
 PERF = PaperLinesModel("toy", (Line(1e-4, 0.0, 0.01),))  # 10 ms + 0.1 ms per token
 
@@ -71,6 +71,24 @@ def test_matches_the_bound_at_every_probe_time_on_random_instances():
         # and it is attained at some finish time (left limit, inclusive)
         assert got == brute_peak(held, full, fin, start, step, per, block, np.concatenate([fin[fin >= start], [start]]))
         assert got <= int((-(-full // block)).sum())
+
+
+def test_a_profile_extended_request_by_request_equals_a_rebuilt_one():
+    rng = np.random.default_rng(11)
+    for _ in range(40):
+        n = int(rng.integers(0, 10))
+        full = rng.integers(20, 600, n + 4)
+        held = np.minimum(rng.integers(1, 600, n + 4), full)
+        fin = np.round(rng.uniform(-0.2, 3.0, n + 4), 1)  # rounded: repeated finish times too
+        fin[rng.random(n + 4) < 0.1] = np.inf
+        args = (0.0, float(rng.uniform(0.005, 0.05)), int(rng.integers(1, 4)), int(rng.integers(1, 17)))
+        prof = PeakProfile.of(held[:n], full[:n], fin[:n], *args)
+        for k in range(n, n + 4):
+            prof = prof.with_request(int(held[k]), int(full[k]), float(fin[k]))
+            want = PeakProfile.of(held[: k + 1], full[: k + 1], fin[: k + 1], *args)
+            assert prof.peak() == want.peak() == peak_blocks(held[: k + 1], full[: k + 1], fin[: k + 1], *args)
+            assert np.array_equal(prof.times, want.times) and np.array_equal(prof.sums, want.sums)
+            assert prof.full_blocks_total == want.full_blocks_total
 
 
 def test_paced_deadlines_are_never_later_than_the_slo_and_respect_the_floor():

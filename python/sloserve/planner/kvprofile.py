@@ -29,28 +29,78 @@ from sloserve.planner.deadlines import PACE_KEY, paced_segments
 def peak_blocks(held_tokens: np.ndarray, full_tokens: np.ndarray, finish_s: np.ndarray, start_s: float,
                 min_step_s: float, tokens_per_step: int, block_tokens: int) -> int:
     """Largest total of per-request KV blocks the bounds above allow at any time >= start_s."""
-    if held_tokens.size == 0:
-        return 0
-    if not (min_step_s > 0 and tokens_per_step >= 1 and block_tokens >= 1):
-        raise ValueError("min_step_s, tokens_per_step and block_tokens must be positive")
-    full = np.asarray(full_tokens, dtype=np.int64)
-    held = np.minimum(np.asarray(held_tokens, dtype=np.int64), full)
-    fin = np.asarray(finish_s, dtype=np.float64)
-    # a finish time that is not finite or already past (a late request, only possible when the
-    # model and the engine disagree) keeps the request at its full size for good
-    fin = np.where(np.isfinite(fin) & (fin >= start_s), fin, math.inf)
-    times = np.unique(fin[np.isfinite(fin)])
-    full_blocks = -(-full // block_tokens)
-    peak = int(full_blocks[~np.isfinite(fin)].sum())  # never-finishing part (none in practice)
-    if times.size == 0:
-        return peak
-    steps = np.ceil((times - start_s) / min_step_s) + 1  # steps that can end by each time
-    grown = held[None, :] + tokens_per_step * steps[:, None].astype(np.int64)
-    size = np.minimum(grown, full[None, :])
-    alive = fin[None, :] >= times[:, None]  # alive just before each finish time (inclusive)
-    blocks = np.where(alive, -(-size // block_tokens), 0)
-    finite = np.isfinite(fin)[None, :]
-    return peak + int((blocks * finite).sum(axis=1).max())
+    return PeakProfile.of(held_tokens, full_tokens, finish_s, start_s, min_step_s, tokens_per_step, block_tokens).peak()
+
+
+class PeakProfile:
+    """The bounds' total per finish time (the only times a maximum can occur), kept so that one
+    more request is added in O(residents + times) instead of recomputing the (times x residents)
+    table: admitting a request, or asking whether a candidate fits, touches one column and at
+    most one new row. Integer sums, so an extended profile equals a rebuilt one exactly."""
+
+    def __init__(self, start_s: float, min_step_s: float, tokens_per_step: int, block_tokens: int) -> None:
+        if not (min_step_s > 0 and tokens_per_step >= 1 and block_tokens >= 1):
+            raise ValueError("min_step_s, tokens_per_step and block_tokens must be positive")
+        self.start_s, self.min_step_s, self.tps, self.block = start_s, min_step_s, tokens_per_step, block_tokens
+        self.held = self.full = np.zeros(0, dtype=np.int64)
+        self.fin = self.times = np.zeros(0)
+        self.sums = np.zeros(0, dtype=np.int64)  # blocks held just before each of ``times``
+        self.forever = 0  # blocks of requests with no finish time ahead (late: full for good)
+        self.full_blocks_total = 0
+
+    @staticmethod
+    def of(held_tokens, full_tokens, finish_s, start_s: float, min_step_s: float, tokens_per_step: int,
+           block_tokens: int) -> "PeakProfile":
+        p = PeakProfile(start_s, min_step_s, tokens_per_step, block_tokens)
+        full = np.asarray(full_tokens, dtype=np.int64)
+        held = np.minimum(np.asarray(held_tokens, dtype=np.int64), full)
+        fin = p._normalize(np.asarray(finish_s, dtype=np.float64))
+        finite = np.isfinite(fin)
+        full_blocks = -(-full // block_tokens)
+        p.held, p.full, p.fin = held, full, fin
+        p.forever = int(full_blocks[~finite].sum())
+        p.full_blocks_total = int(full_blocks.sum())
+        p.times = np.unique(fin[finite])
+        if p.times.size:
+            blocks = p._blocks(held[None, :], full[None, :], fin[None, :], p.times[:, None])
+            p.sums = blocks.sum(axis=1)
+        return p
+
+    def _normalize(self, fin: np.ndarray) -> np.ndarray:
+        # a finish time that is not finite or already past (a late request, only possible when the
+        # model and the engine disagree) keeps the request at its full size for good
+        return np.where(np.isfinite(fin) & (fin >= self.start_s), fin, math.inf)
+
+    def _blocks(self, held, full, fin, times) -> np.ndarray:
+        """Blocks each request may hold just before each time (0 once finished or never-finishing)."""
+        steps = (np.ceil((times - self.start_s) / self.min_step_s) + 1).astype(np.int64)  # steps ending by then
+        size = np.minimum(held + self.tps * steps, full)
+        return np.where((fin >= times) & np.isfinite(fin), -(-size // self.block), 0)
+
+    def peak(self) -> int:
+        return self.forever + (int(self.sums.max()) if self.sums.size else 0)
+
+    def with_request(self, held: int, full: int, finish_s: float) -> "PeakProfile":
+        """This profile plus one request (the arrays are shared, never mutated)."""
+        out = PeakProfile(self.start_s, self.min_step_s, self.tps, self.block)
+        held = min(held, full)
+        fin = finish_s if math.isfinite(finish_s) and finish_s >= self.start_s else math.inf  # as _normalize
+        full_blocks = -(-full // self.block)
+        out.held = np.concatenate((self.held, np.array([held], dtype=np.int64)))
+        out.full = np.concatenate((self.full, np.array([full], dtype=np.int64)))
+        out.fin = np.concatenate((self.fin, [fin]))
+        out.full_blocks_total = self.full_blocks_total + full_blocks
+        out.forever, out.times, out.sums = self.forever, self.times, self.sums
+        if not math.isfinite(fin):
+            out.forever += full_blocks
+            return out
+        out.sums = self.sums + self._blocks(held, full, fin, self.times)
+        at = int(np.searchsorted(self.times, fin))
+        if at == self.times.size or self.times[at] != fin:  # a new finish time: its row in full
+            row = int(self._blocks(out.held, out.full, out.fin, fin).sum())
+            out.times = np.concatenate((self.times[:at], [fin], self.times[at:]))
+            out.sums = np.concatenate((out.sums[:at], np.array([row], dtype=np.int64), out.sums[at:]))
+        return out
 
 
 class KVProfile:
@@ -60,8 +110,7 @@ class KVProfile:
 
     def __init__(self, scheduler) -> None:
         self.s = scheduler
-        self._kvp_peak: tuple | None = None
-        self._kvp_arrays: tuple | None = None
+        self._profile: tuple | None = None  # (view, start_s, PeakProfile)
         self._kvp_static: dict = {}
 
     def free_blocks(self, start_s: float, cands: list[Request] = ()) -> int:
@@ -72,38 +121,43 @@ class KVProfile:
         cap = self.s.kv.capacity_blocks
         if not self.s.config.kv_profile or self.s.config.output_length == "predict":
             return cap - self.s.reserved_total
-        held, full, fin = self._resident_arrays()
-        cached = self._kvp_peak
-        if cached is not None and cached[0] is self.s._view and cached[1] == start_s:
-            free = cached[2]
-        else:
-            free = cap - self._peak(held, full, fin, start_s)
-            self._kvp_peak = (self.s._view, start_s, free)
+        prof = self.profile(start_s)
+        free = cap - self._peak(prof)
         if len(cands) == 1 and cands[0].request_id not in self.s.slo:
             c = cands[0]
             need = self.s.mem_blocks(c)
-            if need > free:
-                h = np.append(held, c.prompt_tokens + c.num_output_tokens + 1)
-                f = np.append(full, c.prompt_tokens + self.s.planned_output(c))
-                if self._peak(h, f, np.append(fin, self._finish_s(c)), start_s) <= cap:
-                    return need
+            if need > free and self._peak(prof.with_request(*self._column(c))) <= cap:
+                return need
         return free
 
-    def _resident_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(held, full, finish) of the admitted requests, cached with the tier view (which is
-        rebuilt whenever a request joins, leaves or makes progress)."""
+    def profile(self, start_s: float) -> PeakProfile:
+        """The admitted requests' profile from ``start_s``, cached with the tier view; a view
+        extended by one admission extends the cached profile (``on_admitted``)."""
         view = self.s.view()
-        cached = self._kvp_arrays
-        if cached is not None and cached[0] is view:
-            return cached[1]
+        got = self._profile
+        if got is not None and got[0] is view and got[1] == start_s:
+            return got[2]
         rs = list(self.s.slo.values())
         old = self._kvp_static
         self._kvp_static = {r.request_id: self._static(r, old.get(r.request_id)) for r in rs}  # members only
         static = list(self._kvp_static.values())
-        arrays = (np.array([r.prompt_tokens + r.num_output_tokens + 1 for r in rs], dtype=np.int64),
-                  np.array([s[1] for s in static], dtype=np.int64), np.array([s[2] for s in static], dtype=np.float64))
-        self._kvp_arrays = (view, arrays)
-        return arrays
+        prof = PeakProfile.of(np.array([r.prompt_tokens + r.num_output_tokens + 1 for r in rs], dtype=np.int64),
+                              np.array([x[1] for x in static], dtype=np.int64),
+                              np.array([x[2] for x in static], dtype=np.float64), start_s,
+                              self.s.ctx.perf.batch_time_s(1), self._tokens_per_step(), self.s.kv.block_size_tokens)
+        self._profile = (view, start_s, prof)
+        return prof
+
+    def on_admitted(self, r: Request, old_view, new_view) -> None:
+        """``r`` joined the tier (``new_view`` extends ``old_view``): extend a cached profile."""
+        got = self._profile
+        if got is not None and got[0] is old_view and self.s.config.kv_profile:
+            self._kvp_static[r.request_id] = self._static(r, None)
+            self._profile = (new_view, got[1], got[2].with_request(*self._column(r)))
+
+    def _column(self, r: Request) -> tuple[int, int, float]:
+        """(held, full, finish) of a request that has not started (a candidate or a new admission)."""
+        return r.prompt_tokens + r.num_output_tokens + 1, r.prompt_tokens + self.s.planned_output(r), self._finish_s(r)
 
     def _static(self, r: Request, got: tuple | None) -> tuple:
         """(first-token time, full size, finish time) of an admitted request: fixed once its first
@@ -112,13 +166,8 @@ class KVProfile:
             got = (r.first_token_s, r.prompt_tokens + self.s.planned_output(r), self._finish_s(r))
         return got
 
-    def _peak(self, held: np.ndarray, full: np.ndarray, fin: np.ndarray, start_s: float) -> int:
-        if held.size == 0:
-            return 0
-        peak = peak_blocks(held, full, fin, start_s, self.s.ctx.perf.batch_time_s(1), self._tokens_per_step(),
-                           self.s.kv.block_size_tokens)
-        block = self.s.kv.block_size_tokens
-        return min(peak, int((-(-full // block)).sum()))
+    def _peak(self, prof: PeakProfile) -> int:
+        return min(prof.peak(), prof.full_blocks_total)
 
     def _finish_s(self, r: Request) -> float:
         """Deadline of the last planned token (the plan guarantees it; before the first token

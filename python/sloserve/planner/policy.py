@@ -198,7 +198,9 @@ class SLOsServeScheduler(Scheduler):
 
     def _to_slo(self, r: Request) -> None:
         if self._view is not None and r.num_output_tokens == 0 and r.request_id not in self.inflight:
-            self._view = extend_view(self._view, r, self.planned_output(r), self.dl)
+            old = self._view
+            self._view = extend_view(old, r, self.planned_output(r), self.dl)
+            self.kvp.on_admitted(r, old, self._view)
         else:
             self._view = None
         r.tier = Tier.SLO
