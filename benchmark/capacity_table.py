@@ -65,10 +65,12 @@ def table(caps: dict, scenarios: list[str], policies: list[str]) -> str:
         ratio = caps[(s, MAIN)] / best if best > 0 and MAIN in policies else float("nan")
         if math.isfinite(ratio) and ratio > 0:
             ratios.append(ratio)
-        lines.append(f"| {s} | " + " | ".join(cells) + f" | {ratio:.2f}x |")
-    geo = math.exp(sum(math.log(r) for r in ratios) / len(ratios)) if ratios else float("nan")
-    lines.append(f"\nGeo-mean over scenarios of slos-serve / best baseline: **{geo:.2f}x** "
-                 f"(capacity in requests/s per GPU at attainment >= target)")
+        shown = f"{ratio:.2f}x" if math.isfinite(ratio) else "n/a"  # no baseline (or no slos-serve) run
+        lines.append(f"| {s} | " + " | ".join(cells) + f" | {shown} |")
+    if ratios:
+        geo = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+        lines.append(f"\nGeo-mean over scenarios of slos-serve / best baseline: **{geo:.2f}x** "
+                     f"(capacity in requests/s per GPU at attainment >= target)")
     return "\n".join(lines)
 
 

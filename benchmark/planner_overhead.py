@@ -30,54 +30,69 @@ def make_request(i: int, t: float, rng: np.random.Generator) -> Request:
                    float(rng.choice([1.0, 2.0, 4.0])), (DecodeSegment(tpot),), slo_class=f"tpot{int(tpot)}")
 
 
-def run(resident: int, new: int, rounds: int, model: str, seed: int, options: dict) -> dict:
-    rng = np.random.default_rng(seed)
-    perf = get_model(model)
-    sched = create_scheduler("slos-serve", SchedulerContext(perf, 50_000_000, 16), options)
-    engine = SimulatedEngine(perf)
-    t, next_id = 0.0, 0
-    order: list[str] = []
+class LoadedReplica:
+    """A slos-serve replica on the simulated engine, kept at ``resident`` requests by aborting the
+    oldest before each batch of arrivals (shared with benchmark/summary_cost.py)."""
 
-    def step(now: float) -> float:
-        plan = sched.schedule(now)
+    def __init__(self, resident: int, model: str, seed: int, options: dict) -> None:
+        self.resident, self.rng = resident, np.random.default_rng(seed)
+        perf = get_model(model)
+        self.sched = create_scheduler("slos-serve", SchedulerContext(perf, 50_000_000, 16), options)
+        self.engine = SimulatedEngine(perf)
+        self.t, self.next_id, self.order = 0.0, 0, []
+
+    def new_requests(self, n: int) -> list[Request]:
+        out = [make_request(self.next_id + k, self.t, self.rng) for k in range(n)]
+        self.next_id += n
+        return out
+
+    def admitted(self, batch: list[Request]) -> None:
+        self.order += [r.request_id for r in batch]
+
+    def warm_up(self, new: int) -> None:
+        """Arrivals spread over a few steps until ``resident`` requests are in."""
+        while len(self.sched.requests) < self.resident:
+            for r in self.new_requests(min(new, self.resident - len(self.sched.requests))):
+                self.sched.add(r, self.t)
+                self.order.append(r.request_id)
+            self.step(self.sched.schedule(self.t))
+
+    def make_room(self, new: int) -> None:
+        self.order = [rid for rid in self.order if rid in self.sched.requests]
+        for rid in self.order[: max(len(self.order) + new - self.resident, 0)]:
+            self.sched.abort(rid, self.t)
+
+    def step(self, plan) -> None:
+        """Execute ``plan`` (from ``schedule(self.t)``) and report it back."""
         if plan.is_empty:
-            return now + 0.01
-        res = engine.execute(plan, sched.requests)
-        sched.on_step_done(plan, res, now + res.step_s)
-        return now + res.step_s
+            self.t += 0.01
+            return
+        res = self.engine.execute(plan, self.sched.requests)
+        self.t += res.step_s
+        self.sched.on_step_done(plan, res, self.t)
 
-    while len(sched.requests) < resident:  # warm up: arrivals spread over a few steps
-        for _ in range(min(new, resident - len(sched.requests))):
-            r = make_request(next_id, t, rng)
-            next_id += 1
-            sched.add(r, t)
-            order.append(r.request_id)
-        t = step(t)
+
+def run(resident: int, new: int, rounds: int, model: str, seed: int, options: dict) -> dict:
+    rep = LoadedReplica(resident, model, seed, options)
+    sched = rep.sched
+    rep.warm_up(new)
     call_ms, add_ms, sched_ms, cpu_ms = [], [], [], []
     for _ in range(rounds):
-        order = [rid for rid in order if rid in sched.requests]
-        for rid in order[: max(len(order) + new - resident, 0)]:
-            sched.abort(rid, t)
-        batch = [make_request(next_id + k, t, rng) for k in range(new)]
-        next_id += new
+        rep.make_room(new)
+        batch = rep.new_requests(new)
         c0 = time.thread_time()
         t0 = time.perf_counter()
         for r in batch:
-            sched.add(r, t)
+            sched.add(r, rep.t)
         t1 = time.perf_counter()
-        plan = sched.schedule(t)
+        plan = sched.schedule(rep.t)
         t2 = time.perf_counter()
         cpu_ms.append((time.thread_time() - c0) * 1e3)
-        order += [r.request_id for r in batch]
+        rep.admitted(batch)
         add_ms.append((t1 - t0) * 1e3)
         sched_ms.append((t2 - t1) * 1e3)
         call_ms.append((t2 - t0) * 1e3)
-        if plan.is_empty:
-            t += 0.01
-            continue
-        res = engine.execute(plan, sched.requests)
-        t += res.step_s
-        sched.on_step_done(plan, res, t)
+        rep.step(plan)
     a = np.asarray(call_ms)
     return {
         "resident": resident, "new": new, "rounds": rounds, "model": model,
@@ -86,9 +101,23 @@ def run(resident: int, new: int, rounds: int, model: str, seed: int, options: di
         # CPU time of the same calls: robust to other processes on a shared machine
         "cpu_p50_ms": float(np.percentile(cpu_ms, 50)), "cpu_p99_ms": float(np.percentile(cpu_ms, 99)),
         "add_p50_ms": float(np.percentile(add_ms, 50)), "schedule_p50_ms": float(np.percentile(sched_ms, 50)),
-        "admitted_fraction": sched.reasons["admitted"] / max(next_id, 1),
+        "admitted_fraction": sched.reasons["admitted"] / max(rep.next_id, 1),
         "resident_at_end": len(sched.requests),
     }
+
+
+def sweep(rounds: int, model: str, seed: int, options: dict) -> list[dict]:
+    """Per-call wall time against resident and new requests, printed as a markdown table."""
+    from tqdm import tqdm
+
+    cells = [(res, new) for res in (64, 128, 256, 512) for new in (1, 4, 16)]
+    out = [run(res, new, rounds, model, seed, options) for res, new in tqdm(cells, desc="planner overhead")]
+    print("| resident | new | p50 ms | p99 ms | max ms | per admission p50 ms |")
+    print("|---|---|---|---|---|---|")
+    for r in out:
+        print(f"| {r['resident']} | {r['new']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['max_ms']:.2f} | "
+              f"{r['add_p50_ms'] / r['new']:.3f} |")
+    return out
 
 
 def main() -> None:
@@ -100,10 +129,15 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--policy-opt", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--json", default=None, help="write the result here")
+    ap.add_argument("--sweep", action="store_true",
+                    help="instead: a table over resident in 64/128/256/512 and new in 1/4/16 (JSON: a list)")
     args = ap.parse_args()
     options = {k: json.loads(v) for k, v in (o.split("=", 1) for o in args.policy_opt)}
-    out = run(args.resident, args.new, args.rounds, args.model, args.seed, options)
-    print(json.dumps(out, indent=2))
+    if args.sweep:
+        out = sweep(args.rounds, args.model, args.seed, options)
+    else:
+        out = run(args.resident, args.new, args.rounds, args.model, args.seed, options)
+        print(json.dumps(out, indent=2))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2)

@@ -49,6 +49,10 @@ class Scheduler(ABC):
 
     Config: ClassVar[type] = EmptyConfig
     registry_name: ClassVar[str] = ""
+    # Whether summary() computes the optional, costlier fields only summary-only routers read
+    # (slos-serve: spare_prefill_tokens). Drivers whose router never reads them may turn it off
+    # (the simulator, which publishes after every step of every replica).
+    publish_spare: bool = True
 
     def __init__(self, ctx: SchedulerContext, config: Any = None) -> None:
         self.ctx = ctx

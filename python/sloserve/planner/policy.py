@@ -432,7 +432,23 @@ class SLOsServeScheduler(Scheduler):
         backlog = sum(r.remaining_compute_tokens for r in self.requests.values() if r.num_output_tokens == 0)
         return ReplicaSummary(base.replica_id, now_s, base.num_requests, base.num_waiting, base.outstanding_tokens,
                               base.free_kv_tokens, base.kv_capacity_tokens, by_tier, slack, True,
-                              prefill_backlog_tokens=backlog, prefill_tokens_per_s=self.prefill_rate_tps())
+                              prefill_backlog_tokens=backlog, prefill_tokens_per_s=self.prefill_rate_tps(),
+                              spare_prefill_tokens=self.spare_prefill(now_s) if self.publish_spare else ())
+
+    def spare_prefill(self, now_s: float) -> tuple[tuple[float, int], ...]:
+        """Spare prefill tokens by horizon after ``now_s`` on the grids an arrival is planned on
+        (planner/spare.py; idle: steps of ``SUMMARY_IDLE_STEP_S`` at the full batch rate)."""
+        from sloserve.planner.spare import spare_curve, spare_step_s
+
+        if self.config.admit_all:
+            return ()  # no admission control: nothing to promise
+        view = self.view()
+        step = spare_step_s(self.step_len_s, view.min_tpot_s, self.fixed_step_s, SUMMARY_IDLE_STEP_S)
+        start = self.inflight_end_s if self.inflight_end_s is not None else now_s
+        fixed = self.config.fixed_batch_tokens or None
+        stretch = (self.config.max_step_s, STRETCH_MIN) if self.config.stretch_steps and fixed is None else None
+        return spare_curve(view, now_s, stretch=stretch, grid_for=lambda due, end: self._grid(
+            start, step, due, fixed if end is None else None, end))
 
     def prefill_rate_tps(self) -> float:
         """Prefill tokens per second left beside the admitted decodes, at the current step length

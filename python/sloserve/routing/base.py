@@ -40,6 +40,9 @@ class EmptyRouterConfig:
 class Router(ABC):
     Config: ClassVar[type] = EmptyRouterConfig
     registry_name: ClassVar[str] = ""
+    # Whether decisions read ``ReplicaSummary.spare_prefill_tokens`` of replicas that answer
+    # ``can_admit`` (the simulator's; it skips computing the field after every step otherwise).
+    reads_spare_budget: ClassVar[bool] = False
 
     def __init__(self, config: Any = None, seed: int = 0) -> None:
         self.config = config if config is not None else self.Config()

@@ -157,14 +157,17 @@ class SummaryAdmission:
     In order of preference: the planner's published spare prefill budget by horizon; else the
     prefill backlog and throughput (a queueing estimate); else only KV is judged and the
     estimate says ``known=False`` so the caller falls back to load balancing.
-    ``headroom`` keeps that fraction of the spare budget in reserve against estimate error.
+    ``headroom`` keeps that fraction of the spare budget in reserve against estimate error;
+    ``use_spare=False`` ignores a published spare budget (ablation: backlog and rate only).
     """
 
-    def __init__(self, headroom: float = 0.1, fallback_prefill_tokens_per_s: float = 0.0) -> None:
+    def __init__(self, headroom: float = 0.1, fallback_prefill_tokens_per_s: float = 0.0,
+                 use_spare: bool = True) -> None:
         if not 0.0 <= headroom < 1.0:
             raise ValueError("headroom must be in [0, 1)")
         self.headroom = headroom
         self.fallback_rate = fallback_prefill_tokens_per_s
+        self.use_spare = use_spare
 
     def estimate(self, request: Request, summary: ReplicaSummary, load: EffectiveLoad,
                  now_s: float) -> Estimate:
@@ -174,7 +177,7 @@ class SummaryAdmission:
         need = max(request.num_tokens - request.num_computed_tokens, 1)
         age_s = max(now_s - summary.time_s, 0.0)
         until_deadline_s = request.ttft_deadline_s - now_s
-        if summary.spare_prefill_tokens:
+        if self.use_spare and summary.spare_prefill_tokens:
             return self._from_spare(summary, load, need, age_s, until_deadline_s)
         rate = summary.prefill_tokens_per_s or self.fallback_rate
         if rate > 0:

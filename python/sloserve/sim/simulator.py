@@ -69,6 +69,9 @@ class Simulator:
         self.steps: list[tuple[int, float, float, int, int]] = []
         self.disagg = disaggregation(config.policy, dict(config.policy_options))
         self.replicas = self._build_replicas()
+        if not self.router.reads_spare_budget:  # computed after every step: skip what nobody reads
+            for rep in self.replicas:
+                rep.scheduler.publish_spare = False
         for prog in programs:
             self._push(prog.arrival_s, ARRIVAL, (prog.program_id, 0))
 

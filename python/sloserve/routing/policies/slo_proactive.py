@@ -46,6 +46,8 @@ class SLOProactiveConfig:
         "help": "in a burst, send what no replica admits to best effort directly (False: let the replica decide)"})
     summary_headroom: float = field(default=0.1, metadata={
         "help": "fraction of a summary's spare prefill budget kept in reserve (estimate error)"})
+    summary_spare: bool = field(default=True, metadata={
+        "help": "judge by a summary's spare prefill budget when published (False: backlog and rate only; ablation)"})
     prefill_tokens_per_s: float = field(default=0.0, metadata={
         "help": "prefill throughput to assume when summaries do not publish one (0: unknown)"})
     pending_ttl_s: float = field(default=30.0, metadata={
@@ -78,12 +80,18 @@ class SLOProactiveRouter(Router):
         cfg = self.config
         self.burst = BurstDetector(cfg.burst_config())
         self.ledger = PendingLedger(cfg.pending_ttl_s)
-        self.estimator = SummaryAdmission(cfg.summary_headroom, cfg.prefill_tokens_per_s)
+        self.estimator = SummaryAdmission(cfg.summary_headroom, cfg.prefill_tokens_per_s, cfg.summary_spare)
         self._recent_tight: dict[int, DecayingRate] = {}
         self._can_admit_ok = cfg.use_can_admit
         self._turn = 0
         self.decisions: Counter[str] = Counter()
         self.queries = 0
+
+    @property
+    def reads_spare_budget(self) -> bool:  # type: ignore[override]
+        # With can_admit, summaries judge only views that cannot answer (summary-only transports)
+        # or answer QUEUED (no admission control: such policies publish no spare budget).
+        return self.config.summary_spare and not self.config.use_can_admit
 
     # ---- the decision -------------------------------------------------------------------
     def route(self, request: Request, replicas: Sequence[ReplicaView], now_s: float) -> RouteDecision:
