@@ -132,6 +132,10 @@ def admit_arrays(mand_deadline_s: np.ndarray, mand_prefill: np.ndarray, cands: l
     Only candidates are DP layers; the (possibly hundreds of) mandatory rows between two
     candidates are checked with one numpy reduction per state.
     """
+    if len(cands) <= 1 and fast:  # the usual event-driven case: the cached-rows arithmetic
+        rows = MandatoryRows.of(grid, base, table if table is not None else ForcedTable(grid, base),
+                                mand_deadline_s, mand_prefill)
+        return admit_cached(rows, cands, free_blocks, max_new_decoders)
     cands = sorted(cands, key=lambda it: it.deadline_s)
     cdl = np.array([c.deadline_s for c in cands], dtype=np.float64)
     ins = np.searchsorted(mand_deadline_s, cdl, side="right")  # mandatory first on ties
@@ -151,8 +155,6 @@ def admit_arrays(mand_deadline_s: np.ndarray, mand_prefill: np.ndarray, cands: l
     first_rows = b[: cpos[0] if cpos.size else b.size]
     if not fc.feasible or (first_rows < -1e-6).any():
         return Admission((), 0.0, False, -math.inf, 0)
-    if len(cands) == 1 and fast:
-        return _admit_one(cands[0], int(cpos[0]), b, horizon, free_blocks, max_new_decoders)
     tiers = sorted({c.tpot_s for c in cands})
     tier_of = {tp: k for k, tp in enumerate(tiers)}
     inv_tpot = [1.0 / tp for tp in tiers]
@@ -193,22 +195,6 @@ def admit_arrays(mand_deadline_s: np.ndarray, mand_prefill: np.ndarray, cands: l
                      math.floor(best.min_left + 1e-9) if math.isfinite(best.min_left) else best.min_left, explored)
 
 
-def _admit_one(it: Item, p: int, b: np.ndarray, horizon: np.ndarray, free_blocks: int,
-               max_new_decoders: int) -> Admission:
-    """The DP for one candidate (the usual event-driven case) in a few numpy operations."""
-    skip_left = min(float(b[:p].min()) if p else math.inf, float(b[p + 1:].min()) if p + 1 < b.size else math.inf)
-    if skip_left < -1e-6:
-        return Admission((), 0.0, False, -math.inf, 1)
-    if it.mem_blocks > free_blocks or max_new_decoders < 1:
-        return Admission((), 0.0, True, skip_left, 2)
-    load = np.floor(np.maximum((horizon[p:] - it.origin_s) / it.tpot_s, 0.0) + 1e-9)
-    left = b[p:] - it.prefill_tokens - load
-    take_left = min(float(left.min()), float(b[:p].min()) if p else math.inf)
-    if take_left < -1e-6:
-        return Admission((), 0.0, True, skip_left, 2)
-    return Admission((it.key,), it.weight, True, math.floor(take_left + 1e-9), 2)
-
-
 @dataclass(frozen=True)
 class MandatoryRows:
     """The admitted prefills' constraint rows on one grid, built once per (tier view, grid), so
@@ -229,14 +215,12 @@ class MandatoryRows:
     @staticmethod
     def of(grid: StepGrid, load: DecodeLoad, table: ForcedTable, deadline_s: np.ndarray,
            prefill: np.ndarray) -> "MandatoryRows":
-        m = grid.steps_by(deadline_s)  # what forecast() computes, without its extras
+        fc = forecast(grid, load, deadline_s, table)
         cum = np.cumsum(prefill)
-        b = (grid.tokens_by(m) - table.get(m)) - cum
-        horizon = grid.forced_horizon_s(m)
-        odd = (m <= 0) | ~np.isfinite(horizon)
-        horizon[odd] = deadline_s[odd]
-        fit = len(load) <= min(grid.first_tokens, grid.step_tokens)
-        return MandatoryRows(grid, table, deadline_s, m, b, horizon, cum, np.minimum.accumulate(b), fit)
+        b = fc.budget_tokens - cum
+        horizon = np.where((fc.steps <= 0) | ~np.isfinite(fc.horizon_s), fc.deadlines_s, fc.horizon_s)
+        return MandatoryRows(grid, table, fc.deadlines_s, fc.steps, b, horizon, cum, np.minimum.accumulate(b),
+                             fc.feasible)
 
     def with_admitted(self, table: ForcedTable, deadline_s: float, prefill_tokens: float,
                       num_streams: int) -> "MandatoryRows":

@@ -19,6 +19,7 @@ from sloserve.planner.config import SLOsServeConfig
 from sloserve.planner.deadlines import Deadlines
 from sloserve.planner.kvprofile import KVProfile
 from sloserve.planner.execute import StepBuilder, fill_step, is_decoding, step_window
+from sloserve.planner.spare import spare_curve, spare_step_s, stretch_limit_s
 from sloserve.planner.view import TierView, build_view, extend_view
 
 
@@ -133,9 +134,7 @@ class SLOsServeScheduler(Scheduler):
             if kept not in grids:
                 grids.append(kept)
         if self.config.stretch_steps and fixed is None:
-            end = min([start + self.config.max_step_s, view.earliest_due_s] + [it.deadline_s for it in items])
-            if view.pending_deadline_s.size:
-                end = min(end, float(view.pending_deadline_s[0]))
+            end = min([stretch_limit_s(start, view, self.config.max_step_s)] + [it.deadline_s for it in items])
             stretched = self._grid(start, step, view.earliest_due_s, None, end)
             if end - start > step * STRETCH_MIN and stretched not in grids:
                 grids.append(stretched)
@@ -438,8 +437,6 @@ class SLOsServeScheduler(Scheduler):
     def spare_prefill(self, now_s: float) -> tuple[tuple[float, int], ...]:
         """Spare prefill tokens by horizon after ``now_s`` on the grids an arrival is planned on
         (planner/spare.py; idle: steps of ``SUMMARY_IDLE_STEP_S`` at the full batch rate)."""
-        from sloserve.planner.spare import spare_curve, spare_step_s
-
         if self.config.admit_all:
             return ()  # no admission control: nothing to promise
         view = self.view()

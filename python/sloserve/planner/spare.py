@@ -90,13 +90,20 @@ def spare_tokens(rows: MandatoryRows, num_streams: int, deadline_s: np.ndarray) 
     return own
 
 
+def stretch_limit_s(start_s: float, view: TierView, max_step_s: float) -> float:
+    """Latest end of a stretched step 0: by ``max_step_s``, every decode deadline and every
+    admitted prefill deadline (a candidate's own deadline may cut it further)."""
+    end = min(start_s + max_step_s, view.earliest_due_s)
+    if view.pending_deadline_s.size:
+        end = min(end, float(view.pending_deadline_s[0]))
+    return end
+
+
 def stretched_end_s(start_s: float, step_s: float, view: TierView, max_step_s: float,
                     min_ratio: float) -> float | None:
     """End ``E`` of the stretched step 0 the policy offers a newcomer due at or after ``E``
     (``SLOsServeScheduler._grids``); None when it would not be worth stretching."""
-    end = min(start_s + max_step_s, view.earliest_due_s)
-    if view.pending_deadline_s.size:
-        end = min(end, float(view.pending_deadline_s[0]))
+    end = stretch_limit_s(start_s, view, max_step_s)
     return end if end - start_s > step_s * min_ratio else None
 
 
