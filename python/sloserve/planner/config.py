@@ -51,6 +51,16 @@ class SLOsServeConfig:
         "help": "with kv_pace < 1: a paced TPOT is never below this multiple of the one-token batch time (short steps waste compute on the base time)"})
     best_effort_yield_kv: float = field(default=0.8, metadata={
         "help": "best-effort requests get no step tokens while the SLO tier's reserved KV is above this fraction of the pool (admitted requests then decode in short steps and free KV sooner); 1 = never yield"})
+    repace: bool = field(default=False, metadata={
+        "help": "experiment: at completions while KV binds, tighten ahead residents' remaining deadlines to tau = repace_tau * L per token (never later than the SLO's; kept only if the plan stays feasible) so their KV profile finish moves earlier"})
+    repace_tau: float = field(default=1.0, metadata={
+        "help": "with repace: per-token spacing of re-paced deadlines, as a multiple of the step length L (>= 1)"})
+    repace_slack_steps: float = field(default=2.0, metadata={
+        "help": "with repace: the first re-paced token is due this many steps plus tau after now"})
+    repace_min_gain_steps: float = field(default=4.0, metadata={
+        "help": "with repace: re-pace a resident only when its finish bound moves earlier by more than this many steps"})
+    repace_above: float = field(default=0.8, metadata={
+        "help": "with repace and kv_profile: KV binds when the admitted requests' KV peak exceeds this fraction of the pool (or reserved KV exceeds best_effort_yield_kv)"})
     idle_step_s: float = field(default=0.05, metadata={
         "help": "step length when no SLO request is resident (best effort only)"})
 
@@ -69,5 +79,7 @@ class SLOsServeConfig:
             raise ValueError("kv_pace must be in (0, 1] and kv_pace_floor >= 0")
         if not 0 <= self.best_effort_yield_kv <= 1:
             raise ValueError("best_effort_yield_kv must be in [0, 1]")
+        if self.repace_tau < 1 or self.repace_slack_steps < 0 or not 0 <= self.repace_above <= 1:
+            raise ValueError("repace_tau must be >= 1, repace_slack_steps >= 0 and repace_above in [0, 1]")
         if not (self.idle_step_s > 0 and self.max_step_s > 0):
             raise ValueError("idle_step_s and max_step_s must be positive")

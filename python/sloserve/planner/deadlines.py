@@ -19,6 +19,9 @@ from sloserve.core.request import Request, cumulative_tpot_s
 from sloserve.core.slo import DecodeSegment
 
 PACE_KEY = "sloserve_pace"  # Request.extra key of the paced decode segments fixed at admission
+# Request.extra key of a resident's re-paced deadlines (planner/repace.py): (index, origin_s, tau_s),
+# token j > index is then due by min(its planned deadline, origin_s + (j - index) * tau_s)
+REPACE_KEY = "sloserve_repace"
 
 
 def paced_segments(segments: tuple[DecodeSegment, ...], pace: float, floor_ms: float) -> tuple[DecodeSegment, ...]:
@@ -48,7 +51,11 @@ class Deadlines:
     def token_s(self, r: Request, index: int) -> float:
         if index <= 1:
             return self.ttft_s(r)
-        return self.decode_origin_s(r) + self.cumulative_tpot_s(r, index)
+        t = self.decode_origin_s(r) + self.cumulative_tpot_s(r, index)
+        rp = r.extra.get(REPACE_KEY)
+        if rp is not None and index > rp[0]:
+            t = min(t, rp[1] + (index - rp[0]) * rp[2])
+        return t
 
     def next_token_s(self, r: Request) -> float:
         return self.token_s(r, r.num_output_tokens + 1)
@@ -56,4 +63,6 @@ class Deadlines:
     def min_tpot_s(self, r: Request) -> float:
         segs = r.extra.get(PACE_KEY) or r.segments
         tpot = (segs[0].tpot_ms if len(segs) == 1 else min(s.tpot_ms for s in segs)) / 1e3
-        return tpot * (1.0 + self.tolerance)
+        tpot *= 1.0 + self.tolerance
+        rp = r.extra.get(REPACE_KEY)
+        return tpot if rp is None else min(tpot, rp[2])

@@ -159,6 +159,12 @@ class KVProfile:
         """(held, full, finish) of a request that has not started (a candidate or a new admission)."""
         return r.prompt_tokens + r.num_output_tokens + 1, r.prompt_tokens + self.s.planned_output(r), self._finish_s(r)
 
+    def invalidate(self, rids=()) -> None:
+        """Deadlines of these residents changed (re-pacing): drop their cached columns and the profile."""
+        self._profile = None
+        for rid in rids:
+            self._kvp_static.pop(rid, None)
+
     def _static(self, r: Request, got: tuple | None) -> tuple:
         """(first-token time, full size, finish time) of an admitted request: fixed once its first
         token is out (reserve mode; the profile is off in predict mode), so cached per request."""
@@ -175,8 +181,9 @@ class KVProfile:
         n = self.s.planned_output(r)
         if n <= 1:
             return self.s.dl.ttft_s(r)
-        origin = self.s.dl.decode_origin_s(r) if r.first_token_s is not None else self.s.dl.ttft_s(r)
-        return origin + self.s.dl.cumulative_tpot_s(r, n)
+        if r.first_token_s is not None:
+            return self.s.dl.token_s(r, n)  # honours re-paced deadlines (planner/repace.py)
+        return self.s.dl.ttft_s(r) + self.s.dl.cumulative_tpot_s(r, n)
 
     def _tokens_per_step(self) -> int:
         """Most tokens one request gains in one step (speculation verifies several)."""

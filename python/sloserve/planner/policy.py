@@ -18,6 +18,7 @@ from sloserve.planner.batch import EPS_S, StepGrid, make_grid
 from sloserve.planner.config import SLOsServeConfig
 from sloserve.planner.deadlines import Deadlines
 from sloserve.planner.kvprofile import KVProfile
+from sloserve.planner.repace import Repacer
 from sloserve.planner.execute import StepBuilder, fill_step, is_decoding, step_window
 from sloserve.planner.spare import spare_curve, spare_step_s, stretch_limit_s
 from sloserve.planner.view import TierView, build_view, extend_view
@@ -48,6 +49,7 @@ class SLOsServeScheduler(Scheduler):
         self.next_replan_s = 0.0
         self.slack_s = math.inf
         self.kvp = KVProfile(self)  # KV-over-time admission check and paced arrivals
+        self.repacer = Repacer(self) if self.config.repace else None  # re-paced residents (experiment)
         self.first_step: tuple[float, float, bool] | None = None  # (start, end, carries all decodes)
         self._view: TierView | None = None
         self._grid_cache: dict[tuple, StepGrid] = {}
@@ -380,6 +382,8 @@ class SLOsServeScheduler(Scheduler):
         if self.config.output_length == "predict":
             self._track_lengths(now_s)
         if finished and self.config.replan_interval_s <= 0 and not self.config.admit_all:
+            if self.repacer is not None:
+                self.repacer.on_replan_point(now_s)
             self._replan(now_s, [])
         return events
 

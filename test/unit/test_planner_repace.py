@@ -1,0 +1,89 @@
+"""Re-pacing residents (planner/repace.py): earlier deadlines only, and no admitted miss."""
+
+import pytest
+
+from sloserve.core.request import Request
+from sloserve.core.slo import DecodeSegment
+from sloserve.planner.deadlines import REPACE_KEY, Deadlines
+from sloserve.planner.repace import Repacer, tightens
+from sloserve.sim import SimConfig, simulate
+from sloserve.workloads import WorkloadConfig, build_workload
+
+
+def reasoning_request():
+    r = Request("r", 0.0, 100, 400, 1.0, (DecodeSegment(50.0, 200, "think"), DecodeSegment(100.0)))
+    r.first_token_s = 0.8
+    return r
+
+
+@pytest.mark.parametrize("tol", [0.0, 0.05])
+@pytest.mark.parametrize("override", [(10, 0.5, 0.03), (10, 5.0, 0.0525), (150, 20.0, 0.06), (300, 0.0, 0.2)])
+def test_repaced_deadlines_are_never_later_than_the_slo_ones(tol, override):
+    r, dl = reasoning_request(), Deadlines(tol)
+    plain = [dl.token_s(r, j) for j in range(1, 401)]
+    min_tpot = dl.min_tpot_s(r)
+    r.extra[REPACE_KEY] = override
+    i, origin, tau = override
+    got = [dl.token_s(r, j) for j in range(1, 401)]
+    for j, (p, q) in enumerate(zip(got, plain), start=1):
+        assert p <= q + 1e-12
+        assert p == (min(q, origin + (j - i) * tau) if j > i else q)
+    assert dl.min_tpot_s(r) == min(min_tpot, tau)
+    assert dl.next_token_s(r) == got[r.num_output_tokens]
+
+
+def test_an_override_only_replaces_a_looser_one():
+    old = (10, 1.0, 0.05)
+    assert tightens(old, None)
+    assert tightens((20, 1.0 + 10 * 0.05, 0.05), old)  # the same line from a later token
+    assert not tightens((20, 1.0 + 10 * 0.05 + 1e-3, 0.05), old)
+    assert not tightens((20, 0.0, 0.06), old)  # a longer spacing ends up later
+    assert tightens((20, 1.2, 0.04), old)
+
+
+def _misses_and_check(scenario, rate, kv_tokens, n=40):
+    """Simulate with repace on; after every re-pace check each resident's remaining deadlines
+    against its SLO deadlines (Deadlines without the override)."""
+    checked = {"residents": 0}
+    orig = Repacer.on_replan_point
+
+    def checking(self, now_s):
+        out = orig(self, now_s)
+        s = self.s
+        for r in s.slo.values():
+            ov = r.extra.get(REPACE_KEY)
+            if ov is None:
+                continue
+            n_out = s.planned_output(r)
+            with_ov = [s.dl.token_s(r, j) for j in range(r.num_output_tokens + 1, n_out + 1, 7)]
+            del r.extra[REPACE_KEY]
+            plain = [s.dl.token_s(r, j) for j in range(r.num_output_tokens + 1, n_out + 1, 7)]
+            r.extra[REPACE_KEY] = ov
+            assert all(a <= b + 1e-12 for a, b in zip(with_ov, plain))
+            checked["residents"] += 1
+        return out
+
+    Repacer.on_replan_point = checking
+    try:
+        w = build_workload(WorkloadConfig(scenario=scenario, rate_rps=rate, num_requests=n, seed=3,
+                                          max_seq_len=2038, output_len_known=True))
+        cfg = SimConfig(model="opt-13b-tp2-a100", policy="slos-serve", max_seq_len=2038, kv_tokens=kv_tokens,
+                        policy_options={"kv_profile": True, "repace": True, "planning_tolerance": 0.05}, tolerance=0.05)
+        res = simulate(w.programs, cfg)
+    finally:
+        Repacer.on_replan_point = orig
+    slo = [r for r in res.records if r.tier == "slo" and r.completed]
+    return [r.request_id for r in slo if not r.attained(0.05)], len(slo), res.summary, checked["residents"]
+
+
+@pytest.mark.parametrize("scenario,rate,kv_tokens", [("reasoning", 3.0, 48000), ("chatbot", 8.0, 20000)])
+def test_repace_keeps_every_admitted_deadline_in_a_kv_bound_simulation(scenario, rate, kv_tokens):
+    misses, admitted, summary, checked = _misses_and_check(scenario, rate, kv_tokens)
+    assert misses == [] and summary["num_admitted_slo_misses"] == 0 and admitted > 0
+    assert summary["reasons"].get("repaced", 0) > 0 and checked > 0  # the option did act
+
+
+def test_repace_options_are_validated():
+    from sloserve.planner.config import SLOsServeConfig
+    with pytest.raises(ValueError):
+        SLOsServeConfig(repace_tau=0.5)
