@@ -288,7 +288,8 @@ class SLOsServeScheduler(Scheduler):
         first = self.first_step
         if first is not None and abs(first[0] - now_s) <= EPS_S and not first[2]:
             end_s = min(end_s, first[1])  # the first step the plan was checked with (its end may be earlier)
-        stretch_end = self._stretch_end(now_s, end_s, prefills)
+        best_effort = self._best_effort_work()
+        stretch_end = self._stretch_end(now_s, end_s, prefills, best_effort)
         if stretch_end is not None:
             end_s, forced, optional = stretch_end, sorted(decoders, key=lambda x: x[0]), []
         self.first_step = None
@@ -299,7 +300,7 @@ class SLOsServeScheduler(Scheduler):
             self.reasons["step_overdue"] += 1
             cap = max(len(forced), 1)
         builder = StepBuilder(cap, lambda r, n, slo: self._reserve(r, n, slo, builder, events, now_s))
-        dropped = fill_step(builder, forced, prefills, self._best_effort_work(), optional)
+        dropped = fill_step(builder, forced, prefills, best_effort, optional)
         if dropped:
             self.reasons["decode_overload"] += dropped
         events = self.pending_events + events
@@ -321,9 +322,11 @@ class SLOsServeScheduler(Scheduler):
         prefills would fill every step up to the step length, so each admitted request would
         decode at its TPOT pace instead of in short decode-only steps, hold its KV longer and
         cost later admissions (docs/planner.md §5)."""
-        if self.reserved_total > self.config.best_effort_yield_kv * self.kv.capacity_blocks:
-            return []
-        return list(self.be.values())
+        return [] if self.reserved_kv_binds() else list(self.be.values())
+
+    def reserved_kv_binds(self) -> bool:
+        """The SLO tier's reserved KV is above ``best_effort_yield_kv`` of the pool."""
+        return self.reserved_total > self.config.best_effort_yield_kv * self.kv.capacity_blocks
 
     def _fit(self, items: list, num_forced: int, limit_s: float) -> list:
         """Trim trailing non-forced items until the exact batch time fits (models whose time
@@ -337,7 +340,8 @@ class SLOsServeScheduler(Scheduler):
                 items.pop()
         return items
 
-    def _stretch_end(self, now_s: float, std_end_s: float, prefills: list[Request]) -> float | None:
+    def _stretch_end(self, now_s: float, std_end_s: float, prefills: list[Request],
+                     best_effort: list[Request]) -> float | None:
         """End of a stretched step when the last plan chose one for now, or when a check shows
         that one is worth it and keeps every admitted deadline; None for a standard step."""
         first = self.first_step
@@ -346,7 +350,7 @@ class SLOsServeScheduler(Scheduler):
         if not self.config.stretch_steps or self.config.fixed_batch_tokens or self.step_len_s is None:
             return None
         demand = sum(r.remaining_compute_tokens for r in prefills)
-        demand += sum(r.remaining_compute_tokens for r in self._best_effort_work())
+        demand += sum(r.remaining_compute_tokens for r in best_effort)
         if demand <= self.ctx.perf.max_tokens_within_s(std_end_s - now_s - EPS_S):
             return None  # a standard step already holds all the work
         res, _, grid = self.plan([], now_s, stretch_only=True)

@@ -35,9 +35,9 @@ class Repacer:
 
     def kv_binds(self, now_s: float) -> bool:
         s = self.s
-        cap = s.kv.capacity_blocks
-        if s.reserved_total > s.config.best_effort_yield_kv * cap:
+        if s.reserved_kv_binds():
             return True
+        cap = s.kv.capacity_blocks
         if s.config.kv_profile and s.config.output_length != "predict":
             return cap - s.kvp.free_blocks(now_s) > s.config.repace_above * cap
         return False

@@ -109,10 +109,10 @@ class SpecSLOsServeScheduler(SLOsServeScheduler):
             self.spec_tiers = self._last_spec[1] if grid is self._last_spec[0] else NO_SPEC
         return admitted
 
-    def _stretch_end(self, now_s, std_end_s, prefills):
+    def _stretch_end(self, now_s, std_end_s, prefills, best_effort):
         if self.spec_tiers is not NO_SPEC:
             return None  # a stretched step is checked on the non-speculative grid only
-        return super()._stretch_end(now_s, std_end_s, prefills)
+        return super()._stretch_end(now_s, std_end_s, prefills, best_effort)
 
     def on_removed(self, request) -> None:
         super().on_removed(request)
