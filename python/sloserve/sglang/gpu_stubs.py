@@ -1,5 +1,8 @@
-"""Stand-ins for GPU-only packages (triton, torchvision) so SGLang's scheduler modules import
-on a CPU machine. Installed only inside the test process (conftest) and the install check.
+"""Stand-ins for GPU-only packages (triton, torchvision) so SGLang imports on a CPU machine.
+
+Installed only where SGLang runs without a GPU: in the CPU server's processes (through
+``cpu_shim/sitecustomize.py``, which the launcher puts on their path in ``--device cpu`` mode
+only), in the test process (test/sglang/conftest.py) and in the install check. No sglang import.
 
 SGLang imports these at module level for kernels that never run on the scheduler's CPU-side
 code paths we test; the stubs accept decoration and attribute access. ``@triton.jit`` leaves the
