@@ -9,7 +9,7 @@
 #   * the light packages SGLang's scheduler modules import (found by trial, pinned where SGLang
 #     pins them), each with --no-deps unless its own dependencies are light too.
 # GPU-only imports (triton, torchvision) are stubbed inside the test process instead
-# (test/sglang/gpu_stubs.py). Idempotent: returns in about a second when all is in place.
+# (sloserve/sglang/gpu_stubs.py). Idempotent: returns in about a second when all is in place.
 #
 # Usage: scripts/install_sglang_cpu.sh            (SGLANG_VERSION=0.5.16 to test the old one)
 set -euo pipefail
@@ -29,9 +29,8 @@ WITH_DEPS_PKGS=("transformers==5.19.0" "tokenizers==0.23.2" huggingface_hub requ
 
 check() {
   SLOSERVE_SGLANG_CHECK_VERSION="$SGLANG_VERSION" SLOSERVE_TORCH_CHECK_VERSION="$TORCH_VERSION" \
-    "$PY" - "$HERE/../test/sglang" <<'PYEOF'
+    "$PY" - <<'PYEOF'
 import importlib.metadata as md, os, sys
-sys.path.insert(0, sys.argv[1])
 want_sglang = os.environ["SLOSERVE_SGLANG_CHECK_VERSION"]
 want_torch = os.environ["SLOSERVE_TORCH_CHECK_VERSION"]
 try:
@@ -39,7 +38,7 @@ try:
         sys.exit(1)
 except md.PackageNotFoundError:
     sys.exit(1)
-import gpu_stubs
+from sloserve.sglang import gpu_stubs
 gpu_stubs.install()
 import torch
 if torch.version.cuda is not None:

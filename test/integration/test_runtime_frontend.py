@@ -1,7 +1,7 @@
 """SGLang frontend programs (``@sgl.function``, ``sgl.gen``) tagging stage SLOs against the server.
 
 Needs the sglang package (scripts/install_sglang_cpu.sh); GPU-only imports are stubbed with
-test/sglang/gpu_stubs.py, as SGLang's own CPU tests here do.
+``sloserve.sglang.gpu_stubs``, as the CPU server's processes do.
 """
 
 from __future__ import annotations
@@ -18,12 +18,9 @@ POLICY = os.environ.get("SLOSERVE_TEST_POLICY", "fcfs")
 def _import_sglang():
     if importlib.util.find_spec("sglang") is None:
         pytest.skip("sglang is not installed: run scripts/install_sglang_cpu.sh", allow_module_level=True)
-    stubs = os.path.join(os.path.dirname(__file__), "..", "sglang")
-    if os.path.exists(os.path.join(stubs, "gpu_stubs.py")):
-        sys.path.insert(0, os.path.abspath(stubs))
-        import gpu_stubs
+    from sloserve.sglang import gpu_stubs
 
-        gpu_stubs.install()
+    gpu_stubs.install()
     try:
         import sglang
     except Exception as exc:  # a partial install: skip with the reason

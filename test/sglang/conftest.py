@@ -1,7 +1,7 @@
 """test/sglang: the SGLang adapter against SGLang's real classes, on CPU.
 
 Only GPU-only imports (triton, torchvision) are stubbed, in this test process, before SGLang is
-imported (gpu_stubs.py). Modules that need SGLang skip with a clear reason when it is not
+imported (``sloserve.sglang.gpu_stubs``, the same stubs the CPU server's processes use). Modules that need SGLang skip with a clear reason when it is not
 installed: run ``scripts/install_sglang_cpu.sh`` (CPU torch + ``--no-deps`` SGLang). The
 test_pure_* modules need neither and always run.
 """
@@ -16,7 +16,7 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-import gpu_stubs  # noqa: E402
+from sloserve.sglang import gpu_stubs  # noqa: E402
 
 SGLANG_MISSING = "sglang is not installed: run scripts/install_sglang_cpu.sh (CPU torch, --no-deps SGLang)"
 
