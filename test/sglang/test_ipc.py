@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from array import array
 
 import pytest
@@ -61,12 +60,10 @@ def test_custom_params_survive_ipc(use_pickle, monkeypatch):
     assert recv.segments[0].tpot_ms == 15.0 and recv.segments[0].num_tokens == 64
 
 
-def test_msgpack_roundtrip_is_fast_enough_for_the_request_path():
-    req = tokenized(dict(SLO))
-    start = time.perf_counter()
-    for _ in range(200):
-        io_struct.msgpack_decode(io_struct.msgpack_encode(req))
-    assert (time.perf_counter() - start) / 200 < 0.005
+def test_msgpack_roundtrip_keeps_the_request():
+    # Its speed (target < 5 ms) is measured by benchmark/sglang_ipc_speed.py, not asserted here.
+    got = io_struct.msgpack_decode(io_struct.msgpack_encode(tokenized(dict(SLO))))
+    assert got.rid == "req-1" and got.sampling_params.custom_params == SLO
 
 
 def test_tokenizer_manager_path_keeps_slo_keys():
