@@ -324,3 +324,42 @@ def test_best_effort_is_served_while_kv_is_not_binding():
     s.add(be, 0.0)
     _be_tokens(s, 200.0)
     assert be.is_finished and be.finish_s < 2.0  # alongside the admitted request, not after it
+
+
+SLOW = PaperLinesModel("slow", (Line(1e-4, 0.0, 0.08),))  # base step 80 ms > idle_step_s (50 ms)
+
+
+@pytest.mark.parametrize("routed", [False, True])
+def test_best_effort_alone_gets_steps_when_the_base_step_exceeds_idle_step(routed):
+    """Defect C: only best-effort work queued and a batch-time model whose one-token step is
+    longer than ``idle_step_s``: the idle step held no token, the plan stayed empty and the
+    request starved forever. Best effort must get a step whenever nothing else runs."""
+    s = create_scheduler("slos-serve", SchedulerContext(SLOW, 100_000, 16), {})
+    assert SLOW.batch_time_s(1) > s.config.idle_step_s
+    r = req("be", prompt=300, output=5, ttft=0.2, tpot_ms=50.0)  # TPOT below the base step: best effort
+    if routed:
+        r.extra["route_best_effort"] = True
+    assert s.add(r, 0.0).reason is AdmitReason.BEST_EFFORT and r.tier is Tier.BEST_EFFORT
+    engine = SimulatedEngine(SLOW)
+    t, steps = 0.0, 0
+    while s.has_work() and steps < 100:
+        plan = s.schedule(t)
+        assert not plan.is_empty, "best-effort work left without a step"
+        res = engine.execute(plan, s.requests)
+        t += res.step_s
+        s.on_step_done(plan, res, t)
+        steps += 1
+    assert r.is_finished and r.num_output_tokens == 5
+    assert steps <= 6  # the prompt fits one idle step: a prefill, then one decode per step
+    assert s.reasons["step_overdue"] == 0  # an idle step is not an overdue SLO step
+
+
+def test_best_effort_alone_is_served_in_the_simulator_with_a_slow_base_step():
+    from sloserve.core.slo import ProgramSpec, StageSpec, TTFTSLO  # noqa: PLC0415
+    from sloserve.sim.config import SimConfig  # noqa: PLC0415
+    from sloserve.sim.simulator import simulate  # noqa: PLC0415
+    progs = [ProgramSpec(f"p{i}", 0.3 * i, "chat", (StageSpec(200, 8, TTFTSLO(absolute_ms=500.0),
+                                                                (DecodeSegment(50.0),)),)) for i in range(4)]
+    out = simulate(progs, SimConfig(policy="slos-serve", kv_tokens=20_000), perf=SLOW).summary
+    assert out["num_completed"] == 4 and out["num_unfinished"] == 0
+    assert out["num_best_effort"] == 4

@@ -281,7 +281,7 @@ class SLOsServeScheduler(Scheduler):
         if self.config.replan_interval_s > 0 and now_s + EPS_S >= self.next_replan_s:
             self._timer_replan(now_s)
         events: list[RequestEvent] = []
-        step = self.step_len_s if self.step_len_s is not None else self.config.idle_step_s
+        step = self.step_len_s if self.step_len_s is not None else self.idle_step_s()
         decoders = [(self.dl.next_token_s(r), r) for r in self.slo.values() if is_decoding(r)]
         prefills = sorted((r for r in self.slo.values() if not is_decoding(r)), key=self.dl.ttft_s)
         end_s, forced, optional = step_window(now_s, step, decoders)
@@ -316,6 +316,14 @@ class SLOsServeScheduler(Scheduler):
         self._view = None
         return plan
 
+    def idle_step_s(self) -> float:
+        """Step length while no SLO-tier request is resident (best effort only): ``idle_step_s``
+        when such a step holds a token, else twice the one-token batch time. (With a model whose
+        base step exceeded ``idle_step_s`` the idle step held no token, every plan was empty and
+        best-effort work starved forever.)"""
+        idle, perf = self.config.idle_step_s, self.ctx.perf
+        return idle if perf.max_tokens_within_s(idle - EPS_S) >= 1 else 2.0 * perf.batch_time_s(1)
+
     def _best_effort_work(self) -> list[Request]:
         """The best-effort requests a step may serve: none while the SLO tier's reserved KV is
         above ``best_effort_yield_kv`` of the pool. There KV binds admissions, and best-effort
@@ -332,12 +340,15 @@ class SLOsServeScheduler(Scheduler):
         """Trim trailing non-forced items until the exact batch time fits (models whose time
         depends on attention terms that the token cap ignores); a no-op for the paper form."""
         perf = self.ctx.perf
+        keep = num_forced if num_forced or self.slo else 1  # nothing else runs: best effort keeps a token
         while len(items) > num_forced and perf.plan_time_s(StepPlan(tuple(items))) > limit_s + 1e-12:
             last = items[-1]
             if last.num_tokens > 1:
                 items[-1] = type(last)(last.request_id, last.num_tokens // 2, last.spec_draft_tokens, last.context_tokens)
-            else:
+            elif len(items) > keep:
                 items.pop()
+            else:
+                break
         return items
 
     def _stretch_end(self, now_s: float, std_end_s: float, prefills: list[Request],
