@@ -55,9 +55,11 @@ def test_killed_router_fails_requests_and_health(server_factory):
         async with aiohttp.ClientSession() as s:
             task = asyncio.create_task(s.post(srv.url + "/generate", json={
                 "text": "x", "sampling_params": {"max_new_tokens": 5000}}))
-            await asyncio.sleep(0.3)
+            # kill the router once the request is in flight (state, not a guessed sleep)
+            while (await (await s.get(srv.url + "/server_info")).json())["requests_in_flight"] == 0:
+                await asyncio.sleep(0.02)
             os.kill(info["router_pid"], signal.SIGKILL)
-            resp = await asyncio.wait_for(task, 10)
+            resp = await asyncio.wait_for(task, 120)  # a hang guard, not a speed bound
             return resp.status, await resp.json()
 
     status, body = asyncio.run(run())
