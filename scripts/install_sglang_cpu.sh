@@ -70,7 +70,9 @@ if quick_check; then
 fi
 
 export PIP_ROOT_USER_ACTION=ignore
-PIP=("$PY" -m pip install --disable-pip-version-check -q)
+# --no-warn-conflicts: sglang's GPU requirements are left out on purpose (README, "CPU SGLang"),
+# so pip's resolver would print ~50 "requires X, which is not installed" lines on every install.
+PIP=("$PY" -m pip install --disable-pip-version-check --no-warn-conflicts -q)
 if ! "${PIP[@]}" "torch==${TORCH_VERSION}+cpu" --no-deps; then
   "${PIP[@]}" "torch==${TORCH_VERSION}+cpu" --no-deps --index-url https://download.pytorch.org/whl/cpu
 fi
