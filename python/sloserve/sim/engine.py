@@ -16,17 +16,34 @@ from sloserve.core.request import Request
 
 
 class SimulatedEngine:
+    """``noise_cv`` > 0 or ``bias`` != 0 make the engine differ from the model the planner uses:
+    a step takes ``plan_time_s x (1 + bias) x X`` with X lognormal of mean 1 and that coefficient
+    of variation, drawn from ``noise_rng`` (its own seeded stream, so draft acceptance draws are
+    the same with and without noise)."""
+
     def __init__(self, perf, rng: np.random.Generator | None = None, default_alpha: float = 0.0,
-                 time_scale: float = 1.0) -> None:
+                 time_scale: float = 1.0, noise_cv: float = 0.0, bias: float = 0.0,
+                 noise_rng: np.random.Generator | None = None) -> None:
+        if noise_cv < 0 or bias <= -1:
+            raise ValueError("step-time noise must be >= 0 and bias > -1")
         self.perf = perf
         self.rng = rng if rng is not None else np.random.default_rng(0)
         self.default_alpha = default_alpha
         self.time_scale = time_scale  # 0 gives a zero-time engine (runtime overhead benchmarks)
+        self.bias = bias
+        self.noise_sigma = float(np.sqrt(np.log1p(noise_cv * noise_cv)))
+        self.noise_rng = noise_rng if noise_rng is not None else np.random.default_rng(1)
+        self.extra_s = 0.0  # charged to the next step (the scheduler's own CPU time), then reset
 
     def step_time_s(self, plan: StepPlan) -> float:
         if plan.is_empty:
             return 0.0
-        return self.perf.plan_time_s(plan) * self.time_scale
+        t = self.perf.plan_time_s(plan) * self.time_scale * (1.0 + self.bias)
+        if self.noise_sigma > 0:
+            s = self.noise_sigma
+            t *= float(np.exp(self.noise_rng.normal(-0.5 * s * s, s)))
+        extra, self.extra_s = self.extra_s, 0.0
+        return t + extra
 
     def accepted_drafts(self, alpha: float, num_drafts: int) -> int:
         """Geometric acceptance: draft i is kept only if drafts 1..i-1 were and a coin says so."""

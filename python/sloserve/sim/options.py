@@ -38,6 +38,18 @@ def add_sim_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-requests", type=int, default=None, help="programs (default 1000; all in a trace window)")
     p.add_argument("--slo-scale", type=float, default=1.0, help="multiply every SLO by this")
     p.add_argument("--unknown-output-len", action="store_true", help="hide output lengths from the scheduler")
+    p.add_argument("--oracle-output-len", action="store_true",
+                   help="show every true output length to the scheduler (the paper's assumption; overrides --realistic)")
+    p.add_argument("--step-time-noise", type=float, default=None, metavar="CV",
+                   help="lognormal per-step noise on the engine's step time, this coefficient of variation (seeded; --realistic: 0.1)")
+    p.add_argument("--step-time-bias", type=float, default=None, metavar="B",
+                   help="the engine's steps take (1 + B) x the batch-time model's time (default 0)")
+    p.add_argument("--client-timeout", action="store_true",
+                   help="clients abort a request without a first token past its TTFT deadline (a miss; every policy)")
+    p.add_argument("--charge-scheduler-time", action="store_true",
+                   help="charge the scheduler's CPU time (deterministic cost model, sloserve/sim/overhead.py) to the engine")
+    p.add_argument("--realistic", action="store_true",
+                   help="preset: hidden output lengths, --step-time-noise 0.1, --client-timeout, --charge-scheduler-time")
     p.add_argument("--tolerance", type=float, default=0.05, help="deadline tolerance for attainment")
     p.add_argument("--json", help="also write the JSON result to this file")
     p.add_argument("--plot", help="write a PNG plot to this file")
@@ -59,10 +71,27 @@ def build_sim_config(args) -> SimConfig:
     spec_builder = getattr(args, "build_spec", None)
     if spec_builder is not None:
         extra = spec_builder(args)
+    real = getattr(args, "realistic", False)
+    noise = getattr(args, "step_time_noise", None)
     return SimConfig(model=args.model, policy=args.policy, policy_options=parse_kv(args.policy_opt, "--policy-opt"),
                      kv_tokens=args.kv_tokens, max_seq_len=args.max_seq_len, replicas=args.replicas,
                      router=args.router, router_options=parse_kv(args.router_opt, "--router-opt"),
-                     seed=args.seed, tolerance=args.tolerance, **extra)
+                     seed=args.seed, tolerance=args.tolerance,
+                     step_time_noise=(REALISTIC_NOISE_CV if real else 0.0) if noise is None else noise,
+                     step_time_bias=getattr(args, "step_time_bias", None) or 0.0,
+                     client_timeout=real or getattr(args, "client_timeout", False),
+                     charge_scheduler_time=real or getattr(args, "charge_scheduler_time", False), **extra)
+
+
+REALISTIC_NOISE_CV = 0.1  # --realistic: per-step noise of the engine against the model
+
+
+def output_len_known(args) -> bool:
+    """Whether the scheduler sees true output lengths: yes unless --unknown-output-len or
+    --realistic hides them; --oracle-output-len always shows them."""
+    if getattr(args, "oracle_output_len", False):
+        return True
+    return not (getattr(args, "unknown_output_len", False) or getattr(args, "realistic", False))
 
 
 def _is_disaggregated(policy: str) -> bool:
@@ -87,4 +116,4 @@ def workload_config(args, rate: float):
                           arrival=args.arrival, burstiness_cv=args.burstiness, trace_path=args.trace,
                           trace_window_s=window, lengths_path=args.lengths,
                           max_seq_len=args.max_seq_len, seed=args.seed, slo_scale=args.slo_scale,
-                          output_len_known=not args.unknown_output_len)
+                          output_len_known=output_len_known(args))

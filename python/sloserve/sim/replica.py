@@ -21,6 +21,8 @@ class SimReplica:
         self.step_start_s = 0.0
         self.wakeup_s: float | None = None
         self.busy_s = 0.0
+        self.pending_cpu_s = 0.0  # scheduler CPU time (cost model) not yet charged to a step
+        self.cpu_s = 0.0  # scheduler CPU time charged in all
         self._summary = scheduler.summary(0.0)
 
     def can_admit(self, request: Request, now_s: float) -> AdmitDecision:

@@ -28,10 +28,12 @@ from sloserve.perf.presets import get_model
 from sloserve.routing.base import create_router
 from sloserve.sim.config import SimConfig
 from sloserve.sim.engine import SimulatedEngine
+from sloserve.sim.overhead import scheduler_cost
 from sloserve.sim.replica import SimReplica
 
-# Event kinds, in tie-break order at equal times.
-STEP_END, MIGRATE, ARRIVAL, WAKEUP = 0, 1, 2, 3
+# Event kinds, in tie-break order at equal times (a client gives up only after the step that
+# would have brought its first token at that time).
+STEP_END, MIGRATE, ARRIVAL, WAKEUP, TIMEOUT = 0, 1, 2, 3, 4
 MAX_IDLE_HORIZON_S = 3600.0  # stop waiting for wakeups this long after the last event
 
 
@@ -68,6 +70,8 @@ class Simulator:
         self._seq = itertools.count()
         self.steps: list[tuple[int, float, float, int, int]] = []
         self.disagg = disaggregation(config.policy, dict(config.policy_options))
+        self.cost = scheduler_cost(config.policy) if config.charge_scheduler_time else None
+        self.num_timeouts = self.num_admitted_timeouts = 0
         self.replicas = self._build_replicas()
         if not self.router.reads_spare_budget:  # computed after every step: skip what nobody reads
             for rep in self.replicas:
@@ -80,7 +84,10 @@ class Simulator:
         ctx = SchedulerContext(self.perf, self.config.kv_tokens, self.config.block_size_tokens,
                                self.config.max_seq_len, self.config.spec, rid)
         sched = create_scheduler(policy, ctx, options)
-        engine = SimulatedEngine(self.perf, np.random.default_rng((self.config.seed, rid)), self.config.alpha)
+        cfg = self.config
+        engine = SimulatedEngine(self.perf, np.random.default_rng((cfg.seed, rid)), cfg.alpha,
+                                 noise_cv=cfg.step_time_noise, bias=cfg.step_time_bias,
+                                 noise_rng=np.random.default_rng((cfg.seed, rid, 1)))
         return SimReplica(rid, sched, engine, role)
 
     def _build_replicas(self) -> list[SimReplica]:
@@ -122,14 +129,22 @@ class Simulator:
             self._arrive(*payload, now)
         elif kind == MIGRATE:
             self._migrate_in(payload, now)
+        elif kind == TIMEOUT:
+            self._timeout(payload, now)
         # WAKEUP needs no action: the idle replicas are asked for a plan after every batch
 
     def _start_step(self, rep: SimReplica, now: float) -> None:
         sched = rep.scheduler
         if not sched.has_work():
             return
+        resident = len(sched.requests)
         plan = sched.schedule(now)
         self._apply_events(plan.events, rep, now)
+        if self.cost is not None and not plan.is_empty:
+            # the scheduler's CPU time (this call, the arrivals since the last step) delays the step
+            rep.engine.extra_s = rep.pending_cpu_s + self.cost.schedule_cost_s(resident)
+            rep.cpu_s += rep.engine.extra_s
+            rep.pending_cpu_s = 0.0
         if plan.is_empty:
             # wakeup_s is the latest time to ask again; one pending wakeup per time is enough
             if plan.wakeup_s is not None and plan.wakeup_s > now and plan.wakeup_s != rep.wakeup_s:
@@ -195,6 +210,7 @@ class Simulator:
             req.extra["route_best_effort"] = True
         rep = self.replicas[decision.replica_id]
         rec.replica_id = rep.replica_id
+        self._charge_add(rep)
         admit = rep.scheduler.add(req, now)
         rec.reason = admit.reason.value
         if not admit.accepted:
@@ -202,6 +218,28 @@ class Simulator:
             return
         self.live[req.request_id] = req
         rec.tier = req.tier.value
+        if self.config.client_timeout:
+            # the client gives up when its first token is late by the metric's tolerance too
+            self._push(now + req.ttft_slo_s * (1.0 + self.config.tolerance), TIMEOUT, req.request_id)
+
+    def _charge_add(self, rep: SimReplica) -> None:
+        if self.cost is not None:
+            rep.pending_cpu_s += self.cost.add_cost_s(len(rep.scheduler.requests))
+
+    def _timeout(self, request_id: str, now: float) -> None:
+        """A client without a first token gives up: the request is aborted wherever it is."""
+        req = self.live.get(request_id)
+        if req is None or req.num_output_tokens > 0:
+            return
+        rec = self.records[request_id]
+        if rec.token_times:
+            return
+        admitted = req.tier is Tier.SLO
+        self.replicas[rec.replica_id].scheduler.abort(request_id, now)
+        self.live.pop(request_id, None)
+        rec.rejected, rec.tier, rec.reason = True, Tier.REJECTED.value, "client_timeout"
+        self.num_timeouts += 1
+        self.num_admitted_timeouts += admitted
 
     def _finish(self, rec: StageRecord, req: Request | None, now: float) -> None:
         rec.finish_s = now
@@ -228,6 +266,7 @@ class Simulator:
         decoders = [r for r in self.replicas if r.role == "decode"]
         target = min(decoders, key=lambda r: (r.scheduler.summary(now).outstanding_tokens, r.replica_id))
         self.records[request_id].replica_id = target.replica_id
+        self._charge_add(target)
         admit = target.scheduler.add(req, now)
         if not admit.accepted:
             rec = self.records[request_id]
@@ -259,6 +298,9 @@ class Simulator:
             "num_replicas": len(self.replicas),
             "num_gpus": self.num_gpus,
             "num_unfinished": len(self.live),
+            "num_client_timeouts": self.num_timeouts,
+            "num_admitted_slo_misses": summary["num_admitted_slo_misses"] + self.num_admitted_timeouts,
+            "scheduler_time_s": sum(rep.cpu_s for rep in self.replicas),
             "mean_accepted_tokens_per_step": (sum(r.spec_tokens for r in records) / verify) if verify else None,
             "reasons": dict(sorted(reasons.items())),
             "sim_time_s": end_s,
