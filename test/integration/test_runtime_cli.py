@@ -22,7 +22,12 @@ def launch(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("args,needle", [
-    (("--policy", "no-such-policy"), "unknown --policy 'no-such-policy'; registered policies: "),
+    (("--policy", "no-such-policy"), "unknown --policy 'no-such-policy'; the server supports: edf, fcfs, "),
+    # DistServe's roles and the pair need KV hand-off between replicas: simulator only, refused
+    (("--policy", "distserve-prefill"), "only the simulator models"),
+    (("--policy", "distserve-decode"), "only the simulator models"),
+    (("--policy", "distserve"), "only the simulator models (python -m sloserve.sim run --policy distserve); "
+                                "the server supports: edf, fcfs, "),
     (("--policy", "fcfs", "--router", "nope"), "unknown --router 'nope'; registered routers: "),
     (("--policy", "fcfs", "--model", "gpt-17"), "unknown --model 'gpt-17'; choose from: "),
     (("--policy", "fcfs", "--policy-opt", "warp_speed=9"), "unknown option(s) for policy 'fcfs': warp_speed"),

@@ -62,6 +62,21 @@ class ServerConfig:
         return parse_kv(self.router_opt, "--router-opt")
 
 
+def simulator_only_policies() -> list[str]:
+    """Registered policy names that one replica cannot serve alone: DistServe's prefill and
+    decode roles, and ``distserve`` (the pair, with KV hand-off, only in the simulator)."""
+    from sloserve.policies.distserve import DISAGGREGATED  # noqa: PLC0415
+
+    return sorted({*DISAGGREGATED, *(role for roles in DISAGGREGATED.values() for role in roles)})
+
+
+def servable_policies() -> list[str]:
+    """The policies the embedded server (and the SGLang plugin) run: one scheduler per replica."""
+    from sloserve.core.scheduler import SCHEDULERS  # noqa: PLC0415
+
+    return [name for name in SCHEDULERS.names() if name not in simulator_only_policies()]
+
+
 def build_parser(cls: type = ServerConfig) -> argparse.ArgumentParser:
     """An argparse parser generated from the dataclass fields and their help metadata."""
     parser = argparse.ArgumentParser(prog="python -m sloserve.launch_server",

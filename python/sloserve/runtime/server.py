@@ -11,7 +11,7 @@ import uvicorn
 from sloserve.core.scheduler import SCHEDULERS, SchedulerContext, create_scheduler
 from sloserve.perf import get_model, preset_names
 from sloserve.routing.base import ROUTERS, create_router
-from sloserve.runtime.config import ServerConfig
+from sloserve.runtime.config import ServerConfig, servable_policies, simulator_only_policies
 from sloserve.runtime.front import FrontEnd
 from sloserve.runtime.http_server import build_app
 from sloserve.runtime.launcher import ProcessGroup
@@ -32,8 +32,15 @@ def validate(cfg: ServerConfig) -> None:
     """Fail before any process starts: unknown model, policy, router or option."""
     if cfg.model not in preset_names():
         raise ConfigError(f"unknown --model {cfg.model!r}; choose from: {', '.join(preset_names())}")
-    if cfg.policy not in SCHEDULERS.names():
-        raise ConfigError(f"unknown --policy {cfg.policy!r}; registered policies: {', '.join(SCHEDULERS.names())}")
+    if cfg.policy not in servable_policies():
+        served = ", ".join(servable_policies())
+        if cfg.policy in simulator_only_policies():
+            # One replica runs one scheduler; a prefill/decode split needs KV hand-off between
+            # replicas, which only the simulator models.
+            raise ConfigError(f"--policy {cfg.policy} is a disaggregated prefill/decode policy that only the "
+                              f"simulator models (python -m sloserve.sim run --policy distserve); "
+                              f"the server supports: {served}")
+        raise ConfigError(f"unknown --policy {cfg.policy!r}; the server supports: {served}")
     if cfg.router not in ROUTERS.names():
         raise ConfigError(f"unknown --router {cfg.router!r}; registered routers: {', '.join(ROUTERS.names())}")
     try:
