@@ -1,7 +1,8 @@
 """``python -m sloserve.launch_server``: the sloserve server.
 
 ``--backend auto`` (the default) picks SGLang when it is importable and a CUDA device is
-present, else the embedded runtime; the choice is logged. ``--backend embedded`` runs the
+present, else the embedded runtime; the choice is logged. ``--backend sglang --device cpu``
+serves the real SGLang engine on this CPU (docs/sglang.md, "CPU mode"). ``--backend embedded`` runs the
 embedded runtime: an SGLang-compatible HTTP front,
 a ZMQ router and ``--dp-size`` scheduler processes against a *simulated* GPU. ``--backend
 sglang`` hands every argument to the SGLang integration (SGLang's own server arguments
@@ -46,9 +47,13 @@ def choose_backend(requested: str) -> str:
 
 
 def run_sglang(argv: Sequence[str]) -> int:
-    if not cuda_available():
-        print("error: --backend sglang needs a CUDA GPU (SGLang cannot serve on CPU); "
-              "use --backend embedded for the simulated engine", file=sys.stderr)
+    from sloserve.sglang.cpu_mode import is_cpu
+
+    wants_help = "-h" in argv or "--help" in argv
+    if not wants_help and not cuda_available() and not is_cpu(argv):
+        print("error: --backend sglang found no CUDA GPU; add --device cpu to serve on this CPU "
+              "(scripts/install_sglang_cpu.sh installs what it needs), or use --backend embedded "
+              "for the simulated engine", file=sys.stderr)
         return 2
     try:
         from sloserve.sglang.launch import main as sglang_main

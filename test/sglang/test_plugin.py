@@ -36,8 +36,8 @@ OVERRIDDEN = {
 @pytest.fixture
 def registry():
     """Hooks applied in a test are undone afterwards (module attributes restored)."""
-    saved = {t: pkgutil.resolve_name(t.rsplit(".", 1)[0]) for t in plugin.HOOK_TARGETS}
-    originals = {t: inspect.getattr_static(saved[t], t.rsplit(".", 1)[1]) for t in plugin.HOOK_TARGETS}
+    saved = {t: pkgutil.resolve_name(t.rsplit(".", 1)[0]) for t in plugin.ALL_HOOK_TARGETS}
+    originals = {t: inspect.getattr_static(saved[t], t.rsplit(".", 1)[1]) for t in plugin.ALL_HOOK_TARGETS}
     HookRegistry.reset()
     yield HookRegistry
     for target, owner in saved.items():
@@ -61,7 +61,7 @@ def test_entry_point_is_declared_and_loadable():
 
 
 def test_every_hook_target_and_overridden_method_resolves():
-    for target in plugin.HOOK_TARGETS:
+    for target in plugin.ALL_HOOK_TARGETS:
         assert pkgutil.resolve_name(target) is not None, target
     for cls_path, methods in OVERRIDDEN.items():
         cls = pkgutil.resolve_name(cls_path)
@@ -93,7 +93,7 @@ def test_enabled_plugin_replaces_scheduler_controller_selector_and_retraction(re
     monkeypatch.setenv("SLOSERVE_SGLANG_PLUGIN", "1")
     plugin.load_plugin()
     plugin.load_plugin()  # idempotent: no duplicate hooks
-    assert all(len(registry._hooks[t]) == 1 for t in plugin.HOOK_TARGETS)
+    assert all(len(registry._hooks[t]) == 1 for t in plugin.ALL_HOOK_TARGETS)
     registry.apply_hooks()
     assert sched_mod.Scheduler is SloScheduler
     assert dpc_mod.DataParallelController is SloDataParallelController

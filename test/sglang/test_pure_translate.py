@@ -11,7 +11,9 @@ from sloserve.runtime.slo_params import SloParamError
 from sloserve.sglang.config import SglangAdapterConfig, export_env, load_config, plugin_enabled
 from sloserve.sglang.shadow import ShadowPlanner
 from sloserve.sglang.spec_choice import AlphaEstimator, choose_steps, expected_tokens
-from sloserve.sglang.translate import PlanDecision, ReqSnapshot, build_request, plan_to_decision, slo_meta, waiting_order
+from sloserve.metrics.report import SLO_REPORT_KEYS
+from sloserve.sglang.translate import (PlanDecision, ReqSnapshot, build_request, plan_to_decision, slo_report,
+                                       waiting_order, with_aborted)
 
 PERF = get_model("llama-3-8b-h100")
 
@@ -54,16 +56,43 @@ def test_shadow_follows_sglang_progress_and_reports_meta():
     events = shadow.observe([ReqSnapshot("a", 100, 1, 100, True)], 0.2)
     assert req.first_token_s == 0.2 and [e.kind.value for e in events] == ["first_token"]
     assert shadow.policy.kv.held_blocks("a") == shadow.policy.kv.blocks_for(100)
-    assert shadow.meta("a", 0.2)["slo_verdict"] == "on_track" and shadow.meta("a", 0.2)["slo_tier"] == "slo"
+    live = shadow.report("a", 1, False, 0.2)
+    assert live["tier"] == "slo" and live["slo_met"] is None and live["ttft_ms"] == pytest.approx(200.0)
+    assert live["admission"] == "queued" and live["engine"] == "sglang" and set(live) == set(SLO_REPORT_KEYS)
     shadow.observe([ReqSnapshot("a", 100, 1, 50, False)], 0.3)  # retracted: KV gone, re-queued
     assert req.num_preemptions == 1 and req.num_computed_tokens == 50  # the radix prefix hit survives
     shadow.observe([ReqSnapshot("a", 100, 2, 101, True)], 0.4)  # recomputed and decoded again
     assert req.num_output_tokens == 2
     shadow.observe([], 5.0)  # gone from SGLang: finished
-    assert "a" not in shadow.known and shadow.request("a") is req and req.finish_s == 5.0
-    assert shadow.meta("a", 5.0)["slo_verdict"] == "late"  # token 3 was due at 1.2 s
-    assert shadow.meta("nobody", 0.0)["slo_tier"] == "unknown"
-    assert slo_meta(None, 0.0)["slo_verdict"] == "unknown"
+    assert "a" not in shadow.known and req.finish_s == 5.0
+    assert not shadow.admissions and not shadow.token_logs  # nothing kept per finished request but its report
+    final = shadow.report("a", 3, True, 5.0)
+    # two tokens, 0.2 s apart: within the cumulative deadlines that start at the TTFT deadline (1 s)
+    assert final["slo_met"] is True and final["tpot_ms"] == pytest.approx(200.0)
+    assert shadow.report("nobody", 0, False, 0.0)["tier"] == "unknown"
+    assert slo_report(None, None, None, 0, False)["slo_met"] is None
+
+
+def test_report_meets_its_slo_when_tokens_come_in_time():
+    shadow = ShadowPlanner.create("fcfs", {}, PERF, 4096, replica_id=3)
+    req = build_request("a", 10, 3, {"slo_ttft_ms": 500.0, "slo_tpot_ms": 100.0}, 0.0, PERF.zero_load_prefill_s)
+    shadow.add(req, 0.0)
+    shadow.observe([ReqSnapshot("a", 10, 1, 10, True)], 0.1)
+    shadow.observe([ReqSnapshot("a", 10, 2, 11, True)], 0.15)
+    final = shadow.report("a", 3, True, 0.2)
+    assert final["slo_met"] is True and final["replica"] == 3 and final["last_token_deadline_ms"] > 200
+    late = build_request("b", 10, 3, {"slo_ttft_ms": 100.0, "slo_tpot_ms": 10.0}, 0.0, PERF.zero_load_prefill_s)
+    shadow.add(late, 0.0)
+    shadow.observe([ReqSnapshot("b", 10, 1, 10, True)], 0.05)
+    assert shadow.report("b", 3, True, 1.0)["slo_met"] is False  # tokens 2-3 came 0.95 s after the first
+
+
+def test_aborted_requests_go_through_first():
+    d = plan_to_decision(StepPlan((ScheduledItem("run", 1),)), ["w1", "bad"], True)
+    assert d.defer_prefill  # the plan prefills nothing while decodes run...
+    forced = with_aborted(d, {"bad": 1})
+    assert not forced.defer_prefill and forced.order == ("bad",) and dict(forced.prefill_tokens) == {"bad": 1}
+    assert with_aborted(d, {}) is d  # ...and without an aborted request the plan stands
 
 
 def test_config_round_trips_through_the_environment():
@@ -113,7 +142,7 @@ def drive(policy: str, seed_offset: float = 0.0):
             if state[rid][1] >= 4:
                 del state[rid]
         t += 0.05
-    return decisions, {r: shadow.meta(r, t) for r in ("r0", "r5")}, shadow
+    return decisions, {r: shadow.report(r, 4, True, t) for r in ("r0", "r5")}, shadow
 
 
 @pytest.mark.parametrize("policy", ["slos-serve", "fcfs"])
@@ -124,4 +153,4 @@ def test_same_inputs_give_the_same_decisions(policy):
     assert any(d[0] for d in first)  # it did plan prefills
     assert not shadow.known  # every request finished through the observed progress
     if policy == "slos-serve":
-        assert meta1["r5"]["slo_tier"] == "best_effort" and meta1["r0"]["slo_tier"] == "slo"
+        assert meta1["r5"]["tier"] == "best_effort" and meta1["r0"]["tier"] == "slo"

@@ -88,7 +88,7 @@ def test_iteration_plans_orders_and_defers(sched):
     assert sched.max_running_requests_under_SLO < loose
 
 
-def test_output_streamer_reports_tier_deadline_and_verdict(sched):
+def test_output_streamer_reports_the_slo_report_as_one_element_lists(sched):
     req = create(sched, "m", 10, {"slo_ttft_ms": 100.0})
     sched._slo().add(req.sloserve_request, sched._slo_now_s)
     cls = sched.get_output_streamer_class()
@@ -97,9 +97,26 @@ def test_output_streamer_reports_tier_deadline_and_verdict(sched):
                    disaggregation_mode=None, enable_hicache_storage=lambda: False)
     info = streamer.build_additional_customized_info([req, make_req("stranger", 5)])
     assert set(info) == set(META_KEYS)
-    assert info["slo_tier"] == ["slo", "unknown"] and info["slo_verdict"][0] == "on_track"
-    assert info["slo_ttft_deadline_s"][0] == pytest.approx(req.sloserve_request.ttft_deadline_s, abs=1e-6)
-    assert all(streamer.is_request_level_customized_info_key(k) for k in META_KEYS)
+    # SGLang's tokenizer manager extends a list with each value: a scalar would crash it
+    assert all(isinstance(v, list) and len(v) == 1 for values in info.values() for v in values)
+    assert info["tier"] == [["slo"], ["unknown"]] and info["slo_met"][0] == [None]
+    assert info["ttft_deadline_ms"][0] == [pytest.approx(100.0)]
+
+
+def test_tokenizer_manager_reports_plain_values():
+    """The AROUND hook on TokenizerManager.update_request_meta_info, with SGLang's own method."""
+    from sglang.srt.managers.tokenizer_manager import TokenizerManager
+
+    from sloserve.sglang.streamer import plain_meta_info
+
+    state = types.SimpleNamespace(customized_info_accumulated={}, customized_info_reported_keys=set())
+    manager = types.SimpleNamespace(_accumulate_request_meta_info=TokenizerManager._accumulate_request_meta_info)
+    meta: dict = {}
+    for verdict in (None, True):  # two outputs of one request
+        info = {"slo_met": [[verdict]], "tier": [["slo"]], "other": [[1, 2]]}
+        plain_meta_info(TokenizerManager.update_request_meta_info, manager, meta, state, info, 0, None)
+    assert meta["slo_met"] is True and meta["tier"] == "slo"  # plain, the latest value
+    assert meta["other"] == [1, 2, 1, 2]  # any other key keeps SGLang's accumulation
 
 
 def test_req_snapshot_of_real_requests():

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from sloserve.sglang.plugin import HOOK_TARGETS
+from sloserve.sglang.plugin import HOOK_TARGETS, NEWER_HOOK_TARGETS
 
 VERSION = "0.5.16"
 CACHE = Path(os.environ.get("SLOSERVE_WHEEL_CACHE", Path(__file__).resolve().parents[2] / ".whl"))
@@ -95,3 +95,5 @@ def test_newer_extension_points_are_known_to_be_missing_in_0516(wheel):
     """If 0.5.16 gained these, the docs' "what works on 0.5.16" list must be updated."""
     methods = classes_in(wheel, "sglang/srt/managers/scheduler.py")["Scheduler"]
     assert [m for m in NEWER_ONLY if m in methods] == []
+    manager = classes_in(wheel, "sglang/srt/managers/tokenizer_manager.py")["TokenizerManager"]
+    assert [t for t in NEWER_HOOK_TARGETS if t.rsplit(".", 1)[1] in manager] == []  # registered from 0.5.17 on

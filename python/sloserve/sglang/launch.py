@@ -5,6 +5,7 @@
 environment (inherited by every process SGLang spawns), and runs ``python -m
 sglang.launch_server`` with the rest. ``--backend`` is accepted and ignored, so the runtime's
 ``python -m sloserve.launch_server --backend sglang ...`` can hand over its argv unchanged.
+With ``--device cpu`` the CPU mode (``cpu_mode.py``) is activated for SGLang's processes.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import tempfile
 from typing import Any, Sequence
 
 from sloserve.core.options import parse_kv
+from sloserve.sglang import cpu_mode
 from sloserve.sglang.config import SglangAdapterConfig, export_env
 from sloserve.sglang.summaries import ENV_SUMMARY_DIR
 
@@ -28,7 +30,8 @@ log = logging.getLogger("sloserve.sglang.launch")
 
 
 def sglang_backend_available() -> bool:
-    """True when SGLang is importable and a CUDA device is present (what serving needs)."""
+    """True when SGLang is importable and a CUDA device is present (``--backend auto``'s test;
+    without a GPU SGLang serves only when asked with ``--device cpu``)."""
     if importlib.util.find_spec("sglang") is None or importlib.util.find_spec("torch") is None:
         return False
     try:
@@ -44,19 +47,24 @@ def _options(pairs: Sequence[str], flag: str) -> tuple[tuple[str, Any], ...]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sloserve.sglang.launch", add_help=False)
+    d = SglangAdapterConfig
+    p = argparse.ArgumentParser(prog="python -m sloserve.sglang.launch", add_help=False,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                description="SGLang's server with the sloserve plugin. sloserve's arguments are "
+                                            "below; every other argument goes to python -m sglang.launch_server.")
     p.add_argument("--backend", default="sglang", help="accepted for launch_server compatibility")
-    p.add_argument("--policy", default=SglangAdapterConfig.policy)
-    p.add_argument("--policy-opt", action="append", default=[])
-    p.add_argument("--router", default=SglangAdapterConfig.router)
-    p.add_argument("--router-opt", action="append", default=[])
-    p.add_argument("--perf-model", default=SglangAdapterConfig.perf_model)
-    p.add_argument("--slo-kv-tokens", type=int, default=0)
-    p.add_argument("--default-tpot-ms", type=float, default=SglangAdapterConfig.default_tpot_ms)
-    p.add_argument("--default-ttft-slowdown", type=float, default=SglangAdapterConfig.default_ttft_slowdown)
+    p.add_argument("--policy", default=d.policy, help="sloserve scheduling policy (see python -m sloserve.sim --help)")
+    p.add_argument("--policy-opt", action="append", default=[], metavar="K=V", help="policy option (repeatable)")
+    p.add_argument("--router", default=d.router, help="sloserve router across --dp-size ranks")
+    p.add_argument("--router-opt", action="append", default=[], metavar="K=V", help="router option (repeatable)")
+    p.add_argument("--perf-model", default=d.perf_model, help="batch-time preset name or fitted .json")
+    p.add_argument("--slo-kv-tokens", type=int, default=0, help="KV tokens the planner assumes (0: SGLang's pool)")
+    p.add_argument("--default-tpot-ms", type=float, default=d.default_tpot_ms, help="TPOT SLO of untagged requests")
+    p.add_argument("--default-ttft-slowdown", type=float, default=d.default_ttft_slowdown,
+                   help="TTFT slowdown SLO of untagged requests")
     p.add_argument("--no-slo-spec", action="store_true", help="keep SGLang's adaptive speculative step selector")
     p.add_argument("--no-mixed-chunk", action="store_true", help="do not add --enable-mixed-chunk")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed for the router's randomness")
     return p
 
 
@@ -72,6 +80,8 @@ def split_args(argv: Sequence[str]) -> tuple[SglangAdapterConfig, list[str], arg
         default_ttft_slowdown=ns.default_ttft_slowdown, spec_slo_aware=not ns.no_slo_spec, seed=ns.seed)
     if not ns.no_mixed_chunk and "--enable-mixed-chunk" not in rest:
         rest.append("--enable-mixed-chunk")  # decodes ride along in prefill batches, as the plan assumes
+    if cpu_mode.is_cpu(rest):
+        rest = cpu_mode.with_cpu_defaults(rest)
     return cfg, rest, ns
 
 
@@ -96,11 +106,23 @@ def build_command(argv: Sequence[str], environ: dict | None = None) -> tuple[lis
     allowed = env.get("SGLANG_PLUGINS")
     if allowed and "sloserve" not in {x.strip() for x in allowed.split(",")}:
         env["SGLANG_PLUGINS"] = allowed + ",sloserve"  # a whitelist would otherwise skip us
+    if cpu_mode.is_cpu(rest):
+        cpu_mode.activate(env, rest)
     return [sys.executable, "-m", "sglang.launch_server", *rest], env
+
+
+def print_help() -> int:
+    """sloserve's arguments, then SGLang's own (importable here even without triton)."""
+    parser().print_help()
+    print("\nSGLang's arguments (python -m sglang.launch_server --help):\n", flush=True)
+    env = cpu_mode.help_environment(dict(os.environ))
+    return subprocess.call([sys.executable, "-m", "sglang.launch_server", "--help"], env=env)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv:
+        return print_help()
     try:
         cmd, env = build_command(argv)
     except (ValueError, KeyError) as exc:

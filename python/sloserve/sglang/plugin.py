@@ -19,9 +19,24 @@ SCHEDULER_TARGET = "sglang.srt.managers.scheduler.Scheduler"
 DP_CONTROLLER_TARGET = "sglang.srt.managers.data_parallel_controller.DataParallelController"
 SPEC_TARGET = "sglang.srt.speculative.adaptive_spec_params.AdaptiveSpeculativeParams"
 RETRACTION_TARGET = "sglang.srt.managers.schedule_batch.ScheduleBatch._get_decode_retraction_order"
+META_INFO_TARGET = "sglang.srt.managers.tokenizer_manager.TokenizerManager.update_request_meta_info"
 # Every target string, and the SGLang methods our subclasses override (checked by the tests
 # against the installed SGLang and the 0.5.16 wheel, so an upstream rename fails loudly).
 HOOK_TARGETS = (SCHEDULER_TARGET, DP_CONTROLLER_TARGET, SPEC_TARGET, RETRACTION_TARGET)
+# Targets that exist only in newer SGLang (0.5.23): registered when the installed one has them.
+NEWER_HOOK_TARGETS = (META_INFO_TARGET,)
+NEWER_SINCE = (0, 5, 17)
+ALL_HOOK_TARGETS = HOOK_TARGETS + NEWER_HOOK_TARGETS
+
+
+def sglang_version() -> tuple[int, ...]:
+    from importlib.metadata import version
+
+    parts = []
+    for piece in version("sglang").split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
 
 
 def slo_retraction_order(original, reqs):
@@ -45,13 +60,17 @@ def register_hooks(registry=None) -> list[str]:
     from sloserve.sglang.dp_controller import SloDataParallelController
     from sloserve.sglang.scheduler import SloScheduler
     from sloserve.sglang.spec_selector import SloSpeculativeParams
+    from sloserve.sglang.streamer import plain_meta_info
 
     hooks = (
         (SCHEDULER_TARGET, SloScheduler, HookType.REPLACE),
         (DP_CONTROLLER_TARGET, SloDataParallelController, HookType.REPLACE),
         (SPEC_TARGET, SloSpeculativeParams, HookType.REPLACE),
         (RETRACTION_TARGET, slo_retraction_order, HookType.AROUND),
+        (META_INFO_TARGET, plain_meta_info, HookType.AROUND),
     )
+    if sglang_version() < NEWER_SINCE:
+        hooks = tuple(h for h in hooks if h[0] not in NEWER_HOOK_TARGETS)
     done = []
     for target, hook, kind in hooks:
         if any(h is hook for _, h, _ in registry._hooks.get(target, ())):

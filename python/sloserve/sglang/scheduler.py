@@ -75,12 +75,30 @@ class SloScheduler(Scheduler):
             self._slo_perf = get_model(cfg.perf_model)
             self._slo_defaults = SloDefaults(ttft_slowdown=cfg.default_ttft_slowdown, tpot_ms=cfg.default_tpot_ms)
             capacity = cfg.kv_capacity_tokens or int(getattr(self, "max_total_num_tokens", 0) or 0) or 1 << 20
-            replica = int(getattr(self, "dp_rank", None) or 0)
+            replica = self._slo_replica_id()
             self._slo_shadow = ShadowPlanner.create(cfg.policy, dict(cfg.policy_options), self._slo_perf, capacity,
                                                     cfg.block_size_tokens, getattr(self, "max_req_len", None), replica)
             self._slo_now_s = self._slo_clock()
             log.info("sloserve policy %s on replica %d (KV %d tokens, perf %s)", cfg.policy, replica, capacity, cfg.perf_model)
         return self._slo_shadow
+
+    def _slo_replica_id(self) -> int:
+        """This scheduler's DP rank (0.5.23 keeps it in the runtime context, 0.5.16 on self)."""
+        try:
+            from sglang.srt.runtime_context import get_parallel
+
+            rank = get_parallel().dp_rank
+        except (ImportError, AttributeError, RuntimeError):
+            rank = getattr(self, "dp_rank", None)
+        return int(rank or 0)
+
+    def _slo_first_attn_rank(self) -> bool:
+        try:
+            from sglang.srt.runtime_context import get_parallel
+
+            return int(get_parallel().attn_tp_rank or 0) == 0
+        except (ImportError, AttributeError, RuntimeError):
+            return getattr(self, "attn_tp_rank", 0) in (0, None)
 
     def init_schedule_policy(self):
         super().init_schedule_policy()
@@ -91,7 +109,7 @@ class SloScheduler(Scheduler):
 
     def get_output_streamer_class(self):
         shadow = self._slo()
-        return SloOutputStreamer.bind(lambda rid: shadow.meta(rid, self._slo_now_s))
+        return SloOutputStreamer.bind(lambda req, now: shadow.report(req.rid, len(req.output_ids), req.finished(), now))
 
     # ---- the clock, identical on every rank ---------------------------------------------
     def _slo_clock(self) -> float:
@@ -115,8 +133,8 @@ class SloScheduler(Scheduler):
 
     def _add_request_to_queue(self, req, is_retracted: bool = False):
         result = super()._add_request_to_queue(req, is_retracted)
-        if is_retracted or req.finished():
-            return result
+        if is_retracted or req.finished() or getattr(req, "to_finish", None) is not None:
+            return result  # an aborted request is let through by the plan (with_aborted), unplanned
         shadow = self._slo()
         if req.rid in shadow.known:
             return result
@@ -141,9 +159,10 @@ class SloScheduler(Scheduler):
             waiting.append(chunked)
         if not running and not waiting and not shadow.known:
             return
+        aborted = {r.rid: len(r.origin_input_ids) for r in waiting if getattr(r, "to_finish", None) is not None}
         snaps = [req_snapshot(r, True) for r in running] + [req_snapshot(r, False) for r in waiting]
         shadow.observe(snaps, now)
-        shadow.plan(now, [r.rid for r in waiting], bool(running))
+        shadow.plan(now, [r.rid for r in waiting], bool(running), aborted)
         tpot = shadow.tightest_tpot_s(r.rid for r in running)
         kv_read = sum(s.num_computed_tokens for s in snaps if s.running)
         if self._slo_cfg.spec_slo_aware:
@@ -158,7 +177,7 @@ class SloScheduler(Scheduler):
         directory = os.environ.get(ENV_SUMMARY_DIR)
         if not directory or now - self._slo_summary_at < SUMMARY_INTERVAL_S:
             return
-        if getattr(self, "attn_tp_rank", 0) not in (0, None):
+        if not self._slo_first_attn_rank():
             return
         self._slo_summary_at = now
         try:

@@ -15,25 +15,30 @@ from typing import Any, Iterable, Mapping
 from sloserve.core.plan import AdmitDecision, ReplicaSummary, ScheduledItem, StepPlan, StepResult
 from sloserve.core.request import Request
 from sloserve.core.scheduler import Scheduler, SchedulerContext, create_scheduler
-from sloserve.sglang.translate import PlanDecision, ReqSnapshot, plan_to_decision, retraction_order, slo_meta, waiting_order
+from sloserve.metrics.report import TokenLog
+from sloserve.sglang.translate import (PlanDecision, ReqSnapshot, plan_to_decision, retraction_order, slo_report,
+                                       waiting_order, with_aborted)
 
 log = logging.getLogger(__name__)
+RECENT_REPORTS = 4096  # final reports kept for late meta_info (bounded memory)
 
 
 class ShadowPlanner:
-    def __init__(self, policy: Scheduler) -> None:
+    def __init__(self, policy: Scheduler, replica_id: int = 0) -> None:
         self.policy = policy
+        self.replica_id = replica_id
         self.known: dict[str, Request] = {}  # every request the policy was told about
-        self.finished: dict[str, Request] = {}  # recently finished, for the last meta_info
+        self.finished: dict[str, dict] = {}  # rid -> final SLO report, recent ones only
         self.decision = PlanDecision()
-        self.admissions: dict[str, AdmitDecision] = {}
+        self.admissions: dict[str, AdmitDecision] = {}  # live requests only
+        self.token_logs: dict[str, TokenLog] = {}  # live requests only
 
     @classmethod
     def create(cls, name: str, options: Mapping[str, Any] | None, perf, kv_capacity_tokens: int,
                block_size_tokens: int = 16, max_seq_len_tokens: int | None = None, replica_id: int = 0) -> "ShadowPlanner":
         ctx = SchedulerContext(perf=perf, kv_capacity_tokens=kv_capacity_tokens, block_size_tokens=block_size_tokens,
                                max_seq_len_tokens=max_seq_len_tokens, replica_id=replica_id)
-        return cls(create_scheduler(name, ctx, options))
+        return cls(create_scheduler(name, ctx, options), replica_id)
 
     # ---- arrivals -------------------------------------------------------------------------
     def add(self, request: Request, now_s: float) -> AdmitDecision:
@@ -43,7 +48,7 @@ class ShadowPlanner:
         return decision
 
     def request(self, rid: str) -> Request | None:
-        return self.known.get(rid) or self.finished.get(rid)
+        return self.known.get(rid)
 
     # ---- progress -------------------------------------------------------------------------
     def observe(self, snapshots: Iterable[ReqSnapshot], now_s: float) -> list:
@@ -58,6 +63,7 @@ class ShadowPlanner:
             if snap.num_computed_tokens < req.num_computed_tokens and snap.num_output_tokens <= req.num_output_tokens:
                 self.policy.preempt(req, now_s)  # SGLang retracted it: its KV is gone
             d_out = snap.num_output_tokens - req.num_output_tokens
+            self._log(rid).note(snap.num_output_tokens, now_s)
             if d_out > 0:
                 items.append(ScheduledItem(rid, max(req.remaining_compute_tokens, 1), context_tokens=req.num_computed_tokens))
                 produced[rid] = d_out
@@ -69,11 +75,20 @@ class ShadowPlanner:
         events = self.policy.on_step_done(StepPlan(tuple(items)), StepResult(0.0, produced, frozenset(gone)), now_s)
         for rid in list(self.known):
             if rid not in self.policy.requests:  # finished, aborted, or rejected by the policy
-                self.finished[rid] = self.known.pop(rid)
-        while len(self.finished) > 4096:  # keep only recent ones, for late meta_info
+                self.finished[rid] = self._report(rid, done=True)
+                self.known.pop(rid)
+                self.admissions.pop(rid, None)
+                self.token_logs.pop(rid, None)
+        while len(self.finished) > RECENT_REPORTS:
             self.finished.pop(next(iter(self.finished)))
         self._resync_kv()
         return events
+
+    def _log(self, rid: str) -> TokenLog:
+        log_ = self.token_logs.get(rid)
+        if log_ is None:
+            log_ = self.token_logs[rid] = TokenLog()
+        return log_
 
     def _resync_kv(self) -> None:
         """Hold exactly the KV SGLang holds, so the next plan starts from reality."""
@@ -84,9 +99,11 @@ class ShadowPlanner:
                 log.debug("shadow KV short for %s (%d tokens)", rid, req.num_computed_tokens)
 
     # ---- decisions ------------------------------------------------------------------------
-    def plan(self, now_s: float, waiting: Iterable[str], running_nonempty: bool) -> PlanDecision:
+    def plan(self, now_s: float, waiting: Iterable[str], running_nonempty: bool,
+             aborted: Mapping[str, int] | None = None) -> PlanDecision:
+        """The next step; ``aborted`` (rid -> tokens) are waiting requests SGLang aborted."""
         plan = self.policy.schedule(now_s)
-        self.decision = plan_to_decision(plan, list(waiting), running_nonempty)
+        self.decision = with_aborted(plan_to_decision(plan, list(waiting), running_nonempty), aborted or {})
         return self.decision
 
     def waiting_order(self, rids: list[str]) -> list[int]:
@@ -95,8 +112,19 @@ class ShadowPlanner:
     def retraction_order(self, rids: list[str], now_s: float) -> list[int]:
         return retraction_order(rids, self.known, now_s)
 
-    def meta(self, rid: str, now_s: float) -> dict:
-        return slo_meta(self.request(rid), now_s)
+    def report(self, rid: str, num_output_tokens: int, done: bool, now_s: float) -> dict:
+        """The SLO report for ``meta_info`` as SGLang emits ``num_output_tokens`` at ``now_s``."""
+        if rid in self.finished:
+            return self.finished[rid]
+        if rid not in self.known:
+            return slo_report(None, None, None, self.replica_id, done)
+        self._log(rid).note(num_output_tokens, now_s)
+        return self._report(rid, done)
+
+    def _report(self, rid: str, done: bool) -> dict:
+        admission = self.admissions.get(rid)
+        return slo_report(self.known.get(rid), self.token_logs.get(rid),
+                          admission.reason.value if admission is not None else None, self.replica_id, done)
 
     def summary(self, now_s: float) -> ReplicaSummary:
         return self.policy.summary(now_s)

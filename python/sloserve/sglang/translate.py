@@ -3,7 +3,7 @@
 SGLang objects are reduced to ``ReqSnapshot`` (plain ints) by the SGLang-side code, so every
 rule here is testable without SGLang: building a sloserve ``Request`` from ``custom_params``,
 turning a ``StepPlan`` into the decisions SGLang's hooks take (``PlanDecision``), the waiting
-queue order, retraction order and the per-request ``meta_info`` fields.
+queue order, retraction order and the per-request SLO report in ``meta_info``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from sloserve.core.plan import StepPlan
 from sloserve.core.request import Request, Tier
+from sloserve.metrics.report import SLO_REPORT_KEYS, TokenLog, segment_fields
 from sloserve.runtime.slo_params import SloDefaults, parse_slo
 
 MAX_ARRIVAL_SKEW_S = 1.0  # an HTTP-front stamp may be this far ahead of the scheduler's clock
@@ -96,6 +97,22 @@ def plan_to_decision(plan: StepPlan, waiting: Iterable[str], running_nonempty: b
     return PlanDecision(tokens, tuple(order), defer, plan.spec_steps)
 
 
+def with_aborted(decision: PlanDecision, aborted: Mapping[str, int]) -> PlanDecision:
+    """Let requests SGLang already aborted through first, whatever the plan says.
+
+    SGLang finishes an aborted request (a bad field, a prompt too long...) by running it
+    through one prefill step of its one remaining token, which emits the error to the client.
+    The planner never knows such a request, so without this it would wait forever: the client
+    hangs and the scheduler loop spins on a non-empty queue.
+    """
+    if not aborted:
+        return decision
+    tokens = {rid: max(int(n), 1) for rid, n in aborted.items()}
+    tokens.update((rid, n) for rid, n in decision.prefill_tokens.items() if rid not in tokens)
+    order = tuple(aborted) + tuple(r for r in decision.order if r not in aborted)
+    return PlanDecision(tokens, order, False, decision.spec_steps)
+
+
 def waiting_order(rids: Sequence[str], decision: PlanDecision, requests: Mapping[str, Request]) -> list[int]:
     """Indices of ``rids`` sorted: planned first (plan order), then tier, TTFT deadline, arrival.
 
@@ -131,18 +148,19 @@ def retraction_order(rids: Sequence[str], requests: Mapping[str, Request], now_s
     return sorted(range(len(rids)), key=key)
 
 
-def slo_meta(req: Request | None, now_s: float) -> dict[str, Any]:
-    """Per-request fields reported in SGLang's ``meta_info`` (msgpack-safe scalars only)."""
+def slo_report(req: Request | None, log: TokenLog | None, admission: str | None, replica: int,
+               done: bool, engine: str = "sglang") -> dict[str, Any]:
+    """The request's SLO report for ``meta_info`` (``SLO_REPORT_KEYS``, plain scalars)."""
+    out: dict[str, Any] = dict.fromkeys(SLO_REPORT_KEYS)
+    out.update(engine=engine, replica=replica, admission=admission)
     if req is None:
-        return {"slo_tier": "unknown", "slo_ttft_deadline_s": None, "slo_verdict": "unknown"}
-    ttft_ok = req.first_token_s is None or req.first_token_s <= req.ttft_deadline_s + 1e-9
-    if req.first_token_s is None and now_s > req.ttft_deadline_s:
-        ttft_ok = False
-    verdict = "on_track" if ttft_ok and req.next_token_deadline_s >= now_s - 1e-9 else "late"
-    return {
-        "slo_tier": req.tier.value,
-        "slo_class": req.slo_class,
-        "slo_ttft_deadline_s": round(req.ttft_deadline_s, 6),
-        "slo_next_deadline_s": round(req.next_token_deadline_s, 6),
-        "slo_verdict": verdict,
-    }
+        out["tier"] = "unknown"
+        return out
+    out.update(tier=req.tier.value, slo_class=req.slo_class, slo_stage=req.stage_name, slo_program_id=req.program_id,
+               slo_ttft_ms=req.ttft_slo_s * 1e3, ttft_deadline_ms=req.ttft_slo_s * 1e3)
+    out.update(segment_fields(req.segments))
+    log = log or TokenLog()
+    out.update(log.measured(req.arrival_s))
+    if done:
+        out.update(log.final(req.arrival_s, req.ttft_slo_s, req.segments))
+    return out
