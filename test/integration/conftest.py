@@ -7,12 +7,14 @@ server's ipc socket directory survived.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -99,6 +101,12 @@ def _die_with_parent() -> None:
         pass
 
 
+def ipc_dir_of(pid: int) -> str | None:
+    """The server's ipc socket dir (``<tmp>/sloserve-ipc-<pid>-*``; not exposed over HTTP)."""
+    found = glob.glob(os.path.join(tempfile.gettempdir(), f"sloserve-ipc-{pid}-*"))
+    return found[0] if found else None
+
+
 def start_server(args: list[str], log_dir: Path, timeout_s: float = 60.0) -> ServerHandle:
     port = free_port()
     log_path = log_dir / f"server-{port}.log"
@@ -113,7 +121,8 @@ def start_server(args: list[str], log_dir: Path, timeout_s: float = 60.0) -> Ser
             handle.stop()
             raise RuntimeError(f"server exited with {proc.returncode} during start-up:\n{handle.log_tail()}")
         try:
-            handle.ipc_dir = handle.get_json("/server_info", timeout=2).get("ipc_dir")
+            handle.get_json("/health", timeout=2)
+            handle.ipc_dir = ipc_dir_of(proc.pid)
             return handle
         except OSError:
             time.sleep(0.1)

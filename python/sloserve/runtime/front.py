@@ -18,13 +18,14 @@ from sloserve.runtime import wire
 from sloserve.runtime.config import ServerConfig
 from sloserve.runtime.launcher import ProcessGroup
 from sloserve.runtime.metrics import RuntimeMetrics
-from sloserve.runtime.protocol import BadRequest, GenInput
+from sloserve.runtime.protocol import MAX_RID_LEN, BadRequest, GenInput
 from sloserve.runtime.slo_params import SloDefaults, arrival_from_unix, parse_slo
 from sloserve.runtime.state import ReqState
 from sloserve.runtime.tokenizer import Tokenizer, synthetic_output_ids
 
 log = logging.getLogger("sloserve.front")
 MONITOR_PERIOD_S = 0.1
+RECV_BATCH = 16  # ZMQ messages handled before the receive loop yields to the event loop
 
 
 class FrontEnd:
@@ -108,9 +109,14 @@ class FrontEnd:
         slo = parse_slo(gen.sampling.custom_params, self.defaults)
         if slo.arrival_unix_s is not None:
             arrival = arrival_from_unix(slo.arrival_unix_s, time.time(), arrival)
+        if gen.rid is not None and len(gen.rid) > MAX_RID_LEN:
+            raise BadRequest(f"rid may be at most {MAX_RID_LEN} characters, got {len(gen.rid)}", "rid")
         prompt = gen.input_ids if gen.input_ids is not None else self.tok.encode(gen.text or "")
         if not prompt:
             raise BadRequest("the prompt is empty", "text")
+        if gen.input_ids is not None and max(prompt) >= self.tok.vocab_size:
+            raise BadRequest(f"input_ids: token id {max(prompt)} is out of the vocabulary (size {self.tok.vocab_size})",
+                             "input_ids")
         max_new = gen.sampling.max_new_tokens
         total = len(prompt) + max_new
         if total > self.cfg.context_len:
@@ -131,6 +137,7 @@ class FrontEnd:
             max_new_tokens=out_len)
         if slo.best_effort:
             request.extra["route_best_effort"] = True
+            request.extra[wire.USER_BEST_EFFORT] = True  # never 429'd by --reject-on-overload alone
         marker = slo.emitted_marker
         output = synthetic_output_ids(self.tok, self.cfg.seed, rid, out_len, marker, out_len // 2 if marker else None)
         return ReqState(rid, gen, slo, request, list(prompt), output, max_new)
@@ -161,12 +168,18 @@ class FrontEnd:
 
     # ---- events in --------------------------------------------------------------------
     async def _receive_loop(self) -> None:
+        handled = 0
         while True:
-            msg = wire.decode(await self.pull.recv())
+            frame = await self.pull.recv()
             try:
-                self._dispatch(msg)
-            except Exception:  # one bad message must not stop the front
-                log.exception("failed to handle %s", msg.get("type"))
+                self._dispatch(wire.decode(frame))
+            except Exception as exc:  # noqa: BLE001 - one bad frame or message must not stop the front
+                log.warning("dropped a message that could not be handled (%s: %s; frame %s)", type(exc).__name__,
+                            str(exc)[:200], wire.describe(frame))
+            handled += 1
+            if handled % RECV_BATCH == 0:
+                # zmq.asyncio returns queued messages without suspending: give HTTP handlers a turn
+                await asyncio.sleep(0)
 
     def _dispatch(self, msg: dict) -> None:
         kind = msg["type"]
@@ -232,7 +245,7 @@ class FrontEnd:
     def _on_tokens(self, state: ReqState, num: int, now: float) -> None:
         before = state.visible
         state.add_tokens(num, now)
-        end = state.find_marker(self.tok)
+        end = state.find_marker(self.tok, before)
         if end is not None:
             self.push.send(wire.encode({"type": "segments", "rid": state.rid,
                                         "segments": wire.segments_to_wire(state.request.segments)}))

@@ -67,6 +67,7 @@ async def _wait_done(front: FrontEnd, states: list[ReqState], request: Request) 
         disc.cancel()
         return True
     work.cancel()
+    await asyncio.gather(work, return_exceptions=True)  # retrieve the cancellation: no "never retrieved" log
     for s in states:
         front.abort(s, "client disconnected")
     return False
@@ -244,7 +245,7 @@ def add_info_routes(app: FastAPI, front_of: Callable[[], FrontEnd]) -> None:
                 "dp_size": cfg.dp_size, "kv_tokens": cfg.kv_tokens, "context_length": cfg.context_len,
                 "time_scale": cfg.time_scale, "reject_on_overload": cfg.reject_on_overload,
                 "tokenizer": front.tok.name, "internal_states": states, "version": __version__,
-                "requests_in_flight": len(front.states), "ipc_dir": front.procs.ipc_dir}
+                "requests_in_flight": len(front.states)}
 
     @app.get("/v1/models")
     async def models():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import logging
 import multiprocessing as mp
 import os
@@ -15,6 +16,30 @@ from sloserve.runtime.router_proc import RouterArgs, router_main
 from sloserve.runtime.scheduler_proc import SchedulerArgs, scheduler_main
 
 log = logging.getLogger("sloserve.launcher")
+
+
+IPC_PREFIX = "sloserve-ipc-"  # socket dirs are <tmp>/sloserve-ipc-<server pid>-<random>
+
+
+def remove_stale_ipc_dirs(tmp: str | None = None) -> list[str]:
+    """Remove socket dirs left by servers that were SIGKILLed (their pid no longer runs)."""
+    removed = []
+    for path in glob.glob(os.path.join(tmp or tempfile.gettempdir(), IPC_PREFIX + "*-*")):
+        pid = os.path.basename(path)[len(IPC_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # still running (or someone else's process: not ours to touch)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    if removed:
+        log.info("removed %d socket dir(s) of servers that no longer run: %s", len(removed), ", ".join(removed))
+    return removed
 
 
 @dataclass(frozen=True)
@@ -37,7 +62,8 @@ class ProcessGroup:
     def __init__(self, cfg: ServerConfig, epoch_monotonic: float) -> None:
         self.cfg = cfg
         self.epoch = epoch_monotonic
-        self.ipc_dir = tempfile.mkdtemp(prefix="sloserve-ipc-")
+        remove_stale_ipc_dirs()
+        self.ipc_dir = tempfile.mkdtemp(prefix=f"{IPC_PREFIX}{os.getpid()}-")
         self.addrs = Addresses.in_dir(self.ipc_dir, cfg.dp_size)
         self.router: mp.process.BaseProcess | None = None
         self.schedulers: list[mp.process.BaseProcess] = []

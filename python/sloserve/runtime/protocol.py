@@ -95,14 +95,25 @@ def _bool(d: Mapping, key: str, default: bool = False) -> bool:
     return v
 
 
+# Limits on what one request may ask the front to do per token (docs/runtime.md, "Security and limits").
+MAX_STOP_STRINGS = 64
+MAX_STOP_LEN = 256  # characters per stop string
+MAX_STOP_TOKEN_IDS = 1024
+MAX_RID_LEN = 256
+
+
 def _stop(v: Any, key: str = "stop") -> tuple[str, ...]:
     if v is None:
         return ()
     if isinstance(v, str):
-        return (v,) if v else ()
-    if isinstance(v, list) and all(isinstance(s, str) for s in v):
-        return tuple(s for s in v if s)
-    raise BadRequest(f"{key} must be a string or a list of strings", key)
+        v = [v]
+    if not (isinstance(v, list) and all(isinstance(s, str) for s in v)):
+        raise BadRequest(f"{key} must be a string or a list of strings", key)
+    if len(v) > MAX_STOP_STRINGS:
+        raise BadRequest(f"{key}: at most {MAX_STOP_STRINGS} stop strings, got {len(v)}", key)
+    if any(len(s) > MAX_STOP_LEN for s in v):
+        raise BadRequest(f"{key}: a stop string may be at most {MAX_STOP_LEN} characters", key)
+    return tuple(s for s in v if s)
 
 
 def _check_knobs(d: Mapping, max_key: str) -> None:
@@ -127,6 +138,8 @@ def _sampling_common(d: Mapping, max_new: int, custom: Any) -> Sampling:
     ids = d.get("stop_token_ids")
     if ids is not None and not (isinstance(ids, list) and all(_is_int(i) for i in ids)):
         raise BadRequest("stop_token_ids must be a list of integers", "stop_token_ids")
+    if ids is not None and len(ids) > MAX_STOP_TOKEN_IDS:
+        raise BadRequest(f"stop_token_ids: at most {MAX_STOP_TOKEN_IDS} ids, got {len(ids)}", "stop_token_ids")
     min_new = _opt_int(d, "min_new_tokens", 0, 0) or 0
     if min_new > max_new:
         raise BadRequest(f"min_new_tokens must be in [0, max_new_tokens({max_new})], got {min_new}", "min_new_tokens")
@@ -242,6 +255,8 @@ def parse_completion(body: Any, default_max: int = 16) -> GenInput:
         raise BadRequest("prompt must be a string or a list of token ids (one prompt per request)", "prompt")
     if body.get("echo") or body.get("logprobs") not in (None, False, 0) or (body.get("suffix") or None):
         raise BadRequest("echo, logprobs and suffix are not supported by this server", "echo")
+    if body.get("best_of") not in (None, 1):
+        raise BadRequest("best_of other than 1 is not supported by this server", "best_of")
     stream, usage = _stream_flags(body)
     sampling = _openai_sampling(body, ("max_tokens",), default_max)
     return GenInput(body.get("rid") if isinstance(body.get("rid"), str) else None, text, ids, sampling, stream,

@@ -73,9 +73,12 @@ class RemoteReplica:
         while (left := deadline - time.monotonic()) > 0:
             if not self.dealer.poll(max(int(left * 1000), 1)):
                 break
-            reply = wire.decode(self.dealer.recv())
-            if reply["qid"] == qid:  # earlier timed-out answers are dropped here
-                return AdmitDecision(AdmitReason(reply["reason"]), reply["slack_s"], reply["detail"])
+            try:
+                reply = wire.decode(self.dealer.recv())
+                if reply.get("qid") == qid:  # earlier timed-out answers are dropped here
+                    return AdmitDecision(AdmitReason(reply["reason"]), float(reply["slack_s"]), reply.get("detail", ""))
+            except (wire.WireError, KeyError, TypeError, ValueError) as exc:
+                log.warning("dropped a malformed can_admit reply from replica %d (%s)", self.replica_id, exc)
         return AdmitDecision(AdmitReason.QUEUED, detail=f"replica {self.replica_id} did not answer in time")
 
     def send(self, msg: dict) -> None:
@@ -125,6 +128,12 @@ class RouterProcess:
                                      "best_effort": decision.best_effort, "reason": decision.reason}))
         target.send({"type": "add", "req": d})
 
+    def _replica(self, msg: dict) -> int:
+        i = msg["replica"]
+        if not isinstance(i, int) or not 0 <= i < len(self.replicas):
+            raise wire.WireError(f"no replica {i!r}")
+        return i
+
     def handle(self, msg: dict) -> None:
         kind = msg["type"]
         if kind == "add":
@@ -141,22 +150,41 @@ class RouterProcess:
             if owner is not None:
                 self.replicas[owner[0]].send(msg)
         elif kind == "summary":
-            self.replicas[msg["replica"]].latest = wire.summary_from_wire(msg["summary"])
+            self.replicas[self._replica(msg)].latest = wire.summary_from_wire(msg["summary"])
         elif kind == "replica_down":
-            self.replicas[msg["replica"]].healthy = False
-            self.owner = {rid: o for rid, o in self.owner.items() if o[0] != msg["replica"]}
+            i = self._replica(msg)
+            self.replicas[i].healthy = False
+            self.owner = {rid: o for rid, o in self.owner.items() if o[0] != i}
         elif kind == "shutdown":
             for r in self.replicas:
                 if r.healthy:
                     r.send(msg)
             self.running = False
 
+    def handle_frame(self, frame: bytes) -> None:
+        """One frame off the wire: a bad frame or a request that fails is logged and dropped;
+        nothing a single message carries may stop the router."""
+        try:
+            msg = wire.decode(frame)
+        except wire.WireError as exc:
+            log.warning("dropped a malformed frame (%s)", exc)
+            return
+        try:
+            self.handle(msg)
+        except Exception as exc:  # noqa: BLE001 - the router must outlive any one message
+            log.warning("dropped a %r message that could not be handled (%s: %s)", str(msg.get("type"))[:32],
+                        type(exc).__name__, str(exc)[:200])
+            rid = msg.get("req", {}).get("rid") if isinstance(msg.get("req"), dict) else None
+            if msg.get("type") == "add" and isinstance(rid, str):
+                self.front.send(wire.encode({"type": "routed", "rid": rid, "replica": -1,
+                                             "error": f"bad request ({type(exc).__name__})"}))
+
     def run(self) -> None:
         self.front.send(wire.encode({"type": "ready", "replica": -1, "pid": os.getpid(), "router": self.args.router}))
         while self.running and wire.parent_alive(self.args.parent_pid):
             if self.pull.poll(100):
                 while self.running and self.pull.poll(0):
-                    self.handle(wire.decode(self.pull.recv()))
+                    self.handle_frame(self.pull.recv())
 
     def close(self) -> None:
         for r in self.replicas:

@@ -87,13 +87,32 @@ class SchedulerProcess:
             if self.query in events:
                 self.answer_query()
             if self.pull in events:
-                self.handle(wire.decode(self.pull.recv()))
+                self.handle_frame(self.pull.recv())
             events = dict(self.poller.poll(0))
 
+    def handle_frame(self, frame: bytes) -> None:
+        """A bad frame, or a message that fails, is logged and dropped: it must not stop the replica."""
+        try:
+            msg = wire.decode(frame)
+            self.handle(msg)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("dropped a message that could not be handled (%s: %s; frame %s)", type(exc).__name__,
+                        str(exc)[:200], wire.describe(frame))
+
     def answer_query(self) -> None:
-        ident, payload = self.query.recv_multipart()
-        msg = wire.decode(payload)
-        decision = self.sched.can_admit(wire.request_from_wire(msg["req"]), self.now())
+        frames = self.query.recv_multipart()
+        try:
+            ident, payload = frames
+            msg = wire.decode(payload)
+            req = wire.request_from_wire(msg["req"])
+        except Exception as exc:  # noqa: BLE001 - a malformed query gets no answer (the router times out)
+            log.warning("dropped a malformed can_admit query (%s: %s)", type(exc).__name__, str(exc)[:200])
+            return
+        try:
+            decision = self.sched.can_admit(req, self.now())
+        except Exception:  # noqa: BLE001 - unanswered: the router counts the replica as queued
+            log.exception("can_admit failed for %s", req.request_id)
+            return
         self.query.send_multipart([ident, wire.encode({"qid": msg["qid"], "reason": decision.reason.value,
                                                        "slack_s": decision.slack_s, "detail": decision.detail})])
 
@@ -111,7 +130,7 @@ class SchedulerProcess:
             self.running = False
 
     def add(self, d: dict) -> None:
-        req = wire.request_from_wire(d)
+        req = wire.request_from_wire(d)  # a malformed request raises: handle_frame drops it
         try:
             decision = self.sched.add(req, self.now())
         except Exception as exc:  # a request the policy cannot take must not kill the replica
@@ -122,7 +141,8 @@ class SchedulerProcess:
             return
         reason = decision.reason
         refused = not decision.accepted
-        if not refused and self.args.reject_on_overload and reason is AdmitReason.BEST_EFFORT:
+        explicit = bool(req.extra.get(wire.USER_BEST_EFFORT))  # the client asked for best effort
+        if not refused and self.args.reject_on_overload and reason is AdmitReason.BEST_EFFORT and not explicit:
             self.sched.abort(req.request_id, self.now())  # 429 instead of best effort
             refused = True
         self.send_front({"type": "admit", "rid": req.request_id, "replica": self.args.replica_id,

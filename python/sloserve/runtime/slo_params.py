@@ -71,15 +71,37 @@ class SloSpec:
         return (DecodeSegment(self.think_tpot_ms, think_tokens, "thinking"), DecodeSegment(self.tpot_ms, None, "answer"))
 
     def ttft_slo_s(self, prompt_tokens: int, zero_load_prefill_s: Callable[[int], float]) -> float:
-        return self.ttft.resolve_s(prompt_tokens, zero_load_prefill_s)
+        """The TTFT SLO in seconds; a slowdown that resolves past ``MAX_TTFT_S`` is refused."""
+        ttft = self.ttft.resolve_s(prompt_tokens, zero_load_prefill_s)
+        if not (math.isfinite(ttft) and 0 < ttft <= MAX_TTFT_S):
+            name = "slo_ttft_ms" if self.ttft.absolute_ms is not None else "slo_ttft_slowdown"
+            raise SloParamError(name, f"resolves to a TTFT SLO of {ttft:g} s for this {prompt_tokens}-token prompt; "
+                                      f"the most a request may ask is {MAX_TTFT_S:g} s")
+        return ttft
 
 
-def _positive(name: str, value: Any) -> float:
+# Documented ranges (docs/slo-api.md). Every SLO value is bounded: the planner plans step by
+# step up to the furthest deadline, so an unbounded SLO would make its work unbounded too.
+MAX_TTFT_S = 600.0  # a resolved TTFT SLO (absolute or slowdown x T0) above this is refused
+MAX_TTFT_SLOWDOWN = 10_000.0
+MAX_TPOT_MS = 60_000.0
+MAX_THINK_TOKENS = 10_000_000
+MAX_STAGE_INDEX = 1_000_000
+MAX_ARRIVAL_AGE_S = 3600.0  # an upstream arrival stamp may be at most this old
+
+
+def _positive(name: str, value: Any, hi: float = math.inf) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise SloParamError(name, f"must be a number, got {type(value).__name__}")
     if not math.isfinite(value) or value <= 0:
         raise SloParamError(name, f"must be a positive finite number, got {value}")
+    if value > hi:
+        raise SloParamError(name, f"must be in (0, {hi:g}], got {value:g}")
     return float(value)
+
+
+def _bounded(hi: float) -> Callable[[str, Any], float]:
+    return lambda name, value: _positive(name, value, hi)
 
 
 def _text(name: str, value: Any, max_len: int = 256) -> str:
@@ -88,9 +110,9 @@ def _text(name: str, value: Any, max_len: int = 256) -> str:
     return value
 
 
-def _int(name: str, value: Any, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise SloParamError(name, f"must be an integer >= {minimum}, got {value!r}")
+def _int(name: str, value: Any, minimum: int = 0, maximum: int = MAX_STAGE_INDEX) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise SloParamError(name, f"must be an integer in [{minimum}, {maximum}], got {str(value)[:64]}")
     return value
 
 
@@ -102,11 +124,11 @@ def _bool(name: str, value: Any) -> bool:
 
 _VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
     "slo_class": _text,
-    "slo_ttft_ms": _positive,
-    "slo_ttft_slowdown": _positive,
-    "slo_tpot_ms": _positive,
-    "slo_think_tpot_ms": _positive,
-    "slo_think_tokens": lambda n, v: v if isinstance(v, str) and v else _int(n, v),
+    "slo_ttft_ms": _bounded(MAX_TTFT_S * 1e3),
+    "slo_ttft_slowdown": _bounded(MAX_TTFT_SLOWDOWN),
+    "slo_tpot_ms": _bounded(MAX_TPOT_MS),
+    "slo_think_tpot_ms": _bounded(MAX_TPOT_MS),
+    "slo_think_tokens": lambda n, v: _text(n, v) if isinstance(v, str) else _int(n, v, 0, MAX_THINK_TOKENS),
     "slo_stage": lambda n, v: _text(n, v, 64),
     "slo_program_id": _text,
     "slo_stage_index": _int,
@@ -189,4 +211,6 @@ def arrival_from_unix(arrival_unix_s: float, now_unix_s: float, now_server_s: fl
     """Convert an upstream arrival stamp (Unix seconds) into the server's monotonic time base."""
     if arrival_unix_s > now_unix_s + MAX_ARRIVAL_SKEW_S:
         raise SloParamError("slo_arrival_s", "lies in the future (Unix seconds expected)")
+    if arrival_unix_s < now_unix_s - MAX_ARRIVAL_AGE_S:
+        raise SloParamError("slo_arrival_s", f"lies more than {MAX_ARRIVAL_AGE_S:g} s in the past (Unix seconds expected)")
     return now_server_s - max(now_unix_s - arrival_unix_s, 0.0)

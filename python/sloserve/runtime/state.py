@@ -12,6 +12,9 @@ from sloserve.runtime.slo_params import SloSpec
 from sloserve.runtime.tokenizer import Tokenizer
 
 
+TOKENS_PER_CHAR = 4  # the most tokens one character can take (byte-level fallback of UTF-8)
+
+
 @dataclass(eq=False)
 class ReqState:
     rid: str
@@ -59,24 +62,32 @@ class ReqState:
                     del self.token_times[i + 1:]
                     return str(self.output_ids[i])
         if sp.stop:
-            text = tok.decode(self.output_ids[: self.visible])
-            window = max(len(tok.decode(self.output_ids[:before])) - max(map(len, sp.stop)), 0)
-            hits = [(text.find(s, window), s) for s in sp.stop if text.find(s, window) >= 0]
+            # Incremental: only the new tokens and a tail long enough to hold a stop string that
+            # ends in them are decoded and searched (a char is at most 4 tokens: byte fallback).
+            longest = max(map(len, sp.stop))
+            start = max(before - TOKENS_PER_CHAR * longest - 1, 0)
+            ids = self.output_ids[start: self.visible]
+            text = tok.decode(ids)
+            window = max(len(tok.decode(ids[: before - start])) - longest, 0)
+            hits = [(pos, s) for s in sp.stop if (pos := text.find(s, window)) >= 0]
             if hits:
                 pos, matched = min(hits)
+                pos += len(tok.decode(self.output_ids[:start])) if start else 0  # once, at the match
                 self.text_cut = pos if not sp.no_stop_trim else pos + len(matched)
                 return matched
         return None
 
-    def find_marker(self, tok: Tokenizer) -> int | None:
-        """Output tokens up to and including the end-of-thinking marker, once it appears."""
+    def find_marker(self, tok: Tokenizer, before: int = 0) -> int | None:
+        """Output tokens up to and including the end-of-thinking marker, once it appears
+        (searched incrementally: the tokens after ``before`` and a tail that could hold it)."""
         marker = self.slo.think_marker
         if marker is None or self.think_end is not None:
             return None
         k = self.visible
-        if marker not in tok.decode(self.output_ids[:k]):
+        start = max(before - TOKENS_PER_CHAR * len(marker) - 1, 0)
+        if marker not in tok.decode(self.output_ids[start:k]):
             return None
-        while k > 1 and marker in tok.decode(self.output_ids[: k - 1]):
+        while k > start + 1 and marker in tok.decode(self.output_ids[start: k - 1]):
             k -= 1
         self.think_end = k
         self.request.segments = self.slo.segments_after_marker(k)

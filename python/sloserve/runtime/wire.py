@@ -8,6 +8,7 @@ any process can rebuild them).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import signal
 from typing import Any
@@ -19,6 +20,7 @@ from sloserve.core.request import Request
 from sloserve.core.slo import DecodeSegment
 
 
+USER_BEST_EFFORT = "user_best_effort"  # Request.extra: the client asked for best effort (slo_best_effort)
 _OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 
@@ -35,16 +37,42 @@ def encode(msg: dict) -> bytes:
     return orjson.dumps(msg, default=_fallback, option=_OPTS)
 
 
+class WireError(ValueError):
+    """A frame that is not a message of this protocol (every process drops it with a log line)."""
+
+
 def decode(data: bytes) -> dict:
-    return orjson.loads(data)
+    """A message: a JSON object (handlers check its ``type`` and fields)."""
+    try:
+        msg = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise WireError(f"not JSON ({exc})") from None
+    if not isinstance(msg, dict):
+        raise WireError(f"not a message object: {describe(data)}")
+    return msg
+
+
+def describe(data: bytes, limit: int = 80) -> str:
+    """A short printable excerpt of a frame for the log."""
+    return repr(bytes(data[:limit])) + ("..." if len(data) > limit else "")
 
 
 def segments_to_wire(segments: tuple[DecodeSegment, ...]) -> list[list[Any]]:
     return [[s.tpot_ms, s.num_tokens, s.name] for s in segments]
 
 
+def _finite(v: Any, what: str) -> float:
+    f = float(v)
+    if not math.isfinite(f):
+        raise WireError(f"{what} is not finite: {v!r}")
+    return f
+
+
 def segments_from_wire(rows: list[list[Any]]) -> tuple[DecodeSegment, ...]:
-    return tuple(DecodeSegment(float(t), n, str(name)) for t, n, name in rows)
+    segs = tuple(DecodeSegment(_finite(t, "tpot_ms"), None if n is None else int(n), str(name)) for t, n, name in rows)
+    if not segs:
+        raise WireError("a request needs at least one decode segment")
+    return segs
 
 
 def request_to_wire(req: Request) -> dict:
@@ -55,19 +83,25 @@ def request_to_wire(req: Request) -> dict:
         "program_id": req.program_id, "stage_index": req.stage_index, "stage_name": req.stage_name,
         "output_tokens_known": req.output_tokens_known, "max_new_tokens": req.max_new_tokens,
         "best_effort": bool(req.extra.get("route_best_effort", False)),
+        "user_best_effort": bool(req.extra.get(USER_BEST_EFFORT, False)),
     }
 
 
 def request_from_wire(d: dict) -> Request:
+    """Rebuild a request; raises ``WireError`` (or KeyError/TypeError/ValueError) on a bad one."""
+    if not isinstance(d, dict) or not isinstance(d.get("rid"), str):
+        raise WireError("a request needs a string rid")
     req = Request(
-        request_id=d["rid"], arrival_s=float(d["arrival_s"]), prompt_tokens=int(d["prompt_tokens"]),
-        output_tokens=int(d["output_tokens"]), ttft_slo_s=float(d["ttft_slo_s"]),
+        request_id=d["rid"], arrival_s=_finite(d["arrival_s"], "arrival_s"), prompt_tokens=int(d["prompt_tokens"]),
+        output_tokens=int(d["output_tokens"]), ttft_slo_s=_finite(d["ttft_slo_s"], "ttft_slo_s"),
         segments=segments_from_wire(d["segments"]), slo_class=d["slo_class"],
         program_id=d["program_id"], stage_index=int(d["stage_index"]), stage_name=d["stage_name"],
         output_tokens_known=bool(d["output_tokens_known"]), max_new_tokens=d["max_new_tokens"],
     )
     if d.get("best_effort"):
         req.extra["route_best_effort"] = True
+    if d.get("user_best_effort"):
+        req.extra[USER_BEST_EFFORT] = True
     return req
 
 
