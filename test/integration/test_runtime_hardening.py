@@ -15,7 +15,9 @@ GEN = "/generate"
 
 @pytest.fixture(scope="module")
 def server(server_factory):
-    return server_factory("--model", "opt-13b-tp2-a100", "--policy", POLICY, "--time-scale", "0.05")
+    # --max-seq-len: OPT-13B's own context (2048, the default) is shorter than these tests' requests
+    return server_factory("--model", "opt-13b-tp2-a100", "--max-seq-len", "60000", "--policy", POLICY,
+                          "--time-scale", "0.05")
 
 
 def serves(srv, n: int = 3) -> None:

@@ -19,6 +19,7 @@ from sloserve.runtime.config import ServerConfig
 from sloserve.runtime.launcher import ProcessGroup
 from sloserve.runtime.metrics import RuntimeMetrics
 from sloserve.runtime.protocol import MAX_RID_LEN, BadRequest, GenInput
+from sloserve.runtime.reqlog import RequestLog
 from sloserve.runtime.slo_params import SloDefaults, arrival_from_unix, parse_slo
 from sloserve.runtime.state import ReqState
 from sloserve.runtime.tokenizer import Tokenizer, synthetic_output_ids
@@ -36,6 +37,7 @@ class FrontEnd:
         self.procs = procs
         self.epoch = epoch
         self.metrics = RuntimeMetrics()
+        self.reqlog = RequestLog(cfg.log_interval_s)
         self.states: dict[str, ReqState] = {}
         self.replica_up = [True] * cfg.dp_size
         self.replica_exit: dict[int, int | None] = {}
@@ -69,6 +71,7 @@ class FrontEnd:
                 raise RuntimeError("router/schedulers did not report ready in time")
             await asyncio.sleep(0.02)
         self._tasks.append(asyncio.create_task(self._monitor_loop()))
+        self._tasks.append(asyncio.create_task(self.reqlog.periodic(lambda: (self.states.values(), self.stats))))
         self.metrics.replicas_up.set(self.cfg.dp_size)
 
     async def close(self) -> None:
@@ -259,6 +262,7 @@ class FrontEnd:
         """The one place a request ends: metrics, router notification, wake the HTTP handler."""
         if not state.finish(self.now(), reason, status):
             return False
+        self.reqlog.request_done(state, reason, status)
         self.states.pop(state.rid, None)
         self.metrics.running.set(len(self.states))
         if status == 0 or state.visible:

@@ -320,7 +320,8 @@ def build_app(make_front: Callable[[], FrontEnd], on_shutdown: Callable[[], None
         loops.append(asyncio.get_running_loop())
         await front.start()
         holder["started"] = front
-        log.info("ready: engine is SIMULATED (%s)", front.ready.get(0, {}).get("engine"))
+        # "ready" is logged once the port is bound (runtime/server.py), not here
+        log.info("router and schedulers up: engine is SIMULATED (%s)", front.ready.get(0, {}).get("engine"))
         try:
             yield
         finally:
