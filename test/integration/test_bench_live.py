@@ -20,7 +20,8 @@ SLO_FIELDS = ("attainment", "attainment_by_tier", "attainment_by_stage", "attain
 
 @pytest.fixture(scope="module")
 def server(server_factory):
-    return server_factory("--time-scale", "0.05", "--seed", "3")
+    # the scenarios' longest programs exceed OPT-13B's own 2048-token context (the default)
+    return server_factory("--time-scale", "0.05", "--seed", "3", "--max-seq-len", "97648")
 
 
 def run(server, **kw) -> dict:
@@ -108,7 +109,7 @@ def test_several_base_urls_share_one_workload(server, capsys):
 
 
 def test_capacity_search_and_refusals_on_a_live_server(server_factory, tmp_path, capsys):
-    server = server_factory("--time-scale", "0.05", "--reject-on-overload")
+    server = server_factory("--time-scale", "0.05", "--reject-on-overload", "--max-seq-len", "97648")
     out = tmp_path / "cap.jsonl"
     rc = main(["--base-url", server.url, "--scenario", "coder", "--num-prompts", "4", "--capacity-search",
                "--capacity-lo", "2", "--capacity-hi", "8", "--capacity-iters", "1", "--output-file", str(out),

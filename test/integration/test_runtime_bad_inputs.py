@@ -81,23 +81,14 @@ def test_openai_errors_use_openai_shape(server):
     assert body["param"] == "max_tokens"
 
 
-def test_duplicate_inflight_rid_is_rejected(server):
-    import threading
-
-    results = {}
-
-    def long_request():
-        results["first"] = httpx.post(server.url + GEN, timeout=30, json={
-            "text": "a", "rid": "dup-rid", "sampling_params": {"max_new_tokens": 400}})
-
-    t = threading.Thread(target=long_request)
-    t.start()
-    try:
-        for _ in range(100):  # wait until the first one is in flight
-            if server.get_json("/server_info")["requests_in_flight"]:
-                break
-        r = httpx.post(server.url + GEN, json={"text": "b", "rid": "dup-rid", "sampling_params": OK_SP}, timeout=10)
+def test_duplicate_inflight_rid_is_rejected(server_factory):
+    # The first request streams (in flight once its first chunk arrived) and runs for minutes at
+    # time scale 1, so it is still there when the duplicate comes, however loaded the machine.
+    srv = server_factory("--policy", POLICY, "--time-scale", "1", "--max-seq-len", "60000")
+    first = {"text": "a", "rid": "dup-rid", "stream": True, "sampling_params": {"max_new_tokens": 20000}}
+    with httpx.stream("POST", srv.url + GEN, json=first, timeout=120) as resp:
+        lines = resp.iter_lines()  # kept referenced: a closed line iterator closes the stream
+        next(line for line in lines if line.startswith("data: "))
+        r = httpx.post(srv.url + GEN, json={"text": "b", "rid": "dup-rid", "sampling_params": OK_SP}, timeout=120)
         assert r.status_code == 400 and "already in flight" in r.text
-    finally:
-        t.join()
-    assert results["first"].status_code == 200
+        assert httpx.post(srv.url + "/abort_request", json={"rid": "dup-rid"}, timeout=120).status_code == 200

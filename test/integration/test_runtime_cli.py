@@ -33,13 +33,21 @@ def launch(*args: str) -> subprocess.CompletedProcess:
     (("--policy", "fcfs", "--policy-opt", "warp_speed=9"), "unknown option(s) for policy 'fcfs': warp_speed"),
     (("--policy", "fcfs", "--policy-opt", "oops"), "--policy-opt expects key=value"),
     (("--dp-size", "0",), "--dp-size must be >= 1"),
+    (("--log-level", "nonsense"), "--log-level must be one of debug, info, warning, error, critical"),
+    (("--log-format", "xml"), "argument --log-format: invalid choice: 'xml'"),
+    (("--port", "abc"), "argument --port: invalid int value: 'abc'"),
     (("--policy", "fcfs", "--tokenizer-path", "/nonexistent/tok"), "--tokenizer-path /nonexistent/tok: "),
 ])
 def test_bad_launch_options_fail_with_one_clear_line(args, needle, capsys):
     from sloserve.launch_server import main
 
-    # main() validates everything before it starts a process, so it runs in-process here
-    assert main(["--port", "1", *args]) == 2
+    # main() validates everything before it starts a process, so it runs in-process here;
+    # argparse's own errors exit through SystemExit
+    try:
+        code = main(["--port", "1", *args])
+    except SystemExit as exc:
+        code = exc.code
+    assert code == 2
     err = capsys.readouterr().err
     assert needle in err and err.count("\n") == 1, err
 

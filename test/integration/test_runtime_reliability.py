@@ -13,12 +13,14 @@ import orjson
 import pytest
 
 POLICY = os.environ.get("SLOSERVE_TEST_POLICY", "fcfs")
+# OPT-13B's context is 2048 tokens: these tests need requests that outlive the action they race
+LONG = ("--model", "opt-13b-tp2-a100", "--max-seq-len", "60000")
 HANG_S = 120  # guards against a hang only; every wait below is on an event or server state
 
 
 @pytest.fixture(scope="module")
 def server(server_factory):
-    return server_factory("--model", "opt-13b-tp2-a100", "--policy", POLICY, "--time-scale", "0.05")
+    return server_factory(*LONG, "--policy", POLICY, "--time-scale", "0.05")
 
 
 def wait_for(pred, timeout_s: float = 60.0, what: str = "condition"):
@@ -130,7 +132,7 @@ def test_hundreds_of_concurrent_streams_each_end_once(server):
 
 
 def test_killed_scheduler_fails_its_requests_and_router_avoids_it(server_factory):
-    srv = server_factory("--model", "opt-13b-tp2-a100", "--policy", POLICY, "--dp-size", "2", "--time-scale", "0.2")
+    srv = server_factory(*LONG, "--policy", POLICY, "--dp-size", "2", "--time-scale", "0.2")
     victim = srv.get_json("/server_info")["internal_states"][1]["pid"]
     n = 10
     # Long requests, all streaming before the kill: none can finish on its own first, and none
@@ -173,7 +175,7 @@ def test_killed_scheduler_fails_its_requests_and_router_avoids_it(server_factory
 
 def test_sigterm_drains_in_flight_requests_and_exits_cleanly(server_factory):
     # a drain timeout far above the requests' length: the drain ends when they finish
-    srv = server_factory("--model", "opt-13b-tp2-a100", "--policy", POLICY, "--time-scale", "0.2",
+    srv = server_factory(*LONG, "--policy", POLICY, "--time-scale", "0.2",
                          "--drain-timeout-s", str(HANG_S))
 
     async def run():
@@ -192,7 +194,7 @@ def test_sigterm_drains_in_flight_requests_and_exits_cleanly(server_factory):
 
 
 def test_sigterm_past_drain_timeout_aborts_and_exits(server_factory):
-    srv = server_factory("--model", "opt-13b-tp2-a100", "--policy", POLICY, "--time-scale", "1.0",
+    srv = server_factory(*LONG, "--policy", POLICY, "--time-scale", "1.0",
                          "--drain-timeout-s", "1")
     with httpx.stream("POST", srv.url + "/generate", timeout=HANG_S,
                       json={"text": "forever", "stream": True, "sampling_params": {"max_new_tokens": 50000}}) as resp:

@@ -111,7 +111,11 @@ def test_cli_generated_from_config():
                             "--dp-size", "2", "--reject-on-overload", "--max-seq-len", "2048"])
     assert cfg.policy_options() == {"token_budget": 512, "max_running": 8}
     assert cfg.dp_size == 2 and cfg.reject_on_overload and cfg.context_len == 2048
-    assert ServerConfig().context_len == ServerConfig().kv_tokens
+    # the default context is the preset model's (OPT-13B: 2048), capped at the KV pool
+    assert ServerConfig().context_len == 2048
+    assert ServerConfig(model="llama-3-8b-h100").context_len == 8192
+    assert ServerConfig(model="llama-3-8b-h100", kv_tokens=4096).context_len == 4096
+    assert config_from_args(["--model-path", "llama-2-7b-a100"]).model == "llama-2-7b-a100"
     with pytest.raises(ValueError, match="key=value"):
         config_from_args(["--policy-opt", "novalue"]).policy_options()
     with pytest.raises(ValueError, match="dp-size"):

@@ -7,16 +7,20 @@ the SLO-specific flags are ours. Bad flags exit 2 with one line on stderr.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import sys
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from sloserve.cli_dataclass import add_dataclass_arguments, dataclass_values
+from sloserve.cli_dataclass import OneLineParser, add_dataclass_arguments, dataclass_values
 from sloserve.perf.presets import preset_names
 from sloserve.workloads import SCENARIOS, SLO_PRESETS
+
+def _server_policies() -> list[str]:
+    from sloserve.runtime.config import servable_policies  # noqa: PLC0415 (only for --help)
+
+    return servable_policies()
+
 
 BACKENDS = ("sglang", "sglang-oai", "sglang-oai-chat", "vllm", "openai", "openai-chat")
 DATASETS = ("scenario", "random", "sharegpt")
@@ -30,8 +34,8 @@ class BenchConfig:
     port: int | None = field(default=None, metadata={"help": "server port when no --base-url (default 30000, vllm 8000)"})
     dataset_name: str = field(default="scenario", metadata={"help": "scenario (sloserve.workloads), random, or sharegpt (--dataset-path: ShareGPT JSON or a lengths CSV)", "choices": DATASETS})
     dataset_path: str | None = field(default=None, metadata={"help": "sharegpt: a ShareGPT JSON file (conversations) or a CSV of num_prefill_tokens,num_decode_tokens"})
-    scenario: str = field(default="chatbot", metadata={"help": "chatbot, coder, summarizer, reasoning, tool-calling, mixed (and -S variants)"})
-    slo_class: str | None = field(default=None, metadata={"help": "SLO preset for random/sharegpt prompts (default: the scenario's class)"})
+    scenario: str = field(default="chatbot", metadata={"help": "workload scenario", "names": lambda: list(SCENARIOS)})
+    slo_class: str | None = field(default=None, metadata={"help": "SLO preset for random/sharegpt prompts (default: the scenario's class)", "names": lambda: list(SLO_PRESETS)})
     num_prompts: int = field(default=100, metadata={"help": "programs to send"})
     random_input_len: int = field(default=1024, metadata={"help": "random dataset: prompt tokens"})
     random_output_len: int = field(default=128, metadata={"help": "random dataset: output tokens"})
@@ -45,7 +49,7 @@ class BenchConfig:
     max_concurrency: int | None = field(default=None, metadata={"help": "at most this many requests in flight"})
     seed: int = field(default=1, metadata={"help": "seed of every random draw"})
     slo_scale: float = field(default=1.0, metadata={"help": "multiply every SLO (TTFT slowdowns, TPOTs) by this"})
-    model: str = field(default="opt-13b-tp2-a100", metadata={"help": "batch-time model (sloserve.perf preset) that resolves TTFT slowdowns into ms"})
+    model: str = field(default="opt-13b-tp2-a100", metadata={"help": "batch-time model (sloserve.perf preset or .json) that resolves TTFT slowdowns into ms", "names": preset_names})
     served_model_name: str | None = field(default=None, metadata={"help": "model name in OpenAI requests (default: the server's /v1/models)"})
     prompt_mode: str = field(default="auto", metadata={"help": "auto | ids | text: send token ids, or text (exact for the built-in byte tokenizer)", "choices": ("auto", "ids", "text")})
     no_slo_tags: bool = field(default=False, metadata={"help": "do not send custom_params SLO tags (attainment is still measured)"})
@@ -57,7 +61,7 @@ class BenchConfig:
     output_file: str | None = field(default=None, metadata={"help": "append one JSON object per run to this file"})
     output_details: bool = field(default=False, metadata={"help": "include per-stage details in the output JSON"})
     disable_tqdm: bool = field(default=False, metadata={"help": "no progress bars"})
-    policy: tuple[str, ...] = field(default=(), metadata={"help": "launch the embedded runtime with this --policy (repeat to compare policies)", "repeat": True})
+    policy: tuple[str, ...] = field(default=(), metadata={"help": "launch the embedded runtime with this --policy (repeat to compare policies)", "repeat": True, "names": _server_policies})
     server_args: str = field(default="", metadata={"help": "extra arguments for launched servers, e.g. '--time-scale 0.1 --dp-size 2'"})
     capacity_search: bool = field(default=False, metadata={"help": "bisect on --request-rate for the highest rate meeting --capacity-target"})
     capacity_target: float = field(default=0.9, metadata={"help": "attainment the capacity search must reach"})
@@ -165,14 +169,6 @@ def _search_problems(c: BenchConfig):
             yield f"--extra-request-body must be a JSON object, got {c.extra_request_body!r}"
     if c.warmup_requests < 0 or c.tolerance < 0 or c.request_timeout_s <= 0:
         yield "--warmup-requests and --tolerance must be >= 0, --request-timeout-s > 0"
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a bad flag as one line on stderr and exits 2."""
-
-    def error(self, message: str):  # type: ignore[override]
-        sys.stderr.write(f"{self.prog}: error: {message}\n")
-        sys.exit(2)
 
 
 def build_parser(prog: str = "bench_serving.py") -> OneLineParser:

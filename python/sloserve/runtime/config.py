@@ -6,26 +6,32 @@ import argparse
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from sloserve.cli_dataclass import add_dataclass_arguments, dataclass_values
+from sloserve.cli_dataclass import OneLineParser, add_dataclass_arguments, dataclass_values
 from sloserve.core.options import parse_kv
+from sloserve.perf.context import model_context_tokens
+from sloserve.runtime.reqlog import LOG_FORMATS, LOG_LEVELS
 
 
 @dataclass(frozen=True)
 class ServerConfig:
     host: str = field(default="127.0.0.1", metadata={"help": "address the HTTP server binds"})
     port: int = field(default=30000, metadata={"help": "HTTP port"})
-    model: str = field(default="opt-13b-tp2-a100", metadata={"help": "batch-time preset (sloserve.perf.preset_names())"})
+    model: str = field(default="opt-13b-tp2-a100", metadata={
+        "help": "batch-time model preset that simulates the engine (--model-path, SGLang's name, is the same flag)",
+        "aliases": ("--model-path",), "names": lambda: _names("model")})
     served_model_name: str | None = field(default=None, metadata={"help": "model name reported by the API (default: --model)"})
     backend: str = field(default="auto", metadata={"help": "embedded | sglang | auto (sglang when importable and CUDA is present)",
                                                        "choices": ("embedded", "sglang", "auto")})
-    policy: str = field(default="slos-serve", metadata={"help": "scheduling policy (registered name)"})
+    policy: str = field(default="slos-serve", metadata={"help": "scheduling policy", "names": lambda: _names("policy")})
     policy_opt: tuple[str, ...] = field(default=(), metadata={"help": "policy option key=value (repeatable)", "repeat": True})
-    router: str = field(default="round-robin", metadata={"help": "routing policy across --dp-size replicas (registered name)"})
+    router: str = field(default="round-robin", metadata={"help": "routing policy across --dp-size replicas",
+                                                         "names": lambda: _names("router")})
     router_opt: tuple[str, ...] = field(default=(), metadata={"help": "router option key=value (repeatable)", "repeat": True})
     dp_size: int = field(default=1, metadata={"help": "number of scheduler processes (data-parallel replicas)"})
     kv_tokens: int = field(default=97648, metadata={"help": "KV-cache capacity per replica, in tokens"})
     block_size: int = field(default=16, metadata={"help": "KV block size in tokens"})
-    max_seq_len: int | None = field(default=None, metadata={"help": "context length (default: --kv-tokens)"})
+    max_seq_len: int | None = field(default=None, metadata={
+        "help": "context length in tokens (default: the preset model's, e.g. 2048 for OPT, capped at --kv-tokens)"})
     time_scale: float = field(default=1.0, metadata={"help": "multiplies simulated step times; 0 = zero-time engine"})
     tokenizer_path: str | None = field(default=None, metadata={"help": "local Hugging Face tokenizer (dir or tokenizer.json); default: built-in byte tokenizer"})
     reject_on_overload: bool = field(default=False, metadata={"help": "answer 429 instead of serving best effort when the policy does not admit"})
@@ -33,7 +39,11 @@ class ServerConfig:
     seed: int = field(default=0, metadata={"help": "seed for synthetic tokens and engine randomness"})
     drain_timeout_s: float = field(default=5.0, metadata={"help": "on SIGTERM, seconds to let in-flight requests finish before aborting them"})
     startup_timeout_s: float = field(default=60.0, metadata={"help": "seconds to wait for the router and schedulers to come up"})
-    log_level: str = field(default="info", metadata={"help": "logging level"})
+    log_level: str = field(default="info", metadata={"help": f"logging level: {', '.join(LOG_LEVELS)}"})
+    log_format: str = field(default="text", metadata={"help": "log lines as text or one JSON object each",
+                                                      "choices": LOG_FORMATS})
+    log_interval_s: float = field(default=10.0, metadata={
+        "help": "seconds between throughput/queue log lines while serving (0: none)"})
 
     def __post_init__(self) -> None:
         if self.dp_size < 1:
@@ -46,10 +56,20 @@ class ServerConfig:
             raise ValueError("--max-seq-len must be >= 2")
         if self.backend not in ("embedded", "sglang", "auto"):
             raise ValueError("--backend must be embedded, sglang or auto")
+        if self.log_level.lower() not in LOG_LEVELS:
+            raise ValueError(f"--log-level must be one of {', '.join(LOG_LEVELS)}; got {self.log_level!r}")
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(f"--log-format must be one of {', '.join(LOG_FORMATS)}; got {self.log_format!r}")
+        if self.log_interval_s < 0:
+            raise ValueError("--log-interval-s must be >= 0")
 
     @property
     def context_len(self) -> int:
-        return self.max_seq_len if self.max_seq_len is not None else self.kv_tokens
+        """--max-seq-len, else the preset model's context length (as SGLang reads it from the
+        model's config), never more than one replica's KV pool."""
+        if self.max_seq_len is not None:
+            return self.max_seq_len
+        return min(model_context_tokens(self.model) or self.kv_tokens, self.kv_tokens)
 
     @property
     def model_name(self) -> str:
@@ -60,6 +80,19 @@ class ServerConfig:
 
     def router_options(self) -> dict[str, Any]:
         return parse_kv(self.router_opt, "--router-opt")
+
+
+def _names(kind: str) -> list[str]:
+    """Valid names for --help (the registries are imported only when help is built)."""
+    if kind == "model":
+        from sloserve.perf import preset_names  # noqa: PLC0415
+
+        return preset_names()
+    if kind == "router":
+        from sloserve.routing.base import ROUTERS  # noqa: PLC0415
+
+        return ROUTERS.names()
+    return servable_policies()
 
 
 def simulator_only_policies() -> list[str]:
@@ -79,7 +112,7 @@ def servable_policies() -> list[str]:
 
 def build_parser(cls: type = ServerConfig) -> argparse.ArgumentParser:
     """An argparse parser generated from the dataclass fields and their help metadata."""
-    parser = argparse.ArgumentParser(prog="python -m sloserve.launch_server",
+    parser = OneLineParser(prog="python -m sloserve.launch_server",
                                      description="sloserve server (SGLang-compatible API, SLO-aware scheduling)")
     return add_dataclass_arguments(parser, cls)
 

@@ -15,6 +15,7 @@ from sloserve.runtime.config import ServerConfig, servable_policies, simulator_o
 from sloserve.runtime.front import FrontEnd
 from sloserve.runtime.http_server import build_app
 from sloserve.runtime.launcher import ProcessGroup
+from sloserve.runtime.reqlog import configure_logging
 from sloserve.runtime.tokenizer import load_tokenizer
 
 log = logging.getLogger("sloserve.server")
@@ -64,10 +65,17 @@ class _DrainingServer(uvicorn.Server):
         self._drain(self._drain_timeout_s)
         super().handle_exit(sig, frame)
 
+    async def startup(self, sockets=None) -> None:
+        await super().startup(sockets)
+        if self.started:  # the port is bound (uvicorn exits on a bind failure before this)
+            cfg = self.config
+            log.info("ready: serving http://%s:%d (engine SIMULATED)", cfg.host, cfg.port)
+
 
 def serve(cfg: ServerConfig) -> None:
     """Blocks until SIGTERM/SIGINT; leaves no child process or socket behind."""
     validate(cfg)
+    configure_logging(cfg.log_level, cfg.log_format)
     try:
         tokenizer = load_tokenizer(cfg.tokenizer_path)
     except (OSError, RuntimeError, ValueError) as exc:
@@ -83,8 +91,9 @@ def serve(cfg: ServerConfig) -> None:
         app, drain = build_app(lambda: FrontEnd(cfg, tokenizer, perf, procs, epoch), procs.stop)
         # In-flight requests get drain_timeout_s to finish, then a proper abort; uvicorn's own
         # graceful timeout is only the backstop for connections that still hang after that.
-        config = uvicorn.Config(app, host=cfg.host, port=cfg.port, loop="uvloop", log_level=cfg.log_level,
-                                access_log=False, timeout_graceful_shutdown=int(cfg.drain_timeout_s) + 3,
+        # log_config=None: uvicorn's lines go through the root logger's format (text or JSON)
+        config = uvicorn.Config(app, host=cfg.host, port=cfg.port, loop="uvloop", log_level=cfg.log_level.lower(),
+                                log_config=None, access_log=False, timeout_graceful_shutdown=int(cfg.drain_timeout_s) + 3,
                                 timeout_keep_alive=30)
         # uvicorn re-raises the signal that stopped it once it has shut down; with these
         # handlers that re-raise only logs, so the cleanup below runs and the exit code is 0.
