@@ -34,3 +34,19 @@ def data_file(*parts: str) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"{path} not found (data directory from {ENV_VAR} or ../shared/data)")
     return path
+
+
+def resolve_data_path(path: str | None) -> str | None:
+    """``path`` as given when it exists; else the same relative name under the data directory
+    or one of its folders (``traces/``, ``profiles/``...), so ``--trace
+    AzureLLMInferenceTrace_conv.csv`` works from any directory. Unchanged when found nowhere:
+    the loader then reports the missing file."""
+    if path is None or Path(path).exists() or Path(path).is_absolute():
+        return path
+    root = data_dir()
+    if root is None or not root.is_dir():
+        return path
+    for candidate in (root / path, *(sub / path for sub in sorted(root.iterdir()) if sub.is_dir())):
+        if candidate.is_file():
+            return str(candidate)
+    return path

@@ -142,3 +142,13 @@ def test_extra_request_body_must_be_an_object(capsys):
     with pytest.raises(SystemExit):
         main(["--extra-request-body", "[1]"])
     assert "--extra-request-body" in capsys.readouterr().err
+
+
+def test_help_lists_names_and_defaults():
+    proc = run_cli("--help")
+    text = " ".join(proc.stdout.split())  # unwrap argparse's lines
+    assert proc.returncode == 0
+    for needle in ("(default: chatbot)", "tool-calling", "opt-13b-tp2-a100", "(default: 100)", "slos-serve",
+                   "(default: sglang)"):
+        assert needle in text, needle
+    assert "distserve" not in text  # --policy launches servers: only the policies a server runs

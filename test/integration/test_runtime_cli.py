@@ -112,3 +112,15 @@ def test_backend_auto_picks_embedded_without_cuda(server_factory):
     assert srv.get_json("/server_info")["backend"] == "embedded"
     srv.stop()
     assert "--backend auto: sglang importable=" in srv.log_path.read_text()
+
+
+def test_help_lists_names_and_defaults():
+    proc = subprocess.run([sys.executable, "-m", "sloserve.launch_server", "--help"], capture_output=True,
+                          text=True, timeout=60)
+    text = " ".join(proc.stdout.split())  # unwrap argparse's lines
+    assert proc.returncode == 0, proc.stderr
+    for needle in ("--model MODEL, --model-path MODEL", "(default: opt-13b-tp2-a100)", "(default: slos-serve)",
+                   "(default: round-robin)", "slo-proactive", "sarathi", "llama-3-8b-h100", "(default: 30000)",
+                   "{text,json}", "debug, info, warning"):
+        assert needle in text, needle
+    assert "distserve" not in text  # refused by the server (simulator only)

@@ -85,3 +85,29 @@ def test_workload_config_reads_the_raw_trace_window_for_benchmarks():
     add_sim_arguments(parser)
     args = parser.parse_args(["--trace", "t.csv", "--trace-window", "900:1200"])
     assert workload_config(args, 2.0).trace_window_s == (900.0, 1200.0)
+
+
+def test_bare_trace_and_lengths_names_are_found_in_the_data_dir(tmp_path):
+    """README: data files are read from $SLOSERVE_DATA_DIR (or ../shared/data) by bare name."""
+    import os
+
+    data = tmp_path / "data"
+    (data / "traces").mkdir(parents=True)
+    (data / "traces" / "tiny.csv").write_text(
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n" + "".join(
+            f"2023-11-16 18:00:{i:02d}.0,{100 + i},{10 + i}\n" for i in range(20)))
+    (data / "lens.csv").write_text("num_prefill_tokens,num_decode_tokens\n" + "100,20\n" * 20)
+    env = {**os.environ, "SLOSERVE_DATA_DIR": str(data)}
+    for args in (["--trace", "tiny.csv"], ["--lengths", "lens.csv", "--num-requests", "10"]):
+        proc = subprocess.run([sys.executable, "-m", "sloserve.sim", "run", "--policy", "fcfs", *args],
+                              capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["num_requests"] > 0
+
+
+@pytest.mark.parametrize("command", ["run", "capacity"])
+def test_help_lists_names_and_defaults(command):
+    text = " ".join(sim(command, "--help", check=True).stdout.split())  # unwrap argparse's lines
+    for needle in ("(default: slos-serve)", "(default: chatbot)", "(default: round-robin)", "distserve",
+                   "sarathi", "opt-13b-tp2-a100", "tool-calling", "slo-proactive", "(default: 97648)"):
+        assert needle in text, needle

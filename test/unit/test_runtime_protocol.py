@@ -161,3 +161,21 @@ def test_state_stop_strings_token_ids_and_marker():
     think.add_tokens(4, 0.2)
     assert think.find_marker(tok) == 20 and think.request.segments[0].num_tokens == 20
     assert think.finish(0.3, {"type": "length"}) and not think.finish(0.4, {"type": "length"})
+
+
+@pytest.mark.parametrize("parse,body,field", [
+    (parse_completion, {"prompt": "x", "logprobs": 2}, "logprobs"),
+    (parse_completion, {"prompt": "x", "echo": True}, "echo"),
+    (parse_completion, {"prompt": "x", "suffix": "end"}, "suffix"),
+    (parse_chat, {"messages": [{"role": "user", "content": "x"}], "logprobs": True}, "logprobs"),
+    (parse_chat, {"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}, "tools"),
+    (parse_chat, {"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}},
+     "response_format"),
+])
+def test_unsupported_openai_field_error_names_that_field(parse, body, field):
+    with pytest.raises(BadRequest) as info:
+        parse(body, 16)
+    assert info.value.param == field and str(info.value).startswith(field)
+    # the neutral values are accepted
+    neutral = {"logprobs": False, "echo": False, "suffix": None, "tools": [], "response_format": {"type": "text"}}
+    parse({**body, field: neutral[field]}, 16)

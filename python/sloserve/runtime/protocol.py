@@ -253,8 +253,9 @@ def parse_completion(body: Any, default_max: int = 16) -> GenInput:
         text, ids = None, _prompt_ids(prompt, "prompt")
     else:
         raise BadRequest("prompt must be a string or a list of token ids (one prompt per request)", "prompt")
-    if body.get("echo") or body.get("logprobs") not in (None, False, 0) or (body.get("suffix") or None):
-        raise BadRequest("echo, logprobs and suffix are not supported by this server", "echo")
+    unsupported = _first_set(body, {"echo": (None, False), "logprobs": (None, False, 0), "suffix": (None, "")})
+    if unsupported:
+        raise BadRequest(f"{unsupported} is not supported by this server", unsupported)
     if body.get("best_of") not in (None, 1):
         raise BadRequest("best_of other than 1 is not supported by this server", "best_of")
     stream, usage = _stream_flags(body)
@@ -286,13 +287,21 @@ def chat_prompt(messages: Any) -> str:
     return "".join(parts)
 
 
+def _first_set(body: dict, neutral: dict[str, tuple]) -> str | None:
+    """The first field of ``neutral`` whose value is not one of its neutral values: the error
+    names the field the client really set."""
+    return next((key for key, ok in neutral.items() if key in body and body[key] not in ok), None)
+
+
 def parse_chat(body: Any, default_max: int) -> GenInput:
     """POST /v1/chat/completions."""
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
     text = chat_prompt(body.get("messages"))
-    if body.get("logprobs") or body.get("tools") or body.get("response_format") not in (None, {"type": "text"}):
-        raise BadRequest("logprobs, tools and response_format are not supported by this server", "tools")
+    unsupported = _first_set(body, {"logprobs": (None, False), "tools": (None, []),
+                                    "response_format": (None, {"type": "text"})})
+    if unsupported:
+        raise BadRequest(f"{unsupported} is not supported by this server", unsupported)
     stream, usage = _stream_flags(body)
     sampling = _openai_sampling(body, ("max_completion_tokens", "max_tokens"), default_max)
     return GenInput(body.get("rid") if isinstance(body.get("rid"), str) else None, text, None, sampling, stream,

@@ -12,6 +12,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from sloserve.cli_dataclass import DefaultsHelpFormatter, OneLineParser
 from sloserve.sim.options import add_sim_arguments, build_sim_config, parse_window, workload_config
 
 EXIT_USAGE = 2
@@ -22,13 +23,15 @@ class CliError(Exception):
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m sloserve.sim", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m sloserve.sim", description=__doc__.splitlines()[0],
+                           formatter_class=DefaultsHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="simulate one arrival rate")
+    run = sub.add_parser("run", help="simulate one arrival rate", formatter_class=DefaultsHelpFormatter)
     add_sim_arguments(run)
     run.add_argument("--rate", type=float, default=1.0, help="mean arrival rate, programs per second")
     run.add_argument("--chrome-trace", help="write a Chrome trace of the run to this file")
-    cap = sub.add_parser("capacity", help="search the highest rate meeting the attainment target")
+    cap = sub.add_parser("capacity", help="search the highest rate meeting the attainment target",
+                         formatter_class=DefaultsHelpFormatter)
     add_sim_arguments(cap)
     cap.add_argument("--attainment", type=float, default=0.9, help="target SLO attainment (0-1]")
     cap.add_argument("--start-rate", type=float, default=1.0, help="first rate tried, programs/s")

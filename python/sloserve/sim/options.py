@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from sloserve.core.options import parse_kv
+from sloserve.datadir import resolve_data_path
 from sloserve.sim.config import SimConfig
 
 
@@ -19,22 +20,40 @@ def parse_window(text: str) -> tuple[float, float]:
     return window
 
 
+def _names() -> dict[str, str]:
+    """Valid names for --help, from the registries (all pure modules)."""
+    from sloserve.core.scheduler import SCHEDULERS  # noqa: PLC0415
+    from sloserve.perf.presets import preset_names  # noqa: PLC0415
+    from sloserve.routing.base import ROUTERS  # noqa: PLC0415
+    from sloserve.workloads import SCENARIOS  # noqa: PLC0415
+
+    try:
+        from sloserve.policies.distserve import DISAGGREGATED  # noqa: PLC0415
+    except ImportError:
+        DISAGGREGATED = {}  # noqa: N806
+    return {"scenario": ", ".join(SCENARIOS), "policy": ", ".join(sorted({*SCHEDULERS.names(), *DISAGGREGATED})),
+            "model": ", ".join(preset_names()), "router": ", ".join(ROUTERS.names())}
+
+
 def add_sim_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--scenario", default="chatbot", help="chatbot, coder, summarizer, reasoning, tool-calling, mixed (+ -S)")
-    p.add_argument("--policy", default="slos-serve", help="registered scheduling policy")
+    names = _names()
+    p.add_argument("--scenario", default="chatbot", help=f"workload scenario [{names['scenario']}]")
+    p.add_argument("--policy", default="slos-serve", help=f"scheduling policy [{names['policy']}]")
     p.add_argument("--policy-opt", action="append", metavar="KEY=VALUE", help="policy option (repeatable)")
-    p.add_argument("--model", default="opt-13b-tp2-a100", help="batch-time model preset or fitted .json")
+    p.add_argument("--model", default="opt-13b-tp2-a100",
+                   help=f"batch-time model: a fitted .json or a preset [{names['model']}]")
     p.add_argument("--kv-tokens", type=int, default=97648, help="KV capacity per replica, tokens")
     p.add_argument("--max-seq-len", type=int, default=None, help="drop requests longer than this")
-    p.add_argument("--trace", help="Azure LLM inference CSV (arrivals and lengths)")
+    p.add_argument("--trace", help="Azure LLM inference CSV (arrivals and lengths); a bare name is also looked up "
+                                   "in $SLOSERVE_DATA_DIR or ../shared/data (and their folders)")
     p.add_argument("--trace-window", help="START:END seconds from the trace's first request")
-    p.add_argument("--lengths", help="length CSV (num_prefill_tokens, num_decode_tokens)")
+    p.add_argument("--lengths", help="length CSV (num_prefill_tokens, num_decode_tokens); bare names as --trace")
     p.add_argument("--arrival", default="poisson", choices=["poisson", "gamma"], help="synthetic arrival process")
     p.add_argument("--burstiness", type=float, default=1.0, help="Gamma inter-arrival CV")
     p.add_argument("--replicas", type=int, default=1, help="data-parallel replicas")
-    p.add_argument("--router", default="round-robin", help="registered routing policy")
+    p.add_argument("--router", default="round-robin", help=f"routing policy across --replicas [{names['router']}]")
     p.add_argument("--router-opt", action="append", metavar="KEY=VALUE", help="router option (repeatable)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of every random draw")
     p.add_argument("--num-requests", type=int, default=None, help="programs (default 1000; all in a trace window)")
     p.add_argument("--slo-scale", type=float, default=1.0, help="multiply every SLO by this")
     p.add_argument("--unknown-output-len", action="store_true", help="hide output lengths from the scheduler")
@@ -113,7 +132,7 @@ def workload_config(args, rate: float):
         # callers other than the sim CLI (benchmarks) pass only the raw --trace-window text
         window = parse_window(args.trace_window)
     return WorkloadConfig(scenario=args.scenario, rate_rps=rate, num_requests=num,
-                          arrival=args.arrival, burstiness_cv=args.burstiness, trace_path=args.trace,
-                          trace_window_s=window, lengths_path=args.lengths,
+                          arrival=args.arrival, burstiness_cv=args.burstiness, trace_path=resolve_data_path(args.trace),
+                          trace_window_s=window, lengths_path=resolve_data_path(args.lengths),
                           max_seq_len=args.max_seq_len, seed=args.seed, slo_scale=args.slo_scale,
                           output_len_known=output_len_known(args))
