@@ -99,14 +99,40 @@ def write_plots(cfg: BenchConfig, all_runs: list[TargetRuns]) -> list[str]:
         path = os.path.join(cfg.plot_dir, "attainment_vs_rate.png")
         plot_attainment_vs_rate(series, path, caps, cfg.capacity_target if caps else None, title=cfg.scenario)
         paths.append(path)
-    bars = {t.label: _bar_run(t)["attainment_by_tier"] for t in all_runs if t.results}
+    bars, title = tier_bars(all_runs)
     path = os.path.join(cfg.plot_dir, "tier_bars.png")
-    plot_tier_bars(bars, path, title=cfg.scenario)
+    plot_tier_bars(bars, path, title=f"{cfg.scenario}: {title}")
     return paths + [path]
+
+
+def _rate(r: dict) -> float:
+    return float(r["request_rate"]) if r["request_rate"] != "inf" else math.inf
+
+
+def _rate_text(rate: float) -> str:
+    return "all at once" if math.isinf(rate) else f"{rate:.3g} rps"
+
+
+def tier_bars(all_runs: list[TargetRuns]) -> tuple[dict[str, dict], str]:
+    """Per-tier attainment bars that compare like with like: every target at the highest rate
+    they all ran; else (a capacity search bisects each target to its own rates) each target at
+    its capacity, the rate in its label. Returns ``{bar label: attainment_by_tier}`` and a title."""
+    runs = [t for t in all_runs if t.results]
+    common = set.intersection(*({_rate(r) for r in t.results} for t in runs)) if runs else set()
+    searched = any(t.capacity is not None and t.capacity.capacity_rps > 0 for t in runs)
+    if common and not searched:
+        rate = max(common)
+        return ({t.label: next(r for r in t.results if _rate(r) == rate)["attainment_by_tier"] for t in runs},
+                f"attainment per tier at {_rate_text(rate)}")
+    bars = {}
+    for t in runs:
+        run = _bar_run(t)
+        bars[f"{t.label} @ {_rate_text(_rate(run))}"] = run["attainment_by_tier"]
+    return bars, "attainment per tier at each target's capacity" if searched else "attainment per tier"
 
 
 def _bar_run(t: TargetRuns) -> dict:
     """The run a tier bar shows: the one at the capacity rate, else the highest rate."""
     if t.capacity is not None and t.capacity.capacity_rps > 0:
         return next(p.result for p in t.capacity.points if p.rate_rps == t.capacity.capacity_rps)
-    return max(t.results, key=lambda r: float(r["request_rate"]) if r["request_rate"] != "inf" else math.inf)
+    return max(t.results, key=_rate)
