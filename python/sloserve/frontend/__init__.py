@@ -2,8 +2,8 @@
 
 ``sgl.gen`` takes no SLO arguments, so tags travel beside it::
 
+    from sloserve.frontend import SloRuntimeEndpoint, slo_stage  # first: stubs triton on a CPU machine
     import sglang as sgl
-    from sloserve.frontend import SloRuntimeEndpoint, slo_stage
 
     @sgl.function
     def reason(s, question):
@@ -23,9 +23,24 @@ per-run ``slo_program_id`` with an increasing ``slo_stage_index``), and its meta
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 __all__ = ["SloRuntimeEndpoint", "slo_stage", "slo_tags"]
+
+
+def _stub_gpu_imports() -> None:
+    """``import sglang`` needs triton (and torchvision), GPU-only packages a client machine may
+    lack although frontend programs never use them: where they are not really installed, stand-ins
+    are registered (sloserve.sglang.gpu_stubs; a real install is never shadowed). Import
+    ``sloserve.frontend`` before ``sglang`` for this to apply."""
+    if importlib.util.find_spec("sglang") is not None:
+        from sloserve.sglang import gpu_stubs  # noqa: PLC0415
+
+        gpu_stubs.install()
+
+
+_stub_gpu_imports()
 
 
 def __getattr__(name: str) -> Any:
