@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-OUTPUT_LENGTH_MODES = ("reserve", "predict")
+OUTPUT_LENGTH_MODES = ("reserve", "predict", "learn")
 
 
 @dataclass(frozen=True)
@@ -20,11 +20,19 @@ class SLOsServeConfig:
     replan_interval_s: float = field(default=0.0, metadata={
         "help": "ablation: > 0 decides admissions only on this timer (the authors' 0.1 s) instead of per event"})
     output_length: str = field(default="reserve", metadata={
-        "help": "unknown output lengths: 'reserve' plans max_new_tokens, 'predict' plans a predicted length and re-plans on overrun"})
+        "help": "unknown output lengths: 'reserve' plans max_new_tokens; 'predict' plans predict_margin x the class mean; 'learn' plans an online upper quantile per class and prompt bucket (planner/lengths.py); both re-plan on overrun"})
     predict_prior_tokens: int = field(default=256, metadata={
         "help": "predict mode: prior output length before any request of the class finished"})
     predict_margin: float = field(default=1.5, metadata={
         "help": "predict mode: plan this multiple of the class's mean observed output length"})
+    length_quantile: float = field(default=0.7, metadata={
+        "help": "learn mode: plan this quantile of the finished output lengths of the request's class and prompt bucket"})
+    length_min_samples: int = field(default=20, metadata={
+        "help": "learn mode: lengths a bucket (else the class) needs before its quantile replaces the prior (max_new_tokens)"})
+    length_prior_tokens: int = field(default=256, metadata={
+        "help": "learn mode: planned output length until enough lengths are known (0: max_new_tokens, the reserve-mode plan)"})
+    length_window: int = field(default=1000, metadata={
+        "help": "learn mode: most recent finished lengths kept per bucket and per class"})
     promote_best_effort: bool = field(default=True, metadata={
         "help": "re-offer not-yet-started best-effort requests to the DP at every re-plan"})
     max_candidates: int = field(default=8, metadata={
@@ -61,6 +69,14 @@ class SLOsServeConfig:
         "help": "with repace: re-pace a resident only when its finish bound moves earlier by more than this many steps"})
     repace_above: float = field(default=0.8, metadata={
         "help": "with repace and kv_profile: KV binds when the admitted requests' KV peak exceeds this fraction of the pool (or reserved KV exceeds best_effort_yield_kv)"})
+    calibrate: bool = field(default=True, metadata={
+        "help": "scale the batch-time model by a high quantile of observed/predicted step times (planner/calibrate.py); a no-op while the engine matches the model"})
+    calibrate_quantile: float = field(default=0.99, metadata={
+        "help": "with calibrate: the quantile of recent observed/predicted step-time ratios the model is scaled by (never below 1)"})
+    calibrate_window: int = field(default=512, metadata={
+        "help": "with calibrate: recent steps the quantile is taken over"})
+    calibrate_prior: float = field(default=1.2, metadata={
+        "help": "with calibrate: the model's scale from the first step that differs from the model until 8 steps were observed (protects the first admissions on an engine not yet measured)"})
     idle_step_s: float = field(default=0.05, metadata={
         "help": "step length when no SLO request is resident (best effort only)"})
 
@@ -73,6 +89,9 @@ class SLOsServeConfig:
             raise ValueError("max_candidates, max_front and max_states must be >= 1")
         if self.predict_prior_tokens < 1 or self.predict_margin <= 0:
             raise ValueError("predict_prior_tokens must be >= 1 and predict_margin > 0")
+        if (not 0 < self.length_quantile <= 1 or self.length_min_samples < 1 or self.length_prior_tokens < 0
+                or self.length_window < self.length_min_samples):
+            raise ValueError("length_quantile must be in (0, 1], length_min_samples >= 1, length_window >= length_min_samples")
         if not 0 <= self.planning_tolerance < 1:
             raise ValueError("planning_tolerance must be in [0, 1)")
         if not 0 < self.kv_pace <= 1 or self.kv_pace_floor < 0:
@@ -81,5 +100,7 @@ class SLOsServeConfig:
             raise ValueError("best_effort_yield_kv must be in [0, 1]")
         if self.repace_tau < 1 or self.repace_slack_steps < 0 or not 0 <= self.repace_above <= 1:
             raise ValueError("repace_tau must be >= 1, repace_slack_steps >= 0 and repace_above in [0, 1]")
+        if not 0 < self.calibrate_quantile <= 1 or self.calibrate_window < 32 or self.calibrate_prior < 1:
+            raise ValueError("calibrate_quantile must be in (0, 1], calibrate_window >= 32 and calibrate_prior >= 1")
         if not (self.idle_step_s > 0 and self.max_step_s > 0):
             raise ValueError("idle_step_s and max_step_s must be positive")

@@ -119,7 +119,7 @@ class KVProfile:
         single candidate the profile includes it (its own ramp and end): the answer is then its
         full size when that fits (else the profile's free blocks without it, less than its size)."""
         cap = self.s.kv.capacity_blocks
-        if not self.s.config.kv_profile or self.s.config.output_length == "predict":
+        if not self.s.config.kv_profile or self.s.config.output_length != "reserve":
             return cap - self.s.reserved_total
         prof = self.profile(start_s)
         free = cap - self._peak(prof)
@@ -144,9 +144,16 @@ class KVProfile:
         prof = PeakProfile.of(np.array([r.prompt_tokens + r.num_output_tokens + 1 for r in rs], dtype=np.int64),
                               np.array([x[1] for x in static], dtype=np.int64),
                               np.array([x[2] for x in static], dtype=np.float64), start_s,
-                              self.s.ctx.perf.batch_time_s(1), self._tokens_per_step(), self.s.kv.block_size_tokens)
+                              self._shortest_step_s(), self._tokens_per_step(), self.s.kv.block_size_tokens)
         self._profile = (view, start_s, prof)
         return prof
+
+    def _shortest_step_s(self) -> float:
+        """No step is shorter (the growth bound): the one-token batch time, or with calibration
+        the model's scaled by the fastest step observed relative to it (planner/calibrate.py)."""
+        perf = self.s.ctx.perf
+        shortest = getattr(perf, "shortest_step_s", None)
+        return shortest() if shortest is not None else perf.batch_time_s(1)
 
     def on_admitted(self, r: Request, old_view, new_view) -> None:
         """``r`` joined the tier (``new_view`` extends ``old_view``): extend a cached profile."""
@@ -198,7 +205,7 @@ class KVProfile:
         earlier, it finishes sooner, its KV is free sooner), at its SLO pace first otherwise,
         and at the other one if the first does not admit it; the pace sticks once admitted."""
         paces = [1.0]
-        if self.s.config.kv_pace < 1 and self.s.config.kv_profile and self.s.config.output_length != "predict":
+        if self.s.config.kv_pace < 1 and self.s.config.kv_profile and self.s.config.output_length == "reserve":
             start = self.s.inflight_end_s if self.s.inflight_end_s is not None else now_s
             busy = self.s.kv.capacity_blocks - self.free_blocks(start) > self.s.config.kv_pace_above * self.s.kv.capacity_blocks
             paces = [self.s.config.kv_pace, 1.0] if busy else [1.0, self.s.config.kv_pace]

@@ -9,15 +9,18 @@ has left). Between events ``schedule`` only fills steps (planner/execute.py). Wi
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from sloserve.core.plan import AdmitDecision, AdmitReason, EventKind, ReplicaSummary, RequestEvent, StepPlan
 from sloserve.core.request import Request, Tier
 from sloserve.core.scheduler import Scheduler, register
 from sloserve.planner.admission import Admission, Item, admit_arrays, admit_cached, leftover_to_s
 from sloserve.planner.batch import EPS_S, StepGrid, make_grid
+from sloserve.planner.calibrate import CalibratedModel
 from sloserve.planner.config import SLOsServeConfig
 from sloserve.planner.deadlines import Deadlines
 from sloserve.planner.kvprofile import KVProfile
+from sloserve.planner.lengths import LengthPredictor
 from sloserve.planner.repace import Repacer
 from sloserve.planner.execute import StepBuilder, fill_step, is_decoding, step_window
 from sloserve.planner.spare import spare_curve, spare_step_s, stretch_limit_s
@@ -37,6 +40,11 @@ class SLOsServeScheduler(Scheduler):
 
     def __init__(self, ctx, config=None) -> None:
         super().__init__(ctx, config)
+        self.calib = None
+        if self.config.calibrate:  # the planner sees the model scaled by what steps really took
+            cfg = self.config
+            self.calib = CalibratedModel(ctx.perf, cfg.calibrate_quantile, cfg.calibrate_window, prior_scale=cfg.calibrate_prior)
+            self.ctx = replace(ctx, perf=self.calib)
         self.slo: dict[str, Request] = {}  # admitted: deadlines guaranteed by the plan
         self.be: dict[str, Request] = {}  # best effort, FIFO by insertion
         self.undecided: dict[str, Request] = {}  # timer mode: waiting for the next re-plan
@@ -54,9 +62,11 @@ class SLOsServeScheduler(Scheduler):
         self._view: TierView | None = None
         self._grid_cache: dict[tuple, StepGrid] = {}
         self.out_stats: dict[str, tuple[int, int]] = {}  # class -> (finished, output tokens)
+        cfg = self.config
+        self.lengths = LengthPredictor(cfg.length_quantile, cfg.length_min_samples, cfg.length_window)
         self.dl = Deadlines(self.config.planning_tolerance)
         fixed = self.config.fixed_batch_tokens
-        self.fixed_step_s = ctx.perf.batch_time_s(fixed) if fixed else None
+        self.fixed_step_s = self.ctx.perf.batch_time_s(fixed) if fixed else None
 
     # ---- lengths and memory ---------------------------------------------------------------
     def planned_output(self, r: Request) -> int:
@@ -64,7 +74,9 @@ class SLOsServeScheduler(Scheduler):
         if r.output_tokens_known or self.config.output_length == "reserve":
             return r.planning_output_tokens
         pred = r.extra.get("sloserve_pred")
-        if pred is None:
+        if pred is None and self.config.output_length == "learn":
+            pred = self.lengths.predict(r, self.config.length_prior_tokens or r.planning_output_tokens)
+        elif pred is None:
             n, total = self.out_stats.get(r.slo_class, (0, 0))
             pred = total / n * self.config.predict_margin if n else self.config.predict_prior_tokens
             if r.max_new_tokens is not None:
@@ -206,6 +218,8 @@ class SLOsServeScheduler(Scheduler):
             self._view = None
         r.tier = Tier.SLO
         self.slo[r.request_id] = r
+        if self.config.output_length == "learn" and not r.output_tokens_known:
+            r.extra.setdefault("sloserve_pred", self.planned_output(r))  # fixed while it holds
         blocks = self.mem_blocks(r)
         self.reserved[r.request_id] = blocks
         self.reserved_total += blocks
@@ -274,6 +288,7 @@ class SLOsServeScheduler(Scheduler):
         if request.finish_s is not None and not request.output_tokens_known:
             n, total = self.out_stats.get(request.slo_class, (0, 0))
             self.out_stats[request.slo_class] = (n + 1, total + request.num_output_tokens)
+            self.lengths.observe(request.slo_class, request.prompt_tokens, request.num_output_tokens)
         if not self.slo:
             self.step_len_s = None
 
@@ -389,12 +404,15 @@ class SLOsServeScheduler(Scheduler):
     def on_step_done(self, plan: StepPlan, result, now_s: float) -> list[RequestEvent]:
         self.inflight, self.inflight_end_s = {}, None
         self._view = None
+        if self.calib is not None and self.calib.observe(self.calib.base.plan_time_s(plan), result.step_s):
+            self._grid_cache.clear()  # grids were sized with the old scale
+            self.reasons["calibrated"] += 1
         events = super().on_step_done(plan, result, now_s)
         finished = False
         for ev in events:
             if ev.kind is EventKind.FINISHED:
                 finished = True
-        if self.config.output_length == "predict":
+        if self.config.output_length != "reserve":
             self._track_lengths(now_s)
         if finished and self.config.replan_interval_s <= 0 and not self.config.admit_all:
             if self.repacer is not None:
@@ -403,25 +421,46 @@ class SLOsServeScheduler(Scheduler):
         return events
 
     def _track_lengths(self, now_s: float) -> None:
-        """Predict mode: on overrun double the planned length (KV permitting) or demote."""
+        """Predict and learn modes: a request about to outrun its planned length gets a longer
+        plan (predict: double; learn: the conditional quantile, planner/lengths.py) if the KV
+        fits and (learn) the admitted plan stays feasible with it; otherwise it is demoted to
+        best effort, so the admitted rest keep their guarantee."""
+        learn = self.config.output_length == "learn"
         for r in list(self.slo.values()):
-            if r.output_tokens_known or r.num_output_tokens < self.planned_output(r) - 1:
+            planned = self.planned_output(r)
+            if r.output_tokens_known or r.num_output_tokens < planned - 1:
                 continue
             cap = r.max_new_tokens if r.max_new_tokens is not None else r.output_tokens
-            new = min(2 * self.planned_output(r), cap)
-            extra = self.kv.blocks_for(r.prompt_tokens + new) - self.reserved[r.request_id]
+            if learn and planned >= cap:
+                continue  # planned up to its limit: it cannot outrun it
+            new = self.lengths.extend(r) if learn else min(2 * planned, cap)
+            old_blocks = self.reserved[r.request_id]
+            extra = self.kv.blocks_for(r.prompt_tokens + new) - old_blocks
             self.reasons["length_overrun"] += 1
             if self.reserved_total + extra <= self.kv.capacity_blocks:
-                r.extra["sloserve_pred"] = new
-                self.reserved[r.request_id] += extra
-                self.reserved_total += extra
-            else:
-                self.reserved_total -= self.reserved.pop(r.request_id)
-                del self.slo[r.request_id]
-                self._view = None
-                r.tier = Tier.BEST_EFFORT
-                self.be[r.request_id] = r
-                self.pending_events.append(RequestEvent(EventKind.TIER, r.request_id, now_s, tier=r.tier.value, reason="overrun"))
+                old = r.extra.get("sloserve_pred")
+                self._set_planned(r, new, old_blocks + extra)
+                if not learn or self.plan([], now_s)[0].feasible:
+                    continue
+                self._set_planned(r, old, old_blocks)  # the longer plan would break an admitted deadline
+                if not self.plan([], now_s)[0].feasible:  # ... unless the plan was infeasible anyway
+                    self._set_planned(r, new, old_blocks + extra)
+                    continue
+            self.reasons["overrun_demoted"] += 1
+            self.reserved_total -= self.reserved.pop(r.request_id)
+            del self.slo[r.request_id]
+            self._view = None
+            r.tier = Tier.BEST_EFFORT
+            self.be[r.request_id] = r
+            self.pending_events.append(RequestEvent(EventKind.TIER, r.request_id, now_s, tier=r.tier.value, reason="overrun"))
+        if not self.slo:
+            self.step_len_s = None
+
+    def _set_planned(self, r: Request, pred: int | None, blocks: int) -> None:
+        r.extra["sloserve_pred"] = pred
+        self.reserved_total += blocks - self.reserved[r.request_id]
+        self.reserved[r.request_id] = blocks
+        self._view = None
 
     def _timer_replan(self, now_s: float) -> None:
         interval = self.config.replan_interval_s

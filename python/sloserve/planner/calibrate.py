@@ -1,0 +1,74 @@
+"""Online calibration of the batch-time model from observed step times (``calibrate``).
+
+The planner's guarantee assumes each step takes the model's time. A real engine does not: the
+model is biased (fitted elsewhere, other load on the host) and every step is noisy. After each
+step the policy reports (predicted, observed); ``CalibratedModel`` keeps the last ``window``
+ratios observed / predicted and scales the model by a high quantile of them (``quantile``,
+never below 1), so step token caps, forecasts and admission all plan for a step that is slower
+than all but a ``1 - quantile`` fraction of recent steps. The remaining tail is absorbed by the
+slack that cumulative deadlines bank (and by planning against deadlines tighter than the metric's,
+``planning_tolerance < tolerance``). The scale is 1 (the model as given) until a step's time
+differs from the model's, then ``prior_scale`` until ``min_samples`` steps were seen (a prior
+above 1 protects the first admissions on an engine not yet measured), then the quantile,
+recomputed every ``every`` steps (the planner's step grids are memoized and are dropped when it
+changes). With an engine that matches the model (the simulator's default) nothing changes.
+
+``shortest_step_s`` is the one-token step the KV profile may count on as a lower bound (section
+3b of docs/planner.md): the model's, scaled by the smallest observed ratio when that is below 1.
+
+Pure and deterministic: the ratios come from the driver (virtual time in the simulator).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+from sloserve.perf.base import BatchTimeModel
+
+
+class CalibratedModel(BatchTimeModel):
+    def __init__(self, base: BatchTimeModel, quantile: float = 0.99, window: int = 512, min_samples: int = 8,
+                 every: int = 4, max_scale: float = 3.0, prior_scale: float = 1.0) -> None:
+        if not 0 < quantile <= 1 or window < min_samples or min_samples < 1 or every < 1 or prior_scale < 1:
+            raise ValueError("need 0 < quantile <= 1, 1 <= min_samples <= window, every >= 1, prior_scale >= 1")
+        self.base = base
+        self.name = f"{getattr(base, 'name', '')}+calibrated"
+        self.quantile, self.min_samples, self.every, self.max_scale = quantile, min_samples, every, max_scale
+        self.ratios: deque = deque(maxlen=window)
+        self.prior_scale = prior_scale
+        self.scale = 1.0  # the model as given, until a step shows the engine differs from it
+        self.low = 1.0  # smallest observed ratio (<= 1)
+        self._since = 0
+
+    def observe(self, predicted_s: float, observed_s: float) -> bool:
+        """Record one step; True when the scale changed (the caller drops cached grids)."""
+        if predicted_s <= 0 or observed_s <= 0:
+            return False
+        ratio = observed_s / predicted_s
+        self.ratios.append(ratio)
+        self.low = min(self.low, ratio)
+        self._since += 1
+        if len(self.ratios) < self.min_samples:
+            if abs(ratio - 1.0) <= 1e-9 or self.scale == self.prior_scale:
+                return False
+            self.scale = self.prior_scale  # the engine is not the model: the prior until enough is seen
+            return True
+        if self._since < self.every and len(self.ratios) > self.min_samples:
+            return False
+        self._since = 0
+        q = float(np.quantile(np.fromiter(self.ratios, dtype=np.float64), self.quantile, method="higher"))
+        new = min(max(q, 1.0), self.max_scale)
+        changed = new != self.scale
+        self.scale = new
+        return changed
+
+    def batch_time_s(self, num_tokens: int, spec_steps: int = 0, kv_read_tokens: int = 0, attn_pairs: float = 0.0) -> float:
+        return self.base.batch_time_s(num_tokens, spec_steps, kv_read_tokens, attn_pairs) * self.scale
+
+    def max_tokens_within_s(self, time_s: float, spec_steps: int = 0, kv_read_tokens: int = 0) -> int:
+        return self.base.max_tokens_within_s(time_s / self.scale, spec_steps, kv_read_tokens)
+
+    def shortest_step_s(self) -> float:
+        return self.base.batch_time_s(1) * min(self.low, 1.0)

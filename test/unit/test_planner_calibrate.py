@@ -1,0 +1,86 @@
+"""Online batch-time calibration: the scale follows a high quantile of observed/predicted step
+times, the prior protects the first steps of an engine that differs from the model, an exact
+engine changes nothing, and the planner plans with the calibrated model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sloserve.core.scheduler import SchedulerContext, create_scheduler
+from sloserve.core.slo import DecodeSegment, ProgramSpec, StageSpec, TTFTSLO
+from sloserve.perf.presets import get_model
+from sloserve.planner.calibrate import CalibratedModel
+from sloserve.sim import SimConfig, Simulator, simulate
+
+PERF = get_model("opt-13b-tp2-a100")
+
+
+def test_exact_engine_keeps_the_model():
+    m = CalibratedModel(PERF)
+    for _ in range(100):
+        assert not m.observe(0.05, 0.05)
+    assert m.scale == 1.0 and m.batch_time_s(300) == PERF.batch_time_s(300)
+    assert m.max_tokens_within_s(0.1) == PERF.max_tokens_within_s(0.1)
+    assert m.shortest_step_s() == PERF.batch_time_s(1)
+
+
+def test_bias_and_noise_set_the_scale_to_the_quantile():
+    m = CalibratedModel(PERF, quantile=0.99, prior_scale=1.2)
+    assert m.observe(0.05, 0.0525)  # the first step that differs: the prior
+    assert m.scale == 1.2
+    for _ in range(20):
+        m.observe(0.05, 0.0525)
+    assert m.scale == pytest.approx(1.05)  # a pure bias: exactly it
+    rng = np.random.default_rng(0)
+    noisy = CalibratedModel(PERF, quantile=0.9)
+    ratios = np.exp(rng.normal(-0.005, 0.1, size=512))
+    for r in ratios:
+        noisy.observe(0.04, 0.04 * r)
+    assert noisy.scale == pytest.approx(np.quantile(ratios, 0.9), rel=0.03)
+    assert noisy.shortest_step_s() == pytest.approx(PERF.batch_time_s(1) * ratios.min())
+    # the inverse stays consistent with the scaled time
+    for t in (0.04, 0.1, 0.25):
+        n = noisy.max_tokens_within_s(t)
+        assert noisy.batch_time_s(n) <= t + 1e-12 < noisy.batch_time_s(n + 1)
+
+
+def test_a_faster_engine_never_scales_below_the_model():
+    m = CalibratedModel(PERF)
+    for _ in range(64):
+        m.observe(0.05, 0.045)
+    assert m.scale == 1.0 and m.shortest_step_s() == pytest.approx(0.9 * PERF.batch_time_s(1))
+
+
+def test_bad_options_fail_clearly():
+    with pytest.raises(ValueError):
+        CalibratedModel(PERF, quantile=0)
+    with pytest.raises(ValueError):
+        create_scheduler("slos-serve", SchedulerContext(PERF, 10_000, 16), {"calibrate_prior": 0.5})
+
+
+def programs(n=80, rate=6.0):
+    rng = np.random.default_rng(1)
+    out, t = [], 0.0
+    for i in range(n):
+        t += rng.exponential(1 / rate)
+        stage = StageSpec(int(rng.integers(16, 1500)), int(rng.integers(1, 300)), TTFTSLO(slowdown=5), (DecodeSegment(100),))
+        out.append(ProgramSpec(f"p{i:05d}", t, "chatbot", (stage,)))
+    return out
+
+
+def test_calibration_is_a_no_op_on_an_exact_engine_and_plans_with_the_scale_on_a_biased_one():
+    progs = programs()
+    on = simulate(progs, SimConfig(policy="slos-serve", chrome_trace=True))
+    off = simulate(progs, SimConfig(policy="slos-serve", policy_options={"calibrate": False}, chrome_trace=True))
+    assert on.steps == off.steps and on.summary["attainment"] == off.summary["attainment"]
+    assert "calibrated" not in on.summary["reasons"]
+    sim = Simulator(programs(rate=12.0), SimConfig(policy="slos-serve", step_time_bias=0.2))
+    biased = sim.run().summary
+    assert biased["reasons"]["calibrated"] >= 1 and sim.replicas[0].scheduler.calib.scale == pytest.approx(1.2)
+    assert biased["num_admitted_slo_misses"] == 0
+    # negative control: the same engine without calibration lets admitted requests miss
+    blind = simulate(programs(rate=12.0), SimConfig(policy="slos-serve", step_time_bias=0.2, policy_options={"calibrate": False}))
+    assert blind.summary["num_admitted_slo_misses"] > 0
+    s = create_scheduler("slos-serve", SchedulerContext(PERF, 97648, 16), {})
+    assert s.ctx.perf.base is PERF  # every planner module reads the calibrated model via ctx
