@@ -8,7 +8,7 @@ import time
 
 import uvicorn
 
-from sloserve.core.scheduler import SCHEDULERS, SchedulerContext, create_scheduler
+from sloserve.core.scheduler import SchedulerContext, create_scheduler
 from sloserve.perf import get_model, preset_names
 from sloserve.routing.base import ROUTERS, create_router
 from sloserve.runtime.config import ServerConfig, servable_policies, simulator_only_policies
