@@ -56,7 +56,7 @@ def main() -> None:
         sched.publish_spare = True
         sched.summary(t)
         times["curve_on_warm_rows_ms"].append(
-            min(timeit.repeat(lambda: sched.spare_prefill(t), number=1, repeat=args.repeat)) * 1e3)
+            min(timeit.repeat(lambda: sched.spare_prefill(t), number=1, repeat=args.repeat)) * 1e3)  # noqa: B023 (run now)
         slo.append(len(sched.slo))
         pending.append(int(sched.view().pending_deadline_s.size))
     out = {"resident": args.resident, "slo_tier_mean": float(np.mean(slo)), "pending_prefills_mean": float(np.mean(pending)),

@@ -144,7 +144,9 @@ def test_json_errors_and_roofline_json(tmp_path):
 def test_fit_script_end_to_end_and_failure(tmp_path):
     script = str(ROOT / "scripts" / "fit_perf_model.py")
     csv_path, out = tmp_path / "p.csv", tmp_path / "fit.json"
-    run = lambda *a: subprocess.run([sys.executable, script, *a], capture_output=True, text=True, timeout=60)
+    def run(*a):
+        return subprocess.run([sys.executable, script, *a], capture_output=True, text=True, timeout=60)
+
     assert run("--synthesize", "llama-2-7b-a100", "--out-csv", str(csv_path)).returncode == 0
     res = run(str(csv_path), "--out", str(out), "--max-under-share", "0.0")
     assert res.returncode == 0, res.stderr

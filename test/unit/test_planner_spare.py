@@ -201,7 +201,7 @@ def test_simulator_publishes_the_curve_only_for_routers_that_read_it():
         seen = []
         publish = type(sim.replicas[0]).publish
 
-        def spy(rep, now_s, publish=publish):
+        def spy(rep, now_s, publish=publish, seen=seen):
             publish(rep, now_s)
             seen.append(rep.summary().spare_prefill_tokens)
 

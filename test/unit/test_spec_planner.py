@@ -59,7 +59,7 @@ def test_forced_positions_match_a_step_by_step_oracle(alpha):
     assert np.all(sload.spacing_s >= grid.step_len_s - 1e-9)  # every tier keeps up in expectation
     deadlines = np.linspace(0.05, 4.0, 12)
     fc = spec_forecast(grid, sload, deadlines)
-    for d, m, budget in zip(deadlines, fc.steps, fc.budget_tokens):
+    for _d, m, budget in zip(deadlines, fc.steps, fc.budget_tokens):
         assert budget == int(grid.tokens_by(m)) - _oracle_positions(grid, sload, int(m))
 
 
