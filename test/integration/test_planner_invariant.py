@@ -77,3 +77,30 @@ def test_kv_profile_and_pacing_keep_the_invariant_and_admit_more_under_kv_pressu
         assert misses == [] and summary["reasons"].get("decode_overload", 0) == 0, opts
         if "kv_pace" not in opts:  # pacing trades compute for KV: it may admit fewer when compute binds too
             assert admitted >= full_admitted
+
+
+def noisy_misses(scenario, rate, noise, bias, **opts):
+    w = build_workload(WorkloadConfig(scenario=scenario, rate_rps=rate, num_requests=60, seed=3, max_seq_len=2038))
+    cfg = SimConfig(model="opt-13b-tp2-a100", policy="slos-serve", policy_options=opts, max_seq_len=2038,
+                    tolerance=0.05, step_time_noise=noise, step_time_bias=bias)
+    slo = [r for r in simulate(w.programs, cfg).records if r.tier == "slo" and r.completed]
+    return sum(not r.attained(0.05) for r in slo), len(slo)
+
+
+def test_calibration_keeps_admitted_misses_rare_on_a_noisy_and_biased_engine():
+    """The engine is not the model: 10% lognormal step noise and a 5% bias. With the online
+    calibration (default) admitted requests rarely miss (checked at the metric's 5% tolerance,
+    planned at 0: the margin absorbs noise the quantile does not); without it they miss
+    about three times as often (the negative control). Measured on this grid: 8 of 502 (1.6%,
+    all but two in the coder overload burst before the engine was measured) against 25 of 522
+    without (docs/planner.md §6b); the issue's 0.1% is not reached."""
+    cal = blind = admitted = 0
+    for scenario in ("chatbot", "coder"):
+        for rate in RATES[scenario]:
+            for noise, bias in ((0.1, 0.0), (0.1, 0.05)):
+                m, n = noisy_misses(scenario, rate, noise, bias)
+                cal, admitted = cal + m, admitted + n
+                blind += noisy_misses(scenario, rate, noise, bias, calibrate=False)[0]
+    assert admitted > 300
+    assert cal <= 0.02 * admitted
+    assert blind >= 2 * max(cal, 1)

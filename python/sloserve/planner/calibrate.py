@@ -30,12 +30,14 @@ from sloserve.perf.base import BatchTimeModel
 
 class CalibratedModel(BatchTimeModel):
     def __init__(self, base: BatchTimeModel, quantile: float = 0.99, window: int = 512, min_samples: int = 8,
-                 every: int = 4, max_scale: float = 3.0, prior_scale: float = 1.0) -> None:
+                 every: int = 4, max_scale: float = 3.0, prior_scale: float = 1.0, tail_quantile: float = 0.0) -> None:
         if not 0 < quantile <= 1 or window < min_samples or min_samples < 1 or every < 1 or prior_scale < 1:
             raise ValueError("need 0 < quantile <= 1, 1 <= min_samples <= window, every >= 1, prior_scale >= 1")
         self.base = base
         self.name = f"{getattr(base, 'name', '')}+calibrated"
         self.quantile, self.min_samples, self.every, self.max_scale = quantile, min_samples, every, max_scale
+        self.tail_quantile = tail_quantile
+        self.tail = 1.0  # the tail quantile's ratio (>= scale)
         self.ratios: deque = deque(maxlen=window)
         self.prior_scale = prior_scale
         self.scale = 1.0  # the model as given, until a step shows the engine differs from it
@@ -58,11 +60,20 @@ class CalibratedModel(BatchTimeModel):
         if self._since < self.every and len(self.ratios) > self.min_samples:
             return False
         self._since = 0
-        q = float(np.quantile(np.fromiter(self.ratios, dtype=np.float64), self.quantile, method="higher"))
+        arr = np.fromiter(self.ratios, dtype=np.float64)
+        q = float(np.quantile(arr, self.quantile, method="higher"))
         new = min(max(q, 1.0), self.max_scale)
+        if self.tail_quantile > self.quantile:
+            self.tail = max(float(np.quantile(arr, self.tail_quantile, method="higher")), new)
         changed = new != self.scale
         self.scale = new
         return changed
+
+    @property
+    def tail_factor(self) -> float:
+        """scale / tail (<= 1): a step planned to end ``x`` seconds from now at the calibrated
+        scale ends by then even at the tail ratio when planned for ``x * tail_factor``."""
+        return self.scale / self.tail if self.tail > self.scale else 1.0
 
     def batch_time_s(self, num_tokens: int, spec_steps: int = 0, kv_read_tokens: int = 0, attn_pairs: float = 0.0) -> float:
         return self.base.batch_time_s(num_tokens, spec_steps, kv_read_tokens, attn_pairs) * self.scale

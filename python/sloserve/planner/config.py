@@ -73,6 +73,8 @@ class SLOsServeConfig:
         "help": "scale the batch-time model by a high quantile of observed/predicted step times (planner/calibrate.py); a no-op while the engine matches the model"})
     calibrate_quantile: float = field(default=0.99, metadata={
         "help": "with calibrate: the quantile of recent observed/predicted step-time ratios the model is scaled by (never below 1)"})
+    calibrate_tail_quantile: float = field(default=0.0, metadata={
+        "help": "with calibrate, experiment: a step that ends at a decode deadline is sized to end in time even at this quantile of observed/predicted ratios, the rest at calibrate_quantile (<= calibrate_quantile: off)"})
     calibrate_window: int = field(default=512, metadata={
         "help": "with calibrate: recent steps the quantile is taken over"})
     calibrate_prior: float = field(default=1.2, metadata={
@@ -100,7 +102,8 @@ class SLOsServeConfig:
             raise ValueError("best_effort_yield_kv must be in [0, 1]")
         if self.repace_tau < 1 or self.repace_slack_steps < 0 or not 0 <= self.repace_above <= 1:
             raise ValueError("repace_tau must be >= 1, repace_slack_steps >= 0 and repace_above in [0, 1]")
-        if not 0 < self.calibrate_quantile <= 1 or self.calibrate_window < 32 or self.calibrate_prior < 1:
+        if (not 0 < self.calibrate_quantile <= 1 or not 0 <= self.calibrate_tail_quantile <= 1
+                or self.calibrate_window < 32 or self.calibrate_prior < 1):
             raise ValueError("calibrate_quantile must be in (0, 1], calibrate_window >= 32 and calibrate_prior >= 1")
         if not (self.idle_step_s > 0 and self.max_step_s > 0):
             raise ValueError("idle_step_s and max_step_s must be positive")

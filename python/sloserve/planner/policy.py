@@ -43,7 +43,8 @@ class SLOsServeScheduler(Scheduler):
         self.calib = None
         if self.config.calibrate:  # the planner sees the model scaled by what steps really took
             cfg = self.config
-            self.calib = CalibratedModel(ctx.perf, cfg.calibrate_quantile, cfg.calibrate_window, prior_scale=cfg.calibrate_prior)
+            self.calib = CalibratedModel(ctx.perf, cfg.calibrate_quantile, cfg.calibrate_window, prior_scale=cfg.calibrate_prior,
+                                         tail_quantile=cfg.calibrate_tail_quantile)
             self.ctx = replace(ctx, perf=self.calib)
         self.slo: dict[str, Request] = {}  # admitted: deadlines guaranteed by the plan
         self.be: dict[str, Request] = {}  # best effort, FIFO by insertion
@@ -299,6 +300,9 @@ class SLOsServeScheduler(Scheduler):
         step = self.step_len_s if self.step_len_s is not None else self.idle_step_s()
         decoders = [(self.dl.next_token_s(r), r) for r in self.slo.values() if is_decoding(r)]
         prefills = sorted((r for r in self.slo.values() if not is_decoding(r)), key=self.dl.ttft_s)
+        tail = self.calib.tail_factor if self.calib is not None else 1.0
+        if tail < 1.0:  # a step bound by a decode deadline must end by it even when it runs slow
+            decoders = [(now_s + (due - now_s) * tail, r) for due, r in decoders]
         end_s, forced, optional = step_window(now_s, step, decoders)
         first = self.first_step
         if first is not None and abs(first[0] - now_s) <= EPS_S and not first[2]:
@@ -306,6 +310,7 @@ class SLOsServeScheduler(Scheduler):
         best_effort = self._best_effort_work()
         stretch_end = self._stretch_end(now_s, end_s, prefills, best_effort)
         if stretch_end is not None:
+            stretch_end = now_s + (stretch_end - now_s) * tail
             end_s, forced, optional = stretch_end, sorted(decoders, key=lambda x: x[0]), []
         self.first_step = None
         cap = self.ctx.perf.max_tokens_within_s(end_s - now_s - EPS_S) if end_s > now_s + EPS_S else 0
