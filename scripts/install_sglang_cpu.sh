@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Install SGLang's scheduler-side stack on a CPU-only machine, for test/sglang.
+# Install SGLang on a CPU-only machine: its classes for test/sglang, and its real server in CPU
+# mode (python -m sloserve.launch_server --backend sglang --device cpu; docs/sglang.md).
 #
-# SGLang cannot serve on CPU (its CPU kernels are not on PyPI), but its scheduler, policy,
-# memory-pool, plugin and IPC classes import and run with a CPU torch. This installs exactly
-# that, and never the CUDA torch or nvidia-* wheels:
+# SGLang's CPU kernels (sgl_kernel) are not on PyPI, but on a CPU without AMX every layer takes
+# SGLang's torch-native path, so the server runs with sloserve's import shim (triton/torchvision
+# stubs, an sgl_kernel placeholder; sloserve/sglang/cpu_shim). This installs, and never the CUDA
+# torch or nvidia-* wheels:
 #   * torch==2.13.0+cpu (the local CPU wheel; the PyTorch CPU index as a fallback),
 #   * sglang with --no-deps,
 #   * the light packages SGLang's scheduler modules import (found by trial, pinned where SGLang
@@ -23,9 +25,11 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 NO_DEPS_PKGS=(
   "apache-tvm-ffi==0.1.11" "compressed-tensors==0.18.0" "sentencepiece==0.2.1"
   msgspec psutil pybase64 setproctitle dill loguru gguf partial_json_parser einops ipython traitlets
+  "xgrammar==0.2.7"  # the HTTP server's grammar backend; its own deps would pull triton
 )
 # Light dependencies whose own requirements are light (no torch among them).
-WITH_DEPS_PKGS=("transformers==5.19.0" "tokenizers==0.23.2" huggingface_hub requests pyzmq orjson)
+WITH_DEPS_PKGS=("transformers==5.19.0" "tokenizers==0.23.2" huggingface_hub requests pyzmq orjson
+  jsonschema python-multipart soundfile)  # the last three: SGLang's HTTP server (CPU mode)
 
 check() {
   SLOSERVE_SGLANG_CHECK_VERSION="$SGLANG_VERSION" SLOSERVE_TORCH_CHECK_VERSION="$TORCH_VERSION" \
@@ -57,7 +61,8 @@ try:
     ok = md.version("sglang") == sglang and md.version("torch") == torch + "+cpu"
     for spec in pkgs:
         name, _, version = spec.partition("==")
-        ok = ok and (not version or md.version(name) == version)
+        installed = md.version(name)  # raises when missing, pinned or not
+        ok = ok and (not version or installed == version)
 except md.PackageNotFoundError:
     ok = False
 sys.exit(0 if ok else 1)

@@ -6,7 +6,8 @@ import pytest
 
 from sloserve.core.plan import ScheduledItem, StepPlan
 from sloserve.core.request import Tier
-from sloserve.perf import get_model
+from sloserve.perf import get_model, preset_names
+from sloserve.perf.paper import Line, PaperLinesModel
 from sloserve.runtime.slo_params import SloParamError
 from sloserve.sglang.config import SglangAdapterConfig, export_env, load_config, plugin_enabled
 from sloserve.sglang.shadow import ShadowPlanner
@@ -154,3 +155,16 @@ def test_same_inputs_give_the_same_decisions(policy):
     assert not shadow.known  # every request finished through the observed progress
     if policy == "slos-serve":
         assert meta1["r5"]["tier"] == "best_effort" and meta1["r0"]["tier"] == "slo"
+
+
+@pytest.mark.parametrize("preset", [*preset_names(), "cpu-slow"])
+def test_best_effort_alone_is_planned_under_every_perf_preset(preset):
+    """Defect C: with only best-effort work queued, the plan must still prefill it, whatever
+    the batch-time model's base step (it once exceeded the idle step and the plan stayed empty:
+    "cpu-slow", an 80 ms base step like a CPU engine's, failed before the fix)."""
+    perf = PaperLinesModel("cpu-slow", (Line(1e-4, 0.0, 0.08),)) if preset == "cpu-slow" else get_model(preset)
+    shadow = ShadowPlanner.create("slos-serve", {}, perf, 32768)
+    req = build_request("be", 50, 8, {"slo_best_effort": True}, 0.0, perf.zero_load_prefill_s)
+    shadow.add(req, 0.0)
+    planned = [shadow.plan(0.01 * i, ["be"], False).prefill_tokens.get("be", 0) for i in range(3)]
+    assert sum(planned) > 0, planned

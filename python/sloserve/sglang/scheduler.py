@@ -27,7 +27,7 @@ from sloserve.sglang.policy import SloPrefillAdder, SloSchedulePolicy
 from sloserve.sglang.shadow import ShadowPlanner
 from sloserve.sglang.spec_selector import SloSpeculativeParams
 from sloserve.sglang.streamer import SloOutputStreamer
-from sloserve.sglang.summaries import ENV_SUMMARY_DIR, write_summary
+from sloserve.sglang.summaries import ENV_SUMMARY_DIR, PlanTimer, write_stats, write_summary
 from sloserve.sglang.translate import ReqSnapshot, build_request
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ class SloScheduler(Scheduler):
     _slo_now_s: float = 0.0
     _slo_planned: bool = False
     _slo_summary_at: float = 0.0
+    _slo_timer: PlanTimer = PlanTimer()  # replaced per instance in _slo()
 
     # ---- setup ------------------------------------------------------------------------
     def _slo(self) -> ShadowPlanner:
@@ -79,6 +80,7 @@ class SloScheduler(Scheduler):
             self._slo_shadow = ShadowPlanner.create(cfg.policy, dict(cfg.policy_options), self._slo_perf, capacity,
                                                     cfg.block_size_tokens, getattr(self, "max_req_len", None), replica)
             self._slo_now_s = self._slo_clock()
+            self._slo_timer = PlanTimer()
             log.info("sloserve policy %s on replica %d (KV %d tokens, perf %s)", cfg.policy, replica, capacity, cfg.perf_model)
         return self._slo_shadow
 
@@ -122,6 +124,14 @@ class SloScheduler(Scheduler):
         return float(now)
 
     # ---- arrivals ----------------------------------------------------------------------
+    def process_input_requests(self, recv_reqs):
+        # Arrivals are stamped with this clock: refresh it (an idle scheduler sleeps between
+        # iterations). recv_reqs is identical on every TP rank, so the broadcast is collective.
+        if recv_reqs:
+            self._slo()
+            self._slo_now_s = self._slo_clock()
+        return super().process_input_requests(recv_reqs)
+
     def _create_generation_req(self, recv_req, *args, **kwargs):
         req = super()._create_generation_req(recv_req, *args, **kwargs)
         self._slo()  # perf model and defaults
@@ -159,6 +169,7 @@ class SloScheduler(Scheduler):
             waiting.append(chunked)
         if not running and not waiting and not shadow.known:
             return
+        started = time.perf_counter()
         aborted = {r.rid: len(r.origin_input_ids) for r in waiting if getattr(r, "to_finish", None) is not None}
         snaps = [req_snapshot(r, True) for r in running] + [req_snapshot(r, False) for r in waiting]
         shadow.observe(snaps, now)
@@ -171,17 +182,21 @@ class SloScheduler(Scheduler):
         # how many one-token decodes fit in a step of the tightest TPOT at today's KV read.
         tpot_s = tpot if tpot is not None else self._slo_cfg.default_tpot_ms / 1e3
         self.max_running_requests_under_SLO = max(self._slo_perf.max_tokens_within_s(tpot_s, 0, kv_read), 1)
-        self._slo_publish_summary(now)
+        self._slo_timer.add(time.perf_counter() - started)
+        # An emptied replica publishes at once: routers and tests must not see a stale load.
+        self._slo_publish_summary(now, force=not shadow.known)
 
-    def _slo_publish_summary(self, now: float) -> None:
+    def _slo_publish_summary(self, now: float, force: bool = False) -> None:
         directory = os.environ.get(ENV_SUMMARY_DIR)
-        if not directory or now - self._slo_summary_at < SUMMARY_INTERVAL_S:
+        if not directory or (not force and now - self._slo_summary_at < SUMMARY_INTERVAL_S):
             return
         if not self._slo_first_attn_rank():
             return
         self._slo_summary_at = now
         try:
-            write_summary(directory, self._slo().summary(now))
+            summary = self._slo().summary(now)
+            write_summary(directory, summary)
+            write_stats(directory, summary.replica_id, self._slo_timer.stats())
         except OSError as exc:  # a full /dev/shm must not stop serving
             log.warning("sloserve: cannot publish plan summary: %s", exc)
 

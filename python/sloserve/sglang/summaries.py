@@ -13,9 +13,45 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
+
 from sloserve.core.plan import ReplicaSummary
 
 ENV_SUMMARY_DIR = "SLOSERVE_SGLANG_SUMMARY_DIR"
+
+
+class PlanTimer:
+    """The plugin's own CPU time per SGLang iteration (observe + plan), the last ``window``
+    iterations kept in a ring: what the plugin adds to every scheduler step."""
+
+    def __init__(self, window: int = 4096) -> None:
+        self._ring_s = np.zeros(window)
+        self.count = 0
+        self.total_s = 0.0
+
+    def add(self, seconds: float) -> None:
+        self._ring_s[self.count % self._ring_s.size] = seconds
+        self.count += 1
+        self.total_s += seconds
+
+    def stats(self) -> dict:
+        recent = self._ring_s[:min(self.count, self._ring_s.size)]
+        if not recent.size:
+            return {"iterations": 0}
+        p50, p99 = np.percentile(recent, [50, 99])
+        return {"iterations": self.count, "total_s": self.total_s, "mean_ms": self.total_s / self.count * 1e3,
+                "p50_ms": float(p50) * 1e3, "p99_ms": float(p99) * 1e3}
+
+
+def stats_path(directory: str | os.PathLike, replica_id: int) -> Path:
+    return Path(directory) / f"replica-{int(replica_id)}.stats.json"
+
+
+def write_stats(directory: str | os.PathLike, replica_id: int, stats: dict) -> None:
+    path = stats_path(directory, replica_id)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(stats, sort_keys=True))
+    os.replace(tmp, path)
 
 
 def summary_path(directory: str | os.PathLike, replica_id: int) -> Path:
@@ -36,7 +72,9 @@ def read_summaries(directory: str | os.PathLike | None) -> dict[int, ReplicaSumm
     out: dict[int, ReplicaSummary] = {}
     if not directory or not Path(directory).is_dir():
         return out
-    for path in sorted(Path(directory).glob("replica-*.json")):
+    for path in sorted(Path(directory).glob("replica-[0-9]*.json")):
+        if path.name.endswith(".stats.json"):
+            continue
         try:
             data = json.loads(path.read_text())
             summary = ReplicaSummary(**data)
