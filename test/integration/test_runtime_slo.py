@@ -124,3 +124,13 @@ def test_overload_goes_best_effort_by_default(server_factory):
     asked = httpx.post(srv.url + "/generate", timeout=30, json={"text": "be", "sampling_params": {
         "max_new_tokens": 3, "custom_params": {"slo_best_effort": True}}}).json()
     assert asked["meta_info"]["tier"] == "best_effort"
+
+
+def test_report_has_the_schema_the_sglang_plugin_reports_too(server):
+    """One schema for both backends (test/e2e checks the plugin against the same keys)."""
+    from sloserve.metrics.report import SLO_REPORT_KEYS
+
+    meta = gen(server, "schema", 4, slo_tpot_ms=500)["meta_info"]
+    assert set(SLO_REPORT_KEYS) <= set(meta)
+    assert all(meta[k] is None or isinstance(meta[k], (str, int, float, bool)) for k in SLO_REPORT_KEYS)
+    assert meta["engine"] == "simulated" and meta["slo_met"] in (True, False)
