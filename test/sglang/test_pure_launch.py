@@ -63,3 +63,51 @@ def _has_sglang() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("sglang") is not None
+
+
+def test_cpu_mode_is_activated_only_by_device_cpu():
+    from sloserve.sglang import cpu_mode
+
+    cmd, env = build_command(["--model-path", "m", "--device", "cpu", "--dp-size", "2"], {"PYTHONPATH": "/x"})
+    assert env["SGLANG_USE_CPU_ENGINE"] == "1" and env["PYTHONPATH"].split(":") == [str(cpu_mode.SHIM_DIR), "/x"]
+    assert "--sleep-on-idle" in cmd and cmd[cmd.index("--max-total-tokens") + 1] == "32768"
+    assert env["SGLANG_CPU_OMP_THREADS_BIND"].count("|") == 1  # one core group per DP rank
+    cmd, env = build_command(["--model-path", "m", "--device=cpu", "--max-total-tokens", "4096"], {})
+    assert cmd.count("--max-total-tokens") == 1 and "4096" in cmd and "SGLANG_CPU_OMP_THREADS_BIND" not in env
+    cmd, env = build_command(["--model-path", "m"], {"PYTHONPATH": "/x"})  # a GPU run: untouched
+    assert "SGLANG_USE_CPU_ENGINE" not in env and env["PYTHONPATH"] == "/x" and "--sleep-on-idle" not in cmd
+
+
+def test_thread_binding_splits_cores_between_ranks():
+    from sloserve.sglang.cpu_mode import thread_binding
+
+    assert thread_binding(2, [0, 1]) == "0|1"
+    assert thread_binding(2, [0, 1, 2, 3]) == "0-1|2-3"
+    assert thread_binding(3, [0, 1]) == "0|1|0"  # more ranks than cores: shared round-robin
+
+
+def test_cpu_shim_placeholder_never_offers_amx_kernels():
+    from sloserve.sglang.cpu_mode import SHIM_DIR
+
+    code = ("import sgl_kernel as k; print(hasattr(k, 'convert_weight_packed'), len(k.PLACEHOLDER_NAMES)); "
+            "k.verify_tree_greedy_cpu()")
+    out = subprocess.run([sys.executable, "-c", code], env={"PYTHONPATH": str(SHIM_DIR), "PATH": "/usr/bin:/bin"},
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["False", "8"]
+    assert "NotImplementedError" in out.stderr  # importable, but never silently runs
+
+
+def test_help_works_without_a_gpu_or_triton():
+    out = subprocess.run([sys.executable, "-m", "sloserve.sglang.launch", "--help"], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "--policy" in out.stdout and "--model-path" in out.stdout  # ours, then SGLang's
+
+
+def test_launch_server_without_a_gpu_points_at_cpu_mode(capsys):
+    from sloserve import launch_server
+
+    if launch_server.cuda_available():
+        pytest.skip("a GPU is present")
+    assert launch_server.main(["--backend", "sglang", "--model-path", "m"]) == 2
+    assert "--device cpu" in capsys.readouterr().err
