@@ -29,7 +29,8 @@ NO_DEPS_PKGS=(
 )
 # Light dependencies whose own requirements are light (no torch among them).
 WITH_DEPS_PKGS=("transformers==5.19.0" "tokenizers==0.23.2" huggingface_hub requests pyzmq orjson
-  jsonschema python-multipart soundfile)  # the last three: SGLang's HTTP server (CPU mode)
+  jsonschema python-multipart soundfile  # SGLang's HTTP server (CPU mode)
+  datasets)  # imported by SGLang's own benchmark client (sglang.benchmark.serving)
 
 check() {
   SLOSERVE_SGLANG_CHECK_VERSION="$SGLANG_VERSION" SLOSERVE_TORCH_CHECK_VERSION="$TORCH_VERSION" \
