@@ -120,3 +120,19 @@ def test_overrun_that_does_not_fit_demotes_to_best_effort_and_the_rest_keep_thei
                  for _ in range(e.num_tokens)]
         assert b.tier is Tier.SLO and b.is_finished and len(times) == 200
         assert stage_attained(b.arrival_s, b.ttft_slo_s, b.segments, times, tolerance=0.0)
+
+
+@pytest.mark.parametrize("kv_profile", [False, True])
+def test_learn_mode_keeps_admitted_slos_in_the_simulator_with_and_without_the_kv_profile(kv_profile):
+    from sloserve.sim import SimConfig, simulate  # noqa: PLC0415
+    from sloserve.workloads import WorkloadConfig, build_workload  # noqa: PLC0415
+
+    w = build_workload(WorkloadConfig(scenario="chatbot", rate_rps=8.0, num_requests=80, seed=2, max_seq_len=2038,
+                                      output_len_known=False))
+    opts = {"output_length": "learn", "kv_profile": kv_profile, "repace": kv_profile}
+    res = simulate(w.programs, SimConfig(policy="slos-serve", policy_options=opts, max_seq_len=2038, tolerance=0.0))
+    s = res.summary
+    assert s["reasons"]["length_overrun"] > 0  # predictions were outrun and handled
+    assert s["num_admitted_slo_misses"] == 0 and s["num_admitted"] > 40
+    assert s["reasons"].get("decode_overload", 0) == 0  # an admitted decode always got its KV
+    assert s["num_unfinished"] == 0

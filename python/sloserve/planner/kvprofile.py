@@ -119,7 +119,7 @@ class KVProfile:
         single candidate the profile includes it (its own ramp and end): the answer is then its
         full size when that fits (else the profile's free blocks without it, less than its size)."""
         cap = self.s.kv.capacity_blocks
-        if not self.s.config.kv_profile or self.s.config.output_length != "reserve":
+        if not self.s.config.kv_profile or self.s.config.output_length == "predict":
             return cap - self.s.reserved_total
         prof = self.profile(start_s)
         free = cap - self._peak(prof)
@@ -205,7 +205,7 @@ class KVProfile:
         earlier, it finishes sooner, its KV is free sooner), at its SLO pace first otherwise,
         and at the other one if the first does not admit it; the pace sticks once admitted."""
         paces = [1.0]
-        if self.s.config.kv_pace < 1 and self.s.config.kv_profile and self.s.config.output_length == "reserve":
+        if self.s.config.kv_pace < 1 and self.s.config.kv_profile and self.s.config.output_length != "predict":
             start = self.s.inflight_end_s if self.s.inflight_end_s is not None else now_s
             busy = self.s.kv.capacity_blocks - self.free_blocks(start) > self.s.config.kv_pace_above * self.s.kv.capacity_blocks
             paces = [self.s.config.kv_pace, 1.0] if busy else [1.0, self.s.config.kv_pace]

@@ -431,6 +431,7 @@ class SLOsServeScheduler(Scheduler):
         fits and (learn) the admitted plan stays feasible with it; otherwise it is demoted to
         best effort, so the admitted rest keep their guarantee."""
         learn = self.config.output_length == "learn"
+        profile = learn and self.config.kv_profile  # KV checked on the time profile, not the sum
         for r in list(self.slo.values()):
             planned = self.planned_output(r)
             if r.output_tokens_known or r.num_output_tokens < planned - 1:
@@ -442,15 +443,18 @@ class SLOsServeScheduler(Scheduler):
             old_blocks = self.reserved[r.request_id]
             extra = self.kv.blocks_for(r.prompt_tokens + new) - old_blocks
             self.reasons["length_overrun"] += 1
-            if self.reserved_total + extra <= self.kv.capacity_blocks:
+            if profile or self.reserved_total + extra <= self.kv.capacity_blocks:
                 old = r.extra.get("sloserve_pred")
                 self._set_planned(r, new, old_blocks + extra)
-                if not learn or self.plan([], now_s)[0].feasible:
+                if profile and self.kvp.free_blocks(now_s) < 0:
+                    self._set_planned(r, old, old_blocks)  # its later finish would overfill the KV pool
+                elif not learn or self.plan([], now_s)[0].feasible:
                     continue
-                self._set_planned(r, old, old_blocks)  # the longer plan would break an admitted deadline
-                if not self.plan([], now_s)[0].feasible:  # ... unless the plan was infeasible anyway
-                    self._set_planned(r, new, old_blocks + extra)
-                    continue
+                else:
+                    self._set_planned(r, old, old_blocks)  # the longer plan would break an admitted deadline
+                    if not self.plan([], now_s)[0].feasible:  # ... unless the plan was infeasible anyway
+                        self._set_planned(r, new, old_blocks + extra)
+                        continue
             self.reasons["overrun_demoted"] += 1
             self.reserved_total -= self.reserved.pop(r.request_id)
             del self.slo[r.request_id]
@@ -466,6 +470,7 @@ class SLOsServeScheduler(Scheduler):
         self.reserved_total += blocks - self.reserved[r.request_id]
         self.reserved[r.request_id] = blocks
         self._view = None
+        self.kvp.invalidate([r.request_id])  # its size and finish bound moved
 
     def _timer_replan(self, now_s: float) -> None:
         interval = self.config.replan_interval_s

@@ -38,7 +38,7 @@ class Repacer:
         if s.reserved_kv_binds():
             return True
         cap = s.kv.capacity_blocks
-        if s.config.kv_profile and s.config.output_length == "reserve":
+        if s.config.kv_profile and s.config.output_length != "predict":
             return cap - s.kvp.free_blocks(now_s) > s.config.repace_above * cap
         return False
 
