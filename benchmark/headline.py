@@ -1,0 +1,183 @@
+"""The headline table: the full system against the baselines, in paper mode and realistic mode.
+
+Cells are (mode, scenario, replicas, policy). Each is a capacity search (highest rate with
+attainment >= target) on the seeded workload, then one run at that rate for admitted misses,
+client timeouts and goodput. Modes (docs/simulator.md "Realistic mode"):
+
+* ``paper``: true output lengths, the engine runs the model's time, no timeouts, free scheduler.
+* ``realistic``: hidden lengths, 10% step-time noise, client timeouts, scheduler time charged
+  (``--realistic``); slos-serve plans with learned lengths (``output_length=learn``).
+
+The full system is slos-serve with SLO-adaptive speculation (``--spec adaptive``, engine
+acceptance ``--full-alpha``) and the proactive router with more than one replica; each baseline
+runs with round-robin routing and no speculation. Every slos-serve variant plans at the metric's
+tolerance (``planning_tolerance=0.05``). Capacity is per GPU.
+
+    python benchmark/headline.py --out headline/                      # every cell: hours
+    python benchmark/headline.py --out headline/ --scenarios coder --replicas 1 --num-requests 100
+
+Each finished cell is written to ``--out/<mode>_<scenario>_r<replicas>_<policy>.json``; a rerun
+skips those (resumable), and the table is printed and written to ``--out/table.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from copy import copy
+from dataclasses import replace
+from pathlib import Path
+
+SCENARIOS = ["chatbot", "coder", "summarizer", "reasoning", "tool-calling", "mixed"]
+BASELINES = ["vllm", "sarathi-2048", "sglang", "edf", "distserve"]
+FULL = "full"  # slos-serve + adaptive speculation + proactive routing
+MODES = ["paper", "realistic"]
+
+
+def cell_args(args, mode: str, scenario: str, replicas: int, policy: str) -> tuple[argparse.Namespace, dict]:
+    """Parsed simulator arguments and policy options of one cell."""
+    a = copy(args)
+    a.scenario, a.replicas, a.policy_opt, a.router_opt = scenario, replicas, [], []
+    a.realistic, a.oracle_output_len, a.unknown_output_len = mode == "realistic", mode == "paper", False
+    a.spec, a.router, a.policy = "off", "round-robin", policy
+    options: dict = {}
+    if policy in (FULL, "slos-serve"):
+        a.policy = "slos-serve"
+        options = {"planning_tolerance": 0.05}
+        if mode == "realistic":
+            options["output_length"] = "learn"
+    if policy == FULL:
+        a.spec, a.alpha = "adaptive", args.full_alpha
+        a.router = "slo-proactive" if replicas > 1 else "round-robin"
+    if policy == "distserve":
+        options = {"prefill_replicas": replicas, "decode_replicas": replicas}
+        a.replicas = 1
+    return a, options
+
+
+def run_cell(job: tuple) -> tuple[str, dict]:
+    from sloserve.sim import Simulator  # noqa: PLC0415
+    from sloserve.sim.capacity import capacity_search  # noqa: PLC0415
+    from sloserve.sim.options import build_sim_config, workload_config  # noqa: PLC0415
+    from sloserve.workloads import build_workload  # noqa: PLC0415
+
+    key, args, mode, scenario, replicas, policy = job
+    a, options = cell_args(args, mode, scenario, replicas, policy)
+    config = replace(build_sim_config(a), policy_options=options)
+
+    def programs(rate: float):
+        return build_workload(workload_config(a, rate)).programs
+
+    res = capacity_search(programs, config, args.attainment, args.start_rate, args.resolution)
+    at = Simulator(programs(res.capacity_rps), config).run().summary if res.capacity_rps > 0 else {}
+    return key, {
+        "mode": mode, "scenario": scenario, "replicas": replicas, "policy": policy,
+        "capacity_rps": res.capacity_rps, "capacity_rps_per_gpu": res.capacity_rps_per_gpu, "num_gpus": res.num_gpus,
+        "attainment": at.get("attainment"), "num_admitted": at.get("num_admitted"),
+        "num_admitted_slo_misses": at.get("num_admitted_slo_misses"),
+        "num_client_timeouts": at.get("num_client_timeouts"), "goodput_rps": at.get("goodput_rps"),
+        "points": res.to_dict()["points"],
+    }
+
+
+def table(cells: dict, modes, scenarios, replicas, policies) -> str:
+    base = [p for p in policies if p != FULL]
+    out = []
+    for mode in modes:
+        out.append(f"\n### {mode} mode\n")
+        out.append("| scenario | replicas | " + " | ".join(policies) + " | full / best baseline | full: admitted misses |")
+        out.append("|---|---|" + "---|" * (len(policies) + 2))
+        for r in replicas:
+            ratios = []
+            for s in scenarios:
+                got = {p: cells.get(cell_key(mode, s, r, p)) for p in policies}
+                caps = {p: (c or {}).get("capacity_rps_per_gpu") for p, c in got.items()}
+                best = max((caps[p] for p in base if caps[p] is not None), default=None)
+                full = caps.get(FULL)
+                ratio = full / best if full and best else None
+                if ratio:
+                    ratios.append(ratio)
+                shown = [f"{caps[p]:.3g}" if caps[p] is not None else "-" for p in policies]
+                miss = (got.get(FULL) or {}).get("num_admitted_slo_misses")
+                out.append(f"| {s} | {r} | " + " | ".join(shown) + f" | {f'{ratio:.2f}x' if ratio else '-'} | "
+                           f"{'-' if miss is None else miss} |")
+            if ratios:
+                geo = math.exp(sum(math.log(x) for x in ratios) / len(ratios))
+                out.append(f"\nGeo-mean of full / best baseline at {r} replica(s), {mode} mode, over "
+                           f"{len(ratios)} scenario(s): **{geo:.2f}x** (the paper reports 2.2x)\n")
+    return "\n".join(out)
+
+
+def cell_key(mode: str, scenario: str, replicas: int, policy: str) -> str:
+    return f"{mode}_{scenario}_r{replicas}_{policy}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from sloserve.sim.options import add_sim_arguments  # noqa: PLC0415
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_sim_arguments(ap)
+    ap.add_argument("--out", required=True, help="directory for the cells (resumable) and table.md")
+    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--scenarios", default=",".join(SCENARIOS))
+    ap.add_argument("--replicas-list", dest="replicas_list", default="1,4", help="replica counts (paper: 4)")
+    ap.add_argument("--policies", default=",".join([FULL] + BASELINES), help=f"'{FULL}' is the full system")
+    ap.add_argument("--full-alpha", type=float, default=0.7, help="draft acceptance rate of the full system's engine")
+    ap.add_argument("--attainment", type=float, default=0.9)
+    ap.add_argument("--start-rate", type=float, default=1.0)
+    ap.add_argument("--resolution", type=float, default=0.05)
+    ap.add_argument("--jobs", type=int, default=1, help="parallel processes (the machine is shared: keep it small)")
+    args = ap.parse_args(argv)
+    if args.num_requests is None and not args.trace:
+        args.num_requests = 200
+    modes, scenarios = args.modes.split(","), args.scenarios.split(",")
+    replicas, policies = [int(x) for x in args.replicas_list.split(",")], args.policies.split(",")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cells, jobs = {}, []
+    for m in modes:
+        for s in scenarios:
+            for r in replicas:
+                for p in policies:
+                    key = cell_key(m, s, r, p)
+                    path = out / f"{key}.json"
+                    if path.exists():
+                        cells[key] = json.loads(path.read_text())
+                    else:
+                        jobs.append((key, args, m, s, r, p))
+    bar = _bar(len(jobs))
+    for key, res in _results(jobs, args.jobs):
+        cells[key] = res
+        (out / f"{key}.json").write_text(json.dumps(res, indent=2, sort_keys=True) + "\n")
+        bar(key, res)
+    text = table(cells, modes, scenarios, replicas, policies)
+    (out / "table.md").write_text(text + "\n")
+    print(text)
+    return 0
+
+
+def _results(jobs: list, workers: int):
+    """Finished cells as they come: in this process with one job, else in a process pool."""
+    if workers <= 1 or len(jobs) <= 1:
+        yield from (run_cell(j) for j in jobs)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for fut in as_completed([pool.submit(run_cell, j) for j in jobs]):
+            yield fut.result()
+
+
+def _bar(total: int):
+    """A tqdm bar on a terminal, one line per finished cell otherwise."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm  # noqa: PLC0415
+
+        bar = tqdm(total=total, desc="headline cells", file=sys.stderr)
+        return lambda key, res: (bar.set_postfix_str(key), bar.update(1))
+    return lambda key, res: print(f"{key}: {res['capacity_rps_per_gpu']:.3f} req/s/GPU", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,60 @@
+"""benchmark/headline.py: cells are cached as they finish and a rerun resumes from them."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load():
+    spec = importlib.util.spec_from_file_location("headline", ROOT / "benchmark" / "headline.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_headline_writes_cells_and_the_table_then_resumes(tmp_path, capsys):
+    hl = load()
+    argv = ["--out", str(tmp_path), "--scenarios", "coder", "--replicas-list", "1", "--num-requests", "20",
+            "--policies", "full,vllm", "--max-seq-len", "2038", "--resolution", "0.2"]
+    assert hl.main(argv) == 0
+    cells = sorted(p.name for p in tmp_path.glob("*_coder_r1_*.json"))
+    assert cells == ["paper_coder_r1_full.json", "paper_coder_r1_vllm.json",
+                     "realistic_coder_r1_full.json", "realistic_coder_r1_vllm.json"]
+    real = json.loads((tmp_path / "realistic_coder_r1_full.json").read_text())
+    assert real["capacity_rps_per_gpu"] > 0 and real["num_admitted_slo_misses"] is not None
+    table = (tmp_path / "table.md").read_text()
+    assert "### paper mode" in table and "### realistic mode" in table and "full / best baseline" in table
+
+    def boom(job):
+        raise AssertionError("a cached cell was recomputed")
+
+    hl.run_cell = boom  # a rerun must not compute anything
+    assert hl.main(argv) == 0
+    assert (tmp_path / "table.md").read_text() == table
+
+
+def test_cell_arguments_per_mode_and_policy():
+    hl = load()
+    import argparse  # noqa: PLC0415
+
+    from sloserve.sim.options import add_sim_arguments  # noqa: PLC0415
+
+    p = argparse.ArgumentParser()
+    add_sim_arguments(p)
+    args = p.parse_args([])
+    args.full_alpha = 0.7
+    a, opts = hl.cell_args(args, "realistic", "chatbot", 4, "full")
+    assert (a.policy, a.spec, a.router, a.realistic) == ("slos-serve", "adaptive", "slo-proactive", True)
+    assert opts == {"planning_tolerance": 0.05, "output_length": "learn"}
+    a, opts = hl.cell_args(args, "paper", "chatbot", 4, "distserve")
+    assert a.replicas == 1 and opts == {"prefill_replicas": 4, "decode_replicas": 4} and a.oracle_output_len
+    a, opts = hl.cell_args(args, "paper", "chatbot", 1, "vllm")
+    assert (a.policy, a.spec, a.router, opts) == ("vllm", "off", "round-robin", {})
+    with pytest.raises(SystemExit):
+        hl.main([])  # --out is required
