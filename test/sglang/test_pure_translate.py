@@ -168,3 +168,31 @@ def test_best_effort_alone_is_planned_under_every_perf_preset(preset):
     shadow.add(req, 0.0)
     planned = [shadow.plan(0.01 * i, ["be"], False).prefill_tokens.get("be", 0) for i in range(3)]
     assert sum(planned) > 0, planned
+
+
+def test_shadow_calibrates_the_model_from_sglangs_step_times():
+    """Live calibration: SGLang's steps take 4x the model's time; the planner learns it, and an
+    idle spell (no work between two iterations) is not mistaken for a step."""
+    shadow = ShadowPlanner.create("slos-serve", {}, PERF, 32768)
+    req = build_request("a", 64, 200, {"slo_tpot_ms": 500.0, "slo_ttft_ms": 5000.0}, 0.0, PERF.zero_load_prefill_s)
+    shadow.add(req, 0.0)
+    shadow.observe([ReqSnapshot("a", 64, 0, 0, False)], 0.0)
+    t, step = 0.0, 4 * PERF.batch_time_s(64)
+    shadow.observe([ReqSnapshot("a", 64, 1, 64, True)], t := t + step)
+    for i in range(2, 40):
+        step = 4 * PERF.batch_time_s(1, 0, 64 + i)
+        shadow.observe([ReqSnapshot("a", 64, i, 64 + i - 1, True)], t := t + step)
+    assert shadow.calibration_scale() > 2.0
+    assert ShadowPlanner.create("fcfs", {}, PERF, 4096).calibration_scale() == 1.0
+
+
+def test_an_idle_gap_is_not_a_step():
+    shadow = ShadowPlanner.create("slos-serve", {}, PERF, 32768)
+    shadow.observe([], 0.0)  # idle
+    for k in range(12):  # each request arrives after 100 s of idleness and is first seen prefilled
+        t = 100.0 * (k + 1)
+        req = build_request(f"r{k}", 64, 1, {"slo_tpot_ms": 500.0}, t, PERF.zero_load_prefill_s)
+        shadow.add(req, t)
+        shadow.observe([ReqSnapshot(f"r{k}", 64, 1, 64, True)], t)
+        shadow.observe([], t + 1e-4)  # finished; then idle again
+    assert shadow.calibration_scale() == 1.0  # the 100 s gaps were never taken for steps

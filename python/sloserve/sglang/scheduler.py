@@ -196,7 +196,8 @@ class SloScheduler(Scheduler):
         try:
             summary = self._slo().summary(now)
             write_summary(directory, summary)
-            write_stats(directory, summary.replica_id, self._slo_timer.stats())
+            write_stats(directory, summary.replica_id,
+                        {**self._slo_timer.stats(), "calibration_scale": self._slo().calibration_scale()})
         except OSError as exc:  # a full /dev/shm must not stop serving
             log.warning("sloserve: cannot publish plan summary: %s", exc)
 

@@ -32,6 +32,7 @@ class ShadowPlanner:
         self.decision = PlanDecision()
         self.admissions: dict[str, AdmitDecision] = {}  # live requests only
         self.token_logs: dict[str, TokenLog] = {}  # live requests only
+        self._last_observe_s: float | None = None  # when SGLang last had work, for step times
 
     @classmethod
     def create(cls, name: str, options: Mapping[str, Any] | None, perf, kv_capacity_tokens: int,
@@ -72,7 +73,12 @@ class ShadowPlanner:
                 items.append(ScheduledItem(rid, delta, context_tokens=req.num_computed_tokens))
         gone = [rid for rid in self.known if rid not in snaps and rid in self.policy.requests]
         items.extend(ScheduledItem(rid, 0) for rid in gone if rid not in produced)
-        events = self.policy.on_step_done(StepPlan(tuple(items)), StepResult(0.0, produced, frozenset(gone)), now_s)
+        # The wall time since the previous busy iteration is the step SGLang just ran (its own
+        # overhead and ours included): the policy's online calibration learns from it. After
+        # an idle spell there is no previous busy iteration, and no step to learn from.
+        step_s = now_s - self._last_observe_s if items and self._last_observe_s is not None else 0.0
+        self._last_observe_s = now_s if snaps else None
+        events = self.policy.on_step_done(StepPlan(tuple(items)), StepResult(step_s, produced, frozenset(gone)), now_s)
         for rid in list(self.known):
             if rid not in self.policy.requests:  # finished, aborted, or rejected by the policy
                 self.finished[rid] = self._report(rid, done=True)
@@ -128,6 +134,11 @@ class ShadowPlanner:
 
     def summary(self, now_s: float) -> ReplicaSummary:
         return self.policy.summary(now_s)
+
+    def calibration_scale(self) -> float:
+        """The policy's current batch-time correction (observed / modelled; 1 without one)."""
+        calib = getattr(self.policy, "calib", None)
+        return float(getattr(calib, "scale", 1.0))
 
     def tightest_tpot_s(self, rids: Iterable[str]) -> float | None:
         """Smallest current TPOT SLO among ``rids`` in the SLO tier (None when there is none)."""
