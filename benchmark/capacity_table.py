@@ -49,8 +49,13 @@ def one(job: tuple) -> tuple[str, str, float, dict]:
     a = copy(args)
     a.scenario, a.policy, a.policy_opt = scenario, policy, []
     config = replace(build_sim_config(a), policy_options=dict(options))
-    res = capacity_search(lambda r: build_workload(workload_config(a, r)).programs, config,
-                          args.attainment, args.start_rate, args.resolution)
+    res = capacity_search(
+        lambda r: build_workload(workload_config(a, r)).programs,
+        config,
+        args.attainment,
+        args.start_rate,
+        args.resolution,
+    )
     return scenario, policy, res.capacity_rps_per_gpu, res.to_dict()
 
 
@@ -69,8 +74,10 @@ def table(caps: dict, scenarios: list[str], policies: list[str]) -> str:
         lines.append(f"| {s} | " + " | ".join(cells) + f" | {shown} |")
     if ratios:
         geo = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
-        lines.append(f"\nGeo-mean over scenarios of slos-serve / best baseline: **{geo:.2f}x** "
-                     f"(capacity in requests/s per GPU at attainment >= target)")
+        lines.append(
+            f"\nGeo-mean over scenarios of slos-serve / best baseline: **{geo:.2f}x** "
+            f"(capacity in requests/s per GPU at attainment >= target)"
+        )
     return "\n".join(lines)
 
 

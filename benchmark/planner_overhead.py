@@ -26,8 +26,15 @@ from sloserve.sim.engine import SimulatedEngine
 def make_request(i: int, t: float, rng: np.random.Generator) -> Request:
     # loose enough SLOs that hundreds of requests can be resident in the SLO tier at once
     tpot = float(rng.choice([100.0, 150.0, 200.0]))
-    return Request(f"r{i}", t, int(rng.integers(64, 768)), int(rng.integers(200, 2000)),
-                   float(rng.choice([1.0, 2.0, 4.0])), (DecodeSegment(tpot),), slo_class=f"tpot{int(tpot)}")
+    return Request(
+        f"r{i}",
+        t,
+        int(rng.integers(64, 768)),
+        int(rng.integers(200, 2000)),
+        float(rng.choice([1.0, 2.0, 4.0])),
+        (DecodeSegment(tpot),),
+        slo_class=f"tpot{int(tpot)}",
+    )
 
 
 class LoadedReplica:
@@ -95,12 +102,19 @@ def run(resident: int, new: int, rounds: int, model: str, seed: int, options: di
         rep.step(plan)
     a = np.asarray(call_ms)
     return {
-        "resident": resident, "new": new, "rounds": rounds, "model": model,
-        "p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)), "max_ms": float(a.max()),
+        "resident": resident,
+        "new": new,
+        "rounds": rounds,
+        "model": model,
+        "p50_ms": float(np.percentile(a, 50)),
+        "p99_ms": float(np.percentile(a, 99)),
+        "max_ms": float(a.max()),
         "mean_ms": float(a.mean()),
         # CPU time of the same calls: robust to other processes on a shared machine
-        "cpu_p50_ms": float(np.percentile(cpu_ms, 50)), "cpu_p99_ms": float(np.percentile(cpu_ms, 99)),
-        "add_p50_ms": float(np.percentile(add_ms, 50)), "schedule_p50_ms": float(np.percentile(sched_ms, 50)),
+        "cpu_p50_ms": float(np.percentile(cpu_ms, 50)),
+        "cpu_p99_ms": float(np.percentile(cpu_ms, 99)),
+        "add_p50_ms": float(np.percentile(add_ms, 50)),
+        "schedule_p50_ms": float(np.percentile(sched_ms, 50)),
         "admitted_fraction": sched.reasons["admitted"] / max(rep.next_id, 1),
         "resident_at_end": len(sched.requests),
     }
@@ -115,8 +129,10 @@ def sweep(rounds: int, model: str, seed: int, options: dict) -> list[dict]:
     print("| resident | new | p50 ms | p99 ms | max ms | per admission p50 ms |")
     print("|---|---|---|---|---|---|")
     for r in out:
-        print(f"| {r['resident']} | {r['new']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['max_ms']:.2f} | "
-              f"{r['add_p50_ms'] / r['new']:.3f} |")
+        print(
+            f"| {r['resident']} | {r['new']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['max_ms']:.2f} | "
+            f"{r['add_p50_ms'] / r['new']:.3f} |"
+        )
     return out
 
 
@@ -129,8 +145,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--policy-opt", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--json", default=None, help="write the result here")
-    ap.add_argument("--sweep", action="store_true",
-                    help="instead: a table over resident in 64/128/256/512 and new in 1/4/16 (JSON: a list)")
+    ap.add_argument(
+        "--sweep",
+        action="store_true",
+        help="instead: a table over resident in 64/128/256/512 and new in 1/4/16 (JSON: a list)",
+    )
     args = ap.parse_args()
     options = {k: json.loads(v) for k, v in (o.split("=", 1) for o in args.policy_opt)}
     if args.sweep:

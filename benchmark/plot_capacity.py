@@ -20,8 +20,9 @@ def load(path: str, per_gpu: bool) -> tuple[str, CapacityResult]:
         data = json.load(fh)
     scale = 1.0 / data["num_gpus"] if per_gpu else 1.0  # compare systems using different GPU counts
     points = tuple(CapacityPoint(**{**p, "rate_rps": p["rate_rps"] * scale}) for p in data["points"])
-    res = CapacityResult(data["capacity_rps"] * scale, data["capacity_rps_per_gpu"], data["num_gpus"],
-                         data["target_attainment"], points)
+    res = CapacityResult(
+        data["capacity_rps"] * scale, data["capacity_rps_per_gpu"], data["num_gpus"], data["target_attainment"], points
+    )
     return data.get("policy", path), res
 
 
@@ -37,8 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, KeyError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    plot_capacity(results, args.out, title=args.title,
-                  xlabel="arrival rate per GPU (requests/s/GPU)" if args.per_gpu else None)
+    plot_capacity(
+        results, args.out, title=args.title, xlabel="arrival rate per GPU (requests/s/GPU)" if args.per_gpu else None
+    )
     return 0
 
 

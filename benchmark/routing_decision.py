@@ -37,11 +37,17 @@ class BenchView:
         self._summary = self._make(0.0)
 
     def _make(self, now_s: float) -> ReplicaSummary:
-        return ReplicaSummary(self.replica_id, time_s=now_s, num_requests=self.requests,
-                              outstanding_tokens=self.outstanding, free_kv_tokens=90_000,
-                              kv_capacity_tokens=100_000, prefill_backlog_tokens=self.outstanding // 3,
-                              prefill_tokens_per_s=12_000.0,
-                              spare_prefill_tokens=((0.25, self.spare // 8), (1.0, self.spare // 2), (2.0, self.spare)))
+        return ReplicaSummary(
+            self.replica_id,
+            time_s=now_s,
+            num_requests=self.requests,
+            outstanding_tokens=self.outstanding,
+            free_kv_tokens=90_000,
+            kv_capacity_tokens=100_000,
+            prefill_backlog_tokens=self.outstanding // 3,
+            prefill_tokens_per_s=12_000.0,
+            spare_prefill_tokens=((0.25, self.spare // 8), (1.0, self.spare // 2), (2.0, self.spare)),
+        )
 
     def publish(self, now_s: float) -> None:
         self._summary = self._make(now_s)
@@ -68,13 +74,17 @@ def make_requests(n: int, seed: int) -> list[Request]:
     out = []
     for i in range(n):
         name, tpot = TIERS[tiers[i]]
-        out.append(Request(f"b{i}", float(times[i]), int(prompts[i]), int(outputs[i]), 1.5,
-                           (DecodeSegment(tpot),), slo_class=name))
+        out.append(
+            Request(
+                f"b{i}", float(times[i]), int(prompts[i]), int(outputs[i]), 1.5, (DecodeSegment(tpot),), slo_class=name
+            )
+        )
     return out
 
 
-def bench(name: str, options: dict, replicas: int, requests: list[Request], publish_every: int,
-          summary_only: bool, seed: int) -> dict:
+def bench(
+    name: str, options: dict, replicas: int, requests: list[Request], publish_every: int, summary_only: bool, seed: int
+) -> dict:
     views = [BenchView(i, summary_only) for i in range(replicas)]
     router = create_router(name, options, seed=seed)
     rng = np.random.default_rng(seed)
@@ -94,10 +104,17 @@ def bench(name: str, options: dict, replicas: int, requests: list[Request], publ
                 w.requests = max(w.requests - int(rng.integers(0, 3)), 0)
                 w.spare = min(w.spare + done, 20_000)
                 w.publish(req.arrival_s)
-    us = durations[len(durations) // 10:] / 1e3  # skip warm-up
-    return {"policy": name, "options": options, "replicas": replicas, "summary_only": summary_only,
-            "median_us": float(np.median(us)), "p99_us": float(np.percentile(us, 99)),
-            "max_us": float(us.max()), "mean_us": float(us.mean())}
+    us = durations[len(durations) // 10 :] / 1e3  # skip warm-up
+    return {
+        "policy": name,
+        "options": options,
+        "replicas": replicas,
+        "summary_only": summary_only,
+        "median_us": float(np.median(us)),
+        "p99_us": float(np.percentile(us, 99)),
+        "max_us": float(us.max()),
+        "mean_us": float(us.mean()),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -57,9 +57,17 @@ def make_programs(workload: str, rate: float, replicas: int, args) -> list:
         # shorter run (a fixed count at N x the rate lasts 1/N as long and never fills queues):
         # the window runs from its start to the end of the trace, first N x K programs kept.
         num, window = args.trace_per_replica * replicas, (w.window_s[0], TRACE_END_S)
-    cfg = WorkloadConfig(scenario=w.scenario, rate_rps=rate, num_requests=num, arrival=w.arrival,
-                         burstiness_cv=w.cv, trace_path=trace, trace_window_s=window,
-                         max_seq_len=args.max_seq_len, seed=args.seed)
+    cfg = WorkloadConfig(
+        scenario=w.scenario,
+        rate_rps=rate,
+        num_requests=num,
+        arrival=w.arrival,
+        burstiness_cv=w.cv,
+        trace_path=trace,
+        trace_window_s=window,
+        max_seq_len=args.max_seq_len,
+        seed=args.seed,
+    )
     return build_workload(cfg).programs
 
 
@@ -67,14 +75,28 @@ def one(task: tuple) -> dict:
     """Capacity of one (workload, replicas, router) cell."""
     workload, replicas, router, start_rate, args = task
     target = args.targets.get(workload, args.attainment)
-    config = SimConfig(model=args.model, policy=args.policy, kv_tokens=args.kv_tokens,
-                       max_seq_len=args.max_seq_len, replicas=replicas, router=router, seed=args.seed)
+    config = SimConfig(
+        model=args.model,
+        policy=args.policy,
+        kv_tokens=args.kv_tokens,
+        max_seq_len=args.max_seq_len,
+        replicas=replicas,
+        router=router,
+        seed=args.seed,
+    )
     t0 = time.perf_counter()
-    res = capacity_search(lambda r: make_programs(workload, r, replicas, args), config,
-                          target, start_rate, args.resolution)
-    return {"workload": workload, "replicas": replicas, "router": router, "policy": args.policy,
-            "max_attainment": max((p.attainment for p in res.points), default=0.0),
-            **res.to_dict(), "wall_s": time.perf_counter() - t0}
+    res = capacity_search(
+        lambda r: make_programs(workload, r, replicas, args), config, target, start_rate, args.resolution
+    )
+    return {
+        "workload": workload,
+        "replicas": replicas,
+        "router": router,
+        "policy": args.policy,
+        "max_attainment": max((p.attainment for p in res.points), default=0.0),
+        **res.to_dict(),
+        "wall_s": time.perf_counter() - t0,
+    }
 
 
 def load_done(path: str | None) -> list[dict]:
@@ -96,7 +118,7 @@ def run_grid(args) -> list[dict]:
     for n in args.replicas:
         tasks = []
         for w in args.workloads:
-            for router in (args.routers if n > 1 else args.routers[:1]):
+            for router in args.routers if n > 1 else args.routers[:1]:
                 if (w, n, router) in done:
                     continue
                 one_rate = base.get((w, router)) or base.get((w, args.routers[0])) or args.start_rate
@@ -112,9 +134,13 @@ def run_grid(args) -> list[dict]:
                 if args.rows:
                     with open(args.rows, "a") as f:
                         f.writelines(json.dumps(r) + "\n" for r in new)
-                print(f"{row['workload']:7s} N={row['replicas']} {row['router']:15s} "
-                      f"capacity {row['capacity_rps']:.3f} rps, {row['capacity_rps_per_gpu']:.3f} per GPU "
-                      f"({row['wall_s']:.0f} s)", file=sys.stderr, flush=True)
+                print(
+                    f"{row['workload']:7s} N={row['replicas']} {row['router']:15s} "
+                    f"capacity {row['capacity_rps']:.3f} rps, {row['capacity_rps_per_gpu']:.3f} per GPU "
+                    f"({row['wall_s']:.0f} s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
     return rows
 
 
@@ -127,10 +153,18 @@ def table(rows: list[dict], routers: list[str], replicas: list[int]) -> str:
         out.append("|---|" + "---|" * len(replicas))
         for router in routers:
             cells = []
-            one_gpu = next((r["capacity_rps_per_gpu"] for r in rows if r["workload"] == w
-                            and r["router"] == router and r["replicas"] == 1), None)
+            one_gpu = next(
+                (
+                    r["capacity_rps_per_gpu"]
+                    for r in rows
+                    if r["workload"] == w and r["router"] == router and r["replicas"] == 1
+                ),
+                None,
+            )
             for n in replicas:
-                row = next((r for r in rows if r["workload"] == w and r["router"] == router and r["replicas"] == n), None)
+                row = next(
+                    (r for r in rows if r["workload"] == w and r["router"] == router and r["replicas"] == n), None
+                )
                 if row is None:
                     cells.append("-")
                     continue
@@ -144,24 +178,37 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workloads", default="code,conv,gamma4")
     ap.add_argument("--replicas", default="1,2,4,8")
-    ap.add_argument("--routers", default="round-robin,total-tokens,total-requests,power-of-two,slo-sequential,slo-proactive")
+    ap.add_argument(
+        "--routers", default="round-robin,total-tokens,total-requests,power-of-two,slo-sequential,slo-proactive"
+    )
     ap.add_argument("--policy", default="slos-serve")
     ap.add_argument("--model", default="opt-13b-tp2-a100")
     ap.add_argument("--kv-tokens", type=int, default=97648)
     ap.add_argument("--max-seq-len", type=int, default=2038)
     ap.add_argument("--per-replica", type=int, default=150, help="synthetic programs per replica")
     ap.add_argument("--max-trace-requests", type=int, default=0, help="cap trace programs (0: whole window)")
-    ap.add_argument("--trace-per-replica", type=int, default=0,
-                    help="trace programs per replica from the window start (0: the window as is)")
+    ap.add_argument(
+        "--trace-per-replica",
+        type=int,
+        default=0,
+        help="trace programs per replica from the window start (0: the window as is)",
+    )
     ap.add_argument("--attainment", type=float, default=0.9, help="target attainment")
-    ap.add_argument("--target", action="append", default=[], metavar="WORKLOAD=VALUE",
-                    help="per-workload attainment target (repeatable)")
+    ap.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="WORKLOAD=VALUE",
+        help="per-workload attainment target (repeatable)",
+    )
     ap.add_argument("--resolution", type=float, default=0.025)
     ap.add_argument("--start-rate", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--jobs", type=int, default=1, help="parallel capacity searches")
     ap.add_argument("--json", help="write all rows here at the end")
-    ap.add_argument("--rows", help="append each row to this JSON-lines file as it completes; rows already there are reused")
+    ap.add_argument(
+        "--rows", help="append each row to this JSON-lines file as it completes; rows already there are reused"
+    )
     args = ap.parse_args(argv)
     args.workloads = args.workloads.split(",")
     args.replicas = sorted(int(x) for x in args.replicas.split(","))

@@ -33,8 +33,11 @@ def run_round(url: str, requests: int, concurrency: int, input_words: int, outpu
         if slo:
             params["custom_params"] = {"slo_tpot_ms": 1000.0, "slo_ttft_ms": 60000.0}
         t0 = time.perf_counter()
-        resp = httpx.post(url + "/generate", json={"text": f"round request {i} " + "word " * input_words,
-                                                   "sampling_params": params}, timeout=600)
+        resp = httpx.post(
+            url + "/generate",
+            json={"text": f"round request {i} " + "word " * input_words, "sampling_params": params},
+            timeout=600,
+        )
         resp.raise_for_status()
         return time.perf_counter() - t0
 
@@ -42,13 +45,17 @@ def run_round(url: str, requests: int, concurrency: int, input_words: int, outpu
     with ThreadPoolExecutor(concurrency) as pool:
         latencies = list(pool.map(one, range(requests)))
     wall = time.perf_counter() - t0
-    return {"wall_s": wall, "output_tok_per_s": requests * output_tokens / wall,
-            "median_latency_s": statistics.median(latencies)}
+    return {
+        "wall_s": wall,
+        "output_tok_per_s": requests * output_tokens / wall,
+        "median_latency_s": statistics.median(latencies),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--model-path", default=None, help="model directory (default: a tiny random Llama)")
     p.add_argument("--device", default="cpu", help="cpu (SGLang's CPU engine) or cuda")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds per server")
@@ -68,8 +75,10 @@ def main(argv: list[str] | None = None) -> int:
 
         model = str(build(work / "tiny-llama"))
     common = ["--max-total-tokens", "32768"] if ns.device == "cpu" else []
-    servers = {"plain": start("plain", model, work, common, plugin=False, device=ns.device),
-               "sloserve": start("sloserve", model, work, [*common, "--policy", ns.policy], device=ns.device)}
+    servers = {
+        "plain": start("plain", model, work, common, plugin=False, device=ns.device),
+        "sloserve": start("sloserve", model, work, [*common, "--policy", ns.policy], device=ns.device),
+    }
     results: dict[str, list[dict]] = {name: [] for name in servers}
     try:
         for handle in servers.values():
@@ -78,8 +87,11 @@ def main(argv: list[str] | None = None) -> int:
             run_round(handle.url, ns.concurrency, ns.concurrency, ns.input_words, 8, name == "sloserve")
         for _ in tqdm(range(ns.rounds), desc="rounds", file=sys.stderr):
             for name, handle in servers.items():
-                results[name].append(run_round(handle.url, ns.requests, ns.concurrency, ns.input_words,
-                                               ns.output_tokens, name == "sloserve"))
+                results[name].append(
+                    run_round(
+                        handle.url, ns.requests, ns.concurrency, ns.input_words, ns.output_tokens, name == "sloserve"
+                    )
+                )
         plan = servers["sloserve"].plan_stats()
     finally:
         for handle in servers.values():
@@ -88,19 +100,34 @@ def main(argv: list[str] | None = None) -> int:
     def med(name: str, key: str) -> float:
         return statistics.median(r[key] for r in results[name])
 
-    out = {"device": ns.device, "rounds": ns.rounds, "requests": ns.requests, "concurrency": ns.concurrency,
-           "output_tokens": ns.output_tokens, "policy": ns.policy,
-           "plain_tok_per_s": med("plain", "output_tok_per_s"), "sloserve_tok_per_s": med("sloserve", "output_tok_per_s"),
-           "plain_latency_s": med("plain", "median_latency_s"), "sloserve_latency_s": med("sloserve", "median_latency_s"),
-           "plan_per_iteration": plan.get(0, {}), "rounds_detail": results}
+    out = {
+        "device": ns.device,
+        "rounds": ns.rounds,
+        "requests": ns.requests,
+        "concurrency": ns.concurrency,
+        "output_tokens": ns.output_tokens,
+        "policy": ns.policy,
+        "plain_tok_per_s": med("plain", "output_tok_per_s"),
+        "sloserve_tok_per_s": med("sloserve", "output_tok_per_s"),
+        "plain_latency_s": med("plain", "median_latency_s"),
+        "sloserve_latency_s": med("sloserve", "median_latency_s"),
+        "plan_per_iteration": plan.get(0, {}),
+        "rounds_detail": results,
+    }
     out["throughput_ratio"] = out["sloserve_tok_per_s"] / out["plain_tok_per_s"]
     it = out["plan_per_iteration"]
-    print(f"plain SGLang      {out['plain_tok_per_s']:8.1f} output tok/s   median latency {out['plain_latency_s']:.2f} s")
-    print(f"SGLang + sloserve {out['sloserve_tok_per_s']:8.1f} output tok/s   median latency {out['sloserve_latency_s']:.2f} s")
+    print(
+        f"plain SGLang      {out['plain_tok_per_s']:8.1f} output tok/s   median latency {out['plain_latency_s']:.2f} s"
+    )
+    print(
+        f"SGLang + sloserve {out['sloserve_tok_per_s']:8.1f} output tok/s   median latency {out['sloserve_latency_s']:.2f} s"
+    )
     print(f"ratio (sloserve / plain) {out['throughput_ratio']:.3f}")
     if it.get("iterations"):
-        print(f"plugin time per scheduler iteration: mean {it['mean_ms']:.3f} ms, p50 {it['p50_ms']:.3f} ms, "
-              f"p99 {it['p99_ms']:.3f} ms over {it['iterations']} iterations")
+        print(
+            f"plugin time per scheduler iteration: mean {it['mean_ms']:.3f} ms, p50 {it['p50_ms']:.3f} ms, "
+            f"p99 {it['p99_ms']:.3f} ms over {it['iterations']} iterations"
+        )
     if ns.json:
         Path(ns.json).write_text(json.dumps(out, indent=2))
     return 0

@@ -28,8 +28,15 @@ def workload_config(rate: float) -> WorkloadConfig:
     root = data_dir()
     trace = root / "traces" / "AzureLLMInferenceTrace_conv.csv" if root else None
     if trace is not None and trace.exists():
-        return WorkloadConfig(scenario="chatbot", rate_rps=rate, num_requests=None, trace_path=str(trace),
-                              trace_window_s=(900.0, 1200.0), max_seq_len=AUTHORS["max_seq_len"], seed=0)
+        return WorkloadConfig(
+            scenario="chatbot",
+            rate_rps=rate,
+            num_requests=None,
+            trace_path=str(trace),
+            trace_window_s=(900.0, 1200.0),
+            max_seq_len=AUTHORS["max_seq_len"],
+            seed=0,
+        )
     return WorkloadConfig(scenario="chatbot", rate_rps=rate, num_requests=1500, max_seq_len=AUTHORS["max_seq_len"])
 
 
@@ -70,8 +77,11 @@ def main() -> int:
             continue
         rows.append(bench_policy(policy, args.rate, args.repeats))
         r = rows[-1]
-        print(f"{policy:>12}: {r['requests_per_wall_s']:8.0f} req/wall-s  capacity search {r['capacity_search_wall_s']:6.1f} s "
-              f"({r['capacity_points']} points, capacity {r['capacity_rps']:.2f} rps)", flush=True)
+        print(
+            f"{policy:>12}: {r['requests_per_wall_s']:8.0f} req/wall-s  capacity search {r['capacity_search_wall_s']:6.1f} s "
+            f"({r['capacity_points']} points, capacity {r['capacity_rps']:.2f} rps)",
+            flush=True,
+        )
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=2)

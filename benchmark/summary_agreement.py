@@ -60,8 +60,14 @@ def main() -> None:
             for name, judge in judges.items():
                 tallies[name][(truth.admitted, judge.estimate(request, summary, load, now_s).admitted)] += 1
             now = view.scheduler.summary(now_s)
-            idle = EffectiveLoad(now.replica_id, now.num_requests, now.outstanding_tokens, now.prefill_backlog_tokens,
-                                 now.free_kv_tokens, PendingLoad())
+            idle = EffectiveLoad(
+                now.replica_id,
+                now.num_requests,
+                now.outstanding_tokens,
+                now.prefill_backlog_tokens,
+                now.free_kv_tokens,
+                PendingLoad(),
+            )
             for name, judge in fresh.items():
                 tallies[name][(truth.admitted, judge.estimate(request, now, idle, now_s).admitted)] += 1
         return route(request, replicas, now_s)

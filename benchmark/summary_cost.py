@@ -21,7 +21,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from planner_overhead import LoadedReplica  # noqa: E402
 
 
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--resident", type=int, default=256)
@@ -56,12 +55,17 @@ def main() -> None:
         sched.publish_spare = True
         sched.summary(t)
         times["curve_on_warm_rows_ms"].append(
-            min(timeit.repeat(lambda: sched.spare_prefill(t), number=1, repeat=args.repeat)) * 1e3)  # noqa: B023 (run now)
+            min(timeit.repeat(lambda: sched.spare_prefill(t), number=1, repeat=args.repeat)) * 1e3  # noqa: B023
+        )
         slo.append(len(sched.slo))
         pending.append(int(sched.view().pending_deadline_s.size))
-    out = {"resident": args.resident, "slo_tier_mean": float(np.mean(slo)), "pending_prefills_mean": float(np.mean(pending)),
-           **{f"{k}_p50": round(float(np.median(v)), 4) for k, v in times.items()},
-           **{f"{k}_p90": round(float(np.percentile(v, 90)), 4) for k, v in times.items()}}
+    out = {
+        "resident": args.resident,
+        "slo_tier_mean": float(np.mean(slo)),
+        "pending_prefills_mean": float(np.mean(pending)),
+        **{f"{k}_p50": round(float(np.median(v)), 4) for k, v in times.items()},
+        **{f"{k}_p90": round(float(np.percentile(v, 90)), 4) for k, v in times.items()},
+    }
     print(json.dumps(out, indent=2))
 
 

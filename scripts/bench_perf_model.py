@@ -36,16 +36,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     queries = _queries(args.calls, args.seed)
-    print(f"{'preset':28s} {'closed form calls/s':>20s} {'bisection calls/s':>18s} {'speed-up':>9s}  same answers"
-          f"  {'with added_context_tokens calls/s':>34s}")
+    print(
+        f"{'preset':28s} {'closed form calls/s':>20s} {'bisection calls/s':>18s} {'speed-up':>9s}  same answers"
+        f"  {'with added_context_tokens calls/s':>34s}"
+    )
     for name in args.presets.split(","):
         model = get_model(name)
         fast, a = _rate(model.max_tokens_within_s, queries)
         slow, b = _rate(lambda t, s, kv: BatchTimeModel.max_tokens_within_s(model, t, s, kv), queries)  # noqa: B023
         ctx = "n/a"
         if isinstance(model, RooflineModel):  # a 2048-token prompt's chunk on top of decodes (pairs = kv + 64)
-            rate, _ = _rate(lambda t, s, kv: model.max_tokens_within_s(t, s, kv, kv + 64, added_context_tokens=2048),  # noqa: B023
-                            queries)
+            rate, _ = _rate(
+                lambda t, s, kv: model.max_tokens_within_s(t, s, kv, kv + 64, added_context_tokens=2048),  # noqa: B023
+                queries,
+            )
             ctx = f"{rate:,.0f}"
         print(f"{name:28s} {fast:20,.0f} {slow:18,.0f} {fast / slow:8.1f}x  {str(a == b):12s}  {ctx:>34s}")
     return 0

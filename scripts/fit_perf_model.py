@@ -26,8 +26,12 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--lines", type=int, default=2, choices=(1, 2), help="number of lines in the max")
     ap.add_argument("--name", default="", help="model name stored in the JSON (default: file stem)")
     ap.add_argument("--out", help="write the fitted model as JSON here")
-    ap.add_argument("--max-under-share", type=float, default=None,
-                    help="scale the fit until at most this share of rows is under-predicted (e.g. 0.05)")
+    ap.add_argument(
+        "--max-under-share",
+        type=float,
+        default=None,
+        help="scale the fit until at most this share of rows is under-predicted (e.g. 0.05)",
+    )
     ap.add_argument("--synthesize", metavar="PRESET", help="write a profile timed by PRESET instead of fitting")
     ap.add_argument("--out-csv", help="where --synthesize writes its profile")
     return ap
@@ -58,13 +62,19 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"{len(data)} rows, {args.lines} line(s)" +
-          (f", breakpoint at {fit.breakpoint_tokens:g} tokens" if fit.breakpoint_tokens is not None else ""))
+    print(
+        f"{len(data)} rows, {args.lines} line(s)"
+        + (f", breakpoint at {fit.breakpoint_tokens:g} tokens" if fit.breakpoint_tokens is not None else "")
+    )
     for i, line in enumerate(fit.lines):
-        print(f"  line {i}: {line.per_token_s:.6e} * tokens + {line.per_spec_step_s:.6e} * spec_steps"
-              f" + {line.per_kv_token_s:.6e} * kv_read_tokens + {line.base_s:.6e}  (seconds)")
-    print(f"R^2 {fit.r2:.5f}   MAPE {fit.mape_pct:.2f}%   under-predicted {fit.under_share:.1%} of rows"
-          f" (worst {fit.max_under_pct:.1f}%)")
+        print(
+            f"  line {i}: {line.per_token_s:.6e} * tokens + {line.per_spec_step_s:.6e} * spec_steps"
+            f" + {line.per_kv_token_s:.6e} * kv_read_tokens + {line.base_s:.6e}  (seconds)"
+        )
+    print(
+        f"R^2 {fit.r2:.5f}   MAPE {fit.mape_pct:.2f}%   under-predicted {fit.under_share:.1%} of rows"
+        f" (worst {fit.max_under_pct:.1f}%)"
+    )
     if args.out:
         name = args.name or Path(args.out).stem
         save_fit_json(fit, args.out, name, source=str(args.profile))

@@ -41,11 +41,23 @@ def rows_from_results(results: Iterable[dict]) -> list[dict]:
     for rec in results:
         bs, inp, out = int(rec["batch_size"]), int(rec["input_len"]), int(rec.get("output_len", 0))
         if rec.get("prefill_latency") is not None:
-            rows.append({"num_tokens": bs * inp, "spec_steps": 0, "kv_read_tokens": 0,
-                         "time_ms": round(float(rec["prefill_latency"]) * 1e3, 4)})
+            rows.append(
+                {
+                    "num_tokens": bs * inp,
+                    "spec_steps": 0,
+                    "kv_read_tokens": 0,
+                    "time_ms": round(float(rec["prefill_latency"]) * 1e3, 4),
+                }
+            )
         if rec.get("median_decode_latency") is not None and out > 1:
-            rows.append({"num_tokens": bs, "spec_steps": 0, "kv_read_tokens": bs * (inp + out // 2),
-                         "time_ms": round(float(rec["median_decode_latency"]) * 1e3, 4)})
+            rows.append(
+                {
+                    "num_tokens": bs,
+                    "spec_steps": 0,
+                    "kv_read_tokens": bs * (inp + out // 2),
+                    "time_ms": round(float(rec["median_decode_latency"]) * 1e3, 4),
+                }
+            )
     return rows
 
 
@@ -57,10 +69,26 @@ def write_csv(rows: Sequence[dict], path: str) -> None:
 
 
 def bench_command(args: argparse.Namespace, input_len: int, result_file: str, extra: Sequence[str]) -> list[str]:
-    return [sys.executable, "-m", "sglang.benchmark.one_batch", "--model-path", args.model_path,
-            "--load-format", args.load_format, "--tp-size", str(args.tp_size),
-            "--batch-size", *map(str, args.batch_sizes), "--input-len", str(input_len),
-            "--output-len", str(args.output_len), "--result-filename", result_file, *extra]
+    return [
+        sys.executable,
+        "-m",
+        "sglang.benchmark.one_batch",
+        "--model-path",
+        args.model_path,
+        "--load-format",
+        args.load_format,
+        "--tp-size",
+        str(args.tp_size),
+        "--batch-size",
+        *map(str, args.batch_sizes),
+        "--input-len",
+        str(input_len),
+        "--output-len",
+        str(args.output_len),
+        "--result-filename",
+        result_file,
+        *extra,
+    ]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -81,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     extra: list[str] = []
     if "--" in argv:
         cut = argv.index("--")
-        argv, extra = argv[:cut], argv[cut + 1:]
+        argv, extra = argv[:cut], argv[cut + 1 :]
     args = parser().parse_args(argv)
     records: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="sloserve-profile-") as tmp:

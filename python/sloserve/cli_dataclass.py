@@ -42,6 +42,7 @@ def _help(f: dataclasses.Field, meta: dict) -> str:
         text += " (default: %(default)s)"
     return text
 
+
 _CONVERTERS = {"int": int, "float": float, "int | None": int, "float | None": float, "str": str, "str | None": str}
 
 

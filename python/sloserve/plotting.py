@@ -17,14 +17,15 @@ def _pyplot():
     return plt
 
 
-def plot_capacity(results: Mapping[str, object], path: str, title: str = "", target: float | None = None,
-                  xlabel: str | None = None) -> None:
+def plot_capacity(
+    results: Mapping[str, object], path: str, title: str = "", target: float | None = None, xlabel: str | None = None
+) -> None:
     """Attainment against rate per policy, the capacity point of each marked."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, res in results.items():
         pts = sorted(res.points, key=lambda p: p.rate_rps)
-        line, = ax.plot([p.rate_rps for p in pts], [p.attainment for p in pts], marker="o", ms=3, label=name)
+        (line,) = ax.plot([p.rate_rps for p in pts], [p.attainment for p in pts], marker="o", ms=3, label=name)
         ax.axvline(res.capacity_rps, color=line.get_color(), ls=":", lw=1)
         target = res.target_attainment if target is None else target
     if target is not None:
@@ -51,8 +52,14 @@ def plot_run(result, path: str, title: str = "") -> None:
         ax.scatter([r.arrival_s for r in recs], [r.ttft_s * 1e3 for r in recs], s=6, color=color, label=tier)
         miss = [r for r in recs if not r.attained()]
         if miss:
-            ax.scatter([r.arrival_s for r in miss], [r.ttft_s * 1e3 for r in miss], s=14, facecolors="none",
-                       edgecolors="black", lw=0.5)
+            ax.scatter(
+                [r.arrival_s for r in miss],
+                [r.ttft_s * 1e3 for r in miss],
+                s=14,
+                facecolors="none",
+                edgecolors="black",
+                lw=0.5,
+            )
     ax.set_xlabel("arrival time (s)")
     ax.set_ylabel("TTFT (ms)")
     ax.set_yscale("log")

@@ -39,7 +39,7 @@ def group_pids(pgid: int) -> list[int]:
             stat = Path(f"/proc/{entry}/stat").read_text()
         except OSError:
             continue
-        fields = stat[stat.rindex(")") + 2:].split()
+        fields = stat[stat.rindex(")") + 2 :].split()
         if fields[0] != "Z" and int(fields[2]) == pgid:
             pids.append(int(entry))
     return pids
@@ -112,8 +112,9 @@ def start_server(args: list[str], log_dir: Path, timeout_s: float = 60.0) -> Ser
     log_path = log_dir / f"server-{port}.log"
     cmd = [sys.executable, "-m", "sloserve.launch_server", "--host", "127.0.0.1", "--port", str(port), *args]
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                preexec_fn=_die_with_parent)
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent
+        )
     handle = ServerHandle(proc, port, log_path)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

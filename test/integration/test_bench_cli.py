@@ -22,22 +22,25 @@ def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--num-prompts", "0"], "--num-prompts"),
-    (["--backend", "tgi"], "--backend"),
-    (["--burstiness", "-1"], "--burstiness"),
-    (["--trace-window", "5:1", "--trace", "x.csv"], "--trace-window"),
-    (["--trace-window", "0:10"], "needs --trace"),
-    (["--dataset-name", "sharegpt"], "--dataset-path"),
-    (["--dataset-name", "random", "--trace", "t.csv"], "scenario only"),
-    (["--request-rates", "1,zero"], "--request-rates"),
-    (["--base-url", "localhost:30000"], "http://"),
-    (["--base-url", "http://a:1", "--policy", "fcfs"], "not both"),
-    (["--no-such-flag"], "unrecognized"),
-    (["--scenario", "nope"], "--scenario"),
-    (["--slo-class", "gold"], "--slo-class"),
-    (["--model", "gpt-9"], "--model"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--num-prompts", "0"], "--num-prompts"),
+        (["--backend", "tgi"], "--backend"),
+        (["--burstiness", "-1"], "--burstiness"),
+        (["--trace-window", "5:1", "--trace", "x.csv"], "--trace-window"),
+        (["--trace-window", "0:10"], "needs --trace"),
+        (["--dataset-name", "sharegpt"], "--dataset-path"),
+        (["--dataset-name", "random", "--trace", "t.csv"], "scenario only"),
+        (["--request-rates", "1,zero"], "--request-rates"),
+        (["--base-url", "localhost:30000"], "http://"),
+        (["--base-url", "http://a:1", "--policy", "fcfs"], "not both"),
+        (["--no-such-flag"], "unrecognized"),
+        (["--scenario", "nope"], "--scenario"),
+        (["--slo-class", "gold"], "--slo-class"),
+        (["--model", "gpt-9"], "--model"),
+    ],
+)
 def test_bad_flags_exit_2_with_one_line(args, needle, capsys):
     with pytest.raises(SystemExit) as exc:
         main(args)
@@ -61,13 +64,14 @@ def test_unreachable_server_fails_clearly():
     assert len(lines) == 1 and "cannot reach server at http://127.0.0.1:9" in lines[0], proc.stderr
 
 
-
-
 def test_flags_follow_sglang_names_and_defaults():
     cfg = config_from_args(["--backend", "vllm", "--host", "10.0.0.1", "--num-prompts", "7", "--seed", "3"])
     assert cfg.urls == ("http://10.0.0.1:8000",)
     assert config_from_args([]).urls == ("http://127.0.0.1:30000",)
-    assert config_from_args(["--base-url", "http://h:1/", "--base-url", "http://h:2"]).urls == ("http://h:1", "http://h:2")
+    assert config_from_args(["--base-url", "http://h:1/", "--base-url", "http://h:2"]).urls == (
+        "http://h:1",
+        "http://h:2",
+    )
     assert cfg.request_rate == float("inf") and cfg.num_prompts == 7
 
 
@@ -83,15 +87,26 @@ def test_same_seed_same_programs_at_another_rate():
 
 def test_slo_scale_tightens_every_stage():
     base = build_bench_workload(BenchConfig(scenario="reasoning", num_prompts=5), 1.0).programs[0].stages[0]
-    tight = build_bench_workload(BenchConfig(scenario="reasoning", num_prompts=5, slo_scale=0.5), 1.0).programs[0].stages[0]
+    tight = (
+        build_bench_workload(BenchConfig(scenario="reasoning", num_prompts=5, slo_scale=0.5), 1.0).programs[0].stages[0]
+    )
     assert [s.tpot_ms * 0.5 for s in base.segments] == [s.tpot_ms for s in tight.segments]
     assert tight.ttft.slowdown == pytest.approx(base.ttft.slowdown * 0.5)
     assert [s.name for s in base.segments] == ["thinking", "answer"]
 
 
 def test_random_dataset_lengths_in_range():
-    wl = build_bench_workload(BenchConfig(dataset_name="random", random_input_len=100, random_output_len=10,
-                                          random_range_ratio=0.5, num_prompts=50, slo_class="coder"), 2.0)
+    wl = build_bench_workload(
+        BenchConfig(
+            dataset_name="random",
+            random_input_len=100,
+            random_output_len=10,
+            random_range_ratio=0.5,
+            num_prompts=50,
+            slo_class="coder",
+        ),
+        2.0,
+    )
     assert all(50 <= p.stages[0].prompt_tokens <= 100 and 5 <= p.stages[0].output_tokens <= 10 for p in wl.programs)
     assert {p.slo_class for p in wl.programs} == {"coder"}
 
@@ -111,8 +126,10 @@ def test_capacity_bisection_finds_the_threshold():
 
 
 def test_sharegpt_json_and_lengths_csv(tmp_path):
-    data = [{"conversations": [{"from": "human", "value": "hello there"}, {"from": "gpt", "value": "x" * 40}]},
-            {"conversations": [{"from": "human", "value": "only a question"}]}]
+    data = [
+        {"conversations": [{"from": "human", "value": "hello there"}, {"from": "gpt", "value": "x" * 40}]},
+        {"conversations": [{"from": "human", "value": "only a question"}]},
+    ]
     path = tmp_path / "sg.json"
     path.write_text(json.dumps(data))
     wl = build_bench_workload(BenchConfig(dataset_name="sharegpt", dataset_path=str(path), num_prompts=3), 1.0)
@@ -149,7 +166,13 @@ def test_help_lists_names_and_defaults():
     proc = run_cli("--help")
     text = " ".join(proc.stdout.split())  # unwrap argparse's lines
     assert proc.returncode == 0
-    for needle in ("(default: chatbot)", "tool-calling", "opt-13b-tp2-a100", "(default: 100)", "slos-serve",
-                   "(default: sglang)"):
+    for needle in (
+        "(default: chatbot)",
+        "tool-calling",
+        "opt-13b-tp2-a100",
+        "(default: 100)",
+        "slos-serve",
+        "(default: sglang)",
+    ):
         assert needle in text, needle
     assert "distserve" not in text  # --policy launches servers: only the policies a server runs

@@ -9,16 +9,40 @@ from sloserve.bench.cli import main
 
 def test_two_policies_table_plots_and_output(tmp_path, capsys):
     out, plots = tmp_path / "runs.jsonl", tmp_path / "plots"
-    rc = main(["--policy", "fcfs", "--policy", "slos-serve", "--server-args", "--time-scale 0.05",
-               "--scenario", "coder", "--seed", "2", "--num-prompts", "4", "--request-rate", "10", "--disable-tqdm",
-               "--output-file", str(out), "--plot-dir", str(plots), "--warmup-requests", "0"])
+    rc = main(
+        [
+            "--policy",
+            "fcfs",
+            "--policy",
+            "slos-serve",
+            "--server-args",
+            "--time-scale 0.05",
+            "--scenario",
+            "coder",
+            "--seed",
+            "2",
+            "--num-prompts",
+            "4",
+            "--request-rate",
+            "10",
+            "--disable-tqdm",
+            "--output-file",
+            str(out),
+            "--plot-dir",
+            str(plots),
+            "--warmup-requests",
+            "0",
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
-    table = text[text.index("target "):]
+    table = text[text.index("target ") :]
     assert table.count("\nfcfs ") == 1 and table.count("\nslos-serve ") == 1
     runs = [json.loads(x) for x in out.read_text().splitlines()]
     assert [(r["label"], r["request_rate"], r["server_policy"]) for r in runs] == [
-        ("fcfs", 10.0, "fcfs"), ("slos-serve", 10.0, "slos-serve")]
+        ("fcfs", 10.0, "fcfs"),
+        ("slos-serve", 10.0, "slos-serve"),
+    ]
     for name in ("attainment_vs_rate.png", "tier_bars.png"):
         assert (plots / name).stat().st_size > 5000
 

@@ -11,11 +11,36 @@ from sloserve.bench.config import BenchConfig
 from sloserve.bench.dataset import build_bench_workload
 from sloserve.bench.runner import run_benchmark
 
-SGLANG_FIELDS = ("completed", "duration", "total_input_tokens", "total_output_tokens", "request_throughput",
-                 "output_throughput", "mean_ttft_ms", "median_ttft_ms", "p99_ttft_ms", "mean_tpot_ms",
-                 "median_tpot_ms", "p99_tpot_ms", "mean_itl_ms", "p99_itl_ms", "median_e2e_latency_ms")
-SLO_FIELDS = ("attainment", "attainment_by_tier", "attainment_by_stage", "attainment_by_segment", "goodput_rps",
-              "admitted_fraction", "num_rejected", "request_rate", "burstiness", "slo_scale", "workload")
+SGLANG_FIELDS = (
+    "completed",
+    "duration",
+    "total_input_tokens",
+    "total_output_tokens",
+    "request_throughput",
+    "output_throughput",
+    "mean_ttft_ms",
+    "median_ttft_ms",
+    "p99_ttft_ms",
+    "mean_tpot_ms",
+    "median_tpot_ms",
+    "p99_tpot_ms",
+    "mean_itl_ms",
+    "p99_itl_ms",
+    "median_e2e_latency_ms",
+)
+SLO_FIELDS = (
+    "attainment",
+    "attainment_by_tier",
+    "attainment_by_stage",
+    "attainment_by_segment",
+    "goodput_rps",
+    "admitted_fraction",
+    "num_rejected",
+    "request_rate",
+    "burstiness",
+    "slo_scale",
+    "workload",
+)
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +58,23 @@ def run(server, **kw) -> dict:
 
 def test_output_file_appends_one_json_object_per_run(server, tmp_path, capsys):
     out = tmp_path / "runs.jsonl"
-    args = ["--base-url", server.url, "--num-prompts", "4", "--request-rate", "10", "--scenario", "mixed", "--seed", "201",
-            "--output-file", str(out), "--disable-tqdm", "--random-input-len", "64"]
+    args = [
+        "--base-url",
+        server.url,
+        "--num-prompts",
+        "4",
+        "--request-rate",
+        "10",
+        "--scenario",
+        "mixed",
+        "--seed",
+        "201",
+        "--output-file",
+        str(out),
+        "--disable-tqdm",
+        "--random-input-len",
+        "64",
+    ]
     assert main(args) == 0
     assert main(args + ["--output-details", "--backend", "sglang-oai"]) == 0
     lines = out.read_text().splitlines()
@@ -92,16 +132,44 @@ def test_impossible_slos_are_measured_as_misses(server):
 
 
 def test_no_slo_tags_still_measures(server):
-    res = run(server, dataset_name="random", random_input_len=32, random_output_len=8, no_slo_tags=True, random_range_ratio=0.5,
-              slo_class="chatbot", backend="sglang-oai-chat")
+    res = run(
+        server,
+        dataset_name="random",
+        random_input_len=32,
+        random_output_len=8,
+        no_slo_tags=True,
+        random_range_ratio=0.5,
+        slo_class="chatbot",
+        backend="sglang-oai-chat",
+    )
     assert res["completed"] == 3 and res["num_errors"] == 0
     assert 3 * 4 <= res["total_output_tokens"] <= 3 * 8  # random output lengths in [4, 8] (range ratio 0.5)
     assert res["attainment_by_tier"].keys() == {"chatbot"}
 
 
 def test_several_base_urls_share_one_workload(server, capsys):
-    assert main(["--base-url", server.url, "--base-url", server.url + "/", "--scenario", "coder", "--seed", "2",
-                 "--num-prompts", "3", "--request-rate", "20", "--disable-tqdm", "--tag", "twice"]) == 0
+    assert (
+        main(
+            [
+                "--base-url",
+                server.url,
+                "--base-url",
+                server.url + "/",
+                "--scenario",
+                "coder",
+                "--seed",
+                "2",
+                "--num-prompts",
+                "3",
+                "--request-rate",
+                "20",
+                "--disable-tqdm",
+                "--tag",
+                "twice",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith(server.url)]
     assert len(rows) == 2 and rows[0].split()[1] == rows[1].split()[1] == "20.0"
@@ -111,15 +179,43 @@ def test_several_base_urls_share_one_workload(server, capsys):
 def test_capacity_search_and_refusals_on_a_live_server(server_factory, tmp_path, capsys):
     server = server_factory("--time-scale", "0.05", "--reject-on-overload", "--max-seq-len", "97648")
     out = tmp_path / "cap.jsonl"
-    rc = main(["--base-url", server.url, "--scenario", "coder", "--num-prompts", "4", "--capacity-search",
-               "--capacity-lo", "2", "--capacity-hi", "8", "--capacity-iters", "1", "--output-file", str(out),
-               "--disable-tqdm", "--warmup-requests", "0", "--slo-scale", "5"])
+    rc = main(
+        [
+            "--base-url",
+            server.url,
+            "--scenario",
+            "coder",
+            "--num-prompts",
+            "4",
+            "--capacity-search",
+            "--capacity-lo",
+            "2",
+            "--capacity-hi",
+            "8",
+            "--capacity-iters",
+            "1",
+            "--output-file",
+            str(out),
+            "--disable-tqdm",
+            "--warmup-requests",
+            "0",
+            "--slo-scale",
+            "5",
+        ]
+    )
     assert rc == 0
     assert len(out.read_text().splitlines()) in (1, 2, 3)  # lo, then hi, then one midpoint at most
     assert "capacity" in capsys.readouterr().out
     # impossible SLOs at once: the policy refuses work (429), programs count as rejected misses
-    cfg = BenchConfig(base_url=(server.url,), scenario="coder", num_prompts=8, slo_scale=0.01,
-                      disable_tqdm=True, warmup_requests=0, output_details=True)
+    cfg = BenchConfig(
+        base_url=(server.url,),
+        scenario="coder",
+        num_prompts=8,
+        slo_scale=0.01,
+        disable_tqdm=True,
+        warmup_requests=0,
+        output_details=True,
+    )
     res = run_benchmark(cfg, server.url, float("inf"))
     refused = [d for d in res["details"] if d["status"] == 429]
     assert refused and res["num_rejected"] == len(refused)

@@ -13,13 +13,14 @@ import pytest
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "slo-api.md"
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("sglang") is None,
-                                reason="sglang is not installed: run scripts/install_sglang_cpu.sh")
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("sglang") is None, reason="sglang is not installed: run scripts/install_sglang_cpu.sh"
+)
 
 
 def frontend_example() -> str:
     text = DOC.read_text()
-    section = text[text.index("### SGLang frontend programs"):]
+    section = text[text.index("### SGLang frontend programs") :]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 

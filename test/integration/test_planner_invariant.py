@@ -11,15 +11,25 @@ from sloserve.sim import SimConfig, simulate
 from sloserve.workloads import WorkloadConfig, build_workload
 
 SCENARIOS = ["chatbot", "coder", "summarizer", "reasoning", "tool-calling", "mixed"]
-RATES = {"chatbot": (2, 8, 30), "coder": (2, 8, 30), "summarizer": (2, 6, 20), "reasoning": (1, 3, 12),
-         "tool-calling": (0.5, 2, 8), "mixed": (2, 8, 30)}
+RATES = {
+    "chatbot": (2, 8, 30),
+    "coder": (2, 8, 30),
+    "summarizer": (2, 6, 20),
+    "reasoning": (1, 3, 12),
+    "tool-calling": (0.5, 2, 8),
+    "mixed": (2, 8, 30),
+}
 
 
 def admitted_misses(scenario, rate, known=True, n=60, tolerance=0.0, **opts):
-    w = build_workload(WorkloadConfig(scenario=scenario, rate_rps=rate, num_requests=n, seed=3,
-                                      max_seq_len=2038, output_len_known=known))
-    cfg = SimConfig(model="opt-13b-tp2-a100", policy="slos-serve", policy_options=opts, max_seq_len=2038,
-                    tolerance=tolerance)
+    w = build_workload(
+        WorkloadConfig(
+            scenario=scenario, rate_rps=rate, num_requests=n, seed=3, max_seq_len=2038, output_len_known=known
+        )
+    )
+    cfg = SimConfig(
+        model="opt-13b-tp2-a100", policy="slos-serve", policy_options=opts, max_seq_len=2038, tolerance=tolerance
+    )
     res = simulate(w.programs, cfg)
     slo = [r for r in res.records if r.tier == "slo" and r.completed]
     misses = [r.request_id for r in slo if not r.attained(tolerance)]
@@ -71,8 +81,10 @@ def test_kv_profile_and_pacing_keep_the_invariant_and_admit_more_under_kv_pressu
     n = 40 if scenario == "reasoning" else 60
     rate = RATES[scenario][1] * 2
     _, full_admitted, _ = admitted_misses(scenario, rate, n=n, kv_profile=False)
-    for opts in ({"kv_profile": True},
-                 {"kv_profile": True, "kv_pace": 0.6, "kv_pace_above": 0.0, "kv_pace_floor": 1.5}):
+    for opts in (
+        {"kv_profile": True},
+        {"kv_profile": True, "kv_pace": 0.6, "kv_pace_above": 0.0, "kv_pace_floor": 1.5},
+    ):
         misses, admitted, summary = admitted_misses(scenario, rate, n=n, **opts)
         assert misses == [] and summary["reasons"].get("decode_overload", 0) == 0, opts
         if "kv_pace" not in opts:  # pacing trades compute for KV: it may admit fewer when compute binds too
@@ -81,8 +93,15 @@ def test_kv_profile_and_pacing_keep_the_invariant_and_admit_more_under_kv_pressu
 
 def noisy_misses(scenario, rate, noise, bias, **opts):
     w = build_workload(WorkloadConfig(scenario=scenario, rate_rps=rate, num_requests=60, seed=3, max_seq_len=2038))
-    cfg = SimConfig(model="opt-13b-tp2-a100", policy="slos-serve", policy_options=opts, max_seq_len=2038,
-                    tolerance=0.05, step_time_noise=noise, step_time_bias=bias)
+    cfg = SimConfig(
+        model="opt-13b-tp2-a100",
+        policy="slos-serve",
+        policy_options=opts,
+        max_seq_len=2038,
+        tolerance=0.05,
+        step_time_noise=noise,
+        step_time_bias=bias,
+    )
     slo = [r for r in simulate(w.programs, cfg).records if r.tier == "slo" and r.completed]
     return sum(not r.attained(0.05) for r in slo), len(slo)
 

@@ -16,8 +16,18 @@ POLICY = os.environ.get("SLOSERVE_TEST_POLICY", "fcfs")
 
 @pytest.fixture(scope="module")
 def server(server_factory):
-    return server_factory("--model", "opt-13b-tp2-a100", "--policy", POLICY, "--dp-size", "2",
-                          "--time-scale", "0.05", "--max-seq-len", "4096")
+    return server_factory(
+        "--model",
+        "opt-13b-tp2-a100",
+        "--policy",
+        POLICY,
+        "--dp-size",
+        "2",
+        "--time-scale",
+        "0.05",
+        "--max-seq-len",
+        "4096",
+    )
 
 
 def post(server, path: str, body, **kw) -> httpx.Response:
@@ -40,9 +50,21 @@ def test_generate_text_and_meta_info(server):
 
 
 def test_generate_is_deterministic_per_rid_and_accepts_nulls(server):
-    body = {"input_ids": [1, 2, 3, 4], "rid": "fixed-rid-1", "return_logprob": None, "stream": None,
-            "sampling_params": {"max_new_tokens": 6, "temperature": None, "top_p": None, "stop": None,
-                                "custom_params": None, "n": 1, "ignore_eos": True}}
+    body = {
+        "input_ids": [1, 2, 3, 4],
+        "rid": "fixed-rid-1",
+        "return_logprob": None,
+        "stream": None,
+        "sampling_params": {
+            "max_new_tokens": 6,
+            "temperature": None,
+            "top_p": None,
+            "stop": None,
+            "custom_params": None,
+            "n": 1,
+            "ignore_eos": True,
+        },
+    }
     first = post(server, "/generate", body).json()
     second = post(server, "/generate", body).json()
     other = post(server, "/generate", {**body, "rid": "fixed-rid-2"}).json()
@@ -65,11 +87,16 @@ def test_max_new_tokens_zero_runs_prefill_only(server):
 
 
 def test_stop_string_trims_and_reports_match(server):
-    base = post(server, "/generate", {"text": "x", "rid": "stop-probe", "sampling_params": {"max_new_tokens": 40}}).json()
+    base = post(
+        server, "/generate", {"text": "x", "rid": "stop-probe", "sampling_params": {"max_new_tokens": 40}}
+    ).json()
     stop = base["text"][20:24]
     cut = base["text"].find(stop)
-    out = post(server, "/generate", {"text": "x", "rid": "stop-probe",
-                                     "sampling_params": {"max_new_tokens": 40, "stop": [stop]}}).json()
+    out = post(
+        server,
+        "/generate",
+        {"text": "x", "rid": "stop-probe", "sampling_params": {"max_new_tokens": 40, "stop": [stop]}},
+    ).json()
     assert out["text"] == base["text"][:cut]
     assert out["meta_info"]["finish_reason"] == {"type": "stop", "matched": stop}
     assert out["meta_info"]["completion_tokens"] < 40
@@ -85,7 +112,7 @@ async def _sse(session: aiohttp.ClientSession, url: str, body: dict) -> list[dic
             if not line:
                 continue
             assert line.startswith("data: ")
-            payload = line[len("data: "):]
+            payload = line[len("data: ") :]
             events.append(payload if payload == "[DONE]" else orjson.loads(payload))
     return events
 
@@ -93,8 +120,11 @@ async def _sse(session: aiohttp.ClientSession, url: str, body: dict) -> list[dic
 def test_generate_stream_raw_sse(server):
     async def run():
         async with aiohttp.ClientSession() as s:
-            return await _sse(s, server.url + "/generate",
-                              {"text": "stream me", "stream": True, "sampling_params": {"max_new_tokens": 20}})
+            return await _sse(
+                s,
+                server.url + "/generate",
+                {"text": "stream me", "stream": True, "sampling_params": {"max_new_tokens": 20}},
+            )
 
     events = asyncio.run(run())
     assert events[-1] == "[DONE]"
@@ -109,14 +139,19 @@ def test_generate_stream_raw_sse(server):
 
 def test_openai_completions(server):
     client = openai.OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0)
-    resp = client.completions.create(model="opt-13b-tp2-a100", prompt="Say hi", max_tokens=7,
-                                     extra_body={"custom_params": {"slo_ttft_ms": 2000, "slo_tpot_ms": 200}})
+    resp = client.completions.create(
+        model="opt-13b-tp2-a100",
+        prompt="Say hi",
+        max_tokens=7,
+        extra_body={"custom_params": {"slo_ttft_ms": 2000, "slo_tpot_ms": 200}},
+    )
     assert resp.usage.completion_tokens == 7 and resp.usage.prompt_tokens == 6
     assert resp.choices[0].finish_reason == "length"
     meta = resp.model_extra["meta_info"]
     assert meta["slo_ttft_ms"] == 2000 and meta["slo_tpot_ms"] == 200 and meta["slo_met"] is True
-    stream = client.completions.create(model="m", prompt="Say hi", max_tokens=9, stream=True,
-                                       stream_options={"include_usage": True})
+    stream = client.completions.create(
+        model="m", prompt="Say hi", max_tokens=9, stream=True, stream_options={"include_usage": True}
+    )
     chunks = list(stream)
     text = "".join(c.choices[0].text for c in chunks if c.choices)
     assert len(text.encode()) == 9
@@ -127,13 +162,17 @@ def test_openai_completions(server):
 def test_openai_chat(server):
     client = openai.OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0)
     msgs = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"}]
-    resp = client.chat.completions.create(model="m", messages=msgs, max_tokens=5,
-                                          extra_body={"custom_params": {"slo_stage": "answer"}})
+    resp = client.chat.completions.create(
+        model="m", messages=msgs, max_tokens=5, extra_body={"custom_params": {"slo_stage": "answer"}}
+    )
     assert resp.choices[0].message.role == "assistant"
     assert len(resp.choices[0].message.content.encode()) == 5
     assert resp.model_extra["meta_info"]["slo_stage"] == "answer"
-    chunks = list(client.chat.completions.create(model="m", messages=msgs, max_completion_tokens=6, stream=True,
-                                                 stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model="m", messages=msgs, max_completion_tokens=6, stream=True, stream_options={"include_usage": True}
+        )
+    )
     assert chunks[0].choices[0].delta.role == "assistant"
     content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert len(content.encode()) == 6

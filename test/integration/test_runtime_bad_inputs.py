@@ -12,8 +12,9 @@ POLICY = os.environ.get("SLOSERVE_TEST_POLICY", "fcfs")
 
 @pytest.fixture(scope="module")
 def server(server_factory):
-    return server_factory("--model", "opt-13b-tp2-a100", "--policy", POLICY, "--time-scale", "0.02",
-                          "--max-seq-len", "1024")
+    return server_factory(
+        "--model", "opt-13b-tp2-a100", "--policy", POLICY, "--time-scale", "0.02", "--max-seq-len", "1024"
+    )
 
 
 GEN = "/generate"
@@ -40,8 +41,12 @@ CASES = [
     (GEN, {"text": "a", "sampling_params": {"custom_params": {"slo_tpot": 50}}}, 400, "slo_tpot"),
     (GEN, {"text": "a", "sampling_params": {"custom_params": {"slo_tpot_ms": -5}}}, 400, "slo_tpot_ms"),
     (GEN, {"text": "a", "sampling_params": {"custom_params": {"slo_ttft_ms": "soon"}}}, 400, "slo_ttft_ms"),
-    (GEN, {"text": "a", "sampling_params": {"custom_params": {"slo_ttft_ms": 5, "slo_ttft_slowdown": 2}}}, 400,
-     "slo_ttft_ms"),
+    (
+        GEN,
+        {"text": "a", "sampling_params": {"custom_params": {"slo_ttft_ms": 5, "slo_ttft_slowdown": 2}}},
+        400,
+        "slo_ttft_ms",
+    ),
     (GEN, {"text": "a", "sampling_params": {"custom_params": {"slo_class": "no-such-class"}}}, 400, "slo_class"),
     (GEN, {"text": "a", "sampling_params": {"custom_params": {"slo_think_tokens": 5}}}, 400, "slo_think_tokens"),
     (GEN, {"text": "a", "sampling_params": {"custom_params": {"slo_arrival_s": 4.0e10}}}, 400, "slo_arrival_s"),
@@ -55,8 +60,12 @@ CASES = [
     ("/v1/completions", {"model": "m", "prompt": "a", "custom_params": "tight"}, 400, "custom_params"),
     ("/v1/chat/completions", {"model": "m", "messages": []}, 400, "messages"),
     ("/v1/chat/completions", {"model": "m", "messages": [{"content": "no role"}]}, 400, "role"),
-    ("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "a"}], "temperature": "hot"},
-     400, "temperature"),
+    (
+        "/v1/chat/completions",
+        {"model": "m", "messages": [{"role": "user", "content": "a"}], "temperature": "hot"},
+        400,
+        "temperature",
+    ),
     ("/abort_request", {"rid": "never-seen"}, 404, "never-seen"),
     ("/abort_request", {"rid": 12}, 400, "rid"),
 ]

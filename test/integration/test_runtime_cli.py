@@ -17,27 +17,37 @@ def group_pids(pgid: int) -> list[int]:
 
 
 def launch(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sloserve.launch_server", "--port", "1", *args],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "sloserve.launch_server", "--port", "1", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
-@pytest.mark.parametrize("args,needle", [
-    (("--policy", "no-such-policy"), "unknown --policy 'no-such-policy'; the server supports: edf, fcfs, "),
-    # DistServe's roles and the pair need KV hand-off between replicas: simulator only, refused
-    (("--policy", "distserve-prefill"), "only the simulator models"),
-    (("--policy", "distserve-decode"), "only the simulator models"),
-    (("--policy", "distserve"), "only the simulator models (python -m sloserve.sim run --policy distserve); "
-                                "the server supports: edf, fcfs, "),
-    (("--policy", "fcfs", "--router", "nope"), "unknown --router 'nope'; registered routers: "),
-    (("--policy", "fcfs", "--model", "gpt-17"), "unknown --model 'gpt-17'; choose from: "),
-    (("--policy", "fcfs", "--policy-opt", "warp_speed=9"), "unknown option(s) for policy 'fcfs': warp_speed"),
-    (("--policy", "fcfs", "--policy-opt", "oops"), "--policy-opt expects key=value"),
-    (("--dp-size", "0",), "--dp-size must be >= 1"),
-    (("--log-level", "nonsense"), "--log-level must be one of debug, info, warning, error, critical"),
-    (("--log-format", "xml"), "argument --log-format: invalid choice: 'xml'"),
-    (("--port", "abc"), "argument --port: invalid int value: 'abc'"),
-    (("--policy", "fcfs", "--tokenizer-path", "/nonexistent/tok"), "--tokenizer-path /nonexistent/tok: "),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (("--policy", "no-such-policy"), "unknown --policy 'no-such-policy'; the server supports: edf, fcfs, "),
+        # DistServe's roles and the pair need KV hand-off between replicas: simulator only, refused
+        (("--policy", "distserve-prefill"), "only the simulator models"),
+        (("--policy", "distserve-decode"), "only the simulator models"),
+        (
+            ("--policy", "distserve"),
+            "only the simulator models (python -m sloserve.sim run --policy distserve); "
+            "the server supports: edf, fcfs, ",
+        ),
+        (("--policy", "fcfs", "--router", "nope"), "unknown --router 'nope'; registered routers: "),
+        (("--policy", "fcfs", "--model", "gpt-17"), "unknown --model 'gpt-17'; choose from: "),
+        (("--policy", "fcfs", "--policy-opt", "warp_speed=9"), "unknown option(s) for policy 'fcfs': warp_speed"),
+        (("--policy", "fcfs", "--policy-opt", "oops"), "--policy-opt expects key=value"),
+        (("--dp-size", "0"), "--dp-size must be >= 1"),
+        (("--log-level", "nonsense"), "--log-level must be one of debug, info, warning, error, critical"),
+        (("--log-format", "xml"), "argument --log-format: invalid choice: 'xml'"),
+        (("--port", "abc"), "argument --port: invalid int value: 'abc'"),
+        (("--policy", "fcfs", "--tokenizer-path", "/nonexistent/tok"), "--tokenizer-path /nonexistent/tok: "),
+    ],
+)
 def test_bad_launch_options_fail_with_one_clear_line(args, needle, capsys):
     from sloserve.launch_server import main
 
@@ -78,8 +88,9 @@ def test_local_hf_tokenizer(server_factory, tmp_path):
     path = tmp_path / "tokenizer.json"
     tok.save(str(path))
     srv = server_factory("--policy", "fcfs", "--time-scale", "0", "--tokenizer-path", str(tmp_path))
-    out = httpx.post(srv.url + "/generate", timeout=30,
-                     json={"text": "hello world model", "sampling_params": {"max_new_tokens": 5}}).json()
+    out = httpx.post(
+        srv.url + "/generate", timeout=30, json={"text": "hello world model", "sampling_params": {"max_new_tokens": 5}}
+    ).json()
     assert out["meta_info"]["prompt_tokens"] == 3 and len(out["output_ids"]) == 5
     assert srv.get_json("/server_info")["tokenizer"] == str(tmp_path)
 
@@ -91,9 +102,12 @@ def test_port_in_use_exits_nonzero_without_orphans():
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        proc = subprocess.Popen([sys.executable, "-m", "sloserve.launch_server", "--policy", "fcfs",
-                                 "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sloserve.launch_server", "--policy", "fcfs", "--port", str(port)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         out, _ = proc.communicate(timeout=60)
     assert proc.returncode != 0 and b"address already in use" in out
     deadline = time.monotonic() + 5  # multiprocessing's resource tracker exits just after its parent
@@ -115,12 +129,22 @@ def test_backend_auto_picks_embedded_without_cuda(server_factory):
 
 
 def test_help_lists_names_and_defaults():
-    proc = subprocess.run([sys.executable, "-m", "sloserve.launch_server", "--help"], capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sloserve.launch_server", "--help"], capture_output=True, text=True, timeout=60
+    )
     text = " ".join(proc.stdout.split())  # unwrap argparse's lines
     assert proc.returncode == 0, proc.stderr
-    for needle in ("--model MODEL, --model-path MODEL", "(default: opt-13b-tp2-a100)", "(default: slos-serve)",
-                   "(default: round-robin)", "slo-proactive", "sarathi", "llama-3-8b-h100", "(default: 30000)",
-                   "{text,json}", "debug, info, warning"):
+    for needle in (
+        "--model MODEL, --model-path MODEL",
+        "(default: opt-13b-tp2-a100)",
+        "(default: slos-serve)",
+        "(default: round-robin)",
+        "slo-proactive",
+        "sarathi",
+        "llama-3-8b-h100",
+        "(default: 30000)",
+        "{text,json}",
+        "debug, info, warning",
+    ):
         assert needle in text, needle
     assert "distserve" not in text  # refused by the server (simulator only)

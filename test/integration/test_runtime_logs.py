@@ -27,17 +27,39 @@ def wait_line(server, pred, what: str) -> dict:
 
 
 def test_json_request_lines_for_finished_rejected_and_aborted(server_factory):
-    srv = server_factory("--policy", "slos-serve", "--reject-on-overload", "--time-scale", "0.05",
-                         "--log-format", "json", "--log-interval-s", "0.2")
-    ok = httpx.post(srv.url + "/generate", timeout=HANG_S, json={
-        "text": "hello", "rid": "log-ok", "sampling_params": {"max_new_tokens": 8}})
+    srv = server_factory(
+        "--policy",
+        "slos-serve",
+        "--reject-on-overload",
+        "--time-scale",
+        "0.05",
+        "--log-format",
+        "json",
+        "--log-interval-s",
+        "0.2",
+    )
+    ok = httpx.post(
+        srv.url + "/generate",
+        timeout=HANG_S,
+        json={"text": "hello", "rid": "log-ok", "sampling_params": {"max_new_tokens": 8}},
+    )
     assert ok.status_code == 200
-    refused = httpx.post(srv.url + "/generate", timeout=HANG_S, json={
-        "text": "hello", "rid": "log-429", "sampling_params": {"max_new_tokens": 8,
-                                                               "custom_params": {"slo_ttft_ms": 0.001}}})
+    refused = httpx.post(
+        srv.url + "/generate",
+        timeout=HANG_S,
+        json={
+            "text": "hello",
+            "rid": "log-429",
+            "sampling_params": {"max_new_tokens": 8, "custom_params": {"slo_ttft_ms": 0.001}},
+        },
+    )
     assert refused.status_code == 429
-    with httpx.stream("POST", srv.url + "/generate", timeout=HANG_S, json={
-            "text": "abort", "rid": "log-abort", "stream": True, "sampling_params": {"max_new_tokens": 1500}}) as r:
+    with httpx.stream(
+        "POST",
+        srv.url + "/generate",
+        timeout=HANG_S,
+        json={"text": "abort", "rid": "log-abort", "stream": True, "sampling_params": {"max_new_tokens": 1500}},
+    ) as r:
         lines = r.iter_lines()  # kept referenced: a closed line iterator closes the stream
         next(line for line in lines if line.startswith("data: "))  # in flight now
         assert httpx.post(srv.url + "/abort_request", json={"rid": "log-abort"}, timeout=HANG_S).status_code == 200

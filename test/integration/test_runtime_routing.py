@@ -15,8 +15,10 @@ POLICY = os.environ.get("SLOSERVE_TEST_POLICY", "fcfs")
 
 async def burst(url: str, n: int) -> list[tuple[int, dict]]:
     async def one(s, i):
-        body = {"text": "route " * (1 + i % 50), "sampling_params": {"max_new_tokens": 8 + i % 8,
-                                                                     "custom_params": {"slo_ttft_slowdown": 20}}}
+        body = {
+            "text": "route " * (1 + i % 50),
+            "sampling_params": {"max_new_tokens": 8 + i % 8, "custom_params": {"slo_ttft_slowdown": 20}},
+        }
         async with s.post(url + "/generate", json=body) as r:
             return r.status, await r.json()
 
@@ -53,8 +55,9 @@ def test_killed_router_fails_requests_and_health(server_factory):
 
     async def run():
         async with aiohttp.ClientSession() as s:
-            task = asyncio.create_task(s.post(srv.url + "/generate", json={
-                "text": "x", "sampling_params": {"max_new_tokens": 2000}}))
+            task = asyncio.create_task(
+                s.post(srv.url + "/generate", json={"text": "x", "sampling_params": {"max_new_tokens": 2000}})
+            )
             # kill the router once the request is in flight (state, not a guessed sleep)
             while (await (await s.get(srv.url + "/server_info")).json())["requests_in_flight"] == 0:
                 await asyncio.sleep(0.02)

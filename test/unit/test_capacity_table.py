@@ -4,14 +4,21 @@ import importlib.util
 from pathlib import Path
 
 SPEC = importlib.util.spec_from_file_location(
-    "capacity_table", Path(__file__).resolve().parents[2] / "benchmark" / "capacity_table.py")
+    "capacity_table", Path(__file__).resolve().parents[2] / "benchmark" / "capacity_table.py"
+)
 capacity_table = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(capacity_table)
 
 
 def test_ratio_to_the_best_baseline_and_geo_mean():
-    caps = {("a", "slos-serve"): 4.0, ("a", "vllm"): 2.0, ("a", "edf"): 1.0,
-            ("b", "slos-serve"): 1.0, ("b", "vllm"): 2.0, ("b", "edf"): 0.5}
+    caps = {
+        ("a", "slos-serve"): 4.0,
+        ("a", "vllm"): 2.0,
+        ("a", "edf"): 1.0,
+        ("b", "slos-serve"): 1.0,
+        ("b", "vllm"): 2.0,
+        ("b", "edf"): 0.5,
+    }
     out = capacity_table.table(caps, ["a", "b"], ["slos-serve", "vllm", "edf"])
     assert "| a | 4 | 2 | 1 | 2.00x |" in out and "| b | 1 | 2 | 0.5 | 0.50x |" in out
     assert "**1.00x**" in out  # sqrt(2 * 0.5)

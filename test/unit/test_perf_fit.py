@@ -11,8 +11,17 @@ import numpy as np
 import pytest
 
 from sloserve.perf import get_model
-from sloserve.perf.fit import (FitLine, FittedLinesModel, ProfileData, fit_lines, inflate, load_profile_csv,
-                               profile_from_model, save_fit_json, write_profile_csv)
+from sloserve.perf.fit import (
+    FitLine,
+    FittedLinesModel,
+    ProfileData,
+    fit_lines,
+    inflate,
+    load_profile_csv,
+    profile_from_model,
+    save_fit_json,
+    write_profile_csv,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 # memory-bound line for small batches, compute-bound line for large ones (knee near 300 tokens)
@@ -24,8 +33,9 @@ def _grid(noise: float = 0.0, seed: int = 0) -> ProfileData:
     data = profile_from_model(model, range(1, 4097, 48), spec_steps=(0, 1, 3), kv_read_tokens=(0, 30_000, 120_000))
     if noise:
         rng = np.random.default_rng(seed)
-        data = ProfileData(data.num_tokens, data.spec_steps, data.kv_read_tokens,
-                           data.time_s * (1 + rng.normal(0, noise, len(data))))
+        data = ProfileData(
+            data.num_tokens, data.spec_steps, data.kv_read_tokens, data.time_s * (1 + rng.normal(0, noise, len(data)))
+        )
     return data
 
 
@@ -54,7 +64,10 @@ def test_inflate_bounds_the_under_predicted_share():
     data = _grid(noise=0.03, seed=3)
     safe = inflate(fit_lines(data, 2), data, 0.05)
     assert safe.under_share <= 0.05
-    assert FittedLinesModel("s", safe.lines).predict(data).mean() > FittedLinesModel("f", fit_lines(data, 2).lines).predict(data).mean()
+    assert (
+        FittedLinesModel("s", safe.lines).predict(data).mean()
+        > FittedLinesModel("f", fit_lines(data, 2).lines).predict(data).mean()
+    )
     with pytest.raises(ValueError):
         inflate(safe, data, 1.5)
 
@@ -87,13 +100,16 @@ def test_csv_round_trip_time_ms_and_time_s(tmp_path):
     assert load_profile_csv(tmp_path / "s.csv").spec_steps.tolist() == [0, 0]
 
 
-@pytest.mark.parametrize("text,match", [
-    ("tokens,time_ms\n1,2\n", "num_tokens"),
-    ("num_tokens,latency\n1,2\n", "time_ms or time_s"),
-    ("num_tokens,time_ms\n", "no data rows"),
-    ("num_tokens,time_ms\n1,abc\n", "non-numeric"),
-    ("num_tokens,time_ms\n1,-3\n", "positive"),
-])
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ("tokens,time_ms\n1,2\n", "num_tokens"),
+        ("num_tokens,latency\n1,2\n", "time_ms or time_s"),
+        ("num_tokens,time_ms\n", "no data rows"),
+        ("num_tokens,time_ms\n1,abc\n", "non-numeric"),
+        ("num_tokens,time_ms\n1,-3\n", "positive"),
+    ],
+)
 def test_bad_csv_raises_clear_value_error(tmp_path, text, match):
     path = tmp_path / "bad.csv"
     path.write_text(text)
@@ -123,17 +139,31 @@ def test_json_errors_and_roofline_json(tmp_path):
     (tmp_path / "other.json").write_text('{"format": "something-else"}')
     with pytest.raises(ValueError, match="sloserve-perf-lines/1"):
         get_model(str(tmp_path / "other.json"))
-    (tmp_path / "roof.json").write_text(json.dumps({"format": "sloserve-roofline/1", "model": "llama-3-8b",
-                                                    "gpu": "h100", "tp": 2, "step_overhead_s": 0.005}))
+    (tmp_path / "roof.json").write_text(
+        json.dumps(
+            {"format": "sloserve-roofline/1", "model": "llama-3-8b", "gpu": "h100", "tp": 2, "step_overhead_s": 0.005}
+        )
+    )
     roof = get_model(str(tmp_path / "roof.json"))
     assert roof.name == "roof" and roof.cfg.tp == 2 and roof.cfg.step_overhead_s == 0.005
-    (tmp_path / "h200ish.json").write_text(json.dumps({"format": "sloserve-roofline/1", "model": "llama-3-8b",
-                                                       "gpu": "h100", "gpu_overrides": {"hbm_bytes_per_s": 4.8e12}}))
+    (tmp_path / "h200ish.json").write_text(
+        json.dumps(
+            {
+                "format": "sloserve-roofline/1",
+                "model": "llama-3-8b",
+                "gpu": "h100",
+                "gpu_overrides": {"hbm_bytes_per_s": 4.8e12},
+            }
+        )
+    )
     faster = get_model(str(tmp_path / "h200ish.json"))
     assert faster.batch_time_s(1) < get_model("llama-3-8b-h100").batch_time_s(1)
     assert faster.batch_time_s(1) == pytest.approx(get_model("llama-3-8b-h200").batch_time_s(1))
-    (tmp_path / "typo.json").write_text(json.dumps({"format": "sloserve-roofline/1", "model": "llama-3-8b",
-                                                    "gpu": "h100", "gpu_overrides": {"hbm_bw": 1}}))
+    (tmp_path / "typo.json").write_text(
+        json.dumps(
+            {"format": "sloserve-roofline/1", "model": "llama-3-8b", "gpu": "h100", "gpu_overrides": {"hbm_bw": 1}}
+        )
+    )
     with pytest.raises(ValueError, match="bad roofline description"):
         get_model(str(tmp_path / "typo.json"))
     (tmp_path / "nogpu.json").write_text(json.dumps({"format": "sloserve-roofline/1", "model": "llama-3-8b"}))
@@ -144,13 +174,17 @@ def test_json_errors_and_roofline_json(tmp_path):
 def test_fit_script_end_to_end_and_failure(tmp_path):
     script = str(ROOT / "scripts" / "fit_perf_model.py")
     csv_path, out = tmp_path / "p.csv", tmp_path / "fit.json"
+
     def run(*a):
         return subprocess.run([sys.executable, script, *a], capture_output=True, text=True, timeout=60)
 
     assert run("--synthesize", "llama-2-7b-a100", "--out-csv", str(csv_path)).returncode == 0
     res = run(str(csv_path), "--out", str(out), "--max-under-share", "0.0")
     assert res.returncode == 0, res.stderr
-    assert "R^2" in res.stdout and get_model(str(out)).batch_time_s(512) >= get_model("llama-2-7b-a100").batch_time_s(512) * 0.999
+    assert (
+        "R^2" in res.stdout
+        and get_model(str(out)).batch_time_s(512) >= get_model("llama-2-7b-a100").batch_time_s(512) * 0.999
+    )
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
     bad = run(str(tmp_path / "bad.csv"))
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "num_tokens" in bad.stderr

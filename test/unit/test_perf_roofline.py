@@ -11,8 +11,17 @@ from sloserve.perf.base import BatchTimeModel
 from sloserve.perf.hardware import GPUS, MODELS, get_arch, get_gpu
 from sloserve.perf.roofline import ROOFLINE_PRESETS, RooflineConfig, RooflineModel, line_limit, roofline
 
-REQUIRED = ["llama-3-8b-a100", "llama-3-8b-h100", "qwen2.5-7b-a100", "qwen2.5-7b-h100", "llama-2-7b-a100",
-            "llama-2-7b-h100", "llama-2-70b-tp4-a100", "llama-2-70b-tp4-h100", "opt-13b-tp2-roofline-a100"]
+REQUIRED = [
+    "llama-3-8b-a100",
+    "llama-3-8b-h100",
+    "qwen2.5-7b-a100",
+    "qwen2.5-7b-h100",
+    "llama-2-7b-a100",
+    "llama-2-7b-h100",
+    "llama-2-70b-tp4-a100",
+    "llama-2-70b-tp4-h100",
+    "opt-13b-tp2-roofline-a100",
+]
 
 
 @pytest.mark.parametrize("name", REQUIRED)
@@ -23,8 +32,17 @@ def test_required_presets_resolve(name):
     assert model.batch_time_s(1) > 0
 
 
-@pytest.mark.parametrize("arch,billions", [("llama-3-8b", 8.03), ("llama-2-7b", 6.74), ("llama-2-70b", 69.0),
-                                           ("qwen2.5-7b", 7.6), ("opt-13b", 12.9), ("llama-3.2-1b", 1.5)])
+@pytest.mark.parametrize(
+    "arch,billions",
+    [
+        ("llama-3-8b", 8.03),
+        ("llama-2-7b", 6.74),
+        ("llama-2-70b", 69.0),
+        ("qwen2.5-7b", 7.6),
+        ("opt-13b", 12.9),
+        ("llama-3.2-1b", 1.5),
+    ],
+)
 def test_parameter_counts_match_published_sizes(arch, billions):
     # embedding + LM head counted separately, so tied-embedding models come out slightly high
     assert get_arch(arch).num_params / 1e9 == pytest.approx(billions, rel=0.06)
@@ -40,8 +58,11 @@ def test_kv_bytes_per_token_split_and_replicated_across_tp():
 def test_decode_is_weight_read_bound_and_prefill_compute_bound():
     model = get_model("llama-3-8b-a100")
     gpu, arch = GPUS["a100"], MODELS["llama-3-8b"]
-    weights_s = 2 * (arch.num_layers * arch.linear_params_per_layer + arch.lm_head_params) / (
-        gpu.hbm_bytes_per_s * gpu.gemm_bw_eff)
+    weights_s = (
+        2
+        * (arch.num_layers * arch.linear_params_per_layer + arch.lm_head_params)
+        / (gpu.hbm_bytes_per_s * gpu.gemm_bw_eff)
+    )
     assert model.breakdown(1)["gemm_bound"] == "memory"
     assert model.breakdown(1)["gemm_s"] == pytest.approx(weights_s, rel=0.01)
     assert model.breakdown(4096)["gemm_bound"] == "compute"
@@ -175,8 +196,10 @@ def test_plan_time_uses_context_and_prefill_attention():
     assert t > model.batch_time_s(n) + kv * model.terms.per_kv_token_s
     # the conservative planner bound admits this chunk only if its context is charged
     budget = t
-    assert model.max_tokens_within_s(budget, 0, kv, pairs - 1024 * (3072 + 512.5),
-                                     added_context_tokens=3072 + 1024) <= 1024 + 32
+    assert (
+        model.max_tokens_within_s(budget, 0, kv, pairs - 1024 * (3072 + 512.5), added_context_tokens=3072 + 1024)
+        <= 1024 + 32
+    )
 
 
 def test_decode_attention_is_charged_once_as_kv_reads():

@@ -14,8 +14,16 @@ import pytest
 
 from sloserve.datadir import data_dir
 from sloserve.perf.hardware import GPUS
-from sloserve.perf.validate import (VidurTable, calibrate, compare_distserve, compare_vidur, distserve_decode_ms,
-                                    load_vidur, predict_elementwise_s, predict_linear_s)
+from sloserve.perf.validate import (
+    VidurTable,
+    calibrate,
+    compare_distserve,
+    compare_vidur,
+    distserve_decode_ms,
+    load_vidur,
+    predict_elementwise_s,
+    predict_linear_s,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = data_dir()
@@ -26,6 +34,7 @@ needs_data = pytest.mark.skipif(not (PROFILES and PROFILES.is_dir()), reason="sh
 def _synthetic_table(gpu) -> VidurTable:
     """A Vidur-shaped table timed exactly by the roofline of ``gpu`` (for calibration recovery)."""
     from sloserve.perf.hardware import MODELS
+
     arch = replace(MODELS["llama-3-8b"], num_layers=1)
     tokens = np.array([1, 8, 32, 64, 128, 256, 512, 1024, 2048, 4096] * 4, dtype=float)
     tps = np.repeat([1, 2, 4, 8], 10)
@@ -34,8 +43,14 @@ def _synthetic_table(gpu) -> VidurTable:
 
 
 def test_calibrate_recovers_known_efficiencies():
-    truth = replace(GPUS["a100"], gemm_compute_eff=0.65, gemm_bw_eff=0.77, gemm_fixed_s=3e-6,
-                    elementwise_bw_eff=0.41, elementwise_fixed_s=2e-6)
+    truth = replace(
+        GPUS["a100"],
+        gemm_compute_eff=0.65,
+        gemm_bw_eff=0.77,
+        gemm_fixed_s=3e-6,
+        elementwise_bw_eff=0.41,
+        elementwise_fixed_s=2e-6,
+    )
     fit = calibrate(GPUS["a100"], [_synthetic_table(truth)])
     assert fit.gemm_compute_eff == pytest.approx(0.65, abs=0.011)
     assert fit.gemm_bw_eff == pytest.approx(0.77, abs=0.011)
@@ -54,8 +69,11 @@ def test_load_vidur_rejects_other_csv(tmp_path):
 
 
 def test_distserve_decode_switches_at_batch_threshold():
-    coef = {"decoding_large_small_bs_threshold": 95, "decoding_smallbs": [10, 0.001, 0.1],
-            "decoding_largebs": [20, 0.001, 0.05]}
+    coef = {
+        "decoding_large_small_bs_threshold": 95,
+        "decoding_smallbs": [10, 0.001, 0.1],
+        "decoding_largebs": [20, 0.001, 0.05],
+    }
     assert distserve_decode_ms(coef, 94, 100) == pytest.approx(10 + 9.4 + 9.4)
     assert distserve_decode_ms(coef, 95, 100) == pytest.approx(20 + 9.5 + 4.75)
 
@@ -81,17 +99,25 @@ def test_distserve_held_out_error_is_bounded():
 
 def test_check_script_fails_with_one_line_without_data(tmp_path):
     env = {**os.environ, "SLOSERVE_DATA_DIR": str(tmp_path / "none")}
-    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "check_perf_model.py")], capture_output=True,
-                         text=True, env=env, timeout=60)
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "check_perf_model.py")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert res.returncode == 2
     assert res.stderr.strip().count("\n") == 0 and "not found" in res.stderr
 
 
 @needs_data
-@pytest.mark.parametrize("gpu,models", [
-    ("h100", ("meta-llama_Llama-2-7b-hf", "codellama_CodeLlama-34b-Instruct-hf")),
-    ("a100", ("meta-llama_Llama-2-7b-hf", "meta-llama_Meta-Llama-3-8B", "codellama_CodeLlama-34b-Instruct-hf")),
-])
+@pytest.mark.parametrize(
+    "gpu,models",
+    [
+        ("h100", ("meta-llama_Llama-2-7b-hf", "codellama_CodeLlama-34b-Instruct-hf")),
+        ("a100", ("meta-llama_Llama-2-7b-hf", "meta-llama_Meta-Llama-3-8B", "codellama_CodeLlama-34b-Instruct-hf")),
+    ],
+)
 def test_shipped_constants_are_the_vidur_calibration(gpu, models):
     # the efficiencies in perf/hardware.py must be what the documented calibration produces
     tables = [load_vidur(PROFILES / f"vidur_mlp_{gpu}_{m}.csv.gz") for m in models]

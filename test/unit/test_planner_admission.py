@@ -100,8 +100,7 @@ def _fluid_feasible(items, grid, base, chosen):
         if items[i].mandatory or i in chosen:
             demand += items[i].prefill_tokens
         horizon = fc.horizon_s[pos] if fc.steps[pos] > 0 else items[i].deadline_s
-        load = sum((horizon - items[c].deadline_s) / items[c].tpot_s
-                   for c in chosen if horizon >= items[c].deadline_s)
+        load = sum((horizon - items[c].deadline_s) / items[c].tpot_s for c in chosen if horizon >= items[c].deadline_s)
         if fc.budget_tokens[pos] - demand - np.floor(load + 1e-9) < -1e-6:
             return False
     return True
@@ -111,8 +110,19 @@ def _fluid_feasible(items, grid, base, chosen):
 def test_dp_matches_brute_force_and_exact_check(seed):
     rng = np.random.default_rng(seed)
     n = 7
-    items = [Item(f"c{i}", float(rng.uniform(0.05, 1.0)), int(rng.integers(20, 250)), int(rng.integers(1, 40)),
-                  float(rng.choice([0.1, 0.2, 0.5])), float(rng.choice([1.0, 2.0])), False, 1 << 30) for i in range(n)]
+    items = [
+        Item(
+            f"c{i}",
+            float(rng.uniform(0.05, 1.0)),
+            int(rng.integers(20, 250)),
+            int(rng.integers(1, 40)),
+            float(rng.choice([0.1, 0.2, 0.5])),
+            float(rng.choice([1.0, 2.0])),
+            False,
+            1 << 30,
+        )
+        for i in range(n)
+    ]
     items.append(Item("m", float(rng.uniform(0.3, 1.0)), int(rng.integers(10, 100)), 0, 0.1, 1.0, True))
     base = DecodeLoad.of([(float(rng.uniform(0.05, 0.3)), 0.2, 20) for _ in range(int(rng.integers(0, 30)))])
     free = int(rng.integers(40, 150))
@@ -148,8 +158,14 @@ def test_single_candidate_fast_path_agrees_with_the_dp(seed):
     m = int(rng.integers(0, 12))
     dl = np.sort(rng.uniform(0.1, 1.0, m))
     pre = rng.integers(10, 120, m).astype(float)
-    c = Item("c", float(rng.uniform(0.05, 1.0)), int(rng.integers(10, 300)), int(rng.integers(1, 60)),
-             float(rng.choice([0.1, 0.2])), 1.0)
+    c = Item(
+        "c",
+        float(rng.uniform(0.05, 1.0)),
+        int(rng.integers(10, 300)),
+        int(rng.integers(1, 60)),
+        float(rng.choice([0.1, 0.2])),
+        1.0,
+    )
     base = DecodeLoad.of([(float(rng.uniform(0.05, 0.3)), 0.2, 20) for _ in range(int(rng.integers(0, 20)))])
     fast = admit_arrays(dl, pre, [c], GRID, base, 50, 10)
     slow = admit_arrays(dl, pre, [c], GRID, base, 50, 10, fast=False)

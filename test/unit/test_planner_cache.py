@@ -11,8 +11,11 @@ from sloserve.planner.admission import Item, MandatoryRows, admit_arrays, admit_
 from sloserve.planner.batch import EPS_S, DecodeLoad, ForcedTable, StepGrid, forced_by
 from sloserve.planner.view import build_view, extend_view
 
-GRIDS = [StepGrid(10.0, 0.05, 0.1, 800, 1600), StepGrid(10.0, 0.3, 0.1, 900, 1600, True),
-         StepGrid(10.0, 0.1, 0.1, 40, 40)]
+GRIDS = [
+    StepGrid(10.0, 0.05, 0.1, 800, 1600),
+    StepGrid(10.0, 0.3, 0.1, 900, 1600, True),
+    StepGrid(10.0, 0.1, 0.1, 40, 40),
+]
 
 
 def random_load(rng, n):
@@ -26,8 +29,11 @@ def reference_forced_by(grid, load, m):
         horizon = grid.forced_horizon_s(np.array([mm]))[0]
         total = 0
         for f, tp, cap in zip(load.first_due_s, load.tpot_s, load.cap_tokens):
-            due = 0 if horizon == -np.inf else (cap if horizon == np.inf else
-                                                 max(int(np.floor((horizon - f) / tp + EPS_S)) + 1, 0))
+            due = (
+                0
+                if horizon == -np.inf
+                else (cap if horizon == np.inf else max(int(np.floor((horizon - f) / tp + EPS_S)) + 1, 0))
+            )
             if grid.first_all and mm >= 1:
                 due = max(due, 1)
             total += min(due, int(cap), int(mm))
@@ -62,8 +68,15 @@ def random_case(rng):
     n = int(rng.integers(0, 15))
     dl = np.sort(rng.uniform(9.95, 11.0, n))
     pre = rng.integers(10, 300, n).astype(float)
-    cand = Item("c", float(rng.uniform(9.95, 11.0)), int(rng.integers(10, 400)), int(rng.integers(1, 60)),
-                float(rng.choice([0.05, 0.1, 0.2])), 1.0, decode_origin_s=None)
+    cand = Item(
+        "c",
+        float(rng.uniform(9.95, 11.0)),
+        int(rng.integers(10, 400)),
+        int(rng.integers(1, 60)),
+        float(rng.choice([0.05, 0.1, 0.2])),
+        1.0,
+        decode_origin_s=None,
+    )
     return dl, pre, cand, random_load(rng, int(rng.integers(0, 25)))
 
 
@@ -83,15 +96,22 @@ def test_cached_admission_decides_like_the_dp(grid, seed):
 
 
 def test_cached_admission_takes_at_most_one_candidate():
-    rows = MandatoryRows.of(GRIDS[0], DecodeLoad.empty(), ForcedTable(GRIDS[0], DecodeLoad.empty()),
-                            np.zeros(0), np.zeros(0))
+    rows = MandatoryRows.of(
+        GRIDS[0], DecodeLoad.empty(), ForcedTable(GRIDS[0], DecodeLoad.empty()), np.zeros(0), np.zeros(0)
+    )
     with pytest.raises(ValueError, match="at most one"):
         admit_cached(rows, [Item("a", 10.5, 10), Item("b", 10.6, 10)], 10, 10)
 
 
 def make_request(rng, i, now):
-    return Request(f"r{i}", now - float(rng.uniform(0, 0.5)), int(rng.integers(16, 600)), int(rng.integers(2, 200)),
-                   float(rng.choice([0.5, 1.0, 2.0])), (DecodeSegment(float(rng.choice([50.0, 100.0]))),))
+    return Request(
+        f"r{i}",
+        now - float(rng.uniform(0, 0.5)),
+        int(rng.integers(16, 600)),
+        int(rng.integers(2, 200)),
+        float(rng.choice([0.5, 1.0, 2.0])),
+        (DecodeSegment(float(rng.choice([50.0, 100.0]))),),
+    )
 
 
 @pytest.mark.parametrize("seed", range(10))

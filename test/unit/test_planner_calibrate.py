@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sloserve.core.scheduler import SchedulerContext, create_scheduler
-from sloserve.core.slo import DecodeSegment, ProgramSpec, StageSpec, TTFTSLO
+from sloserve.core.slo import TTFTSLO, DecodeSegment, ProgramSpec, StageSpec
 from sloserve.perf.presets import get_model
 from sloserve.planner.calibrate import CalibratedModel
 from sloserve.sim import SimConfig, Simulator, simulate
@@ -64,7 +64,9 @@ def programs(n=80, rate=6.0):
     out, t = [], 0.0
     for i in range(n):
         t += rng.exponential(1 / rate)
-        stage = StageSpec(int(rng.integers(16, 1500)), int(rng.integers(1, 300)), TTFTSLO(slowdown=5), (DecodeSegment(100),))
+        stage = StageSpec(
+            int(rng.integers(16, 1500)), int(rng.integers(1, 300)), TTFTSLO(slowdown=5), (DecodeSegment(100),)
+        )
         out.append(ProgramSpec(f"p{i:05d}", t, "chatbot", (stage,)))
     return out
 
@@ -80,7 +82,9 @@ def test_calibration_is_a_no_op_on_an_exact_engine_and_plans_with_the_scale_on_a
     assert biased["reasons"]["calibrated"] >= 1 and sim.replicas[0].scheduler.calib.scale == pytest.approx(1.2)
     assert biased["num_admitted_slo_misses"] == 0
     # negative control: the same engine without calibration lets admitted requests miss
-    blind = simulate(programs(rate=12.0), SimConfig(policy="slos-serve", step_time_bias=0.2, policy_options={"calibrate": False}))
+    blind = simulate(
+        programs(rate=12.0), SimConfig(policy="slos-serve", step_time_bias=0.2, policy_options={"calibrate": False})
+    )
     assert blind.summary["num_admitted_slo_misses"] > 0
     s = create_scheduler("slos-serve", SchedulerContext(PERF, 97648, 16), {})
     assert s.ctx.perf.base is PERF  # every planner module reads the calibrated model via ctx

@@ -64,7 +64,12 @@ def test_matches_the_bound_at_every_probe_time_on_random_instances():
         full = rng.integers(20, 600, n)
         held = np.minimum(rng.integers(1, 600, n), full)
         fin = rng.uniform(-0.2, 3.0, n)
-        start, step, per, block = 0.0, float(rng.uniform(0.005, 0.05)), int(rng.integers(1, 4)), int(rng.integers(1, 17))
+        start, step, per, block = (
+            0.0,
+            float(rng.uniform(0.005, 0.05)),
+            int(rng.integers(1, 4)),
+            int(rng.integers(1, 17)),
+        )
         got = peak_blocks(held, full, fin, start, step, per, block)
         probes = np.concatenate([fin[fin >= start], rng.uniform(0, 3.5, 200)])
         assert got >= brute_peak(held, full, fin, start, step, per, block, probes)

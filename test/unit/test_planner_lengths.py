@@ -19,8 +19,17 @@ PERF = PaperLinesModel("toy", (Line(1e-4, 0.0, 0.01),))
 
 
 def req(rid, prompt=200, output=100, cls="chat", max_new=2000, arrival=0.0, ttft=1.0, tpot_ms=50.0):
-    return Request(rid, arrival, prompt, output, ttft, (DecodeSegment(tpot_ms),), slo_class=cls,
-                   output_tokens_known=False, max_new_tokens=max_new)
+    return Request(
+        rid,
+        arrival,
+        prompt,
+        output,
+        ttft,
+        (DecodeSegment(tpot_ms),),
+        slo_class=cls,
+        output_tokens_known=False,
+        max_new_tokens=max_new,
+    )
 
 
 def test_prior_until_enough_samples_then_the_bucket_quantile():
@@ -86,8 +95,9 @@ def drive(s, requests, until=200.0):
 
 
 def test_learn_mode_learns_plans_less_kv_and_extends_on_overrun():
-    s = create_scheduler("slos-serve", SchedulerContext(PERF, 100_000, 16),
-                         {"output_length": "learn", "length_min_samples": 5})
+    s = create_scheduler(
+        "slos-serve", SchedulerContext(PERF, 100_000, 16), {"output_length": "learn", "length_min_samples": 5}
+    )
     warm = [req(f"w{i}", output=40, arrival=0.5 * i) for i in range(5)]
     drive(s, warm)
     assert all(r.is_finished for r in warm)
@@ -105,8 +115,11 @@ def test_learn_mode_learns_plans_less_kv_and_extends_on_overrun():
 def test_overrun_that_does_not_fit_demotes_to_best_effort_and_the_rest_keep_their_slos():
     # 128 KV blocks; two admitted requests of known length hold 114 of them, so the outrunning
     # request's plan can grow 20 -> 40 -> 80 tokens but not to 160 while they run
-    s = create_scheduler("slos-serve", SchedulerContext(PERF, 2048, 16),
-                         {"output_length": "learn", "length_min_samples": 2, "best_effort_yield_kv": 1.0})
+    s = create_scheduler(
+        "slos-serve",
+        SchedulerContext(PERF, 2048, 16),
+        {"output_length": "learn", "length_min_samples": 2, "best_effort_yield_kv": 1.0},
+    )
     drive(s, [req(f"w{i}", prompt=100, output=20, arrival=0.3 * i, max_new=900) for i in range(2)])
     known = [Request(f"b{i}", 0.0, 700, 200, 2.0, (DecodeSegment(50.0),), slo_class="chat") for i in range(2)]
     a = req("a", prompt=100, output=600, max_new=900, arrival=0.0, ttft=2.0)
@@ -116,8 +129,12 @@ def test_overrun_that_does_not_fit_demotes_to_best_effort_and_the_rest_keep_thei
     assert s.reasons["length_overrun"] >= 3
     assert a.tier is Tier.BEST_EFFORT and a.is_finished and a.num_output_tokens == 600  # still served
     for b in known:
-        times = [e.time_s for e in events if e.request_id == b.request_id and e.kind in (EventKind.FIRST_TOKEN, EventKind.TOKENS)
-                 for _ in range(e.num_tokens)]
+        times = [
+            e.time_s
+            for e in events
+            if e.request_id == b.request_id and e.kind in (EventKind.FIRST_TOKEN, EventKind.TOKENS)
+            for _ in range(e.num_tokens)
+        ]
         assert b.tier is Tier.SLO and b.is_finished and len(times) == 200
         assert stage_attained(b.arrival_s, b.ttft_slo_s, b.segments, times, tolerance=0.0)
 

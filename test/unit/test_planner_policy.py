@@ -103,9 +103,22 @@ def test_no_kv_when_reservations_exhaust_memory():
 
 def _snapshot(s):
     reqs = {rid: copy.deepcopy(vars(r)) for rid, r in s.requests.items()}
-    return (reqs, dict(s.reasons), s.kv.used_blocks, dict(s.kv._held), list(s.slo), list(s.be),
-            dict(s.reserved), s.reserved_total, s.step_len_s, dict(s.inflight), s.inflight_end_s,
-            s.first_step, s.slack_s, list(s.pending_events))
+    return (
+        reqs,
+        dict(s.reasons),
+        s.kv.used_blocks,
+        dict(s.kv._held),
+        list(s.slo),
+        list(s.be),
+        dict(s.reserved),
+        s.reserved_total,
+        s.step_len_s,
+        dict(s.inflight),
+        s.inflight_end_s,
+        s.first_step,
+        s.slack_s,
+        list(s.pending_events),
+    )
 
 
 def test_can_admit_is_side_effect_free_and_agrees_with_add():
@@ -309,7 +322,7 @@ def test_best_effort_yields_the_engine_while_kv_binds_the_slo_tier(yield_kv):
     if yield_kv < 1:
         # nothing for best effort until the admitted request is done; its steps stay short
         assert served_while_slo == 0
-        decode_steps = [dt for n, dt in steps[1:slo.output_tokens]]
+        decode_steps = [dt for n, dt in steps[1 : slo.output_tokens]]
         assert max(decode_steps) == pytest.approx(PERF.batch_time_s(1))
         assert slo.finish_s < be.first_token_s
     else:
@@ -355,11 +368,14 @@ def test_best_effort_alone_gets_steps_when_the_base_step_exceeds_idle_step(route
 
 
 def test_best_effort_alone_is_served_in_the_simulator_with_a_slow_base_step():
-    from sloserve.core.slo import ProgramSpec, StageSpec, TTFTSLO  # noqa: PLC0415
+    from sloserve.core.slo import TTFTSLO, ProgramSpec, StageSpec  # noqa: PLC0415
     from sloserve.sim.config import SimConfig  # noqa: PLC0415
     from sloserve.sim.simulator import simulate  # noqa: PLC0415
-    progs = [ProgramSpec(f"p{i}", 0.3 * i, "chat", (StageSpec(200, 8, TTFTSLO(absolute_ms=500.0),
-                                                                (DecodeSegment(50.0),)),)) for i in range(4)]
+
+    progs = [
+        ProgramSpec(f"p{i}", 0.3 * i, "chat", (StageSpec(200, 8, TTFTSLO(absolute_ms=500.0), (DecodeSegment(50.0),)),))
+        for i in range(4)
+    ]
     out = simulate(progs, SimConfig(policy="slos-serve", kv_tokens=20_000), perf=SLOW).summary
     assert out["num_completed"] == 4 and out["num_unfinished"] == 0
     assert out["num_best_effort"] == 4

@@ -65,10 +65,19 @@ def _misses_and_check(scenario, rate, kv_tokens, n=40):
 
     Repacer.on_replan_point = checking
     try:
-        w = build_workload(WorkloadConfig(scenario=scenario, rate_rps=rate, num_requests=n, seed=3,
-                                          max_seq_len=2038, output_len_known=True))
-        cfg = SimConfig(model="opt-13b-tp2-a100", policy="slos-serve", max_seq_len=2038, kv_tokens=kv_tokens,
-                        policy_options={"kv_profile": True, "repace": True, "planning_tolerance": 0.05}, tolerance=0.05)
+        w = build_workload(
+            WorkloadConfig(
+                scenario=scenario, rate_rps=rate, num_requests=n, seed=3, max_seq_len=2038, output_len_known=True
+            )
+        )
+        cfg = SimConfig(
+            model="opt-13b-tp2-a100",
+            policy="slos-serve",
+            max_seq_len=2038,
+            kv_tokens=kv_tokens,
+            policy_options={"kv_profile": True, "repace": True, "planning_tolerance": 0.05},
+            tolerance=0.05,
+        )
         res = simulate(w.programs, cfg)
     finally:
         Repacer.on_replan_point = orig
@@ -85,5 +94,6 @@ def test_repace_keeps_every_admitted_deadline_in_a_kv_bound_simulation(scenario,
 
 def test_repace_options_are_validated():
     from sloserve.planner.config import SLOsServeConfig
+
     with pytest.raises(ValueError):
         SLOsServeConfig(repace_tau=0.5)

@@ -101,9 +101,15 @@ def _random_states(seed, n=120, kv_tokens=300_000):
     s = create_scheduler("slos-serve", SchedulerContext(PERF, kv_tokens, 16), {})
     engine, t = SimulatedEngine(PERF), 0.0
     for i in range(n):
-        r = Request(f"r{i}", t, int(rng.integers(100, 2000)), int(rng.integers(20, 400)),
-                    float(rng.choice([0.3, 0.5, 1.0, 2.0])), (DecodeSegment(float(rng.choice([50.0, 100.0]))),),
-                    slo_class="x")
+        r = Request(
+            f"r{i}",
+            t,
+            int(rng.integers(100, 2000)),
+            int(rng.integers(20, 400)),
+            float(rng.choice([0.3, 0.5, 1.0, 2.0])),
+            (DecodeSegment(float(rng.choice([50.0, 100.0]))),),
+            slo_class="x",
+        )
         s.add(r, t)
         if i % 2 and s.has_work():
             t = step(s, engine, t)
@@ -123,8 +129,9 @@ def test_spare_is_monotone_in_horizon_and_matches_admission_under_load(seed):
         zero_curves += not any(values)
         # monotone before the running max too (the module doc's argument), on dense deadlines
         view = s.view()
-        grid = s._grid(t, spare_step_s(s.step_len_s, view.min_tpot_s, None, SUMMARY_IDLE_STEP_S),
-                       view.earliest_due_s, None)
+        grid = s._grid(
+            t, spare_step_s(s.step_len_s, view.min_tpot_s, None, SUMMARY_IDLE_STEP_S), view.earliest_due_s, None
+        )
         raw = np.maximum(spare_tokens(view.mandatory_rows(grid), len(view.load), t + np.linspace(0, 10, 201)), 0)
         assert (np.diff(raw) >= 0).all()
         check_against_can_admit(s, t, curve[3::3])  # a few horizons per state keeps this fast
@@ -180,22 +187,30 @@ def test_spare_curve_round_trips_through_the_runtime_wire():
 
 
 def _sim(router_options, router="slo-proactive"):
-    from sloserve.sim.simulator import Simulator
+    from sloserve.core.slo import TTFTSLO, ProgramSpec, StageSpec
     from sloserve.sim import SimConfig
-    from sloserve.core.slo import ProgramSpec, StageSpec, TTFTSLO
+    from sloserve.sim.simulator import Simulator
 
-    progs = [ProgramSpec(f"p{i}", 0.02 * i, "coder", (StageSpec(300 + 50 * i, 20, TTFTSLO(slowdown=5.0),
-                                                                (DecodeSegment(50.0),)),)) for i in range(30)]
-    cfg = SimConfig(model="opt-13b-tp2-a100", policy="slos-serve", replicas=2, router=router,
-                    router_options=router_options)
+    progs = [
+        ProgramSpec(
+            f"p{i}", 0.02 * i, "coder", (StageSpec(300 + 50 * i, 20, TTFTSLO(slowdown=5.0), (DecodeSegment(50.0),)),)
+        )
+        for i in range(30)
+    ]
+    cfg = SimConfig(
+        model="opt-13b-tp2-a100", policy="slos-serve", replicas=2, router=router, router_options=router_options
+    )
     return Simulator(progs, cfg)
 
 
 def test_simulator_publishes_the_curve_only_for_routers_that_read_it():
     # published after every step of every replica, and costly: skipped where nobody reads it
-    for opts, router, reads in [({}, "slo-proactive", False), ({"use_can_admit": False}, "slo-proactive", True),
-                                ({"use_can_admit": False, "summary_spare": False}, "slo-proactive", False),
-                                ({}, "round-robin", False)]:
+    for opts, router, reads in [
+        ({}, "slo-proactive", False),
+        ({"use_can_admit": False}, "slo-proactive", True),
+        ({"use_can_admit": False, "summary_spare": False}, "slo-proactive", False),
+        ({}, "round-robin", False),
+    ]:
         sim = _sim(opts, router)
         assert sim.router.reads_spare_budget is reads
         seen = []

@@ -28,16 +28,18 @@ PERF = get_model("opt-13b-tp2-a100")
 
 
 def make_ctx(kv_tokens: int = 97648, block: int = 16, max_seq_len: int | None = None) -> SchedulerContext:
-    return SchedulerContext(perf=PERF, kv_capacity_tokens=kv_tokens, block_size_tokens=block,
-                            max_seq_len_tokens=max_seq_len)
+    return SchedulerContext(
+        perf=PERF, kv_capacity_tokens=kv_tokens, block_size_tokens=block, max_seq_len_tokens=max_seq_len
+    )
 
 
 def make_sched(name: str, options: dict | None = None, **ctx_kw) -> Scheduler:
     return create_scheduler(name, make_ctx(**ctx_kw), options)
 
 
-def req(rid: str, arrival: float, prompt: int, output: int, ttft_s: float = 1.0, tpot_ms: float = 100.0,
-        **kw) -> Request:
+def req(
+    rid: str, arrival: float, prompt: int, output: int, ttft_s: float = 1.0, tpot_ms: float = 100.0, **kw
+) -> Request:
     return Request(rid, arrival, prompt, output, ttft_s, (DecodeSegment(tpot_ms),), **kw)
 
 
@@ -61,8 +63,9 @@ def check_reserved(sched: Scheduler, plan: StepPlan) -> None:
         assert sched.kv.held_blocks(r.request_id) >= sched.kv.blocks_for(r.num_computed_tokens + item.num_tokens)
 
 
-def drive(sched: Scheduler, requests: list[Request], on_plan: Callable | None = None,
-          max_steps: int = 200_000, seed: int = 0) -> Trace:
+def drive(
+    sched: Scheduler, requests: list[Request], on_plan: Callable | None = None, max_steps: int = 200_000, seed: int = 0
+) -> Trace:
     """Run ``requests`` through ``sched`` on the simulated engine until all are done."""
     engine = SimulatedEngine(sched.ctx.perf, np.random.default_rng(seed))
     pending = sorted(requests, key=lambda r: r.arrival_s)
@@ -111,8 +114,9 @@ def random_workload(n: int, rate: float, seed: int, max_prompt: int = 1500, max_
     prompts = rng.integers(1, max_prompt, n)
     outputs = rng.integers(1, max_output, n)
     tpots = rng.choice([50.0, 100.0], n)
-    return [req(f"r{k}", float(arrivals[k]), int(prompts[k]), int(outputs[k]), tpot_ms=float(tpots[k]))
-            for k in range(n)]
+    return [
+        req(f"r{k}", float(arrivals[k]), int(prompts[k]), int(outputs[k]), tpot_ms=float(tpots[k])) for k in range(n)
+    ]
 
 
 def assert_conserved(sched: Scheduler, requests: list[Request], trace: Trace) -> None:
@@ -170,6 +174,7 @@ def test_deterministic(name):
         sched = make_sched(name, kv_tokens=6000)
         trace = drive(sched, random_workload(40, rate=10.0, seed=3))
         return [(p.items, p.events) for p in trace.plans], trace.finished
+
     assert run() == run()
 
 
@@ -179,16 +184,27 @@ def test_unknown_option_fails_clearly(name):
         make_sched(name, {"no_such_option": 1})
 
 
-@pytest.mark.parametrize("name, options", [
-    ("vllm", {"token_budget": 0}), ("vllm", {"max_num_seqs": -1}), ("vllm-8192", {"token_budget": 1.5}),
-    ("vllm", {"long_prefill_token_threshold": -1}),
-    ("vllm-v0", {"max_num_batched_tokens": 0}), ("vllm-v0", {"watermark": 1.0}),
-    ("sarathi", {"token_budget": "fast"}), ("sarathi", {"token_budget": 0}), ("sarathi-512", {"max_num_seqs": 0}),
-    ("sglang", {"chunked_prefill_size": 0}), ("sglang", {"init_new_token_ratio": 0.0}),
-    ("sglang", {"schedule_conservativeness": -1.0}), ("sglang", {"page_size": 0}),
-    ("edf", {"token_budget": 0}), ("distserve-prefill", {"max_tokens_per_batch": 0}),
-    ("distserve-decode", {"max_batch_size": 0}),
-])
+@pytest.mark.parametrize(
+    "name, options",
+    [
+        ("vllm", {"token_budget": 0}),
+        ("vllm", {"max_num_seqs": -1}),
+        ("vllm-8192", {"token_budget": 1.5}),
+        ("vllm", {"long_prefill_token_threshold": -1}),
+        ("vllm-v0", {"max_num_batched_tokens": 0}),
+        ("vllm-v0", {"watermark": 1.0}),
+        ("sarathi", {"token_budget": "fast"}),
+        ("sarathi", {"token_budget": 0}),
+        ("sarathi-512", {"max_num_seqs": 0}),
+        ("sglang", {"chunked_prefill_size": 0}),
+        ("sglang", {"init_new_token_ratio": 0.0}),
+        ("sglang", {"schedule_conservativeness": -1.0}),
+        ("sglang", {"page_size": 0}),
+        ("edf", {"token_budget": 0}),
+        ("distserve-prefill", {"max_tokens_per_batch": 0}),
+        ("distserve-decode", {"max_batch_size": 0}),
+    ],
+)
 def test_bad_option_values_fail(name, options):
     with pytest.raises(ValueError):
         make_sched(name, options)

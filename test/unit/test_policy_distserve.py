@@ -11,24 +11,28 @@ import heapq
 
 import numpy as np
 import pytest
+from test_policy_common import PERF, check_reserved, make_ctx, random_workload, req
 
 from sloserve.core.plan import AdmitReason, EventKind
 from sloserve.core.scheduler import SchedulerContext, create_scheduler
 from sloserve.policies.distserve import DISAGGREGATED, DistServeConfig
 from sloserve.sim.engine import SimulatedEngine
-from test_policy_common import PERF, check_reserved, make_ctx, random_workload, req
 
 
 def build(cfg: DistServeConfig, kv_tokens: int = 97648):
     pname, dname = DISAGGREGATED["distserve"]
     ctx = make_ctx(kv_tokens=kv_tokens)
-    return (create_scheduler(pname, ctx, cfg.prefill_options()),
-            create_scheduler(dname, SchedulerContext(PERF, kv_tokens, 16, replica_id=1), cfg.decode_options()))
+    return (
+        create_scheduler(pname, ctx, cfg.prefill_options()),
+        create_scheduler(dname, SchedulerContext(PERF, kv_tokens, 16, replica_id=1), cfg.decode_options()),
+    )
 
 
 def drive_disagg(pre, dec, requests, cfg: DistServeConfig, max_steps=200_000):
-    engines = {id(pre): SimulatedEngine(PERF, np.random.default_rng(0)),
-               id(dec): SimulatedEngine(PERF, np.random.default_rng(1))}
+    engines = {
+        id(pre): SimulatedEngine(PERF, np.random.default_rng(0)),
+        id(dec): SimulatedEngine(PERF, np.random.default_rng(1)),
+    }
     busy = {id(pre): None, id(dec): None}  # (end_s, plan, result)
     queue = [(r.arrival_s, 0, k, "arrive", r) for k, r in enumerate(requests)]
     heapq.heapify(queue)
@@ -40,8 +44,12 @@ def drive_disagg(pre, dec, requests, cfg: DistServeConfig, max_steps=200_000):
                 plan = sched.schedule(t)
                 if not plan.is_empty:
                     check_reserved(sched, plan)
-                    log[tag].append([(i.request_id, i.num_tokens, sched.requests[i.request_id].num_output_tokens)
-                                     for i in plan.items])
+                    log[tag].append(
+                        [
+                            (i.request_id, i.num_tokens, sched.requests[i.request_id].num_output_tokens)
+                            for i in plan.items
+                        ]
+                    )
                     res = engines[id(sched)].execute(plan, sched.requests)
                     busy[id(sched)] = (t + res.step_s, plan, res)
                     seq += 1
@@ -153,8 +161,11 @@ def test_decode_replica_preempts_its_last_request_and_recomputes_it():
         if plan.is_empty:
             break
         preempted += [e.request_id for e in plan.events]
-        recompute += [(i.request_id, i.num_tokens, dec.requests[i.request_id].num_output_tokens)
-                      for i in plan.items if i.num_tokens > 1]
+        recompute += [
+            (i.request_id, i.num_tokens, dec.requests[i.request_id].num_output_tokens)
+            for i in plan.items
+            if i.num_tokens > 1
+        ]
         res = engine.execute(plan, dec.requests)
         t += res.step_s
         dec.on_step_done(plan, res, t)

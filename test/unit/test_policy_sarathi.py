@@ -6,10 +6,10 @@ import math
 
 import numpy as np
 import pytest
+from test_policy_common import PERF, assert_conserved, drive, make_sched, random_workload, req
 
 from sloserve.core.plan import EventKind
 from sloserve.sim.engine import SimulatedEngine
-from test_policy_common import PERF, assert_conserved, drive, make_sched, random_workload, req
 
 
 def batches(trace):

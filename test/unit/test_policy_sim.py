@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from sloserve.core.slo import DecodeSegment, ProgramSpec, StageSpec, TTFTSLO
-from sloserve.sim import SimConfig, simulate
 from test_policy_common import BASELINES
+
+from sloserve.core.slo import TTFTSLO, DecodeSegment, ProgramSpec, StageSpec
+from sloserve.sim import SimConfig, simulate
 
 
 def programs(n: int, rate: float, seed: int, two_stage_every: int = 5) -> list[ProgramSpec]:
@@ -15,12 +15,21 @@ def programs(n: int, rate: float, seed: int, two_stage_every: int = 5) -> list[P
     t = np.cumsum(rng.exponential(1.0 / rate, n))
     out = []
     for k in range(n):
-        stage = StageSpec(int(rng.integers(20, 1200)), int(rng.integers(1, 200)), TTFTSLO(slowdown=5.0),
-                          (DecodeSegment(100.0),))
+        stage = StageSpec(
+            int(rng.integers(20, 1200)), int(rng.integers(1, 200)), TTFTSLO(slowdown=5.0), (DecodeSegment(100.0),)
+        )
         stages = (stage,)
         if k % two_stage_every == 0:  # a tool call: a second round after a delay
-            stages += (StageSpec(stage.prompt_tokens + stage.output_tokens + 30, 20, TTFTSLO(slowdown=3.0),
-                                 (DecodeSegment(50.0),), name="final", tool_delay_s=0.3),)
+            stages += (
+                StageSpec(
+                    stage.prompt_tokens + stage.output_tokens + 30,
+                    20,
+                    TTFTSLO(slowdown=3.0),
+                    (DecodeSegment(50.0),),
+                    name="final",
+                    tool_delay_s=0.3,
+                ),
+            )
         out.append(ProgramSpec(f"p{k}", float(t[k]), "chatbot", stages))
     return out
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+from test_policy_common import PERF, assert_conserved, drive, make_sched, random_workload, req
 
 from sloserve.core.plan import EventKind
 from sloserve.sim.engine import SimulatedEngine
-from test_policy_common import PERF, assert_conserved, drive, make_sched, random_workload, req
 
 
 def batches(trace):

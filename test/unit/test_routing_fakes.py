@@ -9,19 +9,33 @@ from sloserve.core.request import Request
 from sloserve.core.slo import DecodeSegment
 
 
-def make_request(i: int = 0, prompt: int = 100, output: int = 50, ttft_s: float = 1.0,
-                 tpot_ms: float = 100.0, slo_class: str = "chatbot", arrival_s: float = 0.0) -> Request:
+def make_request(
+    i: int = 0,
+    prompt: int = 100,
+    output: int = 50,
+    ttft_s: float = 1.0,
+    tpot_ms: float = 100.0,
+    slo_class: str = "chatbot",
+    arrival_s: float = 0.0,
+) -> Request:
     return Request(f"r{i}", arrival_s, prompt, output, ttft_s, (DecodeSegment(tpot_ms),), slo_class=slo_class)
 
 
 class FakeView:
     """A replica as a router sees it. ``decide`` answers can_admit; every call is logged."""
 
-    def __init__(self, replica_id: int, summary: ReplicaSummary | None = None,
-                 decide: AdmitDecision | Callable[[Request, float], AdmitDecision] | None = None) -> None:
+    def __init__(
+        self,
+        replica_id: int,
+        summary: ReplicaSummary | None = None,
+        decide: AdmitDecision | Callable[[Request, float], AdmitDecision] | None = None,
+    ) -> None:
         self.replica_id = replica_id
-        self._summary = summary if summary is not None else ReplicaSummary(replica_id, kv_capacity_tokens=100_000,
-                                                                            free_kv_tokens=100_000)
+        self._summary = (
+            summary
+            if summary is not None
+            else ReplicaSummary(replica_id, kv_capacity_tokens=100_000, free_kv_tokens=100_000)
+        )
         self.decide = decide if decide is not None else AdmitDecision(AdmitReason.QUEUED)
         self.asked: list[str] = []
 

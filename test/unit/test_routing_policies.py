@@ -51,9 +51,11 @@ def test_round_robin_rotates():
 
 # ---- load balancing ---------------------------------------------------------------------
 def test_total_tokens_picks_least_outstanding_and_total_requests_fewest_requests():
-    views = [FakeView(0, summary(0, outstanding=500, requests=1)),
-             FakeView(1, summary(1, outstanding=100, requests=9)),
-             FakeView(2, summary(2, outstanding=900, requests=2))]
+    views = [
+        FakeView(0, summary(0, outstanding=500, requests=1)),
+        FakeView(1, summary(1, outstanding=100, requests=9)),
+        FakeView(2, summary(2, outstanding=900, requests=2)),
+    ]
     assert create_router("total-tokens").route(make_request(), views, 1.0).replica_id == 1
     assert create_router("total-requests").route(make_request(), views, 1.0).replica_id == 0
 
@@ -75,11 +77,9 @@ def test_ties_rotate_instead_of_always_replica_zero(name):
 def test_stale_summaries_do_not_pile_a_burst_onto_the_emptiest_replica(name):
     # Summaries from t=0; replica 2 looked empty then. 12 requests arrive at t=1 before any
     # replica publishes again: counting what was routed since spreads them.
-    views = [FakeView(i, summary(i, outstanding=0 if i == 2 else 600, requests=0 if i == 2 else 4))
-             for i in range(4)]
+    views = [FakeView(i, summary(i, outstanding=0 if i == 2 else 600, requests=0 if i == 2 else 4)) for i in range(4)]
     router = create_router(name, seed=3)
-    picks = Counter(router.route(make_request(i, prompt=100, output=50), views, 1.0).replica_id
-                    for i in range(12))
+    picks = Counter(router.route(make_request(i, prompt=100, output=50), views, 1.0).replica_id for i in range(12))
     assert picks[2] < 12
     assert picks[2] <= 6 and len(picks) >= 3
 

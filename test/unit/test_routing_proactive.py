@@ -15,14 +15,18 @@ from sloserve.routing.burst import BurstConfig, BurstDetector, DecayingRate
 
 def steady(router, views, n: int, rate_rps: float, t0: float = 0.0, **req) -> list:
     """Route n requests at a steady rate; returns the decisions."""
-    return [router.route(make_request(10_000 + i, arrival_s=t0 + i / rate_rps, **req), views, t0 + i / rate_rps)
-            for i in range(n)]
+    return [
+        router.route(make_request(10_000 + i, arrival_s=t0 + i / rate_rps, **req), views, t0 + i / rate_rps)
+        for i in range(n)
+    ]
 
 
 def test_picks_the_admitting_replica_with_the_best_margin():
-    views = [FakeView(0, summary(0, outstanding=0), REFUSED),
-             FakeView(1, summary(1, outstanding=9000), admitted(0.8)),
-             FakeView(2, summary(2, outstanding=10), admitted(0.2))]
+    views = [
+        FakeView(0, summary(0, outstanding=0), REFUSED),
+        FakeView(1, summary(1, outstanding=9000), admitted(0.8)),
+        FakeView(2, summary(2, outstanding=10), admitted(0.2)),
+    ]
     router = create_router("slo-proactive")
     d = router.route(make_request(), views, 0.0)
     assert (d.replica_id, d.best_effort, d.reason) == (1, False, "admitted")
@@ -71,16 +75,18 @@ def test_burst_spreads_tight_work_even_when_one_replica_keeps_looking_best():
 
 def test_queued_answers_fall_back_to_summary_load():
     # A policy without admission control answers QUEUED: place by load instead.
-    views = [FakeView(i, summary(i, outstanding=o), AdmitDecision(AdmitReason.QUEUED))
-             for i, o in enumerate([800, 100, 400])]
+    views = [
+        FakeView(i, summary(i, outstanding=o), AdmitDecision(AdmitReason.QUEUED)) for i, o in enumerate([800, 100, 400])
+    ]
     d = create_router("slo-proactive").route(make_request(), views, 0.0)
     assert (d.replica_id, d.best_effort) == (1, False)
 
 
 def spare_views(spares: list[int], time_s: float = 0.0, cls=SummaryOnlyView):
     # Spare prefill tokens the planner could still fit within 0.5 s and 2 s of time_s.
-    return [cls(i, summary(i, time_s=time_s, spare_prefill_tokens=((0.5, n // 4), (2.0, n))))
-            for i, n in enumerate(spares)]
+    return [
+        cls(i, summary(i, time_s=time_s, spare_prefill_tokens=((0.5, n // 4), (2.0, n)))) for i, n in enumerate(spares)
+    ]
 
 
 def test_summary_only_uses_published_spare_budget():
@@ -134,8 +140,10 @@ def test_summary_backlog_estimate_accounts_for_work_done_since_the_summary():
 
 
 def test_no_kv_in_summary_is_a_refusal():
-    views = [SummaryOnlyView(0, summary(0, free_kv_tokens=100, spare_prefill_tokens=((1.0, 10_000),))),
-             SummaryOnlyView(1, summary(1, free_kv_tokens=50_000, spare_prefill_tokens=((1.0, 600),)))]
+    views = [
+        SummaryOnlyView(0, summary(0, free_kv_tokens=100, spare_prefill_tokens=((1.0, 10_000),))),
+        SummaryOnlyView(1, summary(1, free_kv_tokens=50_000, spare_prefill_tokens=((1.0, 600),))),
+    ]
     d = create_router("slo-proactive").route(make_request(prompt=500, output=100, ttft_s=1.0), views, 0.0)
     assert d.replica_id == 1
 
@@ -146,8 +154,9 @@ def test_same_seed_same_decisions(name):
         views = [FakeView(i, summary(i, outstanding=37 * i % 100), admitted(0.1 * (i % 3))) for i in range(8)]
         router = create_router(name, seed=11)
         times = [0.01 * i * i % 7 for i in range(80)]
-        return [router.route(make_request(i, tpot_ms=50 if i % 2 else 100), views, t) for i, t in
-                enumerate(sorted(times))]
+        return [
+            router.route(make_request(i, tpot_ms=50 if i % 2 else 100), views, t) for i, t in enumerate(sorted(times))
+        ]
 
     assert run() == run()
 

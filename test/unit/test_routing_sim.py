@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from sloserve.core.slo import DecodeSegment, ProgramSpec, StageSpec, TTFTSLO
+from sloserve.core.slo import TTFTSLO, DecodeSegment, ProgramSpec, StageSpec
 from sloserve.sim import SimConfig, simulate
 
 ROUTERS = ["round-robin", "total-tokens", "total-requests", "power-of-two", "slo-sequential", "slo-proactive"]
@@ -21,15 +21,18 @@ def bursty_programs(n: int = 90, seed: int = 0) -> list[ProgramSpec]:
     progs = []
     for i, t in enumerate(times):
         tight = i % 2 == 0
-        stage = StageSpec(int(rng.integers(100, 1500)), int(rng.integers(10, 120)), TTFTSLO(slowdown=5.0),
-                          (DecodeSegment(50.0 if tight else 100.0),))
+        stage = StageSpec(
+            int(rng.integers(100, 1500)),
+            int(rng.integers(10, 120)),
+            TTFTSLO(slowdown=5.0),
+            (DecodeSegment(50.0 if tight else 100.0),),
+        )
         progs.append(ProgramSpec(f"p{i}", float(t), "coder" if tight else "chatbot", (stage,)))
     return progs
 
 
 def run(router: str, seed: int = 0, **opts):
-    cfg = SimConfig(model="opt-13b-tp2-a100", policy="fcfs", replicas=3, router=router,
-                    router_options=opts, seed=seed)
+    cfg = SimConfig(model="opt-13b-tp2-a100", policy="fcfs", replicas=3, router=router, router_options=opts, seed=seed)
     return simulate(bursty_programs(seed=seed), cfg)
 
 
@@ -48,7 +51,9 @@ def test_simulation_with_router_is_deterministic_by_seed(router):
     a, b = run(router, seed=4), run(router, seed=4)
     assert [r.replica_id for r in a.records] == [r.replica_id for r in b.records]
     strip = {"sim_wall_s"}
-    assert {k: v for k, v in a.summary.items() if k not in strip} == {k: v for k, v in b.summary.items() if k not in strip}
+    assert {k: v for k, v in a.summary.items() if k not in strip} == {
+        k: v for k, v in b.summary.items() if k not in strip
+    }
 
 
 def test_work_routed_between_publications_is_not_forgotten():

@@ -10,15 +10,31 @@ import pytest
 import zmq
 
 from sloserve.runtime import wire
-from sloserve.runtime.protocol import MAX_STOP_LEN, MAX_STOP_STRINGS, BadRequest, GenInput, Sampling, parse_sampling_params
+from sloserve.runtime.protocol import (
+    MAX_STOP_LEN,
+    MAX_STOP_STRINGS,
+    BadRequest,
+    GenInput,
+    Sampling,
+    parse_sampling_params,
+)
 from sloserve.runtime.slo_params import MAX_TTFT_S, SloParamError, parse_slo
 from sloserve.runtime.state import ReqState
 from sloserve.runtime.tokenizer import ByteTokenizer
 
 
-@pytest.mark.parametrize("key,value", [("slo_ttft_ms", 1e9), ("slo_ttft_ms", 1e12), ("slo_tpot_ms", 1e308),
-                                       ("slo_think_tpot_ms", 60_001), ("slo_ttft_slowdown", 1.7e308),
-                                       ("slo_stage_index", 2**40), ("slo_ttft_ms", math.inf)])
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("slo_ttft_ms", 1e9),
+        ("slo_ttft_ms", 1e12),
+        ("slo_tpot_ms", 1e308),
+        ("slo_think_tpot_ms", 60_001),
+        ("slo_ttft_slowdown", 1.7e308),
+        ("slo_stage_index", 2**40),
+        ("slo_ttft_ms", math.inf),
+    ],
+)
 def test_slo_values_out_of_range_name_the_field(key, value):
     with pytest.raises(SloParamError) as err:
         parse_slo({key: value})
@@ -34,12 +50,28 @@ def test_resolved_ttft_is_bounded():
 
 
 def test_wire_rejects_non_finite_and_malformed_requests():
-    good = {"rid": "a", "arrival_s": 0.0, "prompt_tokens": 3, "output_tokens": 2, "ttft_slo_s": 1.0,
-            "segments": [[50.0, None, "main"]], "slo_class": "d", "program_id": "a", "stage_index": 0,
-            "stage_name": "main", "output_tokens_known": True, "max_new_tokens": 2}
+    good = {
+        "rid": "a",
+        "arrival_s": 0.0,
+        "prompt_tokens": 3,
+        "output_tokens": 2,
+        "ttft_slo_s": 1.0,
+        "segments": [[50.0, None, "main"]],
+        "slo_class": "d",
+        "program_id": "a",
+        "stage_index": 0,
+        "stage_name": "main",
+        "output_tokens_known": True,
+        "max_new_tokens": 2,
+    }
     assert wire.request_from_wire(good).request_id == "a"
-    for bad in ({**good, "ttft_slo_s": None}, {**good, "ttft_slo_s": float("inf")}, {**good, "rid": 5},
-                {**good, "segments": []}, {**good, "segments": [[None, None, "x"]]}):
+    for bad in (
+        {**good, "ttft_slo_s": None},
+        {**good, "ttft_slo_s": float("inf")},
+        {**good, "rid": 5},
+        {**good, "segments": []},
+        {**good, "segments": [[None, None, "x"]]},
+    ):
         with pytest.raises((wire.WireError, TypeError, ValueError)):
             wire.request_from_wire(bad)
     for frame in (b"", b"\xff", b"[1]", b"null"):
@@ -64,7 +96,7 @@ class CountingTokenizer(ByteTokenizer):
 
 
 def _state(n_out: int, stop: tuple[str, ...], tok) -> ReqState:
-    output = list(b"ab " * (n_out // 3 + 1))[:n_out - 3] + list(b"END")
+    output = list(b"ab " * (n_out // 3 + 1))[: n_out - 3] + list(b"END")
     spec = parse_slo(None)
     gen = GenInput(None, "p", None, Sampling(max_new_tokens=n_out, stop=stop))
     return ReqState("r", gen, spec, SimpleNamespace(), [1], output, n_out)

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import pytest
 
+from sloserve.core.request import Request
 from sloserve.core.slo import DecodeSegment
 from sloserve.runtime.config import ServerConfig, config_from_args
 from sloserve.runtime.protocol import BadRequest, chat_prompt, parse_chat, parse_completion, parse_generate
 from sloserve.runtime.slo_params import SloParamError, arrival_from_unix, parse_slo, validate
 from sloserve.runtime.tokenizer import ByteTokenizer, synthetic_output_ids
 from sloserve.runtime.wire import request_from_wire, request_to_wire
-from sloserve.core.request import Request
 
 
 def test_generate_defaults_and_nulls():
     (g,) = parse_generate({"text": "hi", "sampling_params": None, "stream": None, "rid": None}, 128)
     assert g.text == "hi" and g.sampling.max_new_tokens == 128 and not g.stream and g.rid is None
-    (g,) = parse_generate({"input_ids": [1, 2], "sampling_params": {"max_new_tokens": 0, "stop": "x",
-                                                                    "temperature": None}}, 128)
+    (g,) = parse_generate(
+        {"input_ids": [1, 2], "sampling_params": {"max_new_tokens": 0, "stop": "x", "temperature": None}}, 128
+    )
     assert g.input_ids == [1, 2] and g.sampling.max_new_tokens == 0 and g.sampling.stop == ("x",)
 
 
@@ -30,13 +31,22 @@ def test_generate_batch_rids():
         parse_generate({"text": ["a", "b"], "stream": True}, 4)
 
 
-@pytest.mark.parametrize("sp,needle", [
-    ({"max_new_tokens": -1}, "max_new_tokens"), ({"max_new_tokens": 1.5}, "max_new_tokens"),
-    ({"max_new_tokens": True}, "max_new_tokens"), ({"top_k": 0}, "top_k"), ({"min_p": 2}, "min_p"),
-    ({"repetition_penalty": 0}, "repetition_penalty"), ({"frequency_penalty": 3}, "frequency_penalty"),
-    ({"unknown": 1}, "unknown"), ({"stop_token_ids": ["a"]}, "stop_token_ids"),
-    ({"max_new_tokens": 3, "min_new_tokens": 5}, "min_new_tokens"), ({"temperature": float("nan")}, "temperature"),
-])
+@pytest.mark.parametrize(
+    "sp,needle",
+    [
+        ({"max_new_tokens": -1}, "max_new_tokens"),
+        ({"max_new_tokens": 1.5}, "max_new_tokens"),
+        ({"max_new_tokens": True}, "max_new_tokens"),
+        ({"top_k": 0}, "top_k"),
+        ({"min_p": 2}, "min_p"),
+        ({"repetition_penalty": 0}, "repetition_penalty"),
+        ({"frequency_penalty": 3}, "frequency_penalty"),
+        ({"unknown": 1}, "unknown"),
+        ({"stop_token_ids": ["a"]}, "stop_token_ids"),
+        ({"max_new_tokens": 3, "min_new_tokens": 5}, "min_new_tokens"),
+        ({"temperature": float("nan")}, "temperature"),
+    ],
+)
 def test_sampling_params_validation(sp, needle):
     with pytest.raises(BadRequest, match=needle) as info:
         parse_generate({"text": "a", "sampling_params": sp}, 8)
@@ -44,13 +54,27 @@ def test_sampling_params_validation(sp, needle):
 
 
 def test_openai_parsing():
-    g = parse_completion({"model": "m", "prompt": ["hello"], "max_tokens": 3, "stream": True,
-                          "stream_options": {"include_usage": True}, "custom_params": {"slo_tpot_ms": 9}})
+    g = parse_completion(
+        {
+            "model": "m",
+            "prompt": ["hello"],
+            "max_tokens": 3,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "custom_params": {"slo_tpot_ms": 9},
+        }
+    )
     assert g.text == "hello" and g.sampling.max_new_tokens == 3 and g.stream and g.extra["include_usage"]
     assert g.sampling.custom_params == {"slo_tpot_ms": 9}
     assert parse_completion({"prompt": [5, 6]}).input_ids == [5, 6]
-    c = parse_chat({"messages": [{"role": "user", "content": [{"type": "text", "text": "x"}]}],
-                    "max_completion_tokens": 2, "max_tokens": 9}, 128)
+    c = parse_chat(
+        {
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "x"}]}],
+            "max_completion_tokens": 2,
+            "max_tokens": 9,
+        },
+        128,
+    )
     assert c.sampling.max_new_tokens == 2 and c.text == "<|user|>\nx\n<|assistant|>\n"
     with pytest.raises(BadRequest, match="only text parts"):
         chat_prompt([{"role": "user", "content": [{"type": "image_url"}]}])
@@ -68,12 +92,19 @@ def test_slo_resolution_order():
     assert marker.segments_after_marker(4) == (DecodeSegment(50.0, 4, "thinking"), DecodeSegment(100.0, None, "answer"))
 
 
-@pytest.mark.parametrize("custom,field", [
-    ({"slo_bogus": 1}, "slo_bogus"), ({"slo_tpot_ms": 0}, "slo_tpot_ms"), ({"slo_tpot_ms": True}, "slo_tpot_ms"),
-    ({"slo_stage": ""}, "slo_stage"), ({"slo_stage_index": -1}, "slo_stage_index"),
-    ({"slo_think_tokens": -2}, "slo_think_tokens"), ({"slo_class": "nope"}, "slo_class"),
-    ({"slo_ttft_ms": 1, "slo_ttft_slowdown": 1}, "slo_ttft_ms"),
-])
+@pytest.mark.parametrize(
+    "custom,field",
+    [
+        ({"slo_bogus": 1}, "slo_bogus"),
+        ({"slo_tpot_ms": 0}, "slo_tpot_ms"),
+        ({"slo_tpot_ms": True}, "slo_tpot_ms"),
+        ({"slo_stage": ""}, "slo_stage"),
+        ({"slo_stage_index": -1}, "slo_stage_index"),
+        ({"slo_think_tokens": -2}, "slo_think_tokens"),
+        ({"slo_class": "nope"}, "slo_class"),
+        ({"slo_ttft_ms": 1, "slo_ttft_slowdown": 1}, "slo_ttft_ms"),
+    ],
+)
 def test_slo_errors_name_the_field(custom, field):
     with pytest.raises(SloParamError) as info:
         parse_slo(custom)
@@ -97,18 +128,48 @@ def test_synthetic_tokens_are_deterministic_and_place_the_marker():
 
 
 def test_wire_round_trip():
-    req = Request("r", 1.5, 10, 4, 0.2, (DecodeSegment(30, 2, "thinking"), DecodeSegment(60)), slo_class="c",
-                  program_id="p", stage_index=1, stage_name="answer", output_tokens_known=False, max_new_tokens=4)
+    req = Request(
+        "r",
+        1.5,
+        10,
+        4,
+        0.2,
+        (DecodeSegment(30, 2, "thinking"), DecodeSegment(60)),
+        slo_class="c",
+        program_id="p",
+        stage_index=1,
+        stage_name="answer",
+        output_tokens_known=False,
+        max_new_tokens=4,
+    )
     req.extra["route_best_effort"] = True
     back = request_from_wire(request_to_wire(req))
-    assert (back.request_id, back.arrival_s, back.segments, back.program_id, back.max_new_tokens) == \
-        ("r", 1.5, req.segments, "p", 4)
+    assert (back.request_id, back.arrival_s, back.segments, back.program_id, back.max_new_tokens) == (
+        "r",
+        1.5,
+        req.segments,
+        "p",
+        4,
+    )
     assert back.extra["route_best_effort"] and not back.output_tokens_known
 
 
 def test_cli_generated_from_config():
-    cfg = config_from_args(["--policy", "fcfs", "--policy-opt", "token_budget=512", "--policy-opt", "max-running=8",
-                            "--dp-size", "2", "--reject-on-overload", "--max-seq-len", "2048"])
+    cfg = config_from_args(
+        [
+            "--policy",
+            "fcfs",
+            "--policy-opt",
+            "token_budget=512",
+            "--policy-opt",
+            "max-running=8",
+            "--dp-size",
+            "2",
+            "--reject-on-overload",
+            "--max-seq-len",
+            "2048",
+        ]
+    )
     assert cfg.policy_options() == {"token_budget": 512, "max_running": 8}
     assert cfg.dp_size == 2 and cfg.reject_on_overload and cfg.context_len == 2048
     # the default context is the preset model's (OPT-13B: 2048), capped at the KV pool
@@ -163,15 +224,21 @@ def test_state_stop_strings_token_ids_and_marker():
     assert think.finish(0.3, {"type": "length"}) and not think.finish(0.4, {"type": "length"})
 
 
-@pytest.mark.parametrize("parse,body,field", [
-    (parse_completion, {"prompt": "x", "logprobs": 2}, "logprobs"),
-    (parse_completion, {"prompt": "x", "echo": True}, "echo"),
-    (parse_completion, {"prompt": "x", "suffix": "end"}, "suffix"),
-    (parse_chat, {"messages": [{"role": "user", "content": "x"}], "logprobs": True}, "logprobs"),
-    (parse_chat, {"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}, "tools"),
-    (parse_chat, {"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}},
-     "response_format"),
-])
+@pytest.mark.parametrize(
+    "parse,body,field",
+    [
+        (parse_completion, {"prompt": "x", "logprobs": 2}, "logprobs"),
+        (parse_completion, {"prompt": "x", "echo": True}, "echo"),
+        (parse_completion, {"prompt": "x", "suffix": "end"}, "suffix"),
+        (parse_chat, {"messages": [{"role": "user", "content": "x"}], "logprobs": True}, "logprobs"),
+        (parse_chat, {"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}, "tools"),
+        (
+            parse_chat,
+            {"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}},
+            "response_format",
+        ),
+    ],
+)
 def test_unsupported_openai_field_error_names_that_field(parse, body, field):
     with pytest.raises(BadRequest) as info:
         parse(body, 16)

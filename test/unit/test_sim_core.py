@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from sloserve.core.slo import DecodeSegment, ProgramSpec, StageSpec, TTFTSLO
+from sloserve.core.slo import TTFTSLO, DecodeSegment, ProgramSpec, StageSpec
 from sloserve.sim import SimConfig, simulate
 
 
@@ -16,8 +16,9 @@ def programs(n=300, rate=4.0, seed=0, max_prompt=1500):
     out, t = [], 0.0
     for i in range(n):
         t += rng.exponential(1 / rate)
-        stage = StageSpec(int(rng.integers(16, max_prompt)), int(rng.integers(1, 300)), TTFTSLO(slowdown=5),
-                          (DecodeSegment(100),))
+        stage = StageSpec(
+            int(rng.integers(16, max_prompt)), int(rng.integers(1, 300)), TTFTSLO(slowdown=5), (DecodeSegment(100),)
+        )
         out.append(ProgramSpec(f"p{i:05d}", t, "chatbot", (stage,)))
     return out
 
@@ -63,9 +64,11 @@ def test_same_seed_gives_byte_identical_json():
 
 def test_multi_stage_program_runs_stages_in_order_after_tool_delay():
     seg = (DecodeSegment(50),)
-    stages = (StageSpec(100, 10, TTFTSLO(slowdown=3), seg, name="tool_call"),
-              StageSpec(200, 10, TTFTSLO(slowdown=3), seg, name="tool_call", tool_delay_s=0.5),
-              StageSpec(300, 20, TTFTSLO(slowdown=3), (DecodeSegment(100),), name="final", tool_delay_s=1.0))
+    stages = (
+        StageSpec(100, 10, TTFTSLO(slowdown=3), seg, name="tool_call"),
+        StageSpec(200, 10, TTFTSLO(slowdown=3), seg, name="tool_call", tool_delay_s=0.5),
+        StageSpec(300, 20, TTFTSLO(slowdown=3), (DecodeSegment(100),), name="final", tool_delay_s=1.0),
+    )
     res = simulate([ProgramSpec("agent", 0.0, "tool-calling", stages)], SimConfig(policy="fcfs"))
     recs = sorted(res.records, key=lambda r: r.stage_index)
     assert [r.stage_name for r in recs] == ["tool_call", "tool_call", "final"]

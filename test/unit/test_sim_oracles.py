@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sloserve.core.slo import DecodeSegment, ProgramSpec, StageSpec, TTFTSLO
+from sloserve.core.slo import TTFTSLO, DecodeSegment, ProgramSpec, StageSpec
 from sloserve.perf.paper import Line, PaperLinesModel
 from sloserve.policies.fcfs import FCFSScheduler
 from sloserve.sim import SimConfig, Simulator

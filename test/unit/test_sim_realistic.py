@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from sloserve.core.plan import ScheduledItem, StepPlan
-from sloserve.core.slo import DecodeSegment, ProgramSpec, StageSpec, TTFTSLO
+from sloserve.core.slo import TTFTSLO, DecodeSegment, ProgramSpec, StageSpec
 from sloserve.perf.presets import get_model
 from sloserve.sim import SimConfig, SimulatedEngine, Simulator, simulate
 from sloserve.sim.options import add_sim_arguments, build_sim_config, output_len_known
@@ -23,8 +23,9 @@ def programs(n=150, rate=6.0, seed=0):
     out, t = [], 0.0
     for i in range(n):
         t += rng.exponential(1 / rate)
-        stage = StageSpec(int(rng.integers(16, 1500)), int(rng.integers(1, 300)), TTFTSLO(slowdown=5),
-                          (DecodeSegment(100),))
+        stage = StageSpec(
+            int(rng.integers(16, 1500)), int(rng.integers(1, 300)), TTFTSLO(slowdown=5), (DecodeSegment(100),)
+        )
         out.append(ProgramSpec(f"p{i:05d}", t, "chatbot", (stage,)))
     return out
 
@@ -57,11 +58,16 @@ def test_noisy_runs_are_byte_identical_per_seed_and_differ_across_seeds(policy):
     cfg = SimConfig(policy=policy, step_time_noise=0.1, step_time_bias=0.05, seed=1, chrome_trace=True)
     a, b = simulate(progs, cfg), simulate(progs, cfg)
     assert dump(a.summary) == dump(b.summary) and a.steps == b.steps
-    other = simulate(progs, SimConfig(policy=policy, step_time_noise=0.1, step_time_bias=0.05, seed=2, chrome_trace=True))
+    other = simulate(
+        progs, SimConfig(policy=policy, step_time_noise=0.1, step_time_bias=0.05, seed=2, chrome_trace=True)
+    )
     assert other.steps != a.steps
     exact = simulate(progs, SimConfig(policy=policy, seed=1, chrome_trace=True))
     # biased engine: the same work takes longer in all
-    assert a.summary["gpu_busy_fraction"] * a.summary["sim_time_s"] > exact.summary["gpu_busy_fraction"] * exact.summary["sim_time_s"]
+    assert (
+        a.summary["gpu_busy_fraction"] * a.summary["sim_time_s"]
+        > exact.summary["gpu_busy_fraction"] * exact.summary["sim_time_s"]
+    )
 
 
 def test_default_config_is_the_exact_engine():
@@ -96,8 +102,11 @@ def test_charged_scheduler_time_follows_the_cost_model_and_delays_steps():
         cost = scheduler_cost(policy)
         assert charged.summary["scheduler_time_s"] >= cost.schedule_s * charged.summary["num_steps"]
         assert sum(d for _, _, d, _, _ in charged.steps) == pytest.approx(
-            sum(d for _, _, d, _, _ in plain.steps) + charged.summary["scheduler_time_s"], rel=0.05)
-        assert dump(charged.summary) == dump(simulate(progs, SimConfig(policy=policy, charge_scheduler_time=True)).summary)
+            sum(d for _, _, d, _, _ in plain.steps) + charged.summary["scheduler_time_s"], rel=0.05
+        )
+        assert dump(charged.summary) == dump(
+            simulate(progs, SimConfig(policy=policy, charge_scheduler_time=True)).summary
+        )
     assert scheduler_cost("slos-serve").schedule_cost_s(256) > scheduler_cost("vllm").schedule_cost_s(256)
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from sloserve.core.request import Request
 from sloserve.core.scheduler import SCHEDULERS, SchedulerContext
-from sloserve.core.slo import DecodeSegment, ProgramSpec, StageSpec, TTFTSLO
+from sloserve.core.slo import TTFTSLO, DecodeSegment, ProgramSpec, StageSpec
 from sloserve.perf.presets import get_model
 from sloserve.policies.fcfs import FCFSScheduler
 from sloserve.sim import SimConfig, Simulator
@@ -116,9 +116,22 @@ def test_adaptive_decorator_never_stretches_a_step_past_a_due_token():
 def _programs(n=40, rate=2.0, seed=0):
     rng = np.random.default_rng(seed)
     t = np.cumsum(rng.exponential(1 / rate, n))
-    return [ProgramSpec(f"p{i}", float(t[i]), "chat", (StageSpec(int(rng.integers(50, 800)), int(rng.integers(20, 200)),
-                                                            TTFTSLO(slowdown=5.0), (DecodeSegment(100.0),)),))
-            for i in range(n)]
+    return [
+        ProgramSpec(
+            f"p{i}",
+            float(t[i]),
+            "chat",
+            (
+                StageSpec(
+                    int(rng.integers(50, 800)),
+                    int(rng.integers(20, 200)),
+                    TTFTSLO(slowdown=5.0),
+                    (DecodeSegment(100.0),),
+                ),
+            ),
+        )
+        for i in range(n)
+    ]
 
 
 def test_registered_speculative_baseline_runs_in_the_simulator_and_is_deterministic():

@@ -23,19 +23,23 @@ def _brute_force(perf, tiers, max_len, margin):
         tokens = perf.max_tokens_within_s(tau - 1e-9, max(pos) - 1)
         if tokens < sum(t.num_decodes * s for t, s in zip(tiers, pos)):
             continue
-        rate = tokens / tau - sum(t.num_decodes * s / (t.tpot_s * planned_tokens(t.alpha, s, margin))
-                                  for t, s in zip(tiers, pos))
+        rate = tokens / tau - sum(
+            t.num_decodes * s / (t.tpot_s * planned_tokens(t.alpha, s, margin)) for t, s in zip(tiers, pos)
+        )
         best = rate if best is None else max(best, rate)
     return best
 
 
 @pytest.mark.parametrize("model", MODELS)
-@pytest.mark.parametrize("tiers", [
-    [TierLoad(0.05, 20, 0.8)],
-    [TierLoad(0.05, 60, 0.6), TierLoad(0.15, 40, 0.6)],
-    [TierLoad(0.03, 10, 0.7), TierLoad(0.1, 80, 0.9), TierLoad(0.2, 30, 0.5)],
-    [TierLoad(0.05, 150, 0.8), TierLoad(0.15, 150, 0.8)],
-])
+@pytest.mark.parametrize(
+    "tiers",
+    [
+        [TierLoad(0.05, 20, 0.8)],
+        [TierLoad(0.05, 60, 0.6), TierLoad(0.15, 40, 0.6)],
+        [TierLoad(0.03, 10, 0.7), TierLoad(0.1, 80, 0.9), TierLoad(0.2, 30, 0.5)],
+        [TierLoad(0.05, 150, 0.8), TierLoad(0.15, 150, 0.8)],
+    ],
+)
 def test_choose_tier_lengths_is_exact(model, tiers):
     perf = get_model(model)
     choice = choose_tier_lengths(perf, tiers, 5, 0.15)
@@ -105,8 +109,15 @@ def test_spec_config_validation():
     assert not SpecConfig(mode="off").enabled
     assert not spec_enabled(None)
     assert not SpecConfig(mode="adaptive", max_spec_len=1).enabled
-    for bad in ({"mode": "eagle"}, {"alpha_prior": 1.0}, {"max_spec_len": 0}, {"fixed_len": 0},
-                {"safety_margin": 1.5}, {"prior_strength": 0}, {"request_min_trials": 0}):
+    for bad in (
+        {"mode": "eagle"},
+        {"alpha_prior": 1.0},
+        {"max_spec_len": 0},
+        {"fixed_len": 0},
+        {"safety_margin": 1.5},
+        {"prior_strength": 0},
+        {"request_min_trials": 0},
+    ):
         with pytest.raises(ValueError):
             SpecConfig(**bad)
 
@@ -118,8 +129,9 @@ def _parse(argv):
 
 
 def test_cli_flags_build_sim_config_kwargs():
-    args = _parse(["--spec", "adaptive", "--alpha", "0.8", "--max-spec-len", "5", "--no-spec-online",
-                   "--spec-prior", "0.6"])
+    args = _parse(
+        ["--spec", "adaptive", "--alpha", "0.8", "--max-spec-len", "5", "--no-spec-online", "--spec-prior", "0.6"]
+    )
     out = args.build_spec(args)
     assert out["alpha"] == 0.8
     cfg = out["spec"]
@@ -152,8 +164,21 @@ def test_sim_options_build_a_speculative_sim_config():
     p = argparse.ArgumentParser()
     add_sim_arguments(p)
     add_spec_arguments(p)
-    args = p.parse_args(["--policy", "slos-serve", "--spec", "adaptive", "--alpha", "0.8", "--max-spec-len", "5",
-                         "--no-spec-online", "--spec-prior", "0.6"])
+    args = p.parse_args(
+        [
+            "--policy",
+            "slos-serve",
+            "--spec",
+            "adaptive",
+            "--alpha",
+            "0.8",
+            "--max-spec-len",
+            "5",
+            "--no-spec-online",
+            "--spec-prior",
+            "0.6",
+        ]
+    )
     cfg = build_sim_config(args)
     assert cfg.policy == "slos-serve+spec" and cfg.alpha == 0.8
     assert (cfg.spec.mode, cfg.spec.max_spec_len, cfg.spec.online, cfg.spec.alpha_prior) == ("adaptive", 5, False, 0.6)

@@ -77,7 +77,8 @@ def test_speculation_raises_the_planned_prefill_budget():
     # the grid pays for the drafts: a full step's predicted time is within its length
     assert PERF.batch_time_s(grid.step_tokens, tiers.spec_steps) <= grid.step_len_s
     assert tiers.effective_tpot_s(0.05) == pytest.approx(
-        0.05 * planned_tokens(0.8, tiers.positions(0.05), spec.safety_margin) / tiers.positions(0.05))
+        0.05 * planned_tokens(0.8, tiers.positions(0.05), spec.safety_margin) / tiers.positions(0.05)
+    )
 
 
 def test_plan_tiers_modes():

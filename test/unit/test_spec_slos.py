@@ -15,8 +15,9 @@ MODEL = "opt-13b-tp2-a100"
 
 def _run(scenario, rate, spec, alpha, n=120, seed=0):
     wl = build_workload(WorkloadConfig(scenario=scenario, rate_rps=rate, num_requests=n, seed=seed))
-    sim = Simulator(wl.programs, SimConfig(model=MODEL, policy=speculative_policy("slos-serve"), spec=spec,
-                                           alpha=alpha, seed=seed))
+    sim = Simulator(
+        wl.programs, SimConfig(model=MODEL, policy=speculative_policy("slos-serve"), spec=spec, alpha=alpha, seed=seed)
+    )
     return sim, sim.run()
 
 
@@ -26,11 +27,10 @@ def _late_tokens(rec):
     return np.nonzero(np.asarray(rec.token_times) > d + 1e-9)[0]
 
 
-@pytest.mark.parametrize("scenario,rate,mode,alpha", [
-    ("coder", 2.5, "adaptive", 0.8),
-    ("tool-calling", 0.8, "adaptive", 0.6),
-    ("summarizer", 2.0, "fixed", 0.8),
-])
+@pytest.mark.parametrize(
+    "scenario,rate,mode,alpha",
+    [("coder", 2.5, "adaptive", 0.8), ("tool-calling", 0.8, "adaptive", 0.6), ("summarizer", 2.0, "fixed", 0.8)],
+)
 def test_admitted_decode_tokens_never_miss_and_ttft_misses_are_rare(scenario, rate, mode, alpha):
     spec = SpecConfig(mode=mode, alpha_prior=alpha, max_spec_len=6, fixed_len=4)
     sim, res = _run(scenario, rate, spec, alpha)
@@ -81,8 +81,11 @@ def test_slack_drafts_under_a_plain_plan_keep_the_planners_step_end():
     def schedule(now_s):
         plan = inner(now_s)
         if plan.spec_steps and sched.spec_tiers is NO_SPEC:
-            dues = [r.next_token_deadline_s for r in sched.slo.values()
-                    if r.num_output_tokens > 0 and r.remaining_compute_tokens == 1]
+            dues = [
+                r.next_token_deadline_s
+                for r in sched.slo.values()
+                if r.num_output_tokens > 0 and r.remaining_compute_tokens == 1
+            ]
             end = min([now_s + sched.step_len_s] + dues)
             assert now_s + sched.ctx.perf.plan_time_s(plan) <= end + 1e-9
             checked.append(plan.spec_steps)

@@ -68,7 +68,13 @@ def test_reasoning_has_thinking_then_answer():
     for p in wl.programs:
         (st,) = p.stages
         think, answer = st.segments
-        assert (think.name, think.tpot_ms, answer.name, answer.tpot_ms, answer.num_tokens) == ("thinking", 50.0, "answer", 100.0, None)
+        assert (think.name, think.tpot_ms, answer.name, answer.tpot_ms, answer.num_tokens) == (
+            "thinking",
+            50.0,
+            "answer",
+            100.0,
+            None,
+        )
         assert 0 < think.num_tokens < st.output_tokens
         thinks.append(think.num_tokens)
         assert st.prompt_tokens < 2048
@@ -140,8 +146,16 @@ def test_trace_replay_window_scaling_and_filter(trace):
     assert [p.stages[0].output_tokens for p in wl.programs] == [10, 20, 30, 40, 50, 60]
     # native: 5 gaps over 10 s = 0.5 rps; at 1 rps every gap halves
     np.testing.assert_allclose([p.arrival_s for p in wl.programs], [0, 0.5, 0.75, 2.0, 4.5, 5.0])
-    win = build_workload(WorkloadConfig(scenario="coder", num_requests=None, trace_path=trace,
-                                        trace_window_s=(0.5, 9.5), rate_rps=2.0, max_seq_len=1000))
+    win = build_workload(
+        WorkloadConfig(
+            scenario="coder",
+            num_requests=None,
+            trace_path=trace,
+            trace_window_s=(0.5, 9.5),
+            rate_rps=2.0,
+            max_seq_len=1000,
+        )
+    )
     # window holds rows 1..4; row 2 (3000+30 tokens) is dropped; times rescaled on the kept rows
     assert [p.stages[0].prompt_tokens for p in win.programs] == [200, 400, 500]
     assert win.num_dropped_too_long == 1
@@ -164,8 +178,9 @@ def test_lengths_file_overrides_lengths(tmp_path, trace):
 
 
 def test_slo_scale_and_unknown_output_lengths():
-    wl = build_workload(WorkloadConfig(scenario="reasoning", num_requests=50, slo_scale=2.0,
-                                       output_len_known=False, max_seq_len=6000))
+    wl = build_workload(
+        WorkloadConfig(scenario="reasoning", num_requests=50, slo_scale=2.0, output_len_known=False, max_seq_len=6000)
+    )
     for p in wl.programs:
         st = p.stages[0]
         assert st.ttft.slowdown == 6.0 and [s.tpot_ms for s in st.segments] == [100.0, 200.0]

@@ -62,8 +62,10 @@ def test_azure_trace_unsorted_zone_and_numeric_timestamps(tmp_path):
         ("TIMESTAMP,ContextTokens,GeneratedTokens\n", "no rows"),
         ("TIMESTAMP,ContextTokens\n2023-11-16 18:15:46,3\n", "lacks column.*GeneratedTokens"),
         ("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46,3\n", "line 2: 2 fields"),
-        ("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46,3,4\n2023-11-16 18:15:47,x,4\n",
-         "line 3: column ContextTokens"),
+        (
+            "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46,3,4\n2023-11-16 18:15:47,x,4\n",
+            "line 3: column ContextTokens",
+        ),
         ("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46,3,-4\n", "line 2: column GeneratedTokens"),
         ("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46,3.5,4\n", "not a token count"),
         ("TIMESTAMP,ContextTokens,GeneratedTokens\nyesterday,3,4\n", "line 2: TIMESTAMP 'yesterday'"),

@@ -22,8 +22,9 @@ def endpoint(backend: str) -> str:
     return "/generate"
 
 
-def request_body(backend: str, prompt: str | list[int], max_new_tokens: int, custom: dict | None,
-                 model: str | None) -> dict:
+def request_body(
+    backend: str, prompt: str | list[int], max_new_tokens: int, custom: dict | None, model: str | None
+) -> dict:
     """The JSON body: greedy, ignore_eos, exactly ``max_new_tokens`` tokens, SLO tags if any."""
     if backend not in CHAT + COMPLETIONS:
         sampling = {"max_new_tokens": max_new_tokens, "ignore_eos": True, "temperature": 0.0}
@@ -31,9 +32,14 @@ def request_body(backend: str, prompt: str | list[int], max_new_tokens: int, cus
             sampling["custom_params"] = custom
         key = "text" if isinstance(prompt, str) else "input_ids"
         return {key: prompt, "sampling_params": sampling, "stream": True}
-    body: dict = {"model": model or "default", "max_tokens": max_new_tokens, "temperature": 0.0,
-                  "ignore_eos": True, "stream": True,
-                  "stream_options": {"include_usage": True, "continuous_usage_stats": True}}
+    body: dict = {
+        "model": model or "default",
+        "max_tokens": max_new_tokens,
+        "temperature": 0.0,
+        "ignore_eos": True,
+        "stream": True,
+        "stream_options": {"include_usage": True, "continuous_usage_stats": True},
+    }
     if backend in CHAT:
         body["messages"] = [{"role": "user", "content": prompt if isinstance(prompt, str) else str(prompt)}]
     else:

@@ -25,8 +25,9 @@ class CapacityResult:
     points: tuple[CapacityPoint, ...]
 
 
-def capacity_search(run_at: Callable[[float], dict], lo_rps: float, hi_rps: float, target: float,
-                    iters: int, progress=None) -> CapacityResult:
+def capacity_search(
+    run_at: Callable[[float], dict], lo_rps: float, hi_rps: float, target: float, iters: int, progress=None
+) -> CapacityResult:
     """Bisect [lo, hi]: check lo, then hi, then ``iters`` midpoints."""
     points: list[CapacityPoint] = []
 

@@ -16,12 +16,18 @@ from sloserve.bench.config import config_from_args
 
 def print_result(r: dict) -> None:
     """SGLang-style block for one run."""
-    rows = [("Target", r.get("label")), ("Backend", r["backend"]), ("Request rate", r["request_rate"]),
-            ("Burstiness (CV)", r["burstiness"]), ("Successful programs", r["completed"]),
-            ("Benchmark duration (s)", f"{r['duration']:.2f}"),
-            ("Output token throughput (tok/s)", f"{r['output_throughput']:.2f}"),
-            ("SLO attainment", f"{r['attainment']:.1%}"), ("Goodput (programs/s)", f"{r['goodput_rps']:.3f}"),
-            ("Admitted (server-reported)", "-" if r["admitted_fraction"] is None else f"{r['admitted_fraction']:.1%}")]
+    rows = [
+        ("Target", r.get("label")),
+        ("Backend", r["backend"]),
+        ("Request rate", r["request_rate"]),
+        ("Burstiness (CV)", r["burstiness"]),
+        ("Successful programs", r["completed"]),
+        ("Benchmark duration (s)", f"{r['duration']:.2f}"),
+        ("Output token throughput (tok/s)", f"{r['output_throughput']:.2f}"),
+        ("SLO attainment", f"{r['attainment']:.1%}"),
+        ("Goodput (programs/s)", f"{r['goodput_rps']:.3f}"),
+        ("Admitted (server-reported)", "-" if r["admitted_fraction"] is None else f"{r['admitted_fraction']:.1%}"),
+    ]
     for name in ("ttft", "tpot", "itl", "e2e_latency"):
         rows.append((f"Median / P99 {name.upper()} (ms)", f"{_f(r[f'median_{name}_ms'])} / {_f(r[f'p99_{name}_ms'])}"))
     for key in ("attainment_by_tier", "attainment_by_stage", "attainment_by_segment"):

@@ -65,8 +65,12 @@ def slo_tags(opts: ClientOptions, prog: ProgramSpec, k: int) -> dict:
     """Flat ``slo_*`` custom_params (docs/slo-api.md). Explicit values, so --slo-scale applies."""
     stage = prog.stages[k]
     segs = stage.segments
-    tags: dict = {"slo_class": prog.slo_class, "slo_tpot_ms": segs[-1].tpot_ms,
-                  "slo_program_id": f"{opts.run_id}-{prog.program_id}", "slo_stage_index": k}
+    tags: dict = {
+        "slo_class": prog.slo_class,
+        "slo_tpot_ms": segs[-1].tpot_ms,
+        "slo_program_id": f"{opts.run_id}-{prog.program_id}",
+        "slo_stage_index": k,
+    }
     if stage.ttft.absolute_ms is not None:
         tags["slo_ttft_ms"] = stage.ttft.absolute_ms
     else:
@@ -79,8 +83,9 @@ def slo_tags(opts: ClientOptions, prog: ProgramSpec, k: int) -> dict:
     return tags
 
 
-def make_prompt(opts: ClientOptions, prog: ProgramSpec, k: int, prev: tuple | None,
-                texts: dict[str, str]) -> str | list[int]:
+def make_prompt(
+    opts: ClientOptions, prog: ProgramSpec, k: int, prev: tuple | None, texts: dict[str, str]
+) -> str | list[int]:
     """The prompt of stage ``k``: stage 0 fresh; later stages extend ``prev`` = (prompt, outcome)."""
     n = prog.stages[k].prompt_tokens
     key = f"{opts.run_id}-{prog.program_id}-{k}"
@@ -101,8 +106,9 @@ class _Prev:
     text: str
 
 
-async def send_stage(session: aiohttp.ClientSession, opts: ClientOptions, prog: ProgramSpec, k: int,
-                     prompt, t0: float) -> tuple[StageOutcome, _Prev]:
+async def send_stage(
+    session: aiohttp.ClientSession, opts: ClientOptions, prog: ProgramSpec, k: int, prompt, t0: float
+) -> tuple[StageOutcome, _Prev]:
     stage = prog.stages[k]
     custom = slo_tags(opts, prog, k) if opts.send_tags else None
     body = request_body(opts.backend, prompt, stage.output_tokens, custom, opts.model)
@@ -110,8 +116,9 @@ async def send_stage(session: aiohttp.ClientSession, opts: ClientOptions, prog: 
     state = StreamState(opts.backend, opts.bytes_are_tokens)
     out = StageOutcome(prog, k, time.perf_counter() - t0)
     try:
-        async with session.post(opts.url + endpoint(opts.backend), data=orjson.dumps(body),
-                                headers={"Content-Type": "application/json"}) as resp:
+        async with session.post(
+            opts.url + endpoint(opts.backend), data=orjson.dumps(body), headers={"Content-Type": "application/json"}
+        ) as resp:
             out.status = resp.status
             if resp.status != 200:
                 out.error = f"HTTP {resp.status}: {(await resp.text())[:300]}"

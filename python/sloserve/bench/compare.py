@@ -10,8 +10,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Callable, ContextManager
 
-from sloserve.bench.client import probe
 from sloserve.bench.capacity import CapacityResult, capacity_search
+from sloserve.bench.client import probe
 from sloserve.bench.config import BenchConfig
 from sloserve.bench.runner import append_result, run_benchmark
 from sloserve.bench.servers import embedded_server
@@ -53,12 +53,19 @@ def run_target(cfg: BenchConfig, label: str, url: str) -> TargetRuns:
         runs.results = [_one_run(cfg, url, r, label) for r in cfg.rates]
         return runs
     with _bar(cfg, 2 + cfg.capacity_iters, f"capacity {label}") as bar:
+
         def progress(rate: float, att: float) -> None:
             bar.set_postfix(rate=f"{rate:.3g}", attainment=f"{att:.2f}")
             bar.update(1)
 
-        runs.capacity = capacity_search(lambda r: _one_run(cfg, url, r, label), cfg.capacity_lo,
-                                        cfg.capacity_hi, cfg.capacity_target, cfg.capacity_iters, progress)
+        runs.capacity = capacity_search(
+            lambda r: _one_run(cfg, url, r, label),
+            cfg.capacity_lo,
+            cfg.capacity_hi,
+            cfg.capacity_target,
+            cfg.capacity_iters,
+            progress,
+        )
     runs.results = [p.result for p in runs.capacity.points]
     return runs
 
@@ -74,14 +81,20 @@ def table(all_runs: list[TargetRuns]) -> str:
     head = f"{'target':<28} {'rate':>7} {'attain':>7} {'goodput':>8} {'admitted':>8} {'p50 TTFT':>9} {'p50 TPOT':>9}  per tier"
     lines = [head, "-" * len(head)]
     for runs in all_runs:
-        for r in sorted(runs.results, key=lambda r: float(r["request_rate"]) if r["request_rate"] != "inf" else math.inf):
+        for r in sorted(
+            runs.results, key=lambda r: float(r["request_rate"]) if r["request_rate"] != "inf" else math.inf
+        ):
             tiers = " ".join(f"{k}={v:.0%}" for k, v in r["attainment_by_tier"].items())
-            lines.append(f"{runs.label[:28]:<28} {str(r['request_rate'])[:7]:>7} {_fmt(r['attainment'], True):>7} "
-                         f"{_fmt(r['goodput_rps']):>8} {_fmt(r['admitted_fraction'], True):>8} "
-                         f"{_fmt(r['median_ttft_ms']):>9} {_fmt(r['median_tpot_ms']):>9}  {tiers}")
+            lines.append(
+                f"{runs.label[:28]:<28} {str(r['request_rate'])[:7]:>7} {_fmt(r['attainment'], True):>7} "
+                f"{_fmt(r['goodput_rps']):>8} {_fmt(r['admitted_fraction'], True):>8} "
+                f"{_fmt(r['median_ttft_ms']):>9} {_fmt(r['median_tpot_ms']):>9}  {tiers}"
+            )
         if runs.capacity is not None:
-            lines.append(f"{runs.label[:28]:<28} capacity {runs.capacity.capacity_rps:.3g} rps at "
-                         f"{runs.capacity.target_attainment:.0%} attainment")
+            lines.append(
+                f"{runs.label[:28]:<28} capacity {runs.capacity.capacity_rps:.3g} rps at "
+                f"{runs.capacity.target_attainment:.0%} attainment"
+            )
     return "\n".join(lines)
 
 
@@ -122,8 +135,10 @@ def tier_bars(all_runs: list[TargetRuns]) -> tuple[dict[str, dict], str]:
     searched = any(t.capacity is not None and t.capacity.capacity_rps > 0 for t in runs)
     if common and not searched:
         rate = max(common)
-        return ({t.label: next(r for r in t.results if _rate(r) == rate)["attainment_by_tier"] for t in runs},
-                f"attainment per tier at {_rate_text(rate)}")
+        return (
+            {t.label: next(r for r in t.results if _rate(r) == rate)["attainment_by_tier"] for t in runs},
+            f"attainment per tier at {_rate_text(rate)}",
+        )
     bars = {}
     for t in runs:
         run = _bar_run(t)

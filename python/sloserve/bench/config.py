@@ -16,6 +16,7 @@ from sloserve.cli_dataclass import OneLineParser, add_dataclass_arguments, datac
 from sloserve.perf.presets import preset_names
 from sloserve.workloads import SCENARIOS, SLO_PRESETS
 
+
 def _server_policies() -> list[str]:
     from sloserve.runtime.config import servable_policies  # noqa: PLC0415 (only for --help)
 
@@ -28,32 +29,87 @@ DATASETS = ("scenario", "random", "sharegpt")
 
 @dataclass(frozen=True)
 class BenchConfig:
-    backend: str = field(default="sglang", metadata={"help": "API flavour: sglang (/generate), sglang-oai / vllm / openai (/v1/completions), sglang-oai-chat / openai-chat (/v1/chat/completions)", "choices": BACKENDS})
-    base_url: tuple[str, ...] = field(default=(), metadata={"help": "server URL, e.g. http://127.0.0.1:30000 (repeat to compare servers)", "repeat": True})
+    backend: str = field(
+        default="sglang",
+        metadata={
+            "help": "API flavour: sglang (/generate), sglang-oai / vllm / openai (/v1/completions), sglang-oai-chat / openai-chat (/v1/chat/completions)",
+            "choices": BACKENDS,
+        },
+    )
+    base_url: tuple[str, ...] = field(
+        default=(),
+        metadata={"help": "server URL, e.g. http://127.0.0.1:30000 (repeat to compare servers)", "repeat": True},
+    )
     host: str = field(default="127.0.0.1", metadata={"help": "server host when no --base-url"})
-    port: int | None = field(default=None, metadata={"help": "server port when no --base-url (default 30000, vllm 8000)"})
-    dataset_name: str = field(default="scenario", metadata={"help": "scenario (sloserve.workloads), random, or sharegpt (--dataset-path: ShareGPT JSON or a lengths CSV)", "choices": DATASETS})
-    dataset_path: str | None = field(default=None, metadata={"help": "sharegpt: a ShareGPT JSON file (conversations) or a CSV of num_prefill_tokens,num_decode_tokens"})
+    port: int | None = field(
+        default=None, metadata={"help": "server port when no --base-url (default 30000, vllm 8000)"}
+    )
+    dataset_name: str = field(
+        default="scenario",
+        metadata={
+            "help": "scenario (sloserve.workloads), random, or sharegpt (--dataset-path: ShareGPT JSON or a lengths CSV)",
+            "choices": DATASETS,
+        },
+    )
+    dataset_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "sharegpt: a ShareGPT JSON file (conversations) or a CSV of num_prefill_tokens,num_decode_tokens"
+        },
+    )
     scenario: str = field(default="chatbot", metadata={"help": "workload scenario", "names": lambda: list(SCENARIOS)})
-    slo_class: str | None = field(default=None, metadata={"help": "SLO preset for random/sharegpt prompts (default: the scenario's class)", "names": lambda: list(SLO_PRESETS)})
+    slo_class: str | None = field(
+        default=None,
+        metadata={
+            "help": "SLO preset for random/sharegpt prompts (default: the scenario's class)",
+            "names": lambda: list(SLO_PRESETS),
+        },
+    )
     num_prompts: int = field(default=100, metadata={"help": "programs to send"})
     random_input_len: int = field(default=1024, metadata={"help": "random dataset: prompt tokens"})
     random_output_len: int = field(default=128, metadata={"help": "random dataset: output tokens"})
-    random_range_ratio: float = field(default=0.0, metadata={"help": "random dataset: lengths drawn uniformly in [ratio*len, len]"})
+    random_range_ratio: float = field(
+        default=0.0, metadata={"help": "random dataset: lengths drawn uniformly in [ratio*len, len]"}
+    )
     sharegpt_output_len: int | None = field(default=None, metadata={"help": "sharegpt: override every output length"})
     request_rate: float = field(default=math.inf, metadata={"help": "programs per second (inf: all at once)"})
-    request_rates: str | None = field(default=None, metadata={"help": "comma-separated rates for a sweep (one fresh run each), e.g. 1,2,4"})
-    burstiness: float = field(default=1.0, metadata={"help": "coefficient of variation of Gamma inter-arrival times (1 = Poisson)"})
-    trace: str | None = field(default=None, metadata={"help": "Azure LLM inference trace CSV: arrivals (rescaled to --request-rate) and lengths"})
+    request_rates: str | None = field(
+        default=None, metadata={"help": "comma-separated rates for a sweep (one fresh run each), e.g. 1,2,4"}
+    )
+    burstiness: float = field(
+        default=1.0, metadata={"help": "coefficient of variation of Gamma inter-arrival times (1 = Poisson)"}
+    )
+    trace: str | None = field(
+        default=None,
+        metadata={"help": "Azure LLM inference trace CSV: arrivals (rescaled to --request-rate) and lengths"},
+    )
     trace_window: str | None = field(default=None, metadata={"help": "START:END seconds of the trace to replay"})
     max_concurrency: int | None = field(default=None, metadata={"help": "at most this many requests in flight"})
     seed: int = field(default=1, metadata={"help": "seed of every random draw"})
     slo_scale: float = field(default=1.0, metadata={"help": "multiply every SLO (TTFT slowdowns, TPOTs) by this"})
-    model: str = field(default="opt-13b-tp2-a100", metadata={"help": "batch-time model (sloserve.perf preset or .json) that resolves TTFT slowdowns into ms", "names": preset_names})
-    served_model_name: str | None = field(default=None, metadata={"help": "model name in OpenAI requests (default: the server's /v1/models)"})
-    prompt_mode: str = field(default="auto", metadata={"help": "auto | ids | text: send token ids, or text (exact for the built-in byte tokenizer)", "choices": ("auto", "ids", "text")})
-    no_slo_tags: bool = field(default=False, metadata={"help": "do not send custom_params SLO tags (attainment is still measured)"})
-    extra_request_body: str | None = field(default=None, metadata={"help": "JSON object merged into every request body, e.g. '{\"top_k\": 1}'"})
+    model: str = field(
+        default="opt-13b-tp2-a100",
+        metadata={
+            "help": "batch-time model (sloserve.perf preset or .json) that resolves TTFT slowdowns into ms",
+            "names": preset_names,
+        },
+    )
+    served_model_name: str | None = field(
+        default=None, metadata={"help": "model name in OpenAI requests (default: the server's /v1/models)"}
+    )
+    prompt_mode: str = field(
+        default="auto",
+        metadata={
+            "help": "auto | ids | text: send token ids, or text (exact for the built-in byte tokenizer)",
+            "choices": ("auto", "ids", "text"),
+        },
+    )
+    no_slo_tags: bool = field(
+        default=False, metadata={"help": "do not send custom_params SLO tags (attainment is still measured)"}
+    )
+    extra_request_body: str | None = field(
+        default=None, metadata={"help": "JSON object merged into every request body, e.g. '{\"top_k\": 1}'"}
+    )
     tag: str | None = field(default=None, metadata={"help": "free-form label stored in the output JSON"})
     tolerance: float = field(default=0.05, metadata={"help": "deadline tolerance of the attainment check"})
     warmup_requests: int = field(default=1, metadata={"help": "short unmeasured requests sent first"})
@@ -61,14 +117,27 @@ class BenchConfig:
     output_file: str | None = field(default=None, metadata={"help": "append one JSON object per run to this file"})
     output_details: bool = field(default=False, metadata={"help": "include per-stage details in the output JSON"})
     disable_tqdm: bool = field(default=False, metadata={"help": "no progress bars"})
-    policy: tuple[str, ...] = field(default=(), metadata={"help": "launch the embedded runtime with this --policy (repeat to compare policies)", "repeat": True, "names": _server_policies})
-    server_args: str = field(default="", metadata={"help": "extra arguments for launched servers, e.g. '--time-scale 0.1 --dp-size 2'"})
-    capacity_search: bool = field(default=False, metadata={"help": "bisect on --request-rate for the highest rate meeting --capacity-target"})
+    policy: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": "launch the embedded runtime with this --policy (repeat to compare policies)",
+            "repeat": True,
+            "names": _server_policies,
+        },
+    )
+    server_args: str = field(
+        default="", metadata={"help": "extra arguments for launched servers, e.g. '--time-scale 0.1 --dp-size 2'"}
+    )
+    capacity_search: bool = field(
+        default=False, metadata={"help": "bisect on --request-rate for the highest rate meeting --capacity-target"}
+    )
     capacity_target: float = field(default=0.9, metadata={"help": "attainment the capacity search must reach"})
     capacity_lo: float = field(default=0.25, metadata={"help": "capacity search: lowest rate (rps)"})
     capacity_hi: float = field(default=16.0, metadata={"help": "capacity search: highest rate (rps)"})
     capacity_iters: int = field(default=5, metadata={"help": "capacity search: bisection steps"})
-    plot_dir: str | None = field(default=None, metadata={"help": "write comparison plots (attainment vs rate, per-tier bars) here"})
+    plot_dir: str | None = field(
+        default=None, metadata={"help": "write comparison plots (attainment vs rate, per-tier bars) here"}
+    )
 
     def __post_init__(self) -> None:
         for msg in _problems(self):

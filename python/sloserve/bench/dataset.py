@@ -18,8 +18,10 @@ from sloserve.bench.config import BenchConfig
 from sloserve.core.slo import ProgramSpec, StageSpec
 from sloserve.workloads import WorkloadConfig, arrival_times_s, build_workload, get_scenario, get_slo_preset
 
-_WORDS = ("alpha bravo cedar delta ember fjord grove harbor island jungle kettle lantern meadow "
-          "nebula orchard prairie quartz river summit timber umbra valley willow yonder zephyr").split()
+_WORDS = (
+    "alpha bravo cedar delta ember fjord grove harbor island jungle kettle lantern meadow "
+    "nebula orchard prairie quartz river summit timber umbra valley willow yonder zephyr"
+).split()
 
 
 @dataclass(frozen=True)
@@ -34,11 +36,20 @@ class BenchWorkload:
 def build_bench_workload(cfg: BenchConfig, rate_rps: float) -> BenchWorkload:
     """The programs of one run at ``rate_rps`` (inf: every program arrives at time 0)."""
     if cfg.dataset_name == "scenario" or (cfg.dataset_name == "sharegpt" and _is_csv(cfg.dataset_path)):
-        wl = build_workload(WorkloadConfig(
-            scenario=cfg.scenario, rate_rps=rate_rps if math.isfinite(rate_rps) else 1.0,
-            num_requests=cfg.num_prompts, arrival="poisson" if cfg.burstiness == 1.0 else "gamma",
-            burstiness_cv=cfg.burstiness, trace_path=cfg.trace, trace_window_s=cfg.window_s, seed=cfg.seed,
-            slo_scale=cfg.slo_scale, lengths_path=cfg.dataset_path if cfg.dataset_name == "sharegpt" else None))
+        wl = build_workload(
+            WorkloadConfig(
+                scenario=cfg.scenario,
+                rate_rps=rate_rps if math.isfinite(rate_rps) else 1.0,
+                num_requests=cfg.num_prompts,
+                arrival="poisson" if cfg.burstiness == 1.0 else "gamma",
+                burstiness_cv=cfg.burstiness,
+                trace_path=cfg.trace,
+                trace_window_s=cfg.window_s,
+                seed=cfg.seed,
+                slo_scale=cfg.slo_scale,
+                lengths_path=cfg.dataset_path if cfg.dataset_name == "sharegpt" else None,
+            )
+        )
         programs = wl.programs if math.isfinite(rate_rps) else tuple(_at_zero(p) for p in wl.programs)
         return BenchWorkload(programs, {}, wl.description)
     rng = np.random.default_rng(cfg.seed)
@@ -61,8 +72,10 @@ def build_bench_workload(cfg: BenchConfig, rate_rps: float) -> BenchWorkload:
         programs.append(ProgramSpec(pid, float(a), preset.name, (stage,)))
         if t is not None:
             text_of[pid] = t
-    desc = (f"{label}: {len(programs)} programs at {rate_rps:g} rps (cv {cfg.burstiness:g}), class {preset.name}, "
-            f"slo_scale {cfg.slo_scale:g}, seed {cfg.seed}")
+    desc = (
+        f"{label}: {len(programs)} programs at {rate_rps:g} rps (cv {cfg.burstiness:g}), class {preset.name}, "
+        f"slo_scale {cfg.slo_scale:g}, seed {cfg.seed}"
+    )
     return BenchWorkload(tuple(programs), text_of, desc)
 
 

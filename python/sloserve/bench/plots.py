@@ -14,15 +14,19 @@ def _pyplot():
     return plt
 
 
-def plot_attainment_vs_rate(series: Mapping[str, Sequence[tuple[float, float]]], path: str,
-                            capacity: Mapping[str, float] | None = None, target: float | None = None,
-                            title: str = "") -> None:
+def plot_attainment_vs_rate(
+    series: Mapping[str, Sequence[tuple[float, float]]],
+    path: str,
+    capacity: Mapping[str, float] | None = None,
+    target: float | None = None,
+    title: str = "",
+) -> None:
     """One line per server/policy: attainment against request rate; capacity marked when known."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, pts in series.items():
         pts = sorted(pts)
-        line, = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=4, label=label)
+        (line,) = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=4, label=label)
         if capacity and capacity.get(label):
             ax.axvline(capacity[label], color=line.get_color(), ls=":", lw=1)
     if target is not None:

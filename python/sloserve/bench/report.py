@@ -24,12 +24,22 @@ def to_record(o: StageOutcome, model: BatchTimeModel) -> StageRecord:
     rejected = o.status == 429
     tier = "rejected" if rejected else str(meta.get("tier") or "slo")  # no tier reported: all admitted
     rec = StageRecord(
-        request_id=f"{o.program.program_id}:{o.stage_index}", program_id=o.program.program_id,
-        slo_class=o.program.slo_class, stage_index=o.stage_index, stage_name=stage.name,
-        arrival_s=o.send_s, ttft_slo_s=stage.ttft.resolve_s(prompt, model.zero_load_prefill_s),
-        segments=stage.segments, prompt_tokens=prompt, output_tokens=stage.output_tokens,
-        replica_id=int(meta.get("replica") or 0), tier=tier, rejected=rejected,
-        reason=str(meta.get("admission") or (o.error or "")), num_preemptions=int(meta.get("num_retractions") or 0))
+        request_id=f"{o.program.program_id}:{o.stage_index}",
+        program_id=o.program.program_id,
+        slo_class=o.program.slo_class,
+        stage_index=o.stage_index,
+        stage_name=stage.name,
+        arrival_s=o.send_s,
+        ttft_slo_s=stage.ttft.resolve_s(prompt, model.zero_load_prefill_s),
+        segments=stage.segments,
+        prompt_tokens=prompt,
+        output_tokens=stage.output_tokens,
+        replica_id=int(meta.get("replica") or 0),
+        tier=tier,
+        rejected=rejected,
+        reason=str(meta.get("admission") or (o.error or "")),
+        num_preemptions=int(meta.get("num_retractions") or 0),
+    )
     rec.token_times = list(o.token_times)
     if o.ok:
         rec.finish_s = o.token_times[-1]
@@ -65,8 +75,14 @@ def _latency_block(name: str, values_s: list[float]) -> dict:
     return {f"{k}_{name}_ms": round(float(v), 4) for k, v in zip(keys, vals)}
 
 
-def summarize_run(outcomes: list[StageOutcome], programs, duration_s: float, model: BatchTimeModel,
-                  tolerance: float, details: bool = False) -> dict:
+def summarize_run(
+    outcomes: list[StageOutcome],
+    programs,
+    duration_s: float,
+    model: BatchTimeModel,
+    tolerance: float,
+    details: bool = False,
+) -> dict:
     """The run summary: SGLang bench_serving's latency fields plus the SLO metrics."""
     records = [to_record(o, model) for o in outcomes]
     stages = {p.program_id: len(p.stages) for p in programs}
@@ -79,8 +95,11 @@ def summarize_run(outcomes: list[StageOutcome], programs, duration_s: float, mod
     reported = [o for o in outcomes if (o.meta and o.meta.get("tier")) or o.status == 429]
     errors = [o.error for o in outcomes if o.error]
     result = {
-        "duration": duration_s, "completed": summary["num_completed"], "num_stage_requests": len(outcomes),
-        "total_input_tokens": in_tokens, "total_output_tokens": out_tokens,
+        "duration": duration_s,
+        "completed": summary["num_completed"],
+        "num_stage_requests": len(outcomes),
+        "total_input_tokens": in_tokens,
+        "total_output_tokens": out_tokens,
         "request_throughput": summary["num_completed"] / duration_s if duration_s > 0 else 0.0,
         "input_throughput": in_tokens / duration_s if duration_s > 0 else 0.0,
         "output_throughput": out_tokens / duration_s if duration_s > 0 else 0.0,
@@ -91,15 +110,19 @@ def summarize_run(outcomes: list[StageOutcome], programs, duration_s: float, mod
         **_latency_block("tpot", [r.tpot_s for r in records if r.completed and r.tpot_s is not None]),
         **_latency_block("itl", itl),
         **_latency_block("e2e_latency", [o.token_times[-1] - o.send_s for o in ok]),
-        "attainment": summary["attainment"], "attainment_every20": summary["attainment_every20"],
-        "attainment_by_tier": summary["attainment_by_tier"], "attainment_by_stage": summary["attainment_by_stage"],
+        "attainment": summary["attainment"],
+        "attainment_every20": summary["attainment_every20"],
+        "attainment_by_tier": summary["attainment_by_tier"],
+        "attainment_by_stage": summary["attainment_by_stage"],
         "attainment_by_segment": segment_attainment(records, tolerance),
         "goodput_rps": summary["goodput_rps"],
         # what the server says it admitted (meta_info tier); None when it reports no tier
         "admitted_fraction": _admitted_fraction(outcomes, len(programs)) if reported else None,
-        "num_rejected": summary["num_rejected"], "num_best_effort": summary["num_best_effort"],
+        "num_rejected": summary["num_rejected"],
+        "num_best_effort": summary["num_best_effort"],
         "num_admitted_slo_misses": summary["num_admitted_slo_misses"],
-        "num_errors": len(errors), "first_error": errors[0] if errors else None,
+        "num_errors": len(errors),
+        "first_error": errors[0] if errors else None,
         "server_slo_met_fraction": _server_met(outcomes),
     }
     if details:
@@ -130,14 +153,26 @@ def _server_met(outcomes: list[StageOutcome]) -> float | None:
 
 
 def _detail(o: StageOutcome, r: StageRecord) -> dict:
-    return {"program_id": r.program_id, "stage": r.stage_name, "stage_index": r.stage_index, "slo_class": r.slo_class,
-            "send_s": round(o.send_s, 6), "status": o.status, "error": o.error, "tier": r.tier,
-            "prompt_tokens": r.prompt_tokens, "output_tokens": len(o.token_times),
-            "ttft_ms": None if r.ttft_s is None else r.ttft_s * 1e3, "ttft_slo_ms": r.ttft_slo_s * 1e3,
-            "tpot_ms": None if r.tpot_s is None else r.tpot_s * 1e3, "attained": r.attained(),
-            "server_slo_met": (o.meta or {}).get("slo_met"), "admission": (o.meta or {}).get("admission"),
-            # the SLO as the server resolved it (docs/slo-api.md), to check tags travelled intact
-            **{f"server_{k}": (o.meta or {}).get(k) for k in _SERVER_SLO_KEYS}}
+    return {
+        "program_id": r.program_id,
+        "stage": r.stage_name,
+        "stage_index": r.stage_index,
+        "slo_class": r.slo_class,
+        "send_s": round(o.send_s, 6),
+        "status": o.status,
+        "error": o.error,
+        "tier": r.tier,
+        "prompt_tokens": r.prompt_tokens,
+        "output_tokens": len(o.token_times),
+        "ttft_ms": None if r.ttft_s is None else r.ttft_s * 1e3,
+        "ttft_slo_ms": r.ttft_slo_s * 1e3,
+        "tpot_ms": None if r.tpot_s is None else r.tpot_s * 1e3,
+        "attained": r.attained(),
+        "server_slo_met": (o.meta or {}).get("slo_met"),
+        "admission": (o.meta or {}).get("admission"),
+        # the SLO as the server resolved it (docs/slo-api.md), to check tags travelled intact
+        **{f"server_{k}": (o.meta or {}).get(k) for k in _SERVER_SLO_KEYS},
+    }
 
 
 _SERVER_SLO_KEYS = ("slo_ttft_ms", "slo_tpot_ms", "slo_think_tpot_ms", "slo_think_tokens", "tier")

@@ -16,7 +16,7 @@ from sloserve.bench.client import BenchError, ClientOptions, probe, run_programs
 from sloserve.bench.config import BenchConfig
 from sloserve.bench.dataset import build_bench_workload
 from sloserve.bench.report import summarize_run
-from sloserve.core.slo import DecodeSegment, ProgramSpec, StageSpec, TTFTSLO
+from sloserve.core.slo import TTFTSLO, DecodeSegment, ProgramSpec, StageSpec
 from sloserve.perf import get_model
 
 
@@ -32,8 +32,18 @@ def client_options(cfg: BenchConfig, url: str, info: dict) -> ClientOptions:
         cards = (info.get("/v1/models") or {}).get("data") or []
         model = cards[0].get("id") if cards else server.get("served_model_name")
     extra = tuple(json.loads(cfg.extra_request_body).items()) if cfg.extra_request_body else ()
-    return ClientOptions(cfg.backend, url, mode, bytes_tok, model, not cfg.no_slo_tags,
-                         uuid.uuid4().hex[:8], cfg.request_timeout_s, cfg.max_concurrency, extra)
+    return ClientOptions(
+        cfg.backend,
+        url,
+        mode,
+        bytes_tok,
+        model,
+        not cfg.no_slo_tags,
+        uuid.uuid4().hex[:8],
+        cfg.request_timeout_s,
+        cfg.max_concurrency,
+        extra,
+    )
 
 
 async def _warmup(cfg: BenchConfig, opts: ClientOptions) -> None:
@@ -61,16 +71,31 @@ async def run_async(cfg: BenchConfig, url: str, rate_rps: float, progress=None) 
     if outcomes and all(o.error for o in outcomes) and not any(o.status == 429 for o in outcomes):
         raise BenchError(f"every request to {url} failed; first error: {outcomes[0].error}")
     server = info.get("/server_info") or {}
-    head = {"tag": cfg.tag, "backend": cfg.backend, "base_url": url, "dataset_name": cfg.dataset_name,
-            "scenario": cfg.scenario if cfg.dataset_name == "scenario" else None,
-            "request_rate": rate_rps if math.isfinite(rate_rps) else "inf", "burstiness": cfg.burstiness,
-            "max_concurrency": cfg.max_concurrency, "num_prompts": len(wl.programs), "seed": cfg.seed,
-            "slo_scale": cfg.slo_scale, "perf_model": cfg.model, "tolerance": cfg.tolerance,
-            "server_policy": server.get("policy"), "server_engine": server.get("engine"),
-            "served_model": opts.model, "prompt_mode": opts.prompt_mode, "workload": wl.description,
-            "random_input_len": cfg.random_input_len, "random_output_len": cfg.random_output_len,
-            "random_range_ratio": cfg.random_range_ratio, "sharegpt_output_len": cfg.sharegpt_output_len,
-            "server_info": server or None}
+    head = {
+        "tag": cfg.tag,
+        "backend": cfg.backend,
+        "base_url": url,
+        "dataset_name": cfg.dataset_name,
+        "scenario": cfg.scenario if cfg.dataset_name == "scenario" else None,
+        "request_rate": rate_rps if math.isfinite(rate_rps) else "inf",
+        "burstiness": cfg.burstiness,
+        "max_concurrency": cfg.max_concurrency,
+        "num_prompts": len(wl.programs),
+        "seed": cfg.seed,
+        "slo_scale": cfg.slo_scale,
+        "perf_model": cfg.model,
+        "tolerance": cfg.tolerance,
+        "server_policy": server.get("policy"),
+        "server_engine": server.get("engine"),
+        "served_model": opts.model,
+        "prompt_mode": opts.prompt_mode,
+        "workload": wl.description,
+        "random_input_len": cfg.random_input_len,
+        "random_output_len": cfg.random_output_len,
+        "random_range_ratio": cfg.random_range_ratio,
+        "sharegpt_output_len": cfg.sharegpt_output_len,
+        "server_info": server or None,
+    }
     return {**head, **result}
 
 

@@ -41,12 +41,23 @@ def _stop(proc: subprocess.Popen, timeout_s: float = 15.0) -> None:
 
 
 @contextlib.contextmanager
-def embedded_server(policy: str, server_args: str = "", model: str | None = None,
-                    timeout_s: float = 90.0) -> Iterator[str]:
+def embedded_server(
+    policy: str, server_args: str = "", model: str | None = None, timeout_s: float = 90.0
+) -> Iterator[str]:
     """Start a server with ``--policy policy``; yields its base URL; always stops it."""
     port = free_port()
-    cmd = [sys.executable, "-m", "sloserve.launch_server", "--host", "127.0.0.1", "--port", str(port),
-           "--policy", policy, *shlex.split(server_args)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sloserve.launch_server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--policy",
+        policy,
+        *shlex.split(server_args),
+    ]
     if model and "--model" not in cmd:
         cmd += ["--model", model]
     log = tempfile.NamedTemporaryFile(prefix=f"sloserve-bench-{policy}-", suffix=".log", delete=False)

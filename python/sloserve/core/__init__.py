@@ -4,17 +4,17 @@ Imports only the standard library and numpy.
 """
 
 from sloserve.core.plan import (
-    ReplicaSummary,
     AdmitDecision,
     AdmitReason,
     EventKind,
+    ReplicaSummary,
     RequestEvent,
     ScheduledItem,
     StepPlan,
     StepResult,
 )
 from sloserve.core.request import Request, Tier
-from sloserve.core.slo import DecodeSegment, StageSpec, TTFTSLO, ProgramSpec
+from sloserve.core.slo import TTFTSLO, DecodeSegment, ProgramSpec, StageSpec
 
 __all__ = [
     "AdmitDecision",

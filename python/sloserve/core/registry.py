@@ -44,9 +44,7 @@ class Registry(Generic[T]):
         try:
             return self._classes[name]
         except KeyError:
-            raise KeyError(
-                f"unknown {self.kind} {name!r}; choose from: {', '.join(self.names())}"
-            ) from None
+            raise KeyError(f"unknown {self.kind} {name!r}; choose from: {', '.join(self.names())}") from None
 
 
 def build_config(config_cls: type, options: Mapping[str, Any] | None, what: str) -> Any:

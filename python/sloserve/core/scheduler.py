@@ -14,15 +14,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
 
 from sloserve.core.kv import KVPool
-from sloserve.core.plan import (
-    AdmitDecision,
-    AdmitReason,
-    EventKind,
-    ReplicaSummary,
-    RequestEvent,
-    StepPlan,
-    StepResult,
-)
+from sloserve.core.plan import AdmitDecision, AdmitReason, EventKind, ReplicaSummary, RequestEvent, StepPlan, StepResult
 from sloserve.core.registry import Registry, build_config
 from sloserve.core.request import Request, Tier
 
@@ -110,9 +102,7 @@ class Scheduler(ABC):
     def summary(self, now_s: float) -> ReplicaSummary:
         """What this replica publishes to routers after each step (policies may enrich it)."""
         waiting = sum(1 for r in self.requests.values() if r.num_output_tokens == 0)
-        outstanding = sum(
-            r.remaining_compute_tokens + r.planning_remaining_output for r in self.requests.values()
-        )
+        outstanding = sum(r.remaining_compute_tokens + r.planning_remaining_output for r in self.requests.values())
         return ReplicaSummary(
             replica_id=self.ctx.replica_id,
             time_s=now_s,
@@ -169,7 +159,9 @@ class Scheduler(ABC):
                 self.requests.pop(req.request_id, None)
                 self.kv.free(req.request_id)
                 self.on_removed(req)
-                events.append(RequestEvent(EventKind.FINISHED, req.request_id, now_s, req.num_output_tokens, req.tier.value))
+                events.append(
+                    RequestEvent(EventKind.FINISHED, req.request_id, now_s, req.num_output_tokens, req.tier.value)
+                )
         self.after_step(events, now_s)
         return events
 

@@ -92,8 +92,14 @@ class SloRuntimeEndpoint(RuntimeEndpoint):
     by ``slo_stage_index``, so the server can link the stages of one multi-stage request.
     """
 
-    def __init__(self, base_url: str, *args: Any, slo_class: str | None = None,
-                 default_slo: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *args: Any,
+        slo_class: str | None = None,
+        default_slo: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(base_url, *args, **kwargs)
         extra = {"class_": slo_class} if slo_class else {}
         self.default_tags = slo_tags(**{**(default_slo or {}), **extra})

@@ -4,5 +4,12 @@ from sloserve.metrics.attainment import DEFAULT_TOLERANCE, stage_attained, token
 from sloserve.metrics.records import StageRecord
 from sloserve.metrics.summary import percentiles_ms, summarize
 
-__all__ = ["DEFAULT_TOLERANCE", "StageRecord", "percentiles_ms", "stage_attained", "summarize",
-           "token_deadlines_s", "tpot_array_s"]
+__all__ = [
+    "DEFAULT_TOLERANCE",
+    "StageRecord",
+    "percentiles_ms",
+    "stage_attained",
+    "summarize",
+    "token_deadlines_s",
+    "tpot_array_s",
+]

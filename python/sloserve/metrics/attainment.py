@@ -34,8 +34,13 @@ def tpot_array_s(segments: Sequence[DecodeSegment], num_output_tokens: int) -> n
     return out
 
 
-def token_deadlines_s(arrival_s: float, ttft_slo_s: float, segments: Sequence[DecodeSegment],
-                      token_times_s: Sequence[float], tolerance: float = DEFAULT_TOLERANCE) -> np.ndarray:
+def token_deadlines_s(
+    arrival_s: float,
+    ttft_slo_s: float,
+    segments: Sequence[DecodeSegment],
+    token_times_s: Sequence[float],
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> np.ndarray:
     """Deadline of each output token actually produced, tolerance included."""
     times = np.asarray(token_times_s, dtype=np.float64)
     n = times.size
@@ -49,9 +54,14 @@ def token_deadlines_s(arrival_s: float, ttft_slo_s: float, segments: Sequence[De
     return deadlines
 
 
-def stage_attained(arrival_s: float, ttft_slo_s: float, segments: Sequence[DecodeSegment],
-                   token_times_s: Sequence[float], tolerance: float = DEFAULT_TOLERANCE,
-                   check_every: int = 1) -> bool:
+def stage_attained(
+    arrival_s: float,
+    ttft_slo_s: float,
+    segments: Sequence[DecodeSegment],
+    token_times_s: Sequence[float],
+    tolerance: float = DEFAULT_TOLERANCE,
+    check_every: int = 1,
+) -> bool:
     """True iff every checked token met its (tolerance-stretched) deadline."""
     times = np.asarray(token_times_s, dtype=np.float64)
     if times.size == 0:

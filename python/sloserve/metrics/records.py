@@ -56,10 +56,12 @@ class StageRecord:
         """Served in the SLO tier (best effort counts as a miss), completed, deadlines met."""
         if not self.completed or self.tier in ("best_effort", "rejected"):
             return False
-        return stage_attained(self.arrival_s, self.ttft_slo_s, self.segments,
-                              np.asarray(self.token_times), tolerance, check_every)
+        return stage_attained(
+            self.arrival_s, self.ttft_slo_s, self.segments, np.asarray(self.token_times), tolerance, check_every
+        )
 
     def deadlines_met(self, tolerance: float = DEFAULT_TOLERANCE) -> bool:
         """Deadlines met regardless of tier (for reporting best-effort quality)."""
-        return self.completed and stage_attained(self.arrival_s, self.ttft_slo_s, self.segments,
-                                                 np.asarray(self.token_times), tolerance)
+        return self.completed and stage_attained(
+            self.arrival_s, self.ttft_slo_s, self.segments, np.asarray(self.token_times), tolerance
+        )

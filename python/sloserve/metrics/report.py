@@ -18,10 +18,17 @@ SLO_REPORT_KEYS = (
     "tier",  # slo | best_effort | pending | rejected
     "admission",  # the policy's reason (admitted, best_effort, no_time, ...)
     "replica",  # data-parallel replica that served it
-    "slo_class", "slo_stage", "slo_program_id",
-    "slo_ttft_ms", "slo_tpot_ms", "slo_think_tpot_ms", "slo_think_tokens",  # the SLO as resolved
-    "ttft_deadline_ms", "last_token_deadline_ms",  # deadlines after arrival (tolerance included)
-    "ttft_ms", "tpot_ms",  # measured: first token after arrival; mean gap between later tokens
+    "slo_class",
+    "slo_stage",
+    "slo_program_id",
+    "slo_ttft_ms",
+    "slo_tpot_ms",
+    "slo_think_tpot_ms",
+    "slo_think_tokens",  # the SLO as resolved
+    "ttft_deadline_ms",
+    "last_token_deadline_ms",  # deadlines after arrival (tolerance included)
+    "ttft_ms",
+    "tpot_ms",  # measured: first token after arrival; mean gap between later tokens
     "slo_met",  # true/false once finished, null while streaming
     "engine",  # simulated (embedded runtime) | sglang
 )
@@ -61,5 +68,7 @@ class TokenLog:
         if not self.times_s:
             return {"slo_met": False, "last_token_deadline_ms": None}
         deadlines = token_deadlines_s(arrival_s, ttft_slo_s, segments, self.times_s)
-        return {"slo_met": stage_attained(arrival_s, ttft_slo_s, segments, self.times_s),
-                "last_token_deadline_ms": (float(deadlines[-1]) - arrival_s) * 1e3}
+        return {
+            "slo_met": stage_attained(arrival_s, ttft_slo_s, segments, self.times_s),
+            "last_token_deadline_ms": (float(deadlines[-1]) - arrival_s) * 1e3,
+        }

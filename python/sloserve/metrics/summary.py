@@ -30,8 +30,13 @@ def group_by_program(records: Iterable[StageRecord]) -> dict[str, list[StageReco
     return programs
 
 
-def summarize(records: list[StageRecord], num_programs: int, stages_per_program: dict[str, int],
-              duration_s: float, tolerance: float = DEFAULT_TOLERANCE) -> dict:
+def summarize(
+    records: list[StageRecord],
+    num_programs: int,
+    stages_per_program: dict[str, int],
+    duration_s: float,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> dict:
     """Run summary. A program attains iff every one of its stages ran and attained.
 
     ``stages_per_program`` says how many stages each program has (a program whose later
@@ -70,7 +75,9 @@ def summarize(records: list[StageRecord], num_programs: int, stages_per_program:
         "num_admitted": tiers.get("slo", 0),
         "num_best_effort": tiers.get("best_effort", 0),
         "num_admitted_slo_misses": sum(1 for r in records if r.tier == "slo" and r.completed and not attained[id(r)]),
-        "num_best_effort_met_deadlines": sum(1 for r in records if r.tier == "best_effort" and r.deadlines_met(tolerance)),
+        "num_best_effort_met_deadlines": sum(
+            1 for r in records if r.tier == "best_effort" and r.deadlines_met(tolerance)
+        ),
         "ttft_ms": percentiles_ms(r.ttft_s for r in records),
         "tpot_ms": percentiles_ms(r.tpot_s for r in records),
         "goodput_rps": ok / duration_s if duration_s > 0 else 0.0,

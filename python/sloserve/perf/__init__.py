@@ -8,7 +8,25 @@ from sloserve.perf.presets import get_model, load_model_json, preset_names
 from sloserve.perf.roofline import ROOFLINE_PRESETS, RooflineConfig, RooflineModel, roofline
 
 __all__ = [
-    "BatchTimeModel", "FitLine", "FitResult", "FittedLinesModel", "GPUS", "GpuSpec", "Line", "MODELS", "ModelArch",
-    "PAPER_PRESETS", "PaperLinesModel", "ROOFLINE_PRESETS", "RooflineConfig", "RooflineModel", "fit_lines",
-    "get_model", "load_model_json", "load_profile_csv", "plan_shape", "preset_names", "roofline",
+    "BatchTimeModel",
+    "FitLine",
+    "FitResult",
+    "FittedLinesModel",
+    "GPUS",
+    "GpuSpec",
+    "Line",
+    "MODELS",
+    "ModelArch",
+    "PAPER_PRESETS",
+    "PaperLinesModel",
+    "ROOFLINE_PRESETS",
+    "RooflineConfig",
+    "RooflineModel",
+    "fit_lines",
+    "get_model",
+    "load_model_json",
+    "load_profile_csv",
+    "plan_shape",
+    "preset_names",
+    "roofline",
 ]

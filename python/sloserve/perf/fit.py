@@ -175,8 +175,15 @@ def _with_stats(lines: tuple[FitLine, ...], data: ProfileData, bp: float | None)
     r2 = 1.0 - float(np.sum((pred - y) ** 2)) / ss_tot if ss_tot > 0 else float("nan")
     rel = (pred - y) / y
     # float noise on an exact fit is not an under-prediction
-    return FitResult(lines, r2, float(np.mean(np.abs(rel)) * 100), float(np.mean(rel < -1e-9)),
-                     float(max(0.0, -rel.min()) * 100), len(data), bp)
+    return FitResult(
+        lines,
+        r2,
+        float(np.mean(np.abs(rel)) * 100),
+        float(np.mean(rel < -1e-9)),
+        float(max(0.0, -rel.min()) * 100),
+        len(data),
+        bp,
+    )
 
 
 def inflate(fit: FitResult, data: ProfileData, max_under_share: float) -> FitResult:
@@ -198,17 +205,30 @@ class FittedLinesModel(BatchTimeModel):
         self.name = name
         self.lines = tuple(lines)
 
-    def batch_time_s(self, num_tokens: int, spec_steps: int = 0, kv_read_tokens: int = 0, attn_pairs: float = 0.0) -> float:
-        return max(l.per_token_s * num_tokens + (l.base_s + l.per_spec_step_s * spec_steps + l.per_kv_token_s * kv_read_tokens)
-                   for l in self.lines)
+    def batch_time_s(
+        self, num_tokens: int, spec_steps: int = 0, kv_read_tokens: int = 0, attn_pairs: float = 0.0
+    ) -> float:
+        return max(
+            l.per_token_s * num_tokens + (l.base_s + l.per_spec_step_s * spec_steps + l.per_kv_token_s * kv_read_tokens)
+            for l in self.lines
+        )
 
     def max_tokens_within_s(self, time_s: float, spec_steps: int = 0, kv_read_tokens: int = 0) -> int:
-        return min(line_limit(l.per_token_s, l.base_s + l.per_spec_step_s * spec_steps + l.per_kv_token_s * kv_read_tokens,
-                              time_s) for l in self.lines)
+        return min(
+            line_limit(
+                l.per_token_s, l.base_s + l.per_spec_step_s * spec_steps + l.per_kv_token_s * kv_read_tokens, time_s
+            )
+            for l in self.lines
+        )
 
     def predict(self, data: ProfileData) -> np.ndarray:
-        cols = [l.per_token_s * data.num_tokens + l.per_spec_step_s * data.spec_steps
-                + l.per_kv_token_s * data.kv_read_tokens + l.base_s for l in self.lines]
+        cols = [
+            l.per_token_s * data.num_tokens
+            + l.per_spec_step_s * data.spec_steps
+            + l.per_kv_token_s * data.kv_read_tokens
+            + l.base_s
+            for l in self.lines
+        ]
         return np.max(np.column_stack(cols), axis=1)
 
     def __repr__(self) -> str:
@@ -216,9 +236,13 @@ class FittedLinesModel(BatchTimeModel):
 
 
 def save_fit_json(fit: FitResult, path: str | Path, name: str, source: str = "") -> None:
-    doc = {"format": JSON_FORMAT, "name": name, "source": source,
-           "lines": [asdict(l) for l in fit.lines],
-           "fit": {k: v for k, v in asdict(fit).items() if k != "lines"}}
+    doc = {
+        "format": JSON_FORMAT,
+        "name": name,
+        "source": source,
+        "lines": [asdict(l) for l in fit.lines],
+        "fit": {k: v for k, v in asdict(fit).items() if k != "lines"},
+    }
     Path(path).write_text(json.dumps(doc, indent=2) + "\n")
 
 

@@ -28,9 +28,13 @@ class GpuSpec:
     gemm_compute_eff: float = field(default=0.72, metadata={"help": "GEMM share of peak FLOP/s (compute-bound)"})
     gemm_bw_eff: float = field(default=0.80, metadata={"help": "GEMM share of peak bandwidth (weight-read-bound)"})
     gemm_fixed_s: float = field(default=4e-6, metadata={"help": "fixed cost of one GEMM kernel (launch, tail)"})
-    gemm_overlap_loss: float = field(default=0.0, metadata={
-        "help": "share of the smaller of a GEMM's compute and memory times not hidden behind the larger "
-                "(0 = ideal roofline max, 1 = no overlap); rounds off the knee"})
+    gemm_overlap_loss: float = field(
+        default=0.0,
+        metadata={
+            "help": "share of the smaller of a GEMM's compute and memory times not hidden behind the larger "
+            "(0 = ideal roofline max, 1 = no overlap); rounds off the knee"
+        },
+    )
     elementwise_bw_eff: float = field(default=0.5, metadata={"help": "norm/act/rope/add share of bandwidth"})
     elementwise_fixed_s: float = field(default=2e-6, metadata={"help": "fixed cost of one element-wise kernel"})
     attn_compute_eff: float = field(default=0.5, metadata={"help": "prefill attention share of peak FLOP/s"})
@@ -41,21 +45,34 @@ class GpuSpec:
 
 
 # Efficiencies: see the module docstring and docs/perf_model.md (calibration table).
-_A100_FIT = dict(gemm_compute_eff=0.76, gemm_bw_eff=0.86, gemm_fixed_s=6e-6, gemm_overlap_loss=0.5,
-                 elementwise_bw_eff=0.53, elementwise_fixed_s=1.25e-6)
-_H100_FIT = dict(gemm_compute_eff=0.81, gemm_bw_eff=0.95, gemm_fixed_s=5.5e-6, gemm_overlap_loss=0.75,
-                 elementwise_bw_eff=0.62, elementwise_fixed_s=1.5e-6)
+_A100_FIT = dict(
+    gemm_compute_eff=0.76,
+    gemm_bw_eff=0.86,
+    gemm_fixed_s=6e-6,
+    gemm_overlap_loss=0.5,
+    elementwise_bw_eff=0.53,
+    elementwise_fixed_s=1.25e-6,
+)
+_H100_FIT = dict(
+    gemm_compute_eff=0.81,
+    gemm_bw_eff=0.95,
+    gemm_fixed_s=5.5e-6,
+    gemm_overlap_loss=0.75,
+    elementwise_bw_eff=0.62,
+    elementwise_fixed_s=1.5e-6,
+)
 
 GPUS: dict[str, GpuSpec] = {
     "a100": GpuSpec("a100", 312e12, 2.039e12, **_A100_FIT, link_bytes_per_s=300e9, allreduce_latency_s=10e-6),
     # the 40 GB part: same chip, slower HBM2 (efficiencies assumed equal to the 80 GB part's)
-    "a100-40g": GpuSpec("a100-40g", 312e12, 1.555e12, **_A100_FIT, link_bytes_per_s=300e9,
-                        allreduce_latency_s=10e-6),
-    "h100": GpuSpec("h100", 989e12, 3.35e12, **_H100_FIT, attn_compute_eff=0.45, link_bytes_per_s=450e9,
-                    allreduce_latency_s=8e-6),
+    "a100-40g": GpuSpec("a100-40g", 312e12, 1.555e12, **_A100_FIT, link_bytes_per_s=300e9, allreduce_latency_s=10e-6),
+    "h100": GpuSpec(
+        "h100", 989e12, 3.35e12, **_H100_FIT, attn_compute_eff=0.45, link_bytes_per_s=450e9, allreduce_latency_s=8e-6
+    ),
     # the H100 chip with HBM3e (141 GB, 4.8 TB/s); no profile, efficiencies assumed equal to the H100's
-    "h200": GpuSpec("h200", 989e12, 4.8e12, **_H100_FIT, attn_compute_eff=0.45, link_bytes_per_s=450e9,
-                    allreduce_latency_s=8e-6),
+    "h200": GpuSpec(
+        "h200", 989e12, 4.8e12, **_H100_FIT, attn_compute_eff=0.45, link_bytes_per_s=450e9, allreduce_latency_s=8e-6
+    ),
 }
 
 

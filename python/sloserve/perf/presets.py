@@ -45,8 +45,14 @@ def load_model_json(path: str | Path) -> BatchTimeModel:
 
         fields = {k: v for k, v in doc.items() if k not in ("format", "name", "model", "gpu", "tp", "draft")}
         try:
-            return roofline(doc["model"], doc["gpu"], int(doc.get("tp", 1)), doc.get("draft"),
-                            name=str(doc.get("name") or path.stem), **fields)
+            return roofline(
+                doc["model"],
+                doc["gpu"],
+                int(doc.get("tp", 1)),
+                doc.get("draft"),
+                name=str(doc.get("name") or path.stem),
+                **fields,
+            )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"{path}: bad roofline description: {exc}") from None
     from sloserve.perf.fit import model_from_json_doc  # noqa: PLC0415

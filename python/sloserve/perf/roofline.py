@@ -64,8 +64,10 @@ def gemm_time(compute_s, memory_s, overlap_loss: float):
 def elementwise_layer_s(gpu: GpuSpec, model: ModelArch, tp: int, num_tokens: float) -> float:
     """One layer's norms, rope, activation and residual adds (memory-bound)."""
     per_token = _elementwise_bytes_per_token(model, tp)
-    return num_tokens * per_token / (gpu.hbm_bytes_per_s * gpu.elementwise_bw_eff) + \
-        _NUM_ELEMENTWISE_PER_LAYER * gpu.elementwise_fixed_s
+    return (
+        num_tokens * per_token / (gpu.hbm_bytes_per_s * gpu.elementwise_bw_eff)
+        + _NUM_ELEMENTWISE_PER_LAYER * gpu.elementwise_fixed_s
+    )
 
 
 def _linear_layer_work(model: ModelArch, tp: int) -> tuple[float, float, float]:
@@ -141,8 +143,11 @@ def _draft_step_s(cfg: RooflineConfig) -> float:
         return 0.0
     d, gpu = cfg.draft, cfg.gpu
     weights = d.bytes_per_param * (d.num_layers * d.linear_params_per_layer + d.lm_head_params) / cfg.tp
-    return weights / (gpu.hbm_bytes_per_s * gpu.gemm_bw_eff) + d.num_layers * _layer_fixed_s(gpu) + \
-        cfg.draft_step_overhead_s
+    return (
+        weights / (gpu.hbm_bytes_per_s * gpu.gemm_bw_eff)
+        + d.num_layers * _layer_fixed_s(gpu)
+        + cfg.draft_step_overhead_s
+    )
 
 
 def _layer_fixed_s(gpu: GpuSpec) -> float:
@@ -172,18 +177,29 @@ class RooflineModel(BatchTimeModel):
         prefill_pairs = attn_pairs - kv_read_tokens if attn_pairs > kv_read_tokens else 0.0
         return spec_steps * t.per_spec_step_s + kv_read_tokens * t.per_kv_token_s + prefill_pairs * t.per_attn_pair_s
 
-    def lines(self, spec_steps: int = 0, kv_read_tokens: int = 0, attn_pairs: float = 0.0) -> tuple[tuple[float, float], ...]:
+    def lines(
+        self, spec_steps: int = 0, kv_read_tokens: int = 0, attn_pairs: float = 0.0
+    ) -> tuple[tuple[float, float], ...]:
         """(slope s/token, intercept s) of each line at this spec/KV/attention shape."""
         v = self._shared_intercept(spec_steps, kv_read_tokens, attn_pairs)
         return ((self._k_compute, self._b_compute + v), (self._k_memory, self._b_memory + v))
 
-    def batch_time_s(self, num_tokens: int, spec_steps: int = 0, kv_read_tokens: int = 0, attn_pairs: float = 0.0) -> float:
+    def batch_time_s(
+        self, num_tokens: int, spec_steps: int = 0, kv_read_tokens: int = 0, attn_pairs: float = 0.0
+    ) -> float:
         v = self._shared_intercept(spec_steps, kv_read_tokens, attn_pairs)
-        return max(self._k_compute * num_tokens + (self._b_compute + v),
-                   self._k_memory * num_tokens + (self._b_memory + v))
+        return max(
+            self._k_compute * num_tokens + (self._b_compute + v), self._k_memory * num_tokens + (self._b_memory + v)
+        )
 
-    def max_tokens_within_s(self, time_s: float, spec_steps: int = 0, kv_read_tokens: int = 0,
-                            attn_pairs: float = 0.0, added_context_tokens: float = 0.0) -> int:
+    def max_tokens_within_s(
+        self,
+        time_s: float,
+        spec_steps: int = 0,
+        kv_read_tokens: int = 0,
+        attn_pairs: float = 0.0,
+        added_context_tokens: float = 0.0,
+    ) -> int:
         """Largest num_tokens with batch_time_s(num_tokens, ...) <= time_s, in closed form.
 
         ``attn_pairs`` is the attention work already in the batch. ``added_context_tokens``
@@ -193,17 +209,25 @@ class RooflineModel(BatchTimeModel):
         ``batch_time_s(n, s, kv, attn_pairs + n * added_context_tokens) <= time_s``.
         """
         v = self._shared_intercept(spec_steps, kv_read_tokens, attn_pairs)
-        best = min(line_limit(self._k_compute, self._b_compute + v, time_s),
-                   line_limit(self._k_memory, self._b_memory + v, time_s))
+        best = min(
+            line_limit(self._k_compute, self._b_compute + v, time_s),
+            line_limit(self._k_memory, self._b_memory + v, time_s),
+        )
         if not added_context_tokens or best == 0:
             return best
         # the pairs term max(0, P - K + n*X) * c adds a second pair of lines: T is a max of four
         t = self.terms
-        v_pairs = spec_steps * t.per_spec_step_s + kv_read_tokens * t.per_kv_token_s + \
-            (attn_pairs - kv_read_tokens) * t.per_attn_pair_s
+        v_pairs = (
+            spec_steps * t.per_spec_step_s
+            + kv_read_tokens * t.per_kv_token_s
+            + (attn_pairs - kv_read_tokens) * t.per_attn_pair_s
+        )
         extra = added_context_tokens * t.per_attn_pair_s
-        best = min(best, line_limit(self._k_compute + extra, self._b_compute + v_pairs, time_s),
-                   line_limit(self._k_memory + extra, self._b_memory + v_pairs, time_s))
+        best = min(
+            best,
+            line_limit(self._k_compute + extra, self._b_compute + v_pairs, time_s),
+            line_limit(self._k_memory + extra, self._b_memory + v_pairs, time_s),
+        )
         return self._settle(best, time_s, spec_steps, kv_read_tokens, attn_pairs, added_context_tokens)
 
     def _settle(self, n: int, time_s: float, s: int, kv: int, pairs: float, ctx: float) -> int:
@@ -215,7 +239,9 @@ class RooflineModel(BatchTimeModel):
             n += 1
         return n
 
-    def breakdown(self, num_tokens: int, spec_steps: int = 0, kv_read_tokens: int = 0, attn_pairs: float = 0.0) -> dict[str, float | str]:
+    def breakdown(
+        self, num_tokens: int, spec_steps: int = 0, kv_read_tokens: int = 0, attn_pairs: float = 0.0
+    ) -> dict[str, float | str]:
         """The step's time split into terms (seconds); ``total_s`` equals batch_time_s."""
         t = self.terms
         compute = num_tokens * t.compute_per_token_s
@@ -250,8 +276,15 @@ def line_limit(slope: float, intercept: float, time_s: float) -> int:
     return max(n, 0)
 
 
-def roofline(model: str, gpu: str, tp: int = 1, draft: str | None = None, name: str = "",
-             gpu_overrides: dict | None = None, **overrides) -> RooflineModel:
+def roofline(
+    model: str,
+    gpu: str,
+    tp: int = 1,
+    draft: str | None = None,
+    name: str = "",
+    gpu_overrides: dict | None = None,
+    **overrides,
+) -> RooflineModel:
     """Build a roofline model from registry names.
 
     ``gpu_overrides`` replace GpuSpec fields (a different HBM bandwidth, measured efficiencies);
@@ -267,6 +300,7 @@ def roofline(model: str, gpu: str, tp: int = 1, draft: str | None = None, name: 
 def _preset(name: str, model: str, gpu: str, tp: int = 1, draft: str | None = None):
     def make() -> RooflineModel:
         return roofline(model, gpu, tp, draft, name=name)
+
     return make
 
 
@@ -293,8 +327,11 @@ ROOFLINE_PRESETS: dict = {
     for family, (model, tp, draft) in _FAMILIES.items()
     for gpu in ("a100", "h100")
 }
-ROOFLINE_PRESETS.update({
-    f"{family}-{gpu}": _preset(f"{family}-{gpu}", model, gpu, tp, draft)
-    for family, (model, tp, draft) in _FAMILIES.items() if family in ("llama-3-8b", "llama-2-7b", "qwen2.5-7b")
-    for gpu in ("a100-40g", "h200")
-})
+ROOFLINE_PRESETS.update(
+    {
+        f"{family}-{gpu}": _preset(f"{family}-{gpu}", model, gpu, tp, draft)
+        for family, (model, tp, draft) in _FAMILIES.items()
+        if family in ("llama-3-8b", "llama-2-7b", "qwen2.5-7b")
+        for gpu in ("a100-40g", "h200")
+    }
+)

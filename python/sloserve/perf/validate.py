@@ -21,12 +21,23 @@ from pathlib import Path
 import numpy as np
 
 from sloserve.perf.hardware import GpuSpec, ModelArch, get_arch
-from sloserve.perf.roofline import (RooflineConfig, RooflineModel, _elementwise_bytes_per_token, _linear_layer_work,
-                                    gemm_time)
+from sloserve.perf.roofline import (
+    RooflineConfig,
+    RooflineModel,
+    _elementwise_bytes_per_token,
+    _linear_layer_work,
+    gemm_time,
+)
 
 LINEAR_OPS = ("attn_pre_proj", "attn_post_proj", "mlp_up_proj", "mlp_down_proj")
 # per layer: two norms, rope, activation, two residual adds (one "add" column, counted twice)
-ELEMENTWISE_OPS = (("input_layernorm", 1), ("post_attention_layernorm", 1), ("attn_rope", 1), ("mlp_act", 1), ("add", 2))
+ELEMENTWISE_OPS = (
+    ("input_layernorm", 1),
+    ("post_attention_layernorm", 1),
+    ("attn_rope", 1),
+    ("mlp_act", 1),
+    ("add", 2),
+)
 MAX_EFF = 0.95
 _ARCH_COLUMNS = ("n_head", "n_kv_head", "n_embd", "n_expanded_embd", "vocab_size", "use_gated_mlp")
 
@@ -65,11 +76,25 @@ def load_vidur(path: str | Path) -> VidurTable:
     means = np.array([np.mean(groups[k], axis=0) for k in keys]) * 1e-3  # ms -> s
     first = rows[0]
     heads, kv_heads, hidden = int(first["n_head"]), int(first["n_kv_head"]), int(first["n_embd"])
-    arch = ModelArch(path.name.split(".csv")[0], 1, hidden, heads, kv_heads, hidden // heads,
-                     int(first["n_expanded_embd"]), int(first["vocab_size"]),
-                     gated_mlp=first["use_gated_mlp"].strip().lower() == "true")
-    return VidurTable(arch.name, arch, np.array([k[0] for k in keys], dtype=float),
-                      np.array([k[1] for k in keys], dtype=int), means[:, 0], means[:, 1])
+    arch = ModelArch(
+        path.name.split(".csv")[0],
+        1,
+        hidden,
+        heads,
+        kv_heads,
+        hidden // heads,
+        int(first["n_expanded_embd"]),
+        int(first["vocab_size"]),
+        gated_mlp=first["use_gated_mlp"].strip().lower() == "true",
+    )
+    return VidurTable(
+        arch.name,
+        arch,
+        np.array([k[0] for k in keys], dtype=float),
+        np.array([k[1] for k in keys], dtype=int),
+        means[:, 0],
+        means[:, 1],
+    )
 
 
 def predict_linear_s(gpu: GpuSpec, table: VidurTable) -> np.ndarray:
@@ -90,15 +115,22 @@ def predict_elementwise_s(gpu: GpuSpec, table: VidurTable) -> np.ndarray:
     for tp in np.unique(table.tp):
         sel = table.tp == tp
         per_token = _elementwise_bytes_per_token(table.arch, int(tp))
-        out[sel] = table.num_tokens[sel] * per_token / (gpu.hbm_bytes_per_s * gpu.elementwise_bw_eff) + 6 * gpu.elementwise_fixed_s
+        out[sel] = (
+            table.num_tokens[sel] * per_token / (gpu.hbm_bytes_per_s * gpu.elementwise_bw_eff)
+            + 6 * gpu.elementwise_fixed_s
+        )
     return out
 
 
 def error_stats(pred: np.ndarray, actual: np.ndarray) -> dict[str, float]:
     """MAPE (%), signed mean error (%), share of under-predictions, count."""
     rel = (pred - actual) / actual
-    return {"mape_pct": float(np.mean(np.abs(rel)) * 100), "bias_pct": float(np.mean(rel) * 100),
-            "under_share": float(np.mean(rel < -1e-9)), "n": int(rel.size)}
+    return {
+        "mape_pct": float(np.mean(np.abs(rel)) * 100),
+        "bias_pct": float(np.mean(rel) * 100),
+        "under_share": float(np.mean(rel < -1e-9)),
+        "n": int(rel.size),
+    }
 
 
 def compare_vidur(gpu: GpuSpec, table: VidurTable) -> list[dict]:
@@ -108,9 +140,14 @@ def compare_vidur(gpu: GpuSpec, table: VidurTable) -> list[dict]:
     rows = []
     for tp in np.unique(table.tp):
         sel = table.tp == tp
-        rows.append({"profile": table.name, "tp": int(tp),
-                     "linear": error_stats(lin[sel], table.linear_s[sel]),
-                     "non_attention": error_stats(lin[sel] + ew[sel], table.linear_s[sel] + table.elementwise_s[sel])})
+        rows.append(
+            {
+                "profile": table.name,
+                "tp": int(tp),
+                "linear": error_stats(lin[sel], table.linear_s[sel]),
+                "non_attention": error_stats(lin[sel] + ew[sel], table.linear_s[sel] + table.elementwise_s[sel]),
+            }
+        )
     return rows
 
 
@@ -149,13 +186,26 @@ def calibrate(gpu: GpuSpec, tables: list[VidurTable]) -> GpuSpec:
     if not tables:
         raise ValueError("calibrate needs at least one profile")
     work = [(_linear_work_rows(t), t.linear_s) for t in tables]
-    coarse = _gemm_grid(gpu, work, np.arange(0.40, MAX_EFF + 1e-9, 0.02), np.arange(0.0, 1.01, 0.1), np.arange(0, 20.1e-6, 2e-6))
+    coarse = _gemm_grid(
+        gpu, work, np.arange(0.40, MAX_EFF + 1e-9, 0.02), np.arange(0.0, 1.01, 0.1), np.arange(0, 20.1e-6, 2e-6)
+    )
     ec, eb, g, fx = coarse
-    fine = _gemm_grid(gpu, work, np.arange(-0.03, 0.031, 0.01), np.clip(np.arange(g - 0.1, g + 0.101, 0.05), 0, 1),
-                      np.clip(np.arange(fx - 2e-6, fx + 2.01e-6, 0.5e-6), 0, None), centre=(ec, eb))
+    fine = _gemm_grid(
+        gpu,
+        work,
+        np.arange(-0.03, 0.031, 0.01),
+        np.clip(np.arange(g - 0.1, g + 0.101, 0.05), 0, 1),
+        np.clip(np.arange(fx - 2e-6, fx + 2.01e-6, 0.5e-6), 0, None),
+        centre=(ec, eb),
+    )
     ec, eb, g, fx = fine
-    fitted = replace(gpu, gemm_compute_eff=round(ec, 2), gemm_bw_eff=round(eb, 2), gemm_overlap_loss=round(g, 2),
-                     gemm_fixed_s=round(fx, 8))
+    fitted = replace(
+        gpu,
+        gemm_compute_eff=round(ec, 2),
+        gemm_bw_eff=round(eb, 2),
+        gemm_overlap_loss=round(g, 2),
+        gemm_fixed_s=round(fx, 8),
+    )
     return _calibrate_elementwise(fitted, tables)
 
 
@@ -202,21 +252,32 @@ def leave_one_model_out(gpu: GpuSpec, tables: list[VidurTable]) -> list[dict]:
             continue
         fitted = calibrate(gpu, rest)
         lin = predict_linear_s(fitted, held)
-        out.append({"profile": held.name, "linear": error_stats(lin, held.linear_s),
-                    "gemm_compute_eff": fitted.gemm_compute_eff, "gemm_bw_eff": fitted.gemm_bw_eff})
+        out.append(
+            {
+                "profile": held.name,
+                "linear": error_stats(lin, held.linear_s),
+                "gemm_compute_eff": fitted.gemm_compute_eff,
+                "gemm_bw_eff": fitted.gemm_bw_eff,
+            }
+        )
     return out
 
 
 # DistServe profiles: batch shapes at which the fitted latencies are compared.
 PREFILL_SHAPES = ((1, 128), (1, 512), (1, 1024), (1, 2048), (2, 512), (4, 256), (4, 1024), (8, 128))
 DECODE_SHAPES = ((1, 256), (8, 512), (16, 1024), (32, 256), (32, 1024), (64, 512), (128, 512), (128, 1024), (256, 256))
-_DISTSERVE_MODELS = {"facebook/opt-13b": "opt-13b", "facebook/opt-66b": "opt-66b", "facebook/opt-6.7b": "opt-6.7b",
-                     "facebook/opt-30b": "opt-30b", "facebook/opt-125m": "opt-125m"}
+_DISTSERVE_MODELS = {
+    "facebook/opt-13b": "opt-13b",
+    "facebook/opt-66b": "opt-66b",
+    "facebook/opt-6.7b": "opt-6.7b",
+    "facebook/opt-30b": "opt-30b",
+    "facebook/opt-125m": "opt-125m",
+}
 
 
 def distserve_prefill_ms(coef: dict, batch: int, prompt_tokens: int) -> float:
     a, b, c = coef["prefill"]
-    return a + b * batch * prompt_tokens + c * batch * prompt_tokens ** 2
+    return a + b * batch * prompt_tokens + c * batch * prompt_tokens**2
 
 
 def distserve_decode_ms(coef: dict, batch: int, context_tokens: int) -> float:
@@ -243,6 +304,12 @@ def compare_distserve(gpu: GpuSpec, path: str | Path, **overrides) -> list[dict]
                 dec_pred.append(model.batch_time_s(batch, 0, batch * ctx, batch * (ctx + 1)) * 1e3)
                 dec_act.append(distserve_decode_ms(coef, batch, ctx))
             for phase, pred, act in (("prefill", pre_pred, pre_act), ("decode", dec_pred, dec_act)):
-                rows.append({"model": arch.name, "tp": int(tp_key), "phase": phase,
-                             **error_stats(np.array(pred), np.array(act))})
+                rows.append(
+                    {
+                        "model": arch.name,
+                        "tp": int(tp_key),
+                        "phase": phase,
+                        **error_stats(np.array(pred), np.array(act)),
+                    }
+                )
     return rows

@@ -5,5 +5,17 @@ from sloserve.planner.batch import DecodeLoad, Forecast, StepGrid, batches, fore
 from sloserve.planner.config import SLOsServeConfig
 from sloserve.planner.policy import SLOsServeScheduler
 
-__all__ = ["Admission", "DecodeLoad", "Forecast", "Item", "SLOsServeConfig", "SLOsServeScheduler", "StepGrid",
-           "admit", "batches", "check", "forecast", "make_grid"]
+__all__ = [
+    "Admission",
+    "DecodeLoad",
+    "Forecast",
+    "Item",
+    "SLOsServeConfig",
+    "SLOsServeScheduler",
+    "StepGrid",
+    "admit",
+    "batches",
+    "check",
+    "forecast",
+    "make_grid",
+]

@@ -19,13 +19,12 @@ leftover is never better. See docs/planner.md for the recurrence, complexity and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
-from sloserve.planner.batch import DecodeLoad, Forecast, ForcedTable, StepGrid, forecast
+from sloserve.planner.batch import DecodeLoad, ForcedTable, Forecast, StepGrid, forecast
 
 
 @dataclass(frozen=True)
@@ -84,8 +83,9 @@ def _beam(layer: dict[tuple[int, ...], list[_State]], max_states: int) -> dict[t
     total = sum(len(v) for v in layer.values())
     if total <= max_states:
         return layer
-    ranked = sorted(((k, s) for k, v in layer.items() for s in v),
-                    key=lambda ks: (-ks[1].value, -ks[1].last_left, ks[1].mem))[:max_states]
+    ranked = sorted(
+        ((k, s) for k, v in layer.items() for s in v), key=lambda ks: (-ks[1].value, -ks[1].last_left, ks[1].mem)
+    )[:max_states]
     out: dict[tuple[int, ...], list[_State]] = {}
     for k, s in ranked:
         out.setdefault(k, []).append(s)
@@ -114,8 +114,15 @@ class _Rows:
         return float((self.b - load).min()) + g - s
 
 
-def admit(items: list[Item], grid: StepGrid, base: DecodeLoad, free_blocks: int,
-          max_new_decoders: int, max_front: int = 64, max_states: int = 256) -> Admission:
+def admit(
+    items: list[Item],
+    grid: StepGrid,
+    base: DecodeLoad,
+    free_blocks: int,
+    max_new_decoders: int,
+    max_front: int = 64,
+    max_states: int = 256,
+) -> Admission:
     """Maximize admitted weight subject to EDF prefill feasibility, KV and decode capacity."""
     mand = sorted((it for it in items if it.mandatory), key=lambda it: it.deadline_s)
     dl = np.array([it.deadline_s for it in mand], dtype=np.float64)
@@ -124,17 +131,28 @@ def admit(items: list[Item], grid: StepGrid, base: DecodeLoad, free_blocks: int,
     return admit_arrays(dl, pre, cands, grid, base, free_blocks, max_new_decoders, max_front, max_states)
 
 
-def admit_arrays(mand_deadline_s: np.ndarray, mand_prefill: np.ndarray, cands: list[Item], grid: StepGrid,
-                 base: DecodeLoad, free_blocks: int, max_new_decoders: int, max_front: int = 64,
-                 max_states: int = 256, table: ForcedTable | None = None, fast: bool = True) -> Admission:
+def admit_arrays(
+    mand_deadline_s: np.ndarray,
+    mand_prefill: np.ndarray,
+    cands: list[Item],
+    grid: StepGrid,
+    base: DecodeLoad,
+    free_blocks: int,
+    max_new_decoders: int,
+    max_front: int = 64,
+    max_states: int = 256,
+    table: ForcedTable | None = None,
+    fast: bool = True,
+) -> Admission:
     """``admit`` with the mandatory items as arrays sorted by deadline (the policy caches them).
 
     Only candidates are DP layers; the (possibly hundreds of) mandatory rows between two
     candidates are checked with one numpy reduction per state.
     """
     if len(cands) <= 1 and fast:  # the usual event-driven case: the cached-rows arithmetic
-        rows = MandatoryRows.of(grid, base, table if table is not None else ForcedTable(grid, base),
-                                mand_deadline_s, mand_prefill)
+        rows = MandatoryRows.of(
+            grid, base, table if table is not None else ForcedTable(grid, base), mand_deadline_s, mand_prefill
+        )
         return admit_cached(rows, cands, free_blocks, max_new_decoders)
     cands = sorted(cands, key=lambda it: it.deadline_s)
     cdl = np.array([c.deadline_s for c in cands], dtype=np.float64)
@@ -164,35 +182,51 @@ def admit_arrays(mand_deadline_s: np.ndarray, mand_prefill: np.ndarray, cands: l
     for n_c, p in enumerate(cpos):
         it = cands[n_c]
         nxt_p = cpos[n_c + 1] if n_c + 1 < cpos.size else b.size
-        after = _Rows(b[p + 1:nxt_p], horizon[p + 1:nxt_p])  # mandatory rows up to the next candidate
-        own = _Rows(b[p:p + 1], horizon[p:p + 1])
+        after = _Rows(b[p + 1 : nxt_p], horizon[p + 1 : nxt_p])  # mandatory rows up to the next candidate
+        own = _Rows(b[p : p + 1], horizon[p : p + 1])
         nxt: dict[tuple[int, ...], list[_State]] = {}
         for key, states in layer.items():
             c = sum(n * v for n, v in zip(key, inv_tpot))
             k2 = None
             if sum(key) < max_new_decoders:
                 tier = tier_of[it.tpot_s]
-                k2 = key[:tier] + (key[tier] + 1,) + key[tier + 1:]
+                k2 = key[:tier] + (key[tier] + 1,) + key[tier + 1 :]
                 c2 = c + inv_tpot[tier]
             for st in states:
                 explored += 1
                 left = after.leftover(c, st.s, st.g)
                 if left >= -1e-6:  # skip the candidate
-                    nxt.setdefault(key, []).append(_State(st.value, st.mem, st.g, st.chosen, min(st.min_left, left), st.s, left))
+                    nxt.setdefault(key, []).append(
+                        _State(st.value, st.mem, st.g, st.chosen, min(st.min_left, left), st.s, left)
+                    )
                 if k2 is None or st.mem + it.mem_blocks > free_blocks:
                     continue
                 s2 = st.s + it.origin_s / it.tpot_s
                 g2 = st.g - it.prefill_tokens + it.origin_s / it.tpot_s
                 left2 = min(own.leftover(c2, s2, g2), after.leftover(c2, s2, g2))
                 if left2 >= -1e-6:
-                    nxt.setdefault(k2, []).append(_State(st.value + it.weight, st.mem + it.mem_blocks, g2,
-                                                         st.chosen + (n_c,), min(st.min_left, left2), s2, left2))
+                    nxt.setdefault(k2, []).append(
+                        _State(
+                            st.value + it.weight,
+                            st.mem + it.mem_blocks,
+                            g2,
+                            st.chosen + (n_c,),
+                            min(st.min_left, left2),
+                            s2,
+                            left2,
+                        )
+                    )
         layer = _beam({k: _prune(v)[:max_front] for k, v in nxt.items()}, max_states)
         if not layer:
             return Admission((), 0.0, False, -math.inf, explored)
     best = max((s for v in layer.values() for s in v), key=lambda s: (s.value, s.min_left, -s.mem))
-    return Admission(tuple(cands[i].key for i in best.chosen), best.value, True,
-                     math.floor(best.min_left + 1e-9) if math.isfinite(best.min_left) else best.min_left, explored)
+    return Admission(
+        tuple(cands[i].key for i in best.chosen),
+        best.value,
+        True,
+        math.floor(best.min_left + 1e-9) if math.isfinite(best.min_left) else best.min_left,
+        explored,
+    )
 
 
 @dataclass(frozen=True)
@@ -213,17 +247,20 @@ class MandatoryRows:
     decodes_fit: bool  # the forced decodes alone fit a step
 
     @staticmethod
-    def of(grid: StepGrid, load: DecodeLoad, table: ForcedTable, deadline_s: np.ndarray,
-           prefill: np.ndarray) -> "MandatoryRows":
+    def of(
+        grid: StepGrid, load: DecodeLoad, table: ForcedTable, deadline_s: np.ndarray, prefill: np.ndarray
+    ) -> "MandatoryRows":
         fc = forecast(grid, load, deadline_s, table)
         cum = np.cumsum(prefill)
         b = fc.budget_tokens - cum
         horizon = np.where((fc.steps <= 0) | ~np.isfinite(fc.horizon_s), fc.deadlines_s, fc.horizon_s)
-        return MandatoryRows(grid, table, fc.deadlines_s, fc.steps, b, horizon, cum, np.minimum.accumulate(b),
-                             fc.feasible)
+        return MandatoryRows(
+            grid, table, fc.deadlines_s, fc.steps, b, horizon, cum, np.minimum.accumulate(b), fc.feasible
+        )
 
-    def with_admitted(self, table: ForcedTable, deadline_s: float, prefill_tokens: float,
-                      num_streams: int) -> "MandatoryRows":
+    def with_admitted(
+        self, table: ForcedTable, deadline_s: float, prefill_tokens: float, num_streams: int
+    ) -> "MandatoryRows":
         """The rows once one more request is admitted: ``table`` is derived from this one's table
         by its decode stream (``table.added``), and it brings a row of ``prefill_tokens`` due by
         ``deadline_s``. Equal to ``of`` on the extended view (whole tokens: exact in floats)."""
@@ -239,10 +276,17 @@ class MandatoryRows:
         b_row = (grid.tokens_by_one(m) - table.get_one(m)) - (before + prefill_tokens)
         b = np.concatenate((b[:p], [b_row], b[p:]))
         cum = np.concatenate((self.cum_prefill[:p], [before + prefill_tokens], self.cum_prefill[p:] + prefill_tokens))
-        return MandatoryRows(grid, table, np.concatenate((self.deadline_s[:p], [deadline_s], self.deadline_s[p:])),
-                             np.concatenate((self.steps[:p], [m], self.steps[p:])), b,
-                             np.concatenate((self.horizon_s[:p], [h], self.horizon_s[p:])), cum,
-                             np.minimum.accumulate(b), num_streams <= min(grid.first_tokens, grid.step_tokens))
+        return MandatoryRows(
+            grid,
+            table,
+            np.concatenate((self.deadline_s[:p], [deadline_s], self.deadline_s[p:])),
+            np.concatenate((self.steps[:p], [m], self.steps[p:])),
+            b,
+            np.concatenate((self.horizon_s[:p], [h], self.horizon_s[p:])),
+            cum,
+            np.minimum.accumulate(b),
+            num_streams <= min(grid.first_tokens, grid.step_tokens),
+        )
 
 
 def admit_cached(rows: MandatoryRows, cands: list[Item], free_blocks: int, max_new_decoders: int) -> Admission:
@@ -296,8 +340,11 @@ def check(items: list[Item], grid: StepGrid, base: DecodeLoad) -> tuple[bool, fl
     items = sorted(items, key=lambda it: it.deadline_s)
     rows = [(it.origin_s + it.tpot_s, it.tpot_s, it.decode_tokens) for it in items if not it.mandatory]
     load = DecodeLoad.of(rows)
-    merged = DecodeLoad(np.r_[base.first_due_s, load.first_due_s], np.r_[base.tpot_s, load.tpot_s],
-                        np.r_[base.cap_tokens, load.cap_tokens].astype(np.int64))
+    merged = DecodeLoad(
+        np.r_[base.first_due_s, load.first_due_s],
+        np.r_[base.tpot_s, load.tpot_s],
+        np.r_[base.cap_tokens, load.cap_tokens].astype(np.int64),
+    )
     if not items:
         return forecast(grid, merged, [grid.start_s]).feasible, np.inf
     fc = forecast(grid, merged, [it.deadline_s for it in items])

@@ -17,9 +17,8 @@ resident at once; a speculative planner (issue 4) supplies its own ``Forecast`` 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -143,8 +142,14 @@ class ForcedTable:
     keeps one per grid while its tier view is unchanged, and adds rows as it admits requests,
     so a burst of arrivals does not recount every resident stream."""
 
-    def __init__(self, grid: StepGrid, load: DecodeLoad, counts: np.ndarray | None = None,
-                 horizon_s: np.ndarray | None = None, added: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        grid: StepGrid,
+        load: DecodeLoad,
+        counts: np.ndarray | None = None,
+        horizon_s: np.ndarray | None = None,
+        added: np.ndarray | None = None,
+    ) -> None:
         self.grid, self.load = grid, load
         self.counts = counts if counts is not None else np.zeros(0, dtype=np.int64)
         self._horizon_s = horizon_s  # T_m for m = 0..len(counts)-1, shared by derived tables
@@ -226,9 +231,15 @@ def batches(grid: StepGrid, load: DecodeLoad, num_steps: int) -> list[PlannedBat
     return out
 
 
-def make_grid(perf, start_s: float, step_len_s: float, earliest_due_s: float,
-              kv_read_tokens: int = 0, fixed_tokens: int | None = None,
-              stretch_end_s: float | None = None) -> StepGrid:
+def make_grid(
+    perf,
+    start_s: float,
+    step_len_s: float,
+    earliest_due_s: float,
+    kv_read_tokens: int = 0,
+    fixed_tokens: int | None = None,
+    stretch_end_s: float | None = None,
+) -> StepGrid:
     """The grid from ``start_s``: step 0 ends by the earliest decode deadline (and by start+L).
 
     With ``stretch_end_s`` step 0 instead runs until then (the caller keeps it at or before the

@@ -29,8 +29,17 @@ from sloserve.perf.base import BatchTimeModel
 
 
 class CalibratedModel(BatchTimeModel):
-    def __init__(self, base: BatchTimeModel, quantile: float = 0.99, window: int = 512, min_samples: int = 8,
-                 every: int = 4, max_scale: float = 3.0, prior_scale: float = 1.0, tail_quantile: float = 0.0) -> None:
+    def __init__(
+        self,
+        base: BatchTimeModel,
+        quantile: float = 0.99,
+        window: int = 512,
+        min_samples: int = 8,
+        every: int = 4,
+        max_scale: float = 3.0,
+        prior_scale: float = 1.0,
+        tail_quantile: float = 0.0,
+    ) -> None:
         if not 0 < quantile <= 1 or window < min_samples or min_samples < 1 or every < 1 or prior_scale < 1:
             raise ValueError("need 0 < quantile <= 1, 1 <= min_samples <= window, every >= 1, prior_scale >= 1")
         self.base = base
@@ -75,7 +84,9 @@ class CalibratedModel(BatchTimeModel):
         scale ends by then even at the tail ratio when planned for ``x * tail_factor``."""
         return self.scale / self.tail if self.tail > self.scale else 1.0
 
-    def batch_time_s(self, num_tokens: int, spec_steps: int = 0, kv_read_tokens: int = 0, attn_pairs: float = 0.0) -> float:
+    def batch_time_s(
+        self, num_tokens: int, spec_steps: int = 0, kv_read_tokens: int = 0, attn_pairs: float = 0.0
+    ) -> float:
         return self.base.batch_time_s(num_tokens, spec_steps, kv_read_tokens, attn_pairs) * self.scale
 
     def max_tokens_within_s(self, time_s: float, spec_steps: int = 0, kv_read_tokens: int = 0) -> int:

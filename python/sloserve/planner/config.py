@@ -9,78 +9,174 @@ OUTPUT_LENGTH_MODES = ("reserve", "predict", "learn")
 
 @dataclass(frozen=True)
 class SLOsServeConfig:
-    reject_unadmitted: bool = field(default=False, metadata={
-        "help": "reject requests the plan cannot admit (server answers 429) instead of best effort"})
-    best_effort: bool = field(default=True, metadata={
-        "help": "ablation: False drops the best-effort tier (unadmitted requests are rejected)"})
-    admit_all: bool = field(default=False, metadata={
-        "help": "ablation: no admission control, every request joins the SLO tier"})
-    fixed_batch_tokens: int = field(default=0, metadata={
-        "help": "ablation: > 0 uses this fixed per-step token budget (Sarathi-like) instead of TPOT-sized steps"})
-    replan_interval_s: float = field(default=0.0, metadata={
-        "help": "ablation: > 0 decides admissions only on this timer (the authors' 0.1 s) instead of per event"})
-    output_length: str = field(default="reserve", metadata={
-        "help": "unknown output lengths: 'reserve' plans max_new_tokens; 'predict' plans predict_margin x the class mean; 'learn' plans an online upper quantile per class and prompt bucket (planner/lengths.py); both re-plan on overrun"})
-    predict_prior_tokens: int = field(default=256, metadata={
-        "help": "predict mode: prior output length before any request of the class finished"})
-    predict_margin: float = field(default=1.5, metadata={
-        "help": "predict mode: plan this multiple of the class's mean observed output length"})
-    length_quantile: float = field(default=0.7, metadata={
-        "help": "learn mode: plan this quantile of the finished output lengths of the request's class and prompt bucket"})
-    length_min_samples: int = field(default=20, metadata={
-        "help": "learn mode: lengths a bucket (else the class) needs before its quantile replaces the prior (max_new_tokens)"})
-    length_prior_tokens: int = field(default=256, metadata={
-        "help": "learn mode: planned output length until enough lengths are known (0: max_new_tokens, the reserve-mode plan)"})
-    length_window: int = field(default=1000, metadata={
-        "help": "learn mode: most recent finished lengths kept per bucket and per class"})
-    promote_best_effort: bool = field(default=True, metadata={
-        "help": "re-offer not-yet-started best-effort requests to the DP at every re-plan"})
-    max_candidates: int = field(default=8, metadata={
-        "help": "at most this many candidates (new plus promotable) per DP run"})
-    max_front: int = field(default=16, metadata={
-        "help": "DP: at most this many Pareto states kept per tier-count key"})
-    max_states: int = field(default=64, metadata={
-        "help": "DP: at most this many states per layer (beam; exact below it)"})
-    stretch_steps: bool = field(default=True, metadata={
-        "help": "let a step run past L (up to max_step_s) when every decode has banked enough slack and the plan stays feasible"})
-    max_step_s: float = field(default=0.25, metadata={
-        "help": "longest stretched step (bounds how long a new arrival waits for the engine)"})
-    planning_tolerance: float = field(default=0.0, metadata={
-        "help": "plan against deadlines stretched like the attainment metric's tolerance (0: the plain SLO)"})
+    reject_unadmitted: bool = field(
+        default=False,
+        metadata={"help": "reject requests the plan cannot admit (server answers 429) instead of best effort"},
+    )
+    best_effort: bool = field(
+        default=True, metadata={"help": "ablation: False drops the best-effort tier (unadmitted requests are rejected)"}
+    )
+    admit_all: bool = field(
+        default=False, metadata={"help": "ablation: no admission control, every request joins the SLO tier"}
+    )
+    fixed_batch_tokens: int = field(
+        default=0,
+        metadata={
+            "help": "ablation: > 0 uses this fixed per-step token budget (Sarathi-like) instead of TPOT-sized steps"
+        },
+    )
+    replan_interval_s: float = field(
+        default=0.0,
+        metadata={
+            "help": "ablation: > 0 decides admissions only on this timer (the authors' 0.1 s) instead of per event"
+        },
+    )
+    output_length: str = field(
+        default="reserve",
+        metadata={
+            "help": "unknown output lengths: 'reserve' plans max_new_tokens; 'predict' plans predict_margin x the class mean; 'learn' plans an online upper quantile per class and prompt bucket (planner/lengths.py); both re-plan on overrun"
+        },
+    )
+    predict_prior_tokens: int = field(
+        default=256, metadata={"help": "predict mode: prior output length before any request of the class finished"}
+    )
+    predict_margin: float = field(
+        default=1.5, metadata={"help": "predict mode: plan this multiple of the class's mean observed output length"}
+    )
+    length_quantile: float = field(
+        default=0.7,
+        metadata={
+            "help": "learn mode: plan this quantile of the finished output lengths of the request's class and prompt bucket"
+        },
+    )
+    length_min_samples: int = field(
+        default=20,
+        metadata={
+            "help": "learn mode: lengths a bucket (else the class) needs before its quantile replaces the prior (max_new_tokens)"
+        },
+    )
+    length_prior_tokens: int = field(
+        default=256,
+        metadata={
+            "help": "learn mode: planned output length until enough lengths are known (0: max_new_tokens, the reserve-mode plan)"
+        },
+    )
+    length_window: int = field(
+        default=1000, metadata={"help": "learn mode: most recent finished lengths kept per bucket and per class"}
+    )
+    promote_best_effort: bool = field(
+        default=True, metadata={"help": "re-offer not-yet-started best-effort requests to the DP at every re-plan"}
+    )
+    max_candidates: int = field(
+        default=8, metadata={"help": "at most this many candidates (new plus promotable) per DP run"}
+    )
+    max_front: int = field(default=16, metadata={"help": "DP: at most this many Pareto states kept per tier-count key"})
+    max_states: int = field(
+        default=64, metadata={"help": "DP: at most this many states per layer (beam; exact below it)"}
+    )
+    stretch_steps: bool = field(
+        default=True,
+        metadata={
+            "help": "let a step run past L (up to max_step_s) when every decode has banked enough slack and the plan stays feasible"
+        },
+    )
+    max_step_s: float = field(
+        default=0.25, metadata={"help": "longest stretched step (bounds how long a new arrival waits for the engine)"}
+    )
+    planning_tolerance: float = field(
+        default=0.0,
+        metadata={"help": "plan against deadlines stretched like the attainment metric's tolerance (0: the plain SLO)"},
+    )
     # Off by default: +13% capacity on synthetic chatbot, none on the Azure chatbot trace, and
     # about 3x the admission cost (docs/planner.md §3b, docs/results.md §4).
-    kv_profile: bool = field(default=False, metadata={
-        "help": "admit on the peak KV the admitted requests can hold over time (growth and completion bounds) instead of the sum of their full reservations; not in predict mode; costs about 3x admission time"})
-    kv_pace: float = field(default=1.0, metadata={
-        "help": "with kv_profile: arrivals may be planned at this fraction of their TPOTs (deadlines earlier than the SLO's: they finish and free KV sooner, at a compute cost); first choice while the KV pool is busy (kv_pace_above), fallback otherwise; 1 = off"})
-    kv_pace_above: float = field(default=0.5, metadata={
-        "help": "with kv_pace < 1: plan arrivals at the faster pace first while the admitted requests' KV peak exceeds this fraction of the pool"})
-    kv_pace_floor: float = field(default=2.0, metadata={
-        "help": "with kv_pace < 1: a paced TPOT is never below this multiple of the one-token batch time (short steps waste compute on the base time)"})
-    best_effort_yield_kv: float = field(default=0.8, metadata={
-        "help": "best-effort requests get no step tokens while the SLO tier's reserved KV is above this fraction of the pool (admitted requests then decode in short steps and free KV sooner); 1 = never yield"})
-    repace: bool = field(default=False, metadata={
-        "help": "experiment: at completions while KV binds, tighten ahead residents' remaining deadlines to tau = repace_tau * L per token (never later than the SLO's; kept only if the plan stays feasible) so their KV profile finish moves earlier"})
-    repace_tau: float = field(default=1.0, metadata={
-        "help": "with repace: per-token spacing of re-paced deadlines, as a multiple of the step length L (>= 1)"})
-    repace_slack_steps: float = field(default=2.0, metadata={
-        "help": "with repace: the first re-paced token is due this many steps plus tau after now"})
-    repace_min_gain_steps: float = field(default=4.0, metadata={
-        "help": "with repace: re-pace a resident only when its finish bound moves earlier by more than this many steps"})
-    repace_above: float = field(default=0.8, metadata={
-        "help": "with repace and kv_profile: KV binds when the admitted requests' KV peak exceeds this fraction of the pool (or reserved KV exceeds best_effort_yield_kv)"})
-    calibrate: bool = field(default=True, metadata={
-        "help": "scale the batch-time model by a high quantile of observed/predicted step times (planner/calibrate.py); a no-op while the engine matches the model"})
-    calibrate_quantile: float = field(default=0.99, metadata={
-        "help": "with calibrate: the quantile of recent observed/predicted step-time ratios the model is scaled by (never below 1)"})
-    calibrate_tail_quantile: float = field(default=0.0, metadata={
-        "help": "with calibrate, experiment: a step that ends at a decode deadline is sized to end in time even at this quantile of observed/predicted ratios, the rest at calibrate_quantile (<= calibrate_quantile: off)"})
-    calibrate_window: int = field(default=512, metadata={
-        "help": "with calibrate: recent steps the quantile is taken over"})
-    calibrate_prior: float = field(default=1.2, metadata={
-        "help": "with calibrate: the model's scale from the first step that differs from the model until 8 steps were observed (protects the first admissions on an engine not yet measured)"})
-    idle_step_s: float = field(default=0.05, metadata={
-        "help": "step length when no SLO request is resident (best effort only)"})
+    kv_profile: bool = field(
+        default=False,
+        metadata={
+            "help": "admit on the peak KV the admitted requests can hold over time (growth and completion bounds) instead of the sum of their full reservations; not in predict mode; costs about 3x admission time"
+        },
+    )
+    kv_pace: float = field(
+        default=1.0,
+        metadata={
+            "help": "with kv_profile: arrivals may be planned at this fraction of their TPOTs (deadlines earlier than the SLO's: they finish and free KV sooner, at a compute cost); first choice while the KV pool is busy (kv_pace_above), fallback otherwise; 1 = off"
+        },
+    )
+    kv_pace_above: float = field(
+        default=0.5,
+        metadata={
+            "help": "with kv_pace < 1: plan arrivals at the faster pace first while the admitted requests' KV peak exceeds this fraction of the pool"
+        },
+    )
+    kv_pace_floor: float = field(
+        default=2.0,
+        metadata={
+            "help": "with kv_pace < 1: a paced TPOT is never below this multiple of the one-token batch time (short steps waste compute on the base time)"
+        },
+    )
+    best_effort_yield_kv: float = field(
+        default=0.8,
+        metadata={
+            "help": "best-effort requests get no step tokens while the SLO tier's reserved KV is above this fraction of the pool (admitted requests then decode in short steps and free KV sooner); 1 = never yield"
+        },
+    )
+    repace: bool = field(
+        default=False,
+        metadata={
+            "help": "experiment: at completions while KV binds, tighten ahead residents' remaining deadlines to tau = repace_tau * L per token (never later than the SLO's; kept only if the plan stays feasible) so their KV profile finish moves earlier"
+        },
+    )
+    repace_tau: float = field(
+        default=1.0,
+        metadata={
+            "help": "with repace: per-token spacing of re-paced deadlines, as a multiple of the step length L (>= 1)"
+        },
+    )
+    repace_slack_steps: float = field(
+        default=2.0,
+        metadata={"help": "with repace: the first re-paced token is due this many steps plus tau after now"},
+    )
+    repace_min_gain_steps: float = field(
+        default=4.0,
+        metadata={
+            "help": "with repace: re-pace a resident only when its finish bound moves earlier by more than this many steps"
+        },
+    )
+    repace_above: float = field(
+        default=0.8,
+        metadata={
+            "help": "with repace and kv_profile: KV binds when the admitted requests' KV peak exceeds this fraction of the pool (or reserved KV exceeds best_effort_yield_kv)"
+        },
+    )
+    calibrate: bool = field(
+        default=True,
+        metadata={
+            "help": "scale the batch-time model by a high quantile of observed/predicted step times (planner/calibrate.py); a no-op while the engine matches the model"
+        },
+    )
+    calibrate_quantile: float = field(
+        default=0.99,
+        metadata={
+            "help": "with calibrate: the quantile of recent observed/predicted step-time ratios the model is scaled by (never below 1)"
+        },
+    )
+    calibrate_tail_quantile: float = field(
+        default=0.0,
+        metadata={
+            "help": "with calibrate, experiment: a step that ends at a decode deadline is sized to end in time even at this quantile of observed/predicted ratios, the rest at calibrate_quantile (<= calibrate_quantile: off)"
+        },
+    )
+    calibrate_window: int = field(
+        default=512, metadata={"help": "with calibrate: recent steps the quantile is taken over"}
+    )
+    calibrate_prior: float = field(
+        default=1.2,
+        metadata={
+            "help": "with calibrate: the model's scale from the first step that differs from the model until 8 steps were observed (protects the first admissions on an engine not yet measured)"
+        },
+    )
+    idle_step_s: float = field(
+        default=0.05, metadata={"help": "step length when no SLO request is resident (best effort only)"}
+    )
 
     def __post_init__(self) -> None:
         if self.output_length not in OUTPUT_LENGTH_MODES:
@@ -91,9 +187,15 @@ class SLOsServeConfig:
             raise ValueError("max_candidates, max_front and max_states must be >= 1")
         if self.predict_prior_tokens < 1 or self.predict_margin <= 0:
             raise ValueError("predict_prior_tokens must be >= 1 and predict_margin > 0")
-        if (not 0 < self.length_quantile <= 1 or self.length_min_samples < 1 or self.length_prior_tokens < 0
-                or self.length_window < self.length_min_samples):
-            raise ValueError("length_quantile must be in (0, 1], length_min_samples >= 1, length_window >= length_min_samples")
+        if (
+            not 0 < self.length_quantile <= 1
+            or self.length_min_samples < 1
+            or self.length_prior_tokens < 0
+            or self.length_window < self.length_min_samples
+        ):
+            raise ValueError(
+                "length_quantile must be in (0, 1], length_min_samples >= 1, length_window >= length_min_samples"
+            )
         if not 0 <= self.planning_tolerance < 1:
             raise ValueError("planning_tolerance must be in [0, 1)")
         if not 0 < self.kv_pace <= 1 or self.kv_pace_floor < 0:
@@ -102,8 +204,12 @@ class SLOsServeConfig:
             raise ValueError("best_effort_yield_kv must be in [0, 1]")
         if self.repace_tau < 1 or self.repace_slack_steps < 0 or not 0 <= self.repace_above <= 1:
             raise ValueError("repace_tau must be >= 1, repace_slack_steps >= 0 and repace_above in [0, 1]")
-        if (not 0 < self.calibrate_quantile <= 1 or not 0 <= self.calibrate_tail_quantile <= 1
-                or self.calibrate_window < 32 or self.calibrate_prior < 1):
+        if (
+            not 0 < self.calibrate_quantile <= 1
+            or not 0 <= self.calibrate_tail_quantile <= 1
+            or self.calibrate_window < 32
+            or self.calibrate_prior < 1
+        ):
             raise ValueError("calibrate_quantile must be in (0, 1], calibrate_window >= 32 and calibrate_prior >= 1")
         if not (self.idle_step_s > 0 and self.max_step_s > 0):
             raise ValueError("idle_step_s and max_step_s must be positive")

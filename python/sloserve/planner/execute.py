@@ -60,8 +60,9 @@ def step_window(now_s: float, step_len_s: float, decoders: list[tuple[float, Req
     return end_s, forced, optional
 
 
-def fill_step(builder: StepBuilder, forced: list, prefills: list[Request], best_effort: list[Request],
-              optional: list) -> int:
+def fill_step(
+    builder: StepBuilder, forced: list, prefills: list[Request], best_effort: list[Request], optional: list
+) -> int:
     """Fill in priority order; returns the number of forced decodes that did not fit."""
     dropped = 0
     for _, r in forced:

@@ -26,8 +26,15 @@ from sloserve.core.request import Request
 from sloserve.planner.deadlines import PACE_KEY, paced_segments
 
 
-def peak_blocks(held_tokens: np.ndarray, full_tokens: np.ndarray, finish_s: np.ndarray, start_s: float,
-                min_step_s: float, tokens_per_step: int, block_tokens: int) -> int:
+def peak_blocks(
+    held_tokens: np.ndarray,
+    full_tokens: np.ndarray,
+    finish_s: np.ndarray,
+    start_s: float,
+    min_step_s: float,
+    tokens_per_step: int,
+    block_tokens: int,
+) -> int:
     """Largest total of per-request KV blocks the bounds above allow at any time >= start_s."""
     return PeakProfile.of(held_tokens, full_tokens, finish_s, start_s, min_step_s, tokens_per_step, block_tokens).peak()
 
@@ -49,8 +56,9 @@ class PeakProfile:
         self.full_blocks_total = 0
 
     @staticmethod
-    def of(held_tokens, full_tokens, finish_s, start_s: float, min_step_s: float, tokens_per_step: int,
-           block_tokens: int) -> "PeakProfile":
+    def of(
+        held_tokens, full_tokens, finish_s, start_s: float, min_step_s: float, tokens_per_step: int, block_tokens: int
+    ) -> "PeakProfile":
         p = PeakProfile(start_s, min_step_s, tokens_per_step, block_tokens)
         full = np.asarray(full_tokens, dtype=np.int64)
         held = np.minimum(np.asarray(held_tokens, dtype=np.int64), full)
@@ -141,10 +149,15 @@ class KVProfile:
         old = self._kvp_static
         self._kvp_static = {r.request_id: self._static(r, old.get(r.request_id)) for r in rs}  # members only
         static = list(self._kvp_static.values())
-        prof = PeakProfile.of(np.array([r.prompt_tokens + r.num_output_tokens + 1 for r in rs], dtype=np.int64),
-                              np.array([x[1] for x in static], dtype=np.int64),
-                              np.array([x[2] for x in static], dtype=np.float64), start_s,
-                              self._shortest_step_s(), self._tokens_per_step(), self.s.kv.block_size_tokens)
+        prof = PeakProfile.of(
+            np.array([r.prompt_tokens + r.num_output_tokens + 1 for r in rs], dtype=np.int64),
+            np.array([x[1] for x in static], dtype=np.int64),
+            np.array([x[2] for x in static], dtype=np.float64),
+            start_s,
+            self._shortest_step_s(),
+            self._tokens_per_step(),
+            self.s.kv.block_size_tokens,
+        )
         self._profile = (view, start_s, prof)
         return prof
 
@@ -207,7 +220,10 @@ class KVProfile:
         paces = [1.0]
         if self.s.config.kv_pace < 1 and self.s.config.kv_profile and self.s.config.output_length != "predict":
             start = self.s.inflight_end_s if self.s.inflight_end_s is not None else now_s
-            busy = self.s.kv.capacity_blocks - self.free_blocks(start) > self.s.config.kv_pace_above * self.s.kv.capacity_blocks
+            busy = (
+                self.s.kv.capacity_blocks - self.free_blocks(start)
+                > self.s.config.kv_pace_above * self.s.kv.capacity_blocks
+            )
             paces = [self.s.config.kv_pace, 1.0] if busy else [1.0, self.s.config.kv_pace]
         floor_ms = self.s.config.kv_pace_floor * self.s.ctx.perf.batch_time_s(1) * 1e3
         for pace in paces:
@@ -217,4 +233,3 @@ class KVProfile:
                 return True
             r.extra.pop(PACE_KEY, None)
         return False
-

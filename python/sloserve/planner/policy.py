@@ -19,13 +19,12 @@ from sloserve.planner.batch import EPS_S, StepGrid, make_grid
 from sloserve.planner.calibrate import CalibratedModel
 from sloserve.planner.config import SLOsServeConfig
 from sloserve.planner.deadlines import Deadlines
+from sloserve.planner.execute import StepBuilder, fill_step, is_decoding, step_window
 from sloserve.planner.kvprofile import KVProfile
 from sloserve.planner.lengths import LengthPredictor
 from sloserve.planner.repace import Repacer
-from sloserve.planner.execute import StepBuilder, fill_step, is_decoding, step_window
 from sloserve.planner.spare import spare_curve, spare_step_s, stretch_limit_s
 from sloserve.planner.view import TierView, build_view, extend_view
-
 
 STRETCH_MIN = 1.25  # stretch a step only when it can be this many times L (else not worth it)
 
@@ -43,8 +42,13 @@ class SLOsServeScheduler(Scheduler):
         self.calib = None
         if self.config.calibrate:  # the planner sees the model scaled by what steps really took
             cfg = self.config
-            self.calib = CalibratedModel(ctx.perf, cfg.calibrate_quantile, cfg.calibrate_window, prior_scale=cfg.calibrate_prior,
-                                         tail_quantile=cfg.calibrate_tail_quantile)
+            self.calib = CalibratedModel(
+                ctx.perf,
+                cfg.calibrate_quantile,
+                cfg.calibrate_window,
+                prior_scale=cfg.calibrate_prior,
+                tail_quantile=cfg.calibrate_tail_quantile,
+            )
             self.ctx = replace(ctx, perf=self.calib)
         self.slo: dict[str, Request] = {}  # admitted: deadlines guaranteed by the plan
         self.be: dict[str, Request] = {}  # best effort, FIFO by insertion
@@ -90,8 +94,17 @@ class SLOsServeScheduler(Scheduler):
     # ---- planning -------------------------------------------------------------------------
     def _item(self, r: Request) -> Item:
         left = r.num_tokens - r.num_computed_tokens - self.inflight.get(r.request_id, 0)
-        return Item(r.request_id, self.dl.ttft_s(r), max(left, 1), self.mem_blocks(r), self.dl.min_tpot_s(r),
-                    r.weight, False, max(self.planned_output(r) - 1, 0), self.dl.decode_origin_s(r))
+        return Item(
+            r.request_id,
+            self.dl.ttft_s(r),
+            max(left, 1),
+            self.mem_blocks(r),
+            self.dl.min_tpot_s(r),
+            r.weight,
+            False,
+            max(self.planned_output(r) - 1, 0),
+            self.dl.decode_origin_s(r),
+        )
 
     def _step_options(self, view: TierView, cands: list[Item]) -> list[float]:
         if self.fixed_step_s is not None:
@@ -102,8 +115,9 @@ class SLOsServeScheduler(Scheduler):
             opts.add(self.step_len_s)  # the current step length stays valid while tighter
         return sorted(opts)
 
-    def plan(self, cands: list[Request], now_s: float, stretch_only: bool = False
-             ) -> tuple[Admission, float | None, StepGrid | None]:
+    def plan(
+        self, cands: list[Request], now_s: float, stretch_only: bool = False
+    ) -> tuple[Admission, float | None, StepGrid | None]:
         """Pure: the best admission over step lengths and first-step shapes (no state changes).
 
         ``stretch_only`` (the executor's per-step check) tries only a stretched first step at
@@ -124,8 +138,18 @@ class SLOsServeScheduler(Scheduler):
                 if len(elig) <= 1:  # every arrival, can_admit, and re-plans with nothing to promote
                     res = admit_cached(view.mandatory_rows(grid), elig, free, cap)
                 else:
-                    res = admit_arrays(view.pending_deadline_s, view.pending_prefill, elig, grid, view.load, free, cap,
-                                       self.config.max_front, self.config.max_states, view.table(grid))
+                    res = admit_arrays(
+                        view.pending_deadline_s,
+                        view.pending_prefill,
+                        elig,
+                        grid,
+                        view.load,
+                        free,
+                        cap,
+                        self.config.max_front,
+                        self.config.max_states,
+                        view.table(grid),
+                    )
                 key = (res.feasible, res.value, res.min_leftover_tokens, grid.first_all, step)
                 if best is None or key > best[0]:
                     best = (key, res, step, grid)
@@ -133,7 +157,9 @@ class SLOsServeScheduler(Scheduler):
             return Admission((), 0.0, True, math.inf), None, None
         return best[1], best[2], best[3]
 
-    def _grids(self, view: TierView, items: list[Item], start: float, step: float, stretch_only: bool) -> list[StepGrid]:
+    def _grids(
+        self, view: TierView, items: list[Item], start: float, step: float, stretch_only: bool
+    ) -> list[StepGrid]:
         fixed = self.config.fixed_batch_tokens or None
         grids = [] if stretch_only else [self._grid(start, step, view.earliest_due_s, fixed)]
         soonest = min((it.deadline_s for it in items), default=math.inf)
@@ -144,8 +170,9 @@ class SLOsServeScheduler(Scheduler):
         if first is not None and abs(first[0] - start) <= EPS_S and step == self.step_len_s and not stretch_only:
             # the first step the last plan committed to is known feasible: keep it an option
             # (grid options are not monotone in the state: a different stretch can lose a step)
-            kept = self._grid(start, step, first[1] if not first[2] else view.earliest_due_s, fixed,
-                              first[1] if first[2] else None)
+            kept = self._grid(
+                start, step, first[1] if not first[2] else view.earliest_due_s, fixed, first[1] if first[2] else None
+            )
             if kept not in grids:
                 grids.append(kept)
         if self.config.stretch_steps and fixed is None:
@@ -155,16 +182,18 @@ class SLOsServeScheduler(Scheduler):
                 grids.append(stretched)
         return grids
 
-    def _grid(self, start: float, step: float, earliest_due_s: float, fixed: int | None,
-              stretch_end_s: float | None = None) -> StepGrid:
+    def _grid(
+        self, start: float, step: float, earliest_due_s: float, fixed: int | None, stretch_end_s: float | None = None
+    ) -> StepGrid:
         """``make_grid``, memoized: the arrivals of one step ask for the same few grids."""
         key = (start, step, earliest_due_s, fixed, stretch_end_s)
         got = self._grid_cache.get(key)
         if got is None:
             if len(self._grid_cache) >= 256:
                 self._grid_cache.clear()
-            got = self._grid_cache[key] = make_grid(self.ctx.perf, start, step, earliest_due_s, fixed_tokens=fixed,
-                                                    stretch_end_s=stretch_end_s)
+            got = self._grid_cache[key] = make_grid(
+                self.ctx.perf, start, step, earliest_due_s, fixed_tokens=fixed, stretch_end_s=stretch_end_s
+            )
         return got
 
     def _promotable(self, now_s: float, limit: int) -> list[Request]:
@@ -178,8 +207,9 @@ class SLOsServeScheduler(Scheduler):
                     break
         return out
 
-    def _commit(self, res: Admission, step: float | None, grid: StepGrid | None, cands: list[Request],
-                now_s: float) -> set[str]:
+    def _commit(
+        self, res: Admission, step: float | None, grid: StepGrid | None, cands: list[Request], now_s: float
+    ) -> set[str]:
         """Apply a plan: admit the selected, adopt its step length. Returns the admitted ids."""
         if not res.feasible:
             self.reasons["plan_infeasible"] += 1
@@ -194,8 +224,11 @@ class SLOsServeScheduler(Scheduler):
             if promoted:
                 self.reasons["promoted"] += 1
             if promoted or waited:  # a request added just now reports its tier in its decision
-                self.pending_events.append(RequestEvent(EventKind.TIER, rid, now_s, tier=Tier.SLO.value,
-                                                        reason="promoted" if promoted else "timer"))
+                self.pending_events.append(
+                    RequestEvent(
+                        EventKind.TIER, rid, now_s, tier=Tier.SLO.value, reason="promoted" if promoted else "timer"
+                    )
+                )
         if step is not None:
             self.step_len_s = step
         if grid is not None:
@@ -232,8 +265,9 @@ class SLOsServeScheduler(Scheduler):
 
     def _infeasible_alone(self, r: Request) -> bool:
         perf = self.ctx.perf
-        return (perf.zero_load_prefill_s(r.prompt_tokens) > self.dl.ttft_s(r) - r.arrival_s
-                or perf.batch_time_s(1) > self.dl.min_tpot_s(r))
+        return perf.zero_load_prefill_s(r.prompt_tokens) > self.dl.ttft_s(r) - r.arrival_s or perf.batch_time_s(
+            1
+        ) > self.dl.min_tpot_s(r)
 
     # ---- the interface --------------------------------------------------------------------
     def enqueue(self, request: Request, now_s: float) -> AdmitDecision:
@@ -364,15 +398,18 @@ class SLOsServeScheduler(Scheduler):
         while len(items) > num_forced and perf.plan_time_s(StepPlan(tuple(items))) > limit_s + 1e-12:
             last = items[-1]
             if last.num_tokens > 1:
-                items[-1] = type(last)(last.request_id, last.num_tokens // 2, last.spec_draft_tokens, last.context_tokens)
+                items[-1] = type(last)(
+                    last.request_id, last.num_tokens // 2, last.spec_draft_tokens, last.context_tokens
+                )
             elif len(items) > keep:
                 items.pop()
             else:
                 break
         return items
 
-    def _stretch_end(self, now_s: float, std_end_s: float, prefills: list[Request],
-                     best_effort: list[Request]) -> float | None:
+    def _stretch_end(
+        self, now_s: float, std_end_s: float, prefills: list[Request], best_effort: list[Request]
+    ) -> float | None:
         """End of a stretched step when the last plan chose one for now, or when a check shows
         that one is worth it and keeps every admitted deadline; None for a standard step."""
         first = self.first_step
@@ -397,7 +434,7 @@ class SLOsServeScheduler(Scheduler):
         if self.kv.grow(r.request_id, total):
             return True
         order = list(self.be)
-        younger = order if slo else order[order.index(r.request_id) + 1:]
+        younger = order if slo else order[order.index(r.request_id) + 1 :]
         for rid in reversed(younger):
             if rid in builder.ids or not self.kv.held_blocks(rid):
                 continue
@@ -461,7 +498,9 @@ class SLOsServeScheduler(Scheduler):
             self._view = None
             r.tier = Tier.BEST_EFFORT
             self.be[r.request_id] = r
-            self.pending_events.append(RequestEvent(EventKind.TIER, r.request_id, now_s, tier=r.tier.value, reason="overrun"))
+            self.pending_events.append(
+                RequestEvent(EventKind.TIER, r.request_id, now_s, tier=r.tier.value, reason="overrun")
+            )
         if not self.slo:
             self.step_len_s = None
 
@@ -486,7 +525,9 @@ class SLOsServeScheduler(Scheduler):
             if not dec.accepted:
                 r.tier = Tier.REJECTED
                 self.requests.pop(r.request_id, None)
-                self.pending_events.append(RequestEvent(EventKind.REJECTED, r.request_id, now_s, reason=dec.reason.value))
+                self.pending_events.append(
+                    RequestEvent(EventKind.REJECTED, r.request_id, now_s, reason=dec.reason.value)
+                )
             else:
                 self.pending_events.append(RequestEvent(EventKind.TIER, r.request_id, now_s, tier=r.tier.value))
 
@@ -497,10 +538,21 @@ class SLOsServeScheduler(Scheduler):
             by_tier[r.slo_class] = by_tier.get(r.slo_class, 0) + 1
         slack = self.slack_s if self.slo else math.inf
         backlog = sum(r.remaining_compute_tokens for r in self.requests.values() if r.num_output_tokens == 0)
-        return ReplicaSummary(base.replica_id, now_s, base.num_requests, base.num_waiting, base.outstanding_tokens,
-                              base.free_kv_tokens, base.kv_capacity_tokens, by_tier, slack, True,
-                              prefill_backlog_tokens=backlog, prefill_tokens_per_s=self.prefill_rate_tps(),
-                              spare_prefill_tokens=self.spare_prefill(now_s) if self.publish_spare else ())
+        return ReplicaSummary(
+            base.replica_id,
+            now_s,
+            base.num_requests,
+            base.num_waiting,
+            base.outstanding_tokens,
+            base.free_kv_tokens,
+            base.kv_capacity_tokens,
+            by_tier,
+            slack,
+            True,
+            prefill_backlog_tokens=backlog,
+            prefill_tokens_per_s=self.prefill_rate_tps(),
+            spare_prefill_tokens=self.spare_prefill(now_s) if self.publish_spare else (),
+        )
 
     def spare_prefill(self, now_s: float) -> tuple[tuple[float, int], ...]:
         """Spare prefill tokens by horizon after ``now_s`` on the grids an arrival is planned on
@@ -512,8 +564,12 @@ class SLOsServeScheduler(Scheduler):
         start = self.inflight_end_s if self.inflight_end_s is not None else now_s
         fixed = self.config.fixed_batch_tokens or None
         stretch = (self.config.max_step_s, STRETCH_MIN) if self.config.stretch_steps and fixed is None else None
-        return spare_curve(view, now_s, stretch=stretch, grid_for=lambda due, end: self._grid(
-            start, step, due, fixed if end is None else None, end))
+        return spare_curve(
+            view,
+            now_s,
+            stretch=stretch,
+            grid_for=lambda due, end: self._grid(start, step, due, fixed if end is None else None, end),
+        )
 
     def prefill_rate_tps(self) -> float:
         """Prefill tokens per second left beside the admitted decodes, at the current step length

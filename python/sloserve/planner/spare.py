@@ -63,8 +63,7 @@ from sloserve.planner.view import TierView
 SPARE_HORIZONS_S: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0, 8.0)
 
 
-def spare_step_s(step_len_s: float | None, min_tpot_s: float, fixed_step_s: float | None,
-                 idle_step_s: float) -> float:
+def spare_step_s(step_len_s: float | None, min_tpot_s: float, fixed_step_s: float | None, idle_step_s: float) -> float:
     """Step length of the grid the curve is read on: one the DP tries for every arrival."""
     if fixed_step_s is not None:
         return fixed_step_s
@@ -77,8 +76,11 @@ def spare_tokens(rows: MandatoryRows, num_streams: int, deadline_s: np.ndarray) 
     (unclamped floats; all zeros when the admitted plan is infeasible there)."""
     grid = rows.grid
     n = rows.b.size
-    if (not rows.decodes_fit or num_streams + 1 > min(grid.first_tokens, grid.step_tokens)
-            or (n and float(rows.prefix_min[-1]) < -1e-6)):
+    if (
+        not rows.decodes_fit
+        or num_streams + 1 > min(grid.first_tokens, grid.step_tokens)
+        or (n and float(rows.prefix_min[-1]) < -1e-6)
+    ):
         return np.zeros(deadline_s.shape)
     m = grid.steps_by(deadline_s)
     own = (grid.tokens_by(m) - rows.table.get(m)).astype(np.float64)
@@ -99,17 +101,20 @@ def stretch_limit_s(start_s: float, view: TierView, max_step_s: float) -> float:
     return end
 
 
-def stretched_end_s(start_s: float, step_s: float, view: TierView, max_step_s: float,
-                    min_ratio: float) -> float | None:
+def stretched_end_s(start_s: float, step_s: float, view: TierView, max_step_s: float, min_ratio: float) -> float | None:
     """End ``E`` of the stretched step 0 the policy offers a newcomer due at or after ``E``
     (``SLOsServeScheduler._grids``); None when it would not be worth stretching."""
     end = stretch_limit_s(start_s, view, max_step_s)
     return end if end - start_s > step_s * min_ratio else None
 
 
-def spare_curve(view: TierView, now_s: float, grid_for: Callable[[float, float | None], StepGrid],
-                stretch: tuple[float, float] | None = None,
-                horizons_s: tuple[float, ...] = SPARE_HORIZONS_S) -> tuple[tuple[float, int], ...]:
+def spare_curve(
+    view: TierView,
+    now_s: float,
+    grid_for: Callable[[float, float | None], StepGrid],
+    stretch: tuple[float, float] | None = None,
+    horizons_s: tuple[float, ...] = SPARE_HORIZONS_S,
+) -> tuple[tuple[float, int], ...]:
     """The published curve for the tier ``view``.
 
     ``grid_for(earliest_due_s, stretch_end_s)`` returns the policy's memoized grid from the plan
@@ -127,7 +132,7 @@ def spare_curve(view: TierView, now_s: float, grid_for: Callable[[float, float |
     best = spare_tokens(view.mandatory_rows(std), n, deadline)
 
     def at(i: int, grid: StepGrid) -> None:  # one horizon on a grid only a newcomer due then gets
-        best[i] = max(best[i], float(spare_tokens(view.mandatory_rows(grid), n, deadline[i:i + 1])[0]))
+        best[i] = max(best[i], float(spare_tokens(view.mandatory_rows(grid), n, deadline[i : i + 1])[0]))
 
     for i, d in enumerate(deadline):
         if std.start_s < d < std.first_end_s - EPS_S:

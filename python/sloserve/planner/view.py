@@ -15,8 +15,8 @@ import numpy as np
 
 from sloserve.core.request import Request
 from sloserve.planner.admission import MandatoryRows
-from sloserve.planner.deadlines import Deadlines
 from sloserve.planner.batch import DecodeLoad, ForcedTable, StepGrid
+from sloserve.planner.deadlines import Deadlines
 
 
 @dataclass(frozen=True)
@@ -70,8 +70,12 @@ class TierView:
         return got
 
 
-def build_view(slo: Iterable[Request], inflight: Mapping[str, int],
-               planned_output: Callable[[Request], int], dl: Deadlines = Deadlines()) -> TierView:
+def build_view(
+    slo: Iterable[Request],
+    inflight: Mapping[str, int],
+    planned_output: Callable[[Request], int],
+    dl: Deadlines = Deadlines(),
+) -> TierView:
     rows: list[tuple[float, float, int]] = []
     pending: list[tuple[float, int]] = []
     earliest = float("inf")
@@ -114,11 +118,21 @@ def extend_view(view: TierView, r: Request, planned_output: int, dl: Deadlines =
     at = int(np.searchsorted(view.pending_deadline_s, deadline, side="right"))
     due, cap = dl.decode_origin_s(r) + tpot, max(planned_output - 1, 0)
     old = view.load
-    load = DecodeLoad(np.concatenate((old.first_due_s, [due])), np.concatenate((old.tpot_s, [tpot])),
-                      np.concatenate((old.cap_tokens, np.array([cap], dtype=np.int64))))
+    load = DecodeLoad(
+        np.concatenate((old.first_due_s, [due])),
+        np.concatenate((old.tpot_s, [tpot])),
+        np.concatenate((old.cap_tokens, np.array([cap], dtype=np.int64))),
+    )
     prefill = float(r.num_tokens - r.num_computed_tokens)
     pd, pp = view.pending_deadline_s, view.pending_prefill
     view.parent = None  # only a view's own parent is ever derived from: free the older ones
-    return TierView(load, np.concatenate((pd[:at], [deadline], pd[at:])), np.concatenate((pp[:at], [prefill], pp[at:])),
-                    view.earliest_due_s, min(view.min_tpot_s, tpot), view.num_requests + 1,
-                    parent=view, added=Admitted(due, tpot, cap, deadline, prefill))
+    return TierView(
+        load,
+        np.concatenate((pd[:at], [deadline], pd[at:])),
+        np.concatenate((pp[:at], [prefill], pp[at:])),
+        view.earliest_due_s,
+        min(view.min_tpot_s, tpot),
+        view.num_requests + 1,
+        parent=view,
+        added=Admitted(due, tpot, cap, deadline, prefill),
+    )

@@ -69,8 +69,9 @@ class QueuedScheduler(Scheduler):
             self.waiting.append(req.request_id)
         return event
 
-    def reserve_preempting_newest(self, req: Request, num_tokens: int, now_s: float,
-                                  events: list[RequestEvent]) -> bool:
+    def reserve_preempting_newest(
+        self, req: Request, num_tokens: int, now_s: float, events: list[RequestEvent]
+    ) -> bool:
         """Reserve KV for ``req``, preempting the last running request (vLLM's
         ``running.pop()``) until it fits. False when ``req`` itself had to go."""
         while not self.reserve(req, num_tokens):

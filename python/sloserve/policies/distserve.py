@@ -37,16 +37,28 @@ class DistServeConfig:
 
     prefill_replicas: int = field(default=1, metadata={"help": "replicas (GPU groups) running prefill"})
     decode_replicas: int = field(default=1, metadata={"help": "replicas (GPU groups) running decode"})
-    kv_transfer_s_per_token: float = field(default=3.3e-6, metadata={
-        "help": "seconds to move one token's KV from a prefill to a decode replica; default: "
-                "OPT-13B (~0.8 MB/token in fp16) over NVLink at ~250 GB/s effective"})
+    kv_transfer_s_per_token: float = field(
+        default=3.3e-6,
+        metadata={
+            "help": "seconds to move one token's KV from a prefill to a decode replica; default: "
+            "OPT-13B (~0.8 MB/token in fp16) over NVLink at ~250 GB/s effective"
+        },
+    )
     prefill_max_batch_size: int = field(default=128, metadata={"help": "prefill role: max requests per batch"})
-    prefill_max_tokens_per_batch: int = field(default=8192, metadata={"help": "prefill role: max prompt tokens per batch"})
+    prefill_max_tokens_per_batch: int = field(
+        default=8192, metadata={"help": "prefill role: max prompt tokens per batch"}
+    )
     decode_max_batch_size: int = field(default=1024, metadata={"help": "decode role: max requests per batch"})
 
     def __post_init__(self) -> None:
-        require_positive(self, "prefill_replicas", "decode_replicas", "prefill_max_batch_size",
-                         "prefill_max_tokens_per_batch", "decode_max_batch_size")
+        require_positive(
+            self,
+            "prefill_replicas",
+            "decode_replicas",
+            "prefill_max_batch_size",
+            "prefill_max_tokens_per_batch",
+            "decode_max_batch_size",
+        )
         if not self.kv_transfer_s_per_token >= 0:
             raise ValueError(f"kv_transfer_s_per_token must be >= 0, got {self.kv_transfer_s_per_token}")
 
@@ -62,7 +74,10 @@ class DistServeConfig:
         return self.kv_transfer_s_per_token * num_tokens
 
     def prefill_options(self) -> dict:
-        return {"max_batch_size": self.prefill_max_batch_size, "max_tokens_per_batch": self.prefill_max_tokens_per_batch}
+        return {
+            "max_batch_size": self.prefill_max_batch_size,
+            "max_tokens_per_batch": self.prefill_max_tokens_per_batch,
+        }
 
     def decode_options(self) -> dict:
         return {"max_batch_size": self.decode_max_batch_size}
@@ -94,8 +109,10 @@ class DistServePrefillScheduler(QueuedScheduler):
     def check_length(self, request: Request) -> AdmitDecision | None:
         too_long = super().check_length(request)
         if too_long is None and request.prompt_tokens > self.config.max_tokens_per_batch:
-            return AdmitDecision(AdmitReason.TOO_LONG, detail=f"prompt {request.prompt_tokens} > "
-                                 f"max_tokens_per_batch {self.config.max_tokens_per_batch}")
+            return AdmitDecision(
+                AdmitReason.TOO_LONG,
+                detail=f"prompt {request.prompt_tokens} > max_tokens_per_batch {self.config.max_tokens_per_batch}",
+            )
         return too_long
 
     def schedule(self, now_s: float) -> StepPlan:
@@ -125,7 +142,11 @@ class DistServeDecodeScheduler(QueuedScheduler):
         request.tier = Tier.SLO
         rid = request.request_id
         # Accept at once (KV for the whole context) unless someone is already waiting for memory.
-        if not self.waiting and len(self.running) < self.config.max_batch_size and self.kv.grow(rid, request.num_tokens):
+        if (
+            not self.waiting
+            and len(self.running) < self.config.max_batch_size
+            and self.kv.grow(rid, request.num_tokens)
+        ):
             self.running.append(rid)
         else:
             self.waiting.append(rid)

@@ -62,10 +62,18 @@ class EDFScheduler(Scheduler):
             budget -= want
         return StepPlan(tuple(items), tuple(events))
 
-    def _evict_later(self, order: list[Request], pos: int, req: Request, want: int, taken: set[str],
-                     events: list[RequestEvent], now_s: float) -> bool:
+    def _evict_later(
+        self,
+        order: list[Request],
+        pos: int,
+        req: Request,
+        want: int,
+        taken: set[str],
+        events: list[RequestEvent],
+        now_s: float,
+    ) -> bool:
         """Preempt later-deadline KV holders, latest first, until ``req`` fits."""
-        for victim in reversed(order[pos + 1:]):
+        for victim in reversed(order[pos + 1 :]):
             if victim.request_id in taken or not self.kv.held_blocks(victim.request_id):
                 continue
             events.append(self.preempt(victim, now_s))

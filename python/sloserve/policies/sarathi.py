@@ -27,14 +27,20 @@ FALLBACK_BUDGET_TOKENS = 512
 
 @dataclass(frozen=True)
 class SarathiConfig:
-    token_budget: int | str = field(default="auto", metadata={
-        "help": "tokens per step (Sarathi's chunk size): an int such as 512 or 2048, or 'auto' = "
-                "the largest batch whose predicted time fits the tightest resident TPOT SLO"})
+    token_budget: int | str = field(
+        default="auto",
+        metadata={
+            "help": "tokens per step (Sarathi's chunk size): an int such as 512 or 2048, or 'auto' = "
+            "the largest batch whose predicted time fits the tightest resident TPOT SLO"
+        },
+    )
     max_num_seqs: int = field(default=128, metadata={"help": "max running requests (Sarathi-Serve default)"})
-    min_auto_budget: int = field(default=128, metadata={
-        "help": "floor of the 'auto' budget when even a small batch misses the TPOT SLO"})
-    watermark: float = field(default=0.01, metadata={
-        "help": "fraction of KV blocks a newly admitted prompt must leave free"})
+    min_auto_budget: int = field(
+        default=128, metadata={"help": "floor of the 'auto' budget when even a small batch misses the TPOT SLO"}
+    )
+    watermark: float = field(
+        default=0.01, metadata={"help": "fraction of KV blocks a newly admitted prompt must leave free"}
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.token_budget, str):
@@ -70,7 +76,10 @@ class SarathiScheduler(QueuedScheduler):
 
     def check_length(self, request: Request) -> AdmitDecision | None:
         too_long = super().check_length(request)
-        if too_long is None and self.kv.capacity_blocks - self.kv.blocks_for(request.prompt_tokens) < self.watermark_blocks:
+        if (
+            too_long is None
+            and self.kv.capacity_blocks - self.kv.blocks_for(request.prompt_tokens) < self.watermark_blocks
+        ):
             return AdmitDecision(AdmitReason.TOO_LONG, detail="prompt exceeds KV capacity minus watermark")
         return too_long
 
@@ -102,7 +111,9 @@ class SarathiScheduler(QueuedScheduler):
         self._admit_waiting(budget, used, items, events, now_s)
         return StepPlan(tuple(items), tuple(events))
 
-    def _schedule_decodes(self, budget: int, now_s: float) -> tuple[list[ScheduledItem], list[RequestEvent], list[Request]]:
+    def _schedule_decodes(
+        self, budget: int, now_s: float
+    ) -> tuple[list[ScheduledItem], list[RequestEvent], list[Request]]:
         items: list[ScheduledItem] = []
         events: list[RequestEvent] = []
         prefilling: list[Request] = []
@@ -121,8 +132,9 @@ class SarathiScheduler(QueuedScheduler):
                 idx -= 1  # req itself was preempted: the list shrank under us
         return items, events, prefilling
 
-    def _admit_waiting(self, budget: int, used: int, items: list[ScheduledItem],
-                       events: list[RequestEvent], now_s: float) -> None:
+    def _admit_waiting(
+        self, budget: int, used: int, items: list[ScheduledItem], events: list[RequestEvent], now_s: float
+    ) -> None:
         while self.waiting and used < budget and len(self.running) < self.config.max_num_seqs:
             req = self.requests[self.waiting[0]]
             if self.never_fits(req, self.watermark_blocks):

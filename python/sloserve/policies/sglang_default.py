@@ -42,29 +42,47 @@ CONTINUE, NO_TOKEN, OTHER = "continue", "no_token", "other"
 
 @dataclass(frozen=True)
 class SGLangConfig:
-    chunked_prefill_size: int | None = field(default=8192, metadata={
-        "help": "max prefill tokens per batch, longer prompts are chunked; None disables "
-                "chunking (SGLang: 8192 on 60-160 GB GPUs, 4096 on 20-60 GB, 2048 below)"})
+    chunked_prefill_size: int | None = field(
+        default=8192,
+        metadata={
+            "help": "max prefill tokens per batch, longer prompts are chunked; None disables "
+            "chunking (SGLang: 8192 on 60-160 GB GPUs, 4096 on 20-60 GB, 2048 below)"
+        },
+    )
     max_prefill_tokens: int = field(default=16384, metadata={"help": "max input tokens in one prefill batch"})
-    max_running_requests: int | None = field(default=None, metadata={
-        "help": "max requests in the decode batch (None: limited by KV only)"})
-    enable_mixed_chunk: bool = field(default=False, metadata={
-        "help": "let running decodes ride along a prefill batch (SGLang --enable-mixed-chunk)"})
-    schedule_conservativeness: float = field(default=1.0, metadata={
-        "help": "scales the initial new-token ratio (larger reserves more KV for decodes)"})
+    max_running_requests: int | None = field(
+        default=None, metadata={"help": "max requests in the decode batch (None: limited by KV only)"}
+    )
+    enable_mixed_chunk: bool = field(
+        default=False, metadata={"help": "let running decodes ride along a prefill batch (SGLang --enable-mixed-chunk)"}
+    )
+    schedule_conservativeness: float = field(
+        default=1.0, metadata={"help": "scales the initial new-token ratio (larger reserves more KV for decodes)"}
+    )
     init_new_token_ratio: float = field(default=0.7, metadata={"help": "SGLANG_INIT_NEW_TOKEN_RATIO"})
     min_new_token_ratio_factor: float = field(default=0.14, metadata={"help": "SGLANG_MIN_NEW_TOKEN_RATIO_FACTOR"})
     new_token_ratio_decay_steps: int = field(default=600, metadata={"help": "SGLANG_NEW_TOKEN_RATIO_DECAY_STEPS"})
     retract_decode_steps: int = field(default=20, metadata={"help": "SGLANG_RETRACT_DECODE_STEPS"})
     clip_max_new_tokens: int = field(default=4096, metadata={"help": "SGLANG_CLIP_MAX_NEW_TOKENS_ESTIMATION"})
-    ignore_eos: bool = field(default=False, metadata={
-        "help": "requests are sent with ignore_eos: running requests reserve their full remaining "
-                "max_new_tokens (ratio 1.0), as in SGLang's bench_serving default"})
+    ignore_eos: bool = field(
+        default=False,
+        metadata={
+            "help": "requests are sent with ignore_eos: running requests reserve their full remaining "
+            "max_new_tokens (ratio 1.0), as in SGLang's bench_serving default"
+        },
+    )
     page_size: int = field(default=1, metadata={"help": "KV page size in tokens for SGLang's rounding"})
 
     def __post_init__(self) -> None:
-        require_positive(self, "chunked_prefill_size", "max_prefill_tokens", "max_running_requests",
-                         "new_token_ratio_decay_steps", "clip_max_new_tokens", "page_size")
+        require_positive(
+            self,
+            "chunked_prefill_size",
+            "max_prefill_tokens",
+            "max_running_requests",
+            "new_token_ratio_decay_steps",
+            "clip_max_new_tokens",
+            "page_size",
+        )
         if self.retract_decode_steps < 0:
             raise ValueError("retract_decode_steps must be >= 0")
         if not self.schedule_conservativeness >= 0:
@@ -132,7 +150,11 @@ class SGLangScheduler(QueuedScheduler):
             return too_long
         # PrefillAdder needs prompt + clipped max_new + a page strictly below the free KV even on
         # an empty pool; such a request would otherwise wait forever.
-        need = request.prompt_tokens + min(self.max_new_tokens(request), self.config.clip_max_new_tokens) + self.config.page_size
+        need = (
+            request.prompt_tokens
+            + min(self.max_new_tokens(request), self.config.clip_max_new_tokens)
+            + self.config.page_size
+        )
         if need >= self.kv.capacity_tokens:
             return AdmitDecision(AdmitReason.TOO_LONG, detail=f"{need} tokens >= KV capacity {self.kv.capacity_tokens}")
         return None
@@ -277,8 +299,11 @@ class SGLangScheduler(QueuedScheduler):
 
     def _retract(self, now_s: float) -> list[RequestEvent]:
         """ScheduleBatch.retract_decode: retract the least-preferred until the step fits."""
-        keep = sorted(self.running, key=lambda rid: (self.requests[rid].num_output_tokens,
-                                                     -self.requests[rid].prompt_tokens), reverse=True)
+        keep = sorted(
+            self.running,
+            key=lambda rid: (self.requests[rid].num_output_tokens, -self.requests[rid].prompt_tokens),
+            reverse=True,
+        )
         events: list[RequestEvent] = []
         first = True
         while first or not self._decode_fits(keep):
@@ -304,4 +329,3 @@ class SGLangScheduler(QueuedScheduler):
         out["new_token_ratio"] = self.new_token_ratio
         out["num_retractions"] = self.num_retractions
         return out
-

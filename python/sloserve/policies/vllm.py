@@ -27,12 +27,17 @@ from sloserve.policies._common import QueuedScheduler, item_for, require_positiv
 # ---------------------------------------------------------------------------------- v0
 @dataclass(frozen=True)
 class VLLMv0Config:
-    max_num_batched_tokens: int | None = field(default=None, metadata={
-        "help": "max prompt tokens in one prefill batch; None = vLLM v0's default "
-                "max(max_seq_len, 2048) (whole prompts must fit: no chunking)"})
+    max_num_batched_tokens: int | None = field(
+        default=None,
+        metadata={
+            "help": "max prompt tokens in one prefill batch; None = vLLM v0's default "
+            "max(max_seq_len, 2048) (whole prompts must fit: no chunking)"
+        },
+    )
     max_num_seqs: int = field(default=256, metadata={"help": "max running requests"})
-    watermark: float = field(default=0.01, metadata={
-        "help": "fraction of KV blocks a new prefill must leave free (vLLM v0 block manager)"})
+    watermark: float = field(
+        default=0.01, metadata={"help": "fraction of KV blocks a new prefill must leave free (vLLM v0 block manager)"}
+    )
 
     def __post_init__(self) -> None:
         require_positive(self, "max_num_batched_tokens", "max_num_seqs")
@@ -58,8 +63,10 @@ class VLLMv0Scheduler(QueuedScheduler):
             return too_long
         # vLLM v0 ignores prompts above its prompt limit or that could never pass the watermark.
         if request.prompt_tokens > self.max_batched_tokens:
-            return AdmitDecision(AdmitReason.TOO_LONG, detail=f"prompt {request.prompt_tokens} > "
-                                 f"max_num_batched_tokens {self.max_batched_tokens}")
+            return AdmitDecision(
+                AdmitReason.TOO_LONG,
+                detail=f"prompt {request.prompt_tokens} > max_num_batched_tokens {self.max_batched_tokens}",
+            )
         if self.kv.capacity_blocks - self.kv.blocks_for(request.prompt_tokens) < self.watermark_blocks:
             return AdmitDecision(AdmitReason.TOO_LONG, detail="prompt exceeds KV capacity minus watermark")
         return None
@@ -122,11 +129,13 @@ class VLLMv0Scheduler(QueuedScheduler):
 # ---------------------------------------------------------------------------------- v1
 @dataclass(frozen=True)
 class VLLMConfig:
-    token_budget: int = field(default=2048, metadata={
-        "help": "max_num_batched_tokens: tokens computed per step (decodes + prefill chunks)"})
+    token_budget: int = field(
+        default=2048, metadata={"help": "max_num_batched_tokens: tokens computed per step (decodes + prefill chunks)"}
+    )
     max_num_seqs: int = field(default=256, metadata={"help": "max running requests"})
-    long_prefill_token_threshold: int = field(default=0, metadata={
-        "help": "cap on one request's prefill chunk per step (0 = no cap, vLLM's default)"})
+    long_prefill_token_threshold: int = field(
+        default=0, metadata={"help": "cap on one request's prefill chunk per step (0 = no cap, vLLM's default)"}
+    )
 
     def __post_init__(self) -> None:
         require_positive(self, "token_budget", "max_num_seqs")
@@ -136,8 +145,9 @@ class VLLMConfig:
 
 @dataclass(frozen=True)
 class VLLM8192Config(VLLMConfig):
-    token_budget: int = field(default=8192, metadata={
-        "help": "max_num_batched_tokens: tokens computed per step (decodes + prefill chunks)"})
+    token_budget: int = field(
+        default=8192, metadata={"help": "max_num_batched_tokens: tokens computed per step (decodes + prefill chunks)"}
+    )
 
 
 @register("vllm")

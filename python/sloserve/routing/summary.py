@@ -161,16 +161,16 @@ class SummaryAdmission:
     ``use_spare=False`` ignores a published spare budget (ablation: backlog and rate only).
     """
 
-    def __init__(self, headroom: float = 0.1, fallback_prefill_tokens_per_s: float = 0.0,
-                 use_spare: bool = True) -> None:
+    def __init__(
+        self, headroom: float = 0.1, fallback_prefill_tokens_per_s: float = 0.0, use_spare: bool = True
+    ) -> None:
         if not 0.0 <= headroom < 1.0:
             raise ValueError("headroom must be in [0, 1)")
         self.headroom = headroom
         self.fallback_rate = fallback_prefill_tokens_per_s
         self.use_spare = use_spare
 
-    def estimate(self, request: Request, summary: ReplicaSummary, load: EffectiveLoad,
-                 now_s: float) -> Estimate:
+    def estimate(self, request: Request, summary: ReplicaSummary, load: EffectiveLoad, now_s: float) -> Estimate:
         _, kv_need = request_tokens(request)
         if summary.kv_capacity_tokens and kv_need > load.free_kv_tokens:
             return Estimate(False, -float(kv_need - load.free_kv_tokens) / max(kv_need, 1), True, "no_kv")
@@ -184,8 +184,9 @@ class SummaryAdmission:
             return self._from_backlog(load, rate, need, age_s, until_deadline_s)
         return Estimate(True, 0.0, False, "unknown")
 
-    def _from_spare(self, summary: ReplicaSummary, load: EffectiveLoad, need: int, age_s: float,
-                    until_deadline_s: float) -> Estimate:
+    def _from_spare(
+        self, summary: ReplicaSummary, load: EffectiveLoad, need: int, age_s: float, until_deadline_s: float
+    ) -> Estimate:
         points = summary.spare_prefill_tokens
         # Budget between the summary time and now has passed (used by best effort or idle).
         window = spare_at(points, age_s + until_deadline_s) - spare_at(points, age_s)
@@ -196,8 +197,9 @@ class SummaryAdmission:
         margin = spare_tokens / rate if rate > 0 else (0.0 if spare_tokens >= 0 else -until_deadline_s)
         return Estimate(spare_tokens >= 0, margin, True, "spare_budget")
 
-    def _from_backlog(self, load: EffectiveLoad, rate: float, need: int, age_s: float,
-                      until_deadline_s: float) -> Estimate:
+    def _from_backlog(
+        self, load: EffectiveLoad, rate: float, need: int, age_s: float, until_deadline_s: float
+    ) -> Estimate:
         if load.prefill_backlog_tokens is not None:
             summary_backlog = load.prefill_backlog_tokens - load.pending.prefill_tokens
             # The replica worked on its backlog since the summary; pending work is all new.

@@ -37,11 +37,14 @@ class SimulatedWallEngine:
     def __init__(self, perf, time_scale: float = 1.0, seed: int = 0, default_alpha: float = 0.0) -> None:
         if time_scale < 0:
             raise ValueError("time_scale must be >= 0")
-        self.sim = SimulatedEngine(perf, rng=np.random.default_rng(seed), default_alpha=default_alpha,
-                                   time_scale=time_scale)
+        self.sim = SimulatedEngine(
+            perf, rng=np.random.default_rng(seed), default_alpha=default_alpha, time_scale=time_scale
+        )
         self.time_scale = time_scale
-        self.description = (f"simulated GPU: step times from batch-time model {getattr(perf, 'name', perf)!s}"
-                            f" x time_scale {time_scale:g}; synthetic tokens")
+        self.description = (
+            f"simulated GPU: step times from batch-time model {getattr(perf, 'name', perf)!s}"
+            f" x time_scale {time_scale:g}; synthetic tokens"
+        )
 
     def execute(self, plan: StepPlan, requests: Mapping[str, Request]) -> StepResult:
         return self.sim.execute(plan, requests)

@@ -12,18 +12,34 @@ class RuntimeMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.ttft = Histogram("sloserve_ttft_seconds", "time to first token, by tier", ["tier"],
-                              buckets=_TTFT_BUCKETS, registry=r)
-        self.tpot = Histogram("sloserve_tpot_seconds", "mean time per output token after the first, by tier",
-                              ["tier"], buckets=_TPOT_BUCKETS, registry=r)
-        self.admissions = Counter("sloserve_admissions_total", "admission outcomes (admitted, best_effort, rejected...)",
-                                  ["outcome", "reason"], registry=r)
-        self.finished = Counter("sloserve_requests_finished_total", "requests that ended, by tier and finish type",
-                                ["tier", "finish"], registry=r)
-        self.attained = Counter("sloserve_slo_attained_total", "finished requests that met their SLO, by tier",
-                                ["tier"], registry=r)
-        self.attainment = Gauge("sloserve_slo_attainment", "fraction of finished SLO-tagged requests that met their SLO",
-                                registry=r)
+        self.ttft = Histogram(
+            "sloserve_ttft_seconds", "time to first token, by tier", ["tier"], buckets=_TTFT_BUCKETS, registry=r
+        )
+        self.tpot = Histogram(
+            "sloserve_tpot_seconds",
+            "mean time per output token after the first, by tier",
+            ["tier"],
+            buckets=_TPOT_BUCKETS,
+            registry=r,
+        )
+        self.admissions = Counter(
+            "sloserve_admissions_total",
+            "admission outcomes (admitted, best_effort, rejected...)",
+            ["outcome", "reason"],
+            registry=r,
+        )
+        self.finished = Counter(
+            "sloserve_requests_finished_total",
+            "requests that ended, by tier and finish type",
+            ["tier", "finish"],
+            registry=r,
+        )
+        self.attained = Counter(
+            "sloserve_slo_attained_total", "finished requests that met their SLO, by tier", ["tier"], registry=r
+        )
+        self.attainment = Gauge(
+            "sloserve_slo_attainment", "fraction of finished SLO-tagged requests that met their SLO", registry=r
+        )
         self.running = Gauge("sloserve_requests_in_flight", "requests the front is serving now", registry=r)
         self.tokens = Counter("sloserve_generated_tokens_total", "output tokens streamed", registry=r)
         self.prompt_tokens = Counter("sloserve_prompt_tokens_total", "prompt tokens received", registry=r)
@@ -35,8 +51,15 @@ class RuntimeMetrics:
         outcome = "rejected" if refused else ("best_effort" if tier == "best_effort" else "admitted")
         self.admissions.labels(outcome, reason).inc()
 
-    def observe_finish(self, tier: str, finish: str, ttft_s: float | None, tpot_s: float | None,
-                       met: bool | None, completion_tokens: int) -> None:
+    def observe_finish(
+        self,
+        tier: str,
+        finish: str,
+        ttft_s: float | None,
+        tpot_s: float | None,
+        met: bool | None,
+        completion_tokens: int,
+    ) -> None:
         self.finished.labels(tier, finish).inc()
         self.tokens.inc(completion_tokens)
         if ttft_s is not None:

@@ -24,13 +24,15 @@ class BadRequest(ValueError):
 
 
 # SamplingParams fields of SGLang 0.5.23 (API and internal ones msgspec would also accept).
-SAMPLING_KEYS = frozenset("""
+SAMPLING_KEYS = frozenset(
+    """
 max_new_tokens stop stop_token_ids stop_regex temperature top_p top_k min_p frequency_penalty
 presence_penalty repetition_penalty min_new_tokens n beam_width json_schema regex ebnf
 structural_tag ignore_eos skip_special_tokens spaces_between_special_tokens no_stop_trim
 stream_interval logit_bias sampling_seed custom_params watermark stop_strs stop_regex_strs
 stop_str_max_len stop_regex_max_len is_normalized ebnf_full_assistant
-""".split())
+""".split()
+)
 
 
 @dataclass
@@ -145,9 +147,15 @@ def _sampling_common(d: Mapping, max_new: int, custom: Any) -> Sampling:
         raise BadRequest(f"min_new_tokens must be in [0, max_new_tokens({max_new})], got {min_new}", "min_new_tokens")
     if custom is not None and not isinstance(custom, dict):
         raise BadRequest("custom_params must be an object", "custom_params")
-    return Sampling(max_new_tokens=max_new, stop=_stop(d.get("stop")), stop_token_ids=frozenset(ids or ()),
-                    ignore_eos=_bool(d, "ignore_eos"), no_stop_trim=_bool(d, "no_stop_trim"),
-                    min_new_tokens=min_new, custom_params=custom)
+    return Sampling(
+        max_new_tokens=max_new,
+        stop=_stop(d.get("stop")),
+        stop_token_ids=frozenset(ids or ()),
+        ignore_eos=_bool(d, "ignore_eos"),
+        no_stop_trim=_bool(d, "no_stop_trim"),
+        min_new_tokens=min_new,
+        custom_params=custom,
+    )
 
 
 def parse_sampling_params(sp: Any, default_max_new_tokens: int) -> Sampling:
@@ -215,8 +223,10 @@ def parse_generate(body: Any, default_max_new_tokens: int) -> list[GenInput]:
     if stream and len(prompts) > 1:
         raise BadRequest("streaming a batched /generate is not supported by this server", "stream")
     batched = isinstance(text, list) or (isinstance(ids, list) and isinstance(ids[0], list))
-    return [GenInput(rid, t, i, parse_sampling_params(sp, default_max_new_tokens), stream, {"batched": batched})
-            for (t, i), sp, rid in zip(prompts, sps, rids)]
+    return [
+        GenInput(rid, t, i, parse_sampling_params(sp, default_max_new_tokens), stream, {"batched": batched})
+        for (t, i), sp, rid in zip(prompts, sps, rids)
+    ]
 
 
 def _openai_sampling(body: Mapping, max_keys: tuple[str, ...], default_max: int) -> Sampling:
@@ -260,8 +270,14 @@ def parse_completion(body: Any, default_max: int = 16) -> GenInput:
         raise BadRequest("best_of other than 1 is not supported by this server", "best_of")
     stream, usage = _stream_flags(body)
     sampling = _openai_sampling(body, ("max_tokens",), default_max)
-    return GenInput(body.get("rid") if isinstance(body.get("rid"), str) else None, text, ids, sampling, stream,
-                    {"include_usage": usage})
+    return GenInput(
+        body.get("rid") if isinstance(body.get("rid"), str) else None,
+        text,
+        ids,
+        sampling,
+        stream,
+        {"include_usage": usage},
+    )
 
 
 def chat_prompt(messages: Any) -> str:
@@ -298,14 +314,21 @@ def parse_chat(body: Any, default_max: int) -> GenInput:
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
     text = chat_prompt(body.get("messages"))
-    unsupported = _first_set(body, {"logprobs": (None, False), "tools": (None, []),
-                                    "response_format": (None, {"type": "text"})})
+    unsupported = _first_set(
+        body, {"logprobs": (None, False), "tools": (None, []), "response_format": (None, {"type": "text"})}
+    )
     if unsupported:
         raise BadRequest(f"{unsupported} is not supported by this server", unsupported)
     stream, usage = _stream_flags(body)
     sampling = _openai_sampling(body, ("max_completion_tokens", "max_tokens"), default_max)
-    return GenInput(body.get("rid") if isinstance(body.get("rid"), str) else None, text, None, sampling, stream,
-                    {"include_usage": usage})
+    return GenInput(
+        body.get("rid") if isinstance(body.get("rid"), str) else None,
+        text,
+        None,
+        sampling,
+        stream,
+        {"include_usage": usage},
+    )
 
 
 def error_field(exc: Exception) -> str | None:

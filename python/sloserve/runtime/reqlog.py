@@ -25,8 +25,12 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, plus a record's ``fields``."""
 
     def format(self, record: logging.LogRecord) -> str:
-        doc = {"time": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name,
-               "message": record.getMessage()}
+        doc = {
+            "time": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
         doc.update(getattr(record, "fields", None) or {})  # no field is named like the four above
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
@@ -61,11 +65,21 @@ def request_fields(state: ReqState, reason: dict, status: int) -> dict:
     """The structured record of one ended request (``verdict``: met, missed, or n/a when the
     request was not served to the end)."""
     verdict = "n/a" if state.slo_met is None else ("met" if state.slo_met else "missed")
-    fields = {"event": _event(reason, status), "rid": state.rid, "tier": state.tier, "admission": state.reason,
-              "replica": state.replica, "status": status or 200, "finish": reason.get("type"),
-              "prompt_tokens": len(state.prompt_ids), "completion_tokens": state.visible,
-              "ttft_ms": _ms(state.ttft_s), "tpot_ms": _ms(state.tpot_s), "verdict": verdict,
-              "slo_class": state.request.slo_class}
+    fields = {
+        "event": _event(reason, status),
+        "rid": state.rid,
+        "tier": state.tier,
+        "admission": state.reason,
+        "replica": state.replica,
+        "status": status or 200,
+        "finish": reason.get("type"),
+        "prompt_tokens": len(state.prompt_ids),
+        "completion_tokens": state.visible,
+        "ttft_ms": _ms(state.ttft_s),
+        "tpot_ms": _ms(state.tpot_s),
+        "verdict": verdict,
+        "slo_class": state.request.slo_class,
+    }
     if reason.get("message"):
         fields["detail"] = reason["message"]
     return fields
@@ -73,8 +87,11 @@ def request_fields(state: ReqState, reason: dict, status: int) -> dict:
 
 def _text(fields: dict) -> str:
     """key=value pairs; a value with a space is quoted, so the line splits back unambiguously."""
-    return " ".join(f"{k}={json.dumps(v) if isinstance(v, str) and ' ' in v else v}"
-                    for k, v in fields.items() if k != "event" and v is not None)
+    return " ".join(
+        f"{k}={json.dumps(v) if isinstance(v, str) and ' ' in v else v}"
+        for k, v in fields.items()
+        if k != "event" and v is not None
+    )
 
 
 class RequestLog:
@@ -96,20 +113,25 @@ class RequestLog:
         level = logging.INFO if fields["event"] in ("finished", "rejected", "aborted") else logging.WARNING
         req_log.log(level, "request %s %s", fields["event"], _text(fields), extra={"fields": fields})
 
-    def stats_fields(self, in_flight: Iterable[ReqState], replica_stats: dict[int, dict], dt_s: float,
-                     last: dict) -> dict:
+    def stats_fields(
+        self, in_flight: Iterable[ReqState], replica_stats: dict[int, dict], dt_s: float, last: dict
+    ) -> dict:
         """Throughput since the ``last`` call's counters (updated in place) and the queues now."""
         states = list(in_flight)
         produced = self.done_tokens + sum(s.num_out for s in states)
         used = sum(s.get("kv_used_blocks", 0) for s in replica_stats.values())
         cap = sum(s.get("kv_capacity_blocks", 0) for s in replica_stats.values())
-        fields = {"event": "stats", "in_flight": len(states),
-                  "scheduled": sum(s.get("num_requests", 0) for s in replica_stats.values()),
-                  "waiting_admission": sum(1 for s in states if s.admit_status == 0),
-                  "kv_usage": round(used / cap, 3) if cap else None,
-                  "gen_tokens_per_s": round((produced - last.get("produced", 0)) / dt_s, 1) if dt_s > 0 else None,
-                  "ended": self.ended - last.get("ended", 0), "slo_met": self.met - last.get("met", 0),
-                  "rejected": self.rejected - last.get("rejected", 0)}
+        fields = {
+            "event": "stats",
+            "in_flight": len(states),
+            "scheduled": sum(s.get("num_requests", 0) for s in replica_stats.values()),
+            "waiting_admission": sum(1 for s in states if s.admit_status == 0),
+            "kv_usage": round(used / cap, 3) if cap else None,
+            "gen_tokens_per_s": round((produced - last.get("produced", 0)) / dt_s, 1) if dt_s > 0 else None,
+            "ended": self.ended - last.get("ended", 0),
+            "slo_met": self.met - last.get("met", 0),
+            "rejected": self.rejected - last.get("rejected", 0),
+        }
         last.update(produced=produced, ended=self.ended, met=self.met, rejected=self.rejected)
         return fields
 

@@ -18,14 +18,21 @@ def sse(obj: dict | str) -> bytes:
 
 def generate_out(state: ReqState, tok: Tokenizer, now_s: float) -> dict:
     """SGLang's /generate output: cumulative text and ids, and meta_info."""
-    return {"text": state.text(tok), "output_ids": state.output_ids[: state.visible],
-            "meta_info": state.meta_info(now_s)}
+    return {
+        "text": state.text(tok),
+        "output_ids": state.output_ids[: state.visible],
+        "meta_info": state.meta_info(now_s),
+    }
 
 
 def error_body(message: str, status: int, param: str | None = None, openai: bool = False) -> dict:
     if openai:
-        kind = {400: "BadRequestError", 404: "NotFoundError", 429: "RateLimitError",
-                503: "ServiceUnavailableError"}.get(status, "InternalServerError")
+        kind = {
+            400: "BadRequestError",
+            404: "NotFoundError",
+            429: "RateLimitError",
+            503: "ServiceUnavailableError",
+        }.get(status, "InternalServerError")
         return {"object": "error", "message": message, "type": kind, "param": param, "code": status}
     return {"error": {"message": message, "code": status, "param": param}}
 
@@ -67,30 +74,54 @@ class OpenAIFormatter:
         finish, matched = openai_finish(self.state)
         text = self.state.text(self.tok)
         if self.chat:
-            choice = {"index": 0, "message": {"role": "assistant", "content": text, "reasoning_content": None,
-                                              "tool_calls": None}, "logprobs": None,
-                      "finish_reason": finish, "matched_stop": matched}
+            choice = {
+                "index": 0,
+                "message": {"role": "assistant", "content": text, "reasoning_content": None, "tool_calls": None},
+                "logprobs": None,
+                "finish_reason": finish,
+                "matched_stop": matched,
+            }
         else:
             choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish, "matched_stop": matched}
-        return {**self._base(self.object_name), "choices": [choice], "usage": usage(self.state),
-                "meta_info": self.state.meta_info(now_s)}
+        return {
+            **self._base(self.object_name),
+            "choices": [choice],
+            "usage": usage(self.state),
+            "meta_info": self.state.meta_info(now_s),
+        }
 
     def chunks(self, now_s: float, final: bool) -> list[dict]:
         """The chunks that carry what the client has not seen yet (and the finish on ``final``)."""
         out: list[dict] = []
         text = self.state.text(self.tok)
-        delta = text[self.sent_chars:] if len(text) > self.sent_chars else ""
+        delta = text[self.sent_chars :] if len(text) > self.sent_chars else ""
         self.sent_chars = max(self.sent_chars, len(text))
         obj = self.object_name + ".chunk" if self.chat else "text_completion"
         if self.chat and not self.role_sent:
             self.role_sent = True
-            out.append({**self._base(obj), "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                                        "logprobs": None, "finish_reason": None}]})
+            out.append(
+                {
+                    **self._base(obj),
+                    "choices": [
+                        {
+                            "index": 0,
+                            "delta": {"role": "assistant", "content": ""},
+                            "logprobs": None,
+                            "finish_reason": None,
+                        }
+                    ],
+                }
+            )
         if delta or final:
             finish, matched = openai_finish(self.state) if final else (None, None)
             if self.chat:
-                choice = {"index": 0, "delta": {"content": delta} if delta else {}, "logprobs": None,
-                          "finish_reason": finish, "matched_stop": matched}
+                choice = {
+                    "index": 0,
+                    "delta": {"content": delta} if delta else {},
+                    "logprobs": None,
+                    "finish_reason": finish,
+                    "matched_stop": matched,
+                }
             else:
                 choice = {"index": 0, "text": delta, "logprobs": None, "finish_reason": finish, "matched_stop": matched}
             chunk = {**self._base(obj), "choices": [choice]}

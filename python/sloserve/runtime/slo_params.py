@@ -59,8 +59,10 @@ class SloSpec:
         if self.think_tokens is not None:
             if self.think_tokens == 0:
                 return (DecodeSegment(self.tpot_ms, None, "answer"),)
-            return (DecodeSegment(self.think_tpot_ms, self.think_tokens, "thinking"),
-                    DecodeSegment(self.tpot_ms, None, "answer"))
+            return (
+                DecodeSegment(self.think_tpot_ms, self.think_tokens, "thinking"),
+                DecodeSegment(self.tpot_ms, None, "answer"),
+            )
         return (DecodeSegment(self.think_tpot_ms, None, "thinking"),)
 
     def segments_after_marker(self, think_tokens: int) -> tuple[DecodeSegment, ...]:
@@ -68,15 +70,21 @@ class SloSpec:
         assert self.think_tpot_ms is not None
         if think_tokens <= 0:
             return (DecodeSegment(self.tpot_ms, None, "answer"),)
-        return (DecodeSegment(self.think_tpot_ms, think_tokens, "thinking"), DecodeSegment(self.tpot_ms, None, "answer"))
+        return (
+            DecodeSegment(self.think_tpot_ms, think_tokens, "thinking"),
+            DecodeSegment(self.tpot_ms, None, "answer"),
+        )
 
     def ttft_slo_s(self, prompt_tokens: int, zero_load_prefill_s: Callable[[int], float]) -> float:
         """The TTFT SLO in seconds; a slowdown that resolves past ``MAX_TTFT_S`` is refused."""
         ttft = self.ttft.resolve_s(prompt_tokens, zero_load_prefill_s)
         if not (math.isfinite(ttft) and 0 < ttft <= MAX_TTFT_S):
             name = "slo_ttft_ms" if self.ttft.absolute_ms is not None else "slo_ttft_slowdown"
-            raise SloParamError(name, f"resolves to a TTFT SLO of {ttft:g} s for this {prompt_tokens}-token prompt; "
-                                      f"the most a request may ask is {MAX_TTFT_S:g} s")
+            raise SloParamError(
+                name,
+                f"resolves to a TTFT SLO of {ttft:g} s for this {prompt_tokens}-token prompt; "
+                f"the most a request may ask is {MAX_TTFT_S:g} s",
+            )
         return ttft
 
 
@@ -201,10 +209,19 @@ def parse_slo(custom: Mapping[str, Any] | None, defaults: SloDefaults = SloDefau
             think_tpot = None  # a non-thinking stage of a reasoning program
         else:
             marker = DEFAULT_THINK_MARKER
-    return SloSpec(slo_class=slo_class, ttft=ttft, tpot_ms=tpot_ms, think_tpot_ms=think_tpot,
-                   think_tokens=think_tokens, think_marker=marker, stage=stage,
-                   program_id=p.get("slo_program_id"), stage_index=p.get("slo_stage_index", 0),
-                   arrival_unix_s=p.get("slo_arrival_s"), best_effort=p.get("slo_best_effort", False))
+    return SloSpec(
+        slo_class=slo_class,
+        ttft=ttft,
+        tpot_ms=tpot_ms,
+        think_tpot_ms=think_tpot,
+        think_tokens=think_tokens,
+        think_marker=marker,
+        stage=stage,
+        program_id=p.get("slo_program_id"),
+        stage_index=p.get("slo_stage_index", 0),
+        arrival_unix_s=p.get("slo_arrival_s"),
+        best_effort=p.get("slo_best_effort", False),
+    )
 
 
 def arrival_from_unix(arrival_unix_s: float, now_unix_s: float, now_server_s: float) -> float:
@@ -212,5 +229,7 @@ def arrival_from_unix(arrival_unix_s: float, now_unix_s: float, now_server_s: fl
     if arrival_unix_s > now_unix_s + MAX_ARRIVAL_SKEW_S:
         raise SloParamError("slo_arrival_s", "lies in the future (Unix seconds expected)")
     if arrival_unix_s < now_unix_s - MAX_ARRIVAL_AGE_S:
-        raise SloParamError("slo_arrival_s", f"lies more than {MAX_ARRIVAL_AGE_S:g} s in the past (Unix seconds expected)")
+        raise SloParamError(
+            "slo_arrival_s", f"lies more than {MAX_ARRIVAL_AGE_S:g} s in the past (Unix seconds expected)"
+        )
     return now_server_s - max(now_unix_s - arrival_unix_s, 0.0)

@@ -11,7 +11,6 @@ from sloserve.runtime.protocol import GenInput
 from sloserve.runtime.slo_params import SloSpec
 from sloserve.runtime.tokenizer import Tokenizer
 
-
 TOKENS_PER_CHAR = 4  # the most tokens one character can take (byte-level fallback of UTF-8)
 
 
@@ -59,14 +58,14 @@ class ReqState:
             for i in range(before, self.visible):
                 if self.output_ids[i] in sp.stop_token_ids:
                     self.num_out = i + 1
-                    del self.token_times[i + 1:]
+                    del self.token_times[i + 1 :]
                     return str(self.output_ids[i])
         if sp.stop:
             # Incremental: only the new tokens and a tail long enough to hold a stop string that
             # ends in them are decoded and searched (a char is at most 4 tokens: byte fallback).
             longest = max(map(len, sp.stop))
             start = max(before - TOKENS_PER_CHAR * longest - 1, 0)
-            ids = self.output_ids[start: self.visible]
+            ids = self.output_ids[start : self.visible]
             text = tok.decode(ids)
             window = max(len(tok.decode(ids[: before - start])) - longest, 0)
             hits = [(pos, s) for s in sp.stop if (pos := text.find(s, window)) >= 0]
@@ -87,7 +86,7 @@ class ReqState:
         start = max(before - TOKENS_PER_CHAR * len(marker) - 1, 0)
         if marker not in tok.decode(self.output_ids[start:k]):
             return None
-        while k > start + 1 and marker in tok.decode(self.output_ids[start: k - 1]):
+        while k > start + 1 and marker in tok.decode(self.output_ids[start : k - 1]):
             k -= 1
         self.think_end = k
         self.request.segments = self.slo.segments_after_marker(k)
@@ -129,17 +128,30 @@ class ReqState:
         r = self.request
         n = self.visible
         meta = {
-            "id": self.rid, "finish_reason": self.finish_reason, "prompt_tokens": len(self.prompt_ids),
-            "completion_tokens": n, "cached_tokens": 0, "reasoning_tokens": min(self.think_end or self.slo.think_tokens or 0, n),
-            "weight_version": "default", "num_retractions": self.num_preemptions,
+            "id": self.rid,
+            "finish_reason": self.finish_reason,
+            "prompt_tokens": len(self.prompt_ids),
+            "completion_tokens": n,
+            "cached_tokens": 0,
+            "reasoning_tokens": min(self.think_end or self.slo.think_tokens or 0, n),
+            "weight_version": "default",
+            "num_retractions": self.num_preemptions,
             "e2e_latency": (self.finish_s if self.finish_s is not None else now_s) - r.arrival_s,
-            "tier": self.tier, "admission": self.reason, "replica": self.replica,
-            "slo_class": r.slo_class, "slo_stage": r.stage_name, "slo_program_id": r.program_id,
-            "slo_ttft_ms": r.ttft_slo_s * 1e3, "slo_tpot_ms": self.slo.tpot_ms,
-            "slo_think_tpot_ms": self.slo.think_tpot_ms, "slo_think_tokens": self.think_end or self.slo.think_tokens,
-            "ttft_deadline_ms": r.ttft_slo_s * 1e3, "last_token_deadline_ms": None,
+            "tier": self.tier,
+            "admission": self.reason,
+            "replica": self.replica,
+            "slo_class": r.slo_class,
+            "slo_stage": r.stage_name,
+            "slo_program_id": r.program_id,
+            "slo_ttft_ms": r.ttft_slo_s * 1e3,
+            "slo_tpot_ms": self.slo.tpot_ms,
+            "slo_think_tpot_ms": self.slo.think_tpot_ms,
+            "slo_think_tokens": self.think_end or self.slo.think_tokens,
+            "ttft_deadline_ms": r.ttft_slo_s * 1e3,
+            "last_token_deadline_ms": None,
             "ttft_ms": None if self.ttft_s is None else self.ttft_s * 1e3,
-            "tpot_ms": None if self.tpot_s is None else self.tpot_s * 1e3, "slo_met": self.slo_met,
+            "tpot_ms": None if self.tpot_s is None else self.tpot_s * 1e3,
+            "slo_met": self.slo_met,
             "engine": "simulated",
         }
         if n and self.done:  # O(tokens): only in the final report, not in every stream chunk

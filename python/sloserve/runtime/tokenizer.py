@@ -88,8 +88,14 @@ def request_rng(seed: int, request_id: str) -> random.Random:
     return random.Random(int.from_bytes(digest[:8], "little"))
 
 
-def synthetic_output_ids(tokenizer: Tokenizer, seed: int, request_id: str, num_tokens: int,
-                         marker: str | None = None, marker_at: int | None = None) -> list[int]:
+def synthetic_output_ids(
+    tokenizer: Tokenizer,
+    seed: int,
+    request_id: str,
+    num_tokens: int,
+    marker: str | None = None,
+    marker_at: int | None = None,
+) -> list[int]:
     """Deterministic output ids: seeded words, with ``marker`` spliced at token ``marker_at``.
 
     The marker lets the end-of-thinking detection of reasoning requests be exercised with a

@@ -19,7 +19,6 @@ from sloserve.core.plan import ReplicaSummary
 from sloserve.core.request import Request
 from sloserve.core.slo import DecodeSegment
 
-
 USER_BEST_EFFORT = "user_best_effort"  # Request.extra: the client asked for best effort (slo_best_effort)
 _OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
@@ -77,11 +76,18 @@ def segments_from_wire(rows: list[list[Any]]) -> tuple[DecodeSegment, ...]:
 
 def request_to_wire(req: Request) -> dict:
     return {
-        "rid": req.request_id, "arrival_s": req.arrival_s, "prompt_tokens": req.prompt_tokens,
-        "output_tokens": req.output_tokens, "ttft_slo_s": req.ttft_slo_s,
-        "segments": segments_to_wire(req.segments), "slo_class": req.slo_class,
-        "program_id": req.program_id, "stage_index": req.stage_index, "stage_name": req.stage_name,
-        "output_tokens_known": req.output_tokens_known, "max_new_tokens": req.max_new_tokens,
+        "rid": req.request_id,
+        "arrival_s": req.arrival_s,
+        "prompt_tokens": req.prompt_tokens,
+        "output_tokens": req.output_tokens,
+        "ttft_slo_s": req.ttft_slo_s,
+        "segments": segments_to_wire(req.segments),
+        "slo_class": req.slo_class,
+        "program_id": req.program_id,
+        "stage_index": req.stage_index,
+        "stage_name": req.stage_name,
+        "output_tokens_known": req.output_tokens_known,
+        "max_new_tokens": req.max_new_tokens,
         "best_effort": bool(req.extra.get("route_best_effort", False)),
         "user_best_effort": bool(req.extra.get(USER_BEST_EFFORT, False)),
     }
@@ -92,11 +98,18 @@ def request_from_wire(d: dict) -> Request:
     if not isinstance(d, dict) or not isinstance(d.get("rid"), str):
         raise WireError("a request needs a string rid")
     req = Request(
-        request_id=d["rid"], arrival_s=_finite(d["arrival_s"], "arrival_s"), prompt_tokens=int(d["prompt_tokens"]),
-        output_tokens=int(d["output_tokens"]), ttft_slo_s=_finite(d["ttft_slo_s"], "ttft_slo_s"),
-        segments=segments_from_wire(d["segments"]), slo_class=d["slo_class"],
-        program_id=d["program_id"], stage_index=int(d["stage_index"]), stage_name=d["stage_name"],
-        output_tokens_known=bool(d["output_tokens_known"]), max_new_tokens=d["max_new_tokens"],
+        request_id=d["rid"],
+        arrival_s=_finite(d["arrival_s"], "arrival_s"),
+        prompt_tokens=int(d["prompt_tokens"]),
+        output_tokens=int(d["output_tokens"]),
+        ttft_slo_s=_finite(d["ttft_slo_s"], "ttft_slo_s"),
+        segments=segments_from_wire(d["segments"]),
+        slo_class=d["slo_class"],
+        program_id=d["program_id"],
+        stage_index=int(d["stage_index"]),
+        stage_name=d["stage_name"],
+        output_tokens_known=bool(d["output_tokens_known"]),
+        max_new_tokens=d["max_new_tokens"],
     )
     if d.get("best_effort"):
         req.extra["route_best_effort"] = True

@@ -23,15 +23,17 @@ class CliError(Exception):
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="python -m sloserve.sim", description=__doc__.splitlines()[0],
-                           formatter_class=DefaultsHelpFormatter)
+    parser = OneLineParser(
+        prog="python -m sloserve.sim", description=__doc__.splitlines()[0], formatter_class=DefaultsHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="simulate one arrival rate", formatter_class=DefaultsHelpFormatter)
     add_sim_arguments(run)
     run.add_argument("--rate", type=float, default=1.0, help="mean arrival rate, programs per second")
     run.add_argument("--chrome-trace", help="write a Chrome trace of the run to this file")
-    cap = sub.add_parser("capacity", help="search the highest rate meeting the attainment target",
-                         formatter_class=DefaultsHelpFormatter)
+    cap = sub.add_parser(
+        "capacity", help="search the highest rate meeting the attainment target", formatter_class=DefaultsHelpFormatter
+    )
     add_sim_arguments(cap)
     cap.add_argument("--attainment", type=float, default=0.9, help="target SLO attainment (0-1]")
     cap.add_argument("--start-rate", type=float, default=1.0, help="first rate tried, programs/s")
@@ -53,8 +55,13 @@ def cmd_run(args) -> dict:
         config = replace(config, chrome_trace=True)
     wl = _workload(args, args.rate)
     result = Simulator(wl.programs, config).run()
-    out = {"command": "run", "scenario": args.scenario, "rate_rps": args.rate,
-           "num_dropped_too_long": wl.num_dropped_too_long, **result.summary}
+    out = {
+        "command": "run",
+        "scenario": args.scenario,
+        "rate_rps": args.rate,
+        "num_dropped_too_long": wl.num_dropped_too_long,
+        **result.summary,
+    }
     if args.chrome_trace:
         from sloserve.sim.chrome_trace import write_chrome_trace  # noqa: PLC0415
 
@@ -73,13 +80,24 @@ def cmd_capacity(args) -> dict:
     _workload(args, args.start_rate)  # fail fast on bad workload arguments
     bar = _progress_bar()
     try:
-        res = capacity_search(lambda r: _workload(args, r).programs, config, args.attainment,
-                              args.start_rate, args.resolution, progress=bar.update if bar else None)
+        res = capacity_search(
+            lambda r: _workload(args, r).programs,
+            config,
+            args.attainment,
+            args.start_rate,
+            args.resolution,
+            progress=bar.update if bar else None,
+        )
     finally:
         if bar:
             bar.close()
-    out = {"command": "capacity", "scenario": args.scenario, "policy": config.policy, "model": config.model,
-           **res.to_dict()}
+    out = {
+        "command": "capacity",
+        "scenario": args.scenario,
+        "policy": config.policy,
+        "model": config.model,
+        **res.to_dict(),
+    }
     if args.plot:
         from sloserve.plotting import plot_capacity  # noqa: PLC0415
 

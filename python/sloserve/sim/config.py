@@ -23,14 +23,26 @@ class SimConfig:
     spec: Any = field(default=None, metadata={"help": "speculative decoding config (None: off)"})
     alpha: float = field(default=0.0, metadata={"help": "true per-token draft acceptance rate"})
     chrome_trace: bool = field(default=False, metadata={"help": "record steps for a Chrome trace"})
-    step_time_noise: float = field(default=0.0, metadata={
-        "help": "coefficient of variation of lognormal per-step noise on the engine's step time (seeded)"})
-    step_time_bias: float = field(default=0.0, metadata={
-        "help": "the engine's steps take (1 + bias) x the model's time (the planner is not told)"})
-    client_timeout: bool = field(default=False, metadata={
-        "help": "clients abort a request still without a first token past its TTFT deadline (with tolerance), every policy alike; a miss"})
-    charge_scheduler_time: bool = field(default=False, metadata={
-        "help": "charge the scheduler's CPU time (deterministic cost model, sim/overhead.py) to the next engine step"})
+    step_time_noise: float = field(
+        default=0.0,
+        metadata={"help": "coefficient of variation of lognormal per-step noise on the engine's step time (seeded)"},
+    )
+    step_time_bias: float = field(
+        default=0.0,
+        metadata={"help": "the engine's steps take (1 + bias) x the model's time (the planner is not told)"},
+    )
+    client_timeout: bool = field(
+        default=False,
+        metadata={
+            "help": "clients abort a request still without a first token past its TTFT deadline (with tolerance), every policy alike; a miss"
+        },
+    )
+    charge_scheduler_time: bool = field(
+        default=False,
+        metadata={
+            "help": "charge the scheduler's CPU time (deterministic cost model, sim/overhead.py) to the next engine step"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.replicas < 1:

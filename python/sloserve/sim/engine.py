@@ -21,9 +21,16 @@ class SimulatedEngine:
     of variation, drawn from ``noise_rng`` (its own seeded stream, so draft acceptance draws are
     the same with and without noise)."""
 
-    def __init__(self, perf, rng: np.random.Generator | None = None, default_alpha: float = 0.0,
-                 time_scale: float = 1.0, noise_cv: float = 0.0, bias: float = 0.0,
-                 noise_rng: np.random.Generator | None = None) -> None:
+    def __init__(
+        self,
+        perf,
+        rng: np.random.Generator | None = None,
+        default_alpha: float = 0.0,
+        time_scale: float = 1.0,
+        noise_cv: float = 0.0,
+        bias: float = 0.0,
+        noise_rng: np.random.Generator | None = None,
+    ) -> None:
         if noise_cv < 0 or bias <= -1:
             raise ValueError("step-time noise must be >= 0 and bias > -1")
         self.perf = perf

@@ -31,8 +31,12 @@ def _names() -> dict[str, str]:
         from sloserve.policies.distserve import DISAGGREGATED  # noqa: PLC0415
     except ImportError:
         DISAGGREGATED = {}  # noqa: N806
-    return {"scenario": ", ".join(SCENARIOS), "policy": ", ".join(sorted({*SCHEDULERS.names(), *DISAGGREGATED})),
-            "model": ", ".join(preset_names()), "router": ", ".join(ROUTERS.names())}
+    return {
+        "scenario": ", ".join(SCENARIOS),
+        "policy": ", ".join(sorted({*SCHEDULERS.names(), *DISAGGREGATED})),
+        "model": ", ".join(preset_names()),
+        "router": ", ".join(ROUTERS.names()),
+    }
 
 
 def add_sim_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,12 +44,16 @@ def add_sim_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scenario", default="chatbot", help=f"workload scenario [{names['scenario']}]")
     p.add_argument("--policy", default="slos-serve", help=f"scheduling policy [{names['policy']}]")
     p.add_argument("--policy-opt", action="append", metavar="KEY=VALUE", help="policy option (repeatable)")
-    p.add_argument("--model", default="opt-13b-tp2-a100",
-                   help=f"batch-time model: a fitted .json or a preset [{names['model']}]")
+    p.add_argument(
+        "--model", default="opt-13b-tp2-a100", help=f"batch-time model: a fitted .json or a preset [{names['model']}]"
+    )
     p.add_argument("--kv-tokens", type=int, default=97648, help="KV capacity per replica, tokens")
     p.add_argument("--max-seq-len", type=int, default=None, help="drop requests longer than this")
-    p.add_argument("--trace", help="Azure LLM inference CSV (arrivals and lengths); a bare name is also looked up "
-                                   "in $SLOSERVE_DATA_DIR or ../shared/data (and their folders)")
+    p.add_argument(
+        "--trace",
+        help="Azure LLM inference CSV (arrivals and lengths); a bare name is also looked up "
+        "in $SLOSERVE_DATA_DIR or ../shared/data (and their folders)",
+    )
     p.add_argument("--trace-window", help="START:END seconds from the trace's first request")
     p.add_argument("--lengths", help="length CSV (num_prefill_tokens, num_decode_tokens); bare names as --trace")
     p.add_argument("--arrival", default="poisson", choices=["poisson", "gamma"], help="synthetic arrival process")
@@ -57,22 +65,45 @@ def add_sim_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-requests", type=int, default=None, help="programs (default 1000; all in a trace window)")
     p.add_argument("--slo-scale", type=float, default=1.0, help="multiply every SLO by this")
     p.add_argument("--unknown-output-len", action="store_true", help="hide output lengths from the scheduler")
-    p.add_argument("--oracle-output-len", action="store_true",
-                   help="show every true output length to the scheduler (the paper's assumption; overrides --realistic)")
-    p.add_argument("--step-time-noise", type=float, default=None, metavar="CV",
-                   help="lognormal per-step noise on the engine's step time, this coefficient of variation (seeded; --realistic: 0.1)")
-    p.add_argument("--step-time-bias", type=float, default=None, metavar="B",
-                   help="the engine's steps take (1 + B) x the batch-time model's time (default 0)")
-    p.add_argument("--client-timeout", action="store_true",
-                   help="clients abort a request without a first token past its TTFT deadline (a miss; every policy)")
-    p.add_argument("--charge-scheduler-time", action="store_true",
-                   help="charge the scheduler's CPU time (deterministic cost model, sloserve/sim/overhead.py) to the engine")
-    p.add_argument("--realistic", action="store_true",
-                   help="preset: hidden output lengths, --step-time-noise 0.1, --client-timeout, --charge-scheduler-time")
+    p.add_argument(
+        "--oracle-output-len",
+        action="store_true",
+        help="show every true output length to the scheduler (the paper's assumption; overrides --realistic)",
+    )
+    p.add_argument(
+        "--step-time-noise",
+        type=float,
+        default=None,
+        metavar="CV",
+        help="lognormal per-step noise on the engine's step time, this coefficient of variation (seeded; --realistic: 0.1)",
+    )
+    p.add_argument(
+        "--step-time-bias",
+        type=float,
+        default=None,
+        metavar="B",
+        help="the engine's steps take (1 + B) x the batch-time model's time (default 0)",
+    )
+    p.add_argument(
+        "--client-timeout",
+        action="store_true",
+        help="clients abort a request without a first token past its TTFT deadline (a miss; every policy)",
+    )
+    p.add_argument(
+        "--charge-scheduler-time",
+        action="store_true",
+        help="charge the scheduler's CPU time (deterministic cost model, sloserve/sim/overhead.py) to the engine",
+    )
+    p.add_argument(
+        "--realistic",
+        action="store_true",
+        help="preset: hidden output lengths, --step-time-noise 0.1, --client-timeout, --charge-scheduler-time",
+    )
     p.add_argument("--tolerance", type=float, default=0.05, help="deadline tolerance for attainment")
     p.add_argument("--json", help="also write the JSON result to this file")
     p.add_argument("--plot", help="write a PNG plot to this file")
     from sloserve.spec.config import add_spec_arguments  # noqa: PLC0415 (issue 4: --spec flags)
+
     add_spec_arguments(p)  # sets args.build_spec, which build_sim_config calls
 
 
@@ -92,14 +123,23 @@ def build_sim_config(args) -> SimConfig:
         extra = spec_builder(args)
     real = getattr(args, "realistic", False)
     noise = getattr(args, "step_time_noise", None)
-    return SimConfig(model=args.model, policy=args.policy, policy_options=parse_kv(args.policy_opt, "--policy-opt"),
-                     kv_tokens=args.kv_tokens, max_seq_len=args.max_seq_len, replicas=args.replicas,
-                     router=args.router, router_options=parse_kv(args.router_opt, "--router-opt"),
-                     seed=args.seed, tolerance=args.tolerance,
-                     step_time_noise=(REALISTIC_NOISE_CV if real else 0.0) if noise is None else noise,
-                     step_time_bias=getattr(args, "step_time_bias", None) or 0.0,
-                     client_timeout=real or getattr(args, "client_timeout", False),
-                     charge_scheduler_time=real or getattr(args, "charge_scheduler_time", False), **extra)
+    return SimConfig(
+        model=args.model,
+        policy=args.policy,
+        policy_options=parse_kv(args.policy_opt, "--policy-opt"),
+        kv_tokens=args.kv_tokens,
+        max_seq_len=args.max_seq_len,
+        replicas=args.replicas,
+        router=args.router,
+        router_options=parse_kv(args.router_opt, "--router-opt"),
+        seed=args.seed,
+        tolerance=args.tolerance,
+        step_time_noise=(REALISTIC_NOISE_CV if real else 0.0) if noise is None else noise,
+        step_time_bias=getattr(args, "step_time_bias", None) or 0.0,
+        client_timeout=real or getattr(args, "client_timeout", False),
+        charge_scheduler_time=real or getattr(args, "charge_scheduler_time", False),
+        **extra,
+    )
 
 
 REALISTIC_NOISE_CV = 0.1  # --realistic: per-step noise of the engine against the model
@@ -131,8 +171,17 @@ def workload_config(args, rate: float):
     if window is None and getattr(args, "trace_window", None):
         # callers other than the sim CLI (benchmarks) pass only the raw --trace-window text
         window = parse_window(args.trace_window)
-    return WorkloadConfig(scenario=args.scenario, rate_rps=rate, num_requests=num,
-                          arrival=args.arrival, burstiness_cv=args.burstiness, trace_path=resolve_data_path(args.trace),
-                          trace_window_s=window, lengths_path=resolve_data_path(args.lengths),
-                          max_seq_len=args.max_seq_len, seed=args.seed, slo_scale=args.slo_scale,
-                          output_len_known=output_len_known(args))
+    return WorkloadConfig(
+        scenario=args.scenario,
+        rate_rps=rate,
+        num_requests=num,
+        arrival=args.arrival,
+        burstiness_cv=args.burstiness,
+        trace_path=resolve_data_path(args.trace),
+        trace_window_s=window,
+        lengths_path=resolve_data_path(args.lengths),
+        max_seq_len=args.max_seq_len,
+        seed=args.seed,
+        slo_scale=args.slo_scale,
+        output_len_known=output_len_known(args),
+    )

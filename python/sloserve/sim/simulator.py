@@ -81,19 +81,32 @@ class Simulator:
 
     # ---- construction -------------------------------------------------------------------
     def _make_replica(self, rid: int, policy: str, options: dict, role: str) -> SimReplica:
-        ctx = SchedulerContext(self.perf, self.config.kv_tokens, self.config.block_size_tokens,
-                               self.config.max_seq_len, self.config.spec, rid)
+        ctx = SchedulerContext(
+            self.perf,
+            self.config.kv_tokens,
+            self.config.block_size_tokens,
+            self.config.max_seq_len,
+            self.config.spec,
+            rid,
+        )
         sched = create_scheduler(policy, ctx, options)
         cfg = self.config
-        engine = SimulatedEngine(self.perf, np.random.default_rng((cfg.seed, rid)), cfg.alpha,
-                                 noise_cv=cfg.step_time_noise, bias=cfg.step_time_bias,
-                                 noise_rng=np.random.default_rng((cfg.seed, rid, 1)))
+        engine = SimulatedEngine(
+            self.perf,
+            np.random.default_rng((cfg.seed, rid)),
+            cfg.alpha,
+            noise_cv=cfg.step_time_noise,
+            bias=cfg.step_time_bias,
+            noise_rng=np.random.default_rng((cfg.seed, rid, 1)),
+        )
         return SimReplica(rid, sched, engine, role)
 
     def _build_replicas(self) -> list[SimReplica]:
         if self.disagg is None:
-            return [self._make_replica(i, self.config.policy, dict(self.config.policy_options), "mixed")
-                    for i in range(self.config.replicas)]
+            return [
+                self._make_replica(i, self.config.policy, dict(self.config.policy_options), "mixed")
+                for i in range(self.config.replicas)
+            ]
         prefill, decode, dcfg = self.disagg
         n_p, n_d = dcfg.prefill_replicas, dcfg.decode_replicas
         reps = [self._make_replica(i, prefill, dcfg.prefill_options(), "prefill") for i in range(n_p)]
@@ -174,7 +187,12 @@ class Simulator:
             req = self.live.get(ev.request_id)
             if ev.kind in (EventKind.FIRST_TOKEN, EventKind.TOKENS):
                 rec.add_tokens(ev.time_s, ev.num_tokens)
-                if ev.kind is EventKind.FIRST_TOKEN and rep.role == "prefill" and req is not None and not req.is_finished:
+                if (
+                    ev.kind is EventKind.FIRST_TOKEN
+                    and rep.role == "prefill"
+                    and req is not None
+                    and not req.is_finished
+                ):
                     self._migrate_out(rep, req, now)
             elif ev.kind is EventKind.FINISHED:
                 self._finish(rec, req, now)
@@ -192,17 +210,34 @@ class Simulator:
         prog = self.programs[program_id]
         stage = prog.stages[stage_index]
         req = Request(
-            request_id=f"{program_id}/{stage_index}", arrival_s=now, prompt_tokens=stage.prompt_tokens,
+            request_id=f"{program_id}/{stage_index}",
+            arrival_s=now,
+            prompt_tokens=stage.prompt_tokens,
             output_tokens=stage.output_tokens,
             ttft_slo_s=stage.ttft.resolve_s(stage.prompt_tokens, self.perf.zero_load_prefill_s),
-            segments=stage.segments, slo_class=prog.slo_class, program_id=program_id,
-            stage_index=stage_index, stage_name=stage.name, weight=prog.weight,
-            output_tokens_known=stage.output_tokens_known, max_new_tokens=stage.max_new_tokens,
+            segments=stage.segments,
+            slo_class=prog.slo_class,
+            program_id=program_id,
+            stage_index=stage_index,
+            stage_name=stage.name,
+            weight=prog.weight,
+            output_tokens_known=stage.output_tokens_known,
+            max_new_tokens=stage.max_new_tokens,
         )
         if self.config.alpha:
             req.extra["alpha"] = self.config.alpha
-        rec = StageRecord(req.request_id, program_id, prog.slo_class, stage_index, stage.name, now,
-                          req.ttft_slo_s, stage.segments, stage.prompt_tokens, stage.output_tokens)
+        rec = StageRecord(
+            req.request_id,
+            program_id,
+            prog.slo_class,
+            stage_index,
+            stage.name,
+            now,
+            req.ttft_slo_s,
+            stage.segments,
+            stage.prompt_tokens,
+            stage.output_tokens,
+        )
         self.records[req.request_id] = rec
         entry = [r for r in self.replicas if r.role != "decode"]
         decision = self.router.route(req, entry, now)
@@ -285,29 +320,34 @@ class Simulator:
         arrivals = [p.arrival_s for p in progs]
         duration = (max(arrivals) - min(arrivals)) if len(arrivals) > 1 else 0.0
         records = list(self.records.values())
-        summary = summarize(records, len(self.programs), {p.program_id: len(p.stages) for p in progs},
-                            duration, self.config.tolerance)
+        summary = summarize(
+            records, len(self.programs), {p.program_id: len(p.stages) for p in progs}, duration, self.config.tolerance
+        )
         verify = sum(r.spec_verify_steps for r in records)
         reasons: dict[str, int] = {}
         for rep in self.replicas:
             for k, v in rep.scheduler.stats().get("reasons", {}).items():
                 reasons[k] = reasons.get(k, 0) + v
-        summary.update({
-            "policy": self.config.policy,
-            "model": self.config.model,
-            "num_replicas": len(self.replicas),
-            "num_gpus": self.num_gpus,
-            "num_unfinished": len(self.live),
-            "num_client_timeouts": self.num_timeouts,
-            "num_admitted_slo_misses": summary["num_admitted_slo_misses"] + self.num_admitted_timeouts,
-            "scheduler_time_s": sum(rep.cpu_s for rep in self.replicas),
-            "mean_accepted_tokens_per_step": (sum(r.spec_tokens for r in records) / verify) if verify else None,
-            "reasons": dict(sorted(reasons.items())),
-            "sim_time_s": end_s,
-            "num_steps": sum(rep.scheduler.num_steps for rep in self.replicas),
-            "gpu_busy_fraction": (sum(r.busy_s for r in self.replicas) / (end_s * len(self.replicas))) if end_s > 0 else 0.0,
-            "sim_wall_s": wall_s,
-        })
+        summary.update(
+            {
+                "policy": self.config.policy,
+                "model": self.config.model,
+                "num_replicas": len(self.replicas),
+                "num_gpus": self.num_gpus,
+                "num_unfinished": len(self.live),
+                "num_client_timeouts": self.num_timeouts,
+                "num_admitted_slo_misses": summary["num_admitted_slo_misses"] + self.num_admitted_timeouts,
+                "scheduler_time_s": sum(rep.cpu_s for rep in self.replicas),
+                "mean_accepted_tokens_per_step": (sum(r.spec_tokens for r in records) / verify) if verify else None,
+                "reasons": dict(sorted(reasons.items())),
+                "sim_time_s": end_s,
+                "num_steps": sum(rep.scheduler.num_steps for rep in self.replicas),
+                "gpu_busy_fraction": (sum(r.busy_s for r in self.replicas) / (end_s * len(self.replicas)))
+                if end_s > 0
+                else 0.0,
+                "sim_wall_s": wall_s,
+            }
+        )
         return SimResult(summary, records, self.steps)
 
 

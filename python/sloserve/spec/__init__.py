@@ -10,8 +10,21 @@ from sloserve.spec.decorate import SpecDecorator, speculative, speculative_polic
 from sloserve.spec.lengths import LengthChoice, TierLoad, choose_tier_lengths, constrained_lengths, goodput_length
 
 __all__ = [
-    "AlphaEstimator", "LengthChoice", "SpecConfig", "SpecDecorator", "SpecMode", "TierLoad",
-    "add_spec_arguments", "choose_tier_lengths", "constrained_lengths", "expected_tokens",
-    "goodput_length", "planned_tokens", "spec_enabled", "spec_from_args", "speculative",
-    "speculative_policy", "step_observation",
+    "AlphaEstimator",
+    "LengthChoice",
+    "SpecConfig",
+    "SpecDecorator",
+    "SpecMode",
+    "TierLoad",
+    "add_spec_arguments",
+    "choose_tier_lengths",
+    "constrained_lengths",
+    "expected_tokens",
+    "goodput_length",
+    "planned_tokens",
+    "spec_enabled",
+    "spec_from_args",
+    "speculative",
+    "speculative_policy",
+    "step_observation",
 ]

@@ -63,8 +63,9 @@ class _Counts:
 class AlphaEstimator:
     """Per-class and per-request acceptance estimates from observed verify steps."""
 
-    def __init__(self, prior_alpha: float, prior_strength: float = 20.0, request_min_trials: int = 32,
-                 online: bool = True) -> None:
+    def __init__(
+        self, prior_alpha: float, prior_strength: float = 20.0, request_min_trials: int = 32, online: bool = True
+    ) -> None:
         if not 0.0 <= prior_alpha < 1.0:
             raise ValueError("prior_alpha must be in [0, 1)")
         if prior_strength <= 0:
@@ -119,5 +120,6 @@ class AlphaEstimator:
 
     def snapshot(self) -> dict:
         """Estimates per class (for stats and run JSON)."""
-        return {k: {"alpha": round(self.class_alpha(k), 4), "trials": c.trials}
-                for k, c in sorted(self._by_class.items())}
+        return {
+            k: {"alpha": round(self.class_alpha(k), 4), "trials": c.trials} for k, c in sorted(self._by_class.items())
+        }

@@ -21,27 +21,45 @@ class SpecMode(str, Enum):
 @dataclass(frozen=True)
 class SpecConfig:
     mode: str = field(default="adaptive", metadata={"help": "off | fixed | adaptive | goodput"})
-    alpha_prior: float = field(default=0.7, metadata={
-        "help": "prior per-token acceptance rate the planner starts from (and keeps when online=False)"})
-    max_spec_len: int = field(default=4, metadata={
-        "help": "K: most verified positions per step (K-1 drafts + 1); 1 disables speculation"})
+    alpha_prior: float = field(
+        default=0.7,
+        metadata={"help": "prior per-token acceptance rate the planner starts from (and keeps when online=False)"},
+    )
+    max_spec_len: int = field(
+        default=4, metadata={"help": "K: most verified positions per step (K-1 drafts + 1); 1 disables speculation"}
+    )
     fixed_len: int = field(default=4, metadata={"help": "verified positions per step in mode 'fixed'"})
-    online: bool = field(default=True, metadata={
-        "help": "estimate alpha online per SLO class (and per request) from accepted lengths"})
-    prior_strength: float = field(default=20.0, metadata={
-        "help": "pseudo-observations (draft trials) the prior is worth in the online estimate"})
-    request_min_trials: int = field(default=32, metadata={
-        "help": "draft trials a request needs before its own alpha estimate replaces its class's"})
-    safety_margin: float = field(default=0.15, metadata={
-        "help": "fraction of the expected speculative gain (tokens/step above 1) not relied on when "
-                "sizing batches; 0 plans on the expected value"})
-    lead_steps: float = field(default=1.0, metadata={
-        "help": "planner: force a speculative decode into a step this many steps earlier than the "
-                "non-speculative rule (next token due within 2 steps), so one unlucky verify does "
-                "not cut the following step short"})
-    uniform_len: bool = field(default=False, metadata={
-        "help": "one length for every decode of a batch (SGLang EAGLE); False lets a tier verify "
-                "fewer positions than the batch's draft steps"})
+    online: bool = field(
+        default=True, metadata={"help": "estimate alpha online per SLO class (and per request) from accepted lengths"}
+    )
+    prior_strength: float = field(
+        default=20.0, metadata={"help": "pseudo-observations (draft trials) the prior is worth in the online estimate"}
+    )
+    request_min_trials: int = field(
+        default=32, metadata={"help": "draft trials a request needs before its own alpha estimate replaces its class's"}
+    )
+    safety_margin: float = field(
+        default=0.15,
+        metadata={
+            "help": "fraction of the expected speculative gain (tokens/step above 1) not relied on when "
+            "sizing batches; 0 plans on the expected value"
+        },
+    )
+    lead_steps: float = field(
+        default=1.0,
+        metadata={
+            "help": "planner: force a speculative decode into a step this many steps earlier than the "
+            "non-speculative rule (next token due within 2 steps), so one unlucky verify does "
+            "not cut the following step short"
+        },
+    )
+    uniform_len: bool = field(
+        default=False,
+        metadata={
+            "help": "one length for every decode of a batch (SGLang EAGLE); False lets a tier verify "
+            "fewer positions than the batch's draft steps"
+        },
+    )
 
     def __post_init__(self) -> None:
         modes = {m.value for m in SpecMode}
@@ -79,19 +97,24 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
     if "--spec" in getattr(parser, "_option_string_actions", {}):
         return
     g = parser.add_argument_group("speculative decoding")
-    g.add_argument("--spec", default="off", choices=[m.value for m in SpecMode],
-                   help="speculation mode (default off)")
-    g.add_argument("--alpha", type=float, default=0.0,
-                   help="true per-token draft acceptance rate in the simulated engine")
+    g.add_argument("--spec", default="off", choices=[m.value for m in SpecMode], help="speculation mode (default off)")
+    g.add_argument(
+        "--alpha", type=float, default=0.0, help="true per-token draft acceptance rate in the simulated engine"
+    )
     g.add_argument("--max-spec-len", type=int, default=4, help="most verified positions per step (K)")
-    g.add_argument("--spec-fixed-len", type=int, default=None,
-                   help="positions per step in --spec fixed (default: --max-spec-len)")
-    g.add_argument("--spec-online", dest="spec_online", action="store_true", default=True,
-                   help="estimate alpha online (default)")
-    g.add_argument("--no-spec-online", dest="spec_online", action="store_false",
-                   help="plan with the prior alpha only")
-    g.add_argument("--spec-prior", type=float, default=None,
-                   help="prior alpha for the planner (default: --alpha, or 0.7 without it)")
+    g.add_argument(
+        "--spec-fixed-len", type=int, default=None, help="positions per step in --spec fixed (default: --max-spec-len)"
+    )
+    g.add_argument(
+        "--spec-online", dest="spec_online", action="store_true", default=True, help="estimate alpha online (default)"
+    )
+    g.add_argument("--no-spec-online", dest="spec_online", action="store_false", help="plan with the prior alpha only")
+    g.add_argument(
+        "--spec-prior",
+        type=float,
+        default=None,
+        help="prior alpha for the planner (default: --alpha, or 0.7 without it)",
+    )
     g.add_argument("--spec-margin", type=float, default=0.15, help="safety margin on the speculative gain")
     g.add_argument("--spec-uniform", action="store_true", help="one length per batch (SGLang EAGLE)")
     parser.set_defaults(build_spec=spec_from_args)
@@ -110,10 +133,15 @@ def spec_from_args(args) -> dict:
     prior = args.spec_prior if getattr(args, "spec_prior", None) is not None else (alpha or 0.7)
     k = int(args.max_spec_len)
     fixed = args.spec_fixed_len if getattr(args, "spec_fixed_len", None) is not None else k
-    cfg = SpecConfig(mode=mode, alpha_prior=prior, max_spec_len=k, fixed_len=fixed,
-                     online=bool(getattr(args, "spec_online", True)),
-                     safety_margin=float(getattr(args, "spec_margin", 0.15)),
-                     uniform_len=bool(getattr(args, "spec_uniform", False)))
+    cfg = SpecConfig(
+        mode=mode,
+        alpha_prior=prior,
+        max_spec_len=k,
+        fixed_len=fixed,
+        online=bool(getattr(args, "spec_online", True)),
+        safety_margin=float(getattr(args, "spec_margin", 0.15)),
+        uniform_len=bool(getattr(args, "spec_uniform", False)),
+    )
     if getattr(args, "policy", None):
         from sloserve.spec.decorate import speculative_policy  # noqa: PLC0415 (loads the registry)
 

@@ -27,8 +27,12 @@ from sloserve.spec.lengths import TierLoad, constrained_lengths, goodput_length
 
 def is_decode_item(item: ScheduledItem, req) -> bool:
     """A one-token step of a request that has output already: the only kind that can speculate."""
-    return item.num_tokens == 1 and item.spec_draft_tokens == 0 and req.num_output_tokens >= 1 \
+    return (
+        item.num_tokens == 1
+        and item.spec_draft_tokens == 0
+        and req.num_output_tokens >= 1
         and req.remaining_compute_tokens == 1
+    )
 
 
 def draft_room(req) -> int:
@@ -71,8 +75,9 @@ class SpecDecorator:
         keys = sorted(tiers)
         loads = [TierLoad(p, len(tiers[p]), min(self.alpha_of(r) for r in tiers[p])) for p in keys]
         limit = min(r.next_token_deadline_s for r in decodes) - now_s
-        chosen = constrained_lengths(self.perf, loads, other_tokens, k, spec.safety_margin, limit,
-                                     kv_read, spec.uniform_len)
+        chosen = constrained_lengths(
+            self.perf, loads, other_tokens, k, spec.safety_margin, limit, kv_read, spec.uniform_len
+        )
         by_tier = dict(zip(keys, chosen))
         return [by_tier[r.current_tpot_s] for r in decodes]
 
@@ -82,8 +87,9 @@ class SpecDecorator:
             return plan
         self.num_batches += 1
         reqs = sched.requests
-        decode_idx = [i for i, it in enumerate(plan.items)
-                      if it.request_id in reqs and is_decode_item(it, reqs[it.request_id])]
+        decode_idx = [
+            i for i, it in enumerate(plan.items) if it.request_id in reqs and is_decode_item(it, reqs[it.request_id])
+        ]
         if not decode_idx:
             return plan
         decodes = [reqs[plan.items[i].request_id] for i in decode_idx]

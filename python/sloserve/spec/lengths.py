@@ -64,21 +64,24 @@ class LengthChoice:
         return self.step_tokens / self.step_len_s - self.decode_rate_tps
 
 
-def _evaluate(perf, tiers: Sequence[TierLoad], positions: tuple[int, ...], tau: float,
-              kv_read_tokens: int, safety_margin: float) -> LengthChoice | None:
+def _evaluate(
+    perf, tiers: Sequence[TierLoad], positions: tuple[int, ...], tau: float, kv_read_tokens: int, safety_margin: float
+) -> LengthChoice | None:
     spec_steps = max(positions) - 1
     tokens = int(perf.max_tokens_within_s(tau - EPS_S, spec_steps, kv_read_tokens))
     decode = sum(t.num_decodes * s for t, s in zip(tiers, positions))
     if tokens < decode:
         return None
     # a tier-i decode needs one verify step per g(s_i) * P_i seconds of deadline
-    rate = sum(t.num_decodes * s / (t.tpot_s * planned_tokens(t.alpha, s, safety_margin))
-               for t, s in zip(tiers, positions))
+    rate = sum(
+        t.num_decodes * s / (t.tpot_s * planned_tokens(t.alpha, s, safety_margin)) for t, s in zip(tiers, positions)
+    )
     return LengthChoice(positions, spec_steps, tau, tokens, decode, rate)
 
 
-def choose_tier_lengths(perf, tiers: Sequence[TierLoad], max_len: int, safety_margin: float,
-                        kv_read_tokens: int = 0, uniform: bool = False) -> LengthChoice | None:
+def choose_tier_lengths(
+    perf, tiers: Sequence[TierLoad], max_len: int, safety_margin: float, kv_read_tokens: int = 0, uniform: bool = False
+) -> LengthChoice | None:
     """Exact search for the per-tier lengths maximizing prefill tokens per second.
 
     Returns None when no assignment even fits the decodes (the caller falls back to s = 1
@@ -107,8 +110,7 @@ def choose_tier_lengths(perf, tiers: Sequence[TierLoad], max_len: int, safety_ma
     return best
 
 
-def goodput_length(perf, alphas: Sequence[float], prefill_tokens: int, max_len: int,
-                   kv_read_tokens: int = 0) -> int:
+def goodput_length(perf, alphas: Sequence[float], prefill_tokens: int, max_len: int, kv_read_tokens: int = 0) -> int:
     """One length for the whole batch maximizing expected decode tokens per second.
 
     The SmartSpec rule (also behind vLLM's and SGLang's batch-size-driven adaptive
@@ -128,9 +130,16 @@ def goodput_length(perf, alphas: Sequence[float], prefill_tokens: int, max_len: 
     return best_s
 
 
-def constrained_lengths(perf, tiers: Sequence[TierLoad], fixed_tokens: int, max_len: int,
-                        safety_margin: float, time_limit_s: float, kv_read_tokens: int = 0,
-                        uniform: bool = False) -> tuple[int, ...]:
+def constrained_lengths(
+    perf,
+    tiers: Sequence[TierLoad],
+    fixed_tokens: int,
+    max_len: int,
+    safety_margin: float,
+    time_limit_s: float,
+    kv_read_tokens: int = 0,
+    uniform: bool = False,
+) -> tuple[int, ...]:
     """Per-tier lengths for a batch whose other ``fixed_tokens`` are already chosen.
 
     Maximizes expected decode tokens while the step time stays within every tier's
@@ -148,8 +157,9 @@ def constrained_lengths(perf, tiers: Sequence[TierLoad], fixed_tokens: int, max_
         space = itertools.product(range(1, max_len + 1), repeat=k)
     best, best_tokens = ones, -1.0
     for positions in space:
-        limit = min([time_limit_s] + [t.tpot_s * planned_tokens(t.alpha, s, safety_margin)
-                                      for t, s in zip(tiers, positions)])
+        limit = min(
+            [time_limit_s] + [t.tpot_s * planned_tokens(t.alpha, s, safety_margin) for t, s in zip(tiers, positions)]
+        )
         tokens = fixed_tokens + sum(t.num_decodes * s for t, s in zip(tiers, positions))
         if perf.batch_time_s(tokens, max(positions) - 1, kv_read_tokens) > limit + EPS_S and positions != ones:
             continue

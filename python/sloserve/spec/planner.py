@@ -76,8 +76,9 @@ def plan_tiers(perf, spec, decodes: Sequence[tuple[float, float]], kv_read_token
     if spec.mode == "fixed":
         choice = _fixed_choice(perf, tiers, spec, kv_read_tokens)
     else:
-        choice = choose_tier_lengths(perf, tiers, spec.max_spec_len, spec.safety_margin, kv_read_tokens,
-                                     spec.uniform_len)
+        choice = choose_tier_lengths(
+            perf, tiers, spec.max_spec_len, spec.safety_margin, kv_read_tokens, spec.uniform_len
+        )
     if choice is None or choice.spec_steps == 0:
         return NO_SPEC
     positions = dict(zip(keys, choice.positions))
@@ -147,8 +148,9 @@ def spec_forecast(grid: StepGrid, load: SpecDecodeLoad, deadlines_s) -> Forecast
     return Forecast(grid, d, m, grid.forced_horizon_s(m), budget.astype(np.int64), feasible)
 
 
-def make_spec_grid(perf, start_s: float, tiers: TierSpecPlan, earliest_due_s: float,
-                   kv_read_tokens: int = 0) -> StepGrid:
+def make_spec_grid(
+    perf, start_s: float, tiers: TierSpecPlan, earliest_due_s: float, kv_read_tokens: int = 0
+) -> StepGrid:
     """The speculative step grid: steps of ``tau`` seconds at the plan's draft-step count; the
     first ends by the earliest decode deadline (the guarantee for tokens already due)."""
     step = tiers.step_len_s
@@ -172,5 +174,8 @@ def expand_load(load: DecodeLoad, tiers: TierSpecPlan, lead_s: float = 0.0) -> D
         return load
     sl = spec_load(load, tiers, lead_s)
     reps = sl.positions
-    return DecodeLoad(np.repeat(sl.base.first_due_s, reps), np.repeat(sl.spacing_s, reps),
-                      np.repeat(sl.max_steps, reps).astype(np.int64))
+    return DecodeLoad(
+        np.repeat(sl.base.first_due_s, reps),
+        np.repeat(sl.spacing_s, reps),
+        np.repeat(sl.max_steps, reps).astype(np.int64),
+    )

@@ -89,8 +89,17 @@ class SpecSLOsServeScheduler(SLOsServeScheduler):
             free = self.kv.capacity_blocks - self.reserved_total
             widest = max(tiers.positions_by_tpot.values())
             cap = (min(grid.first_tokens, grid.step_tokens) - len(load)) // widest
-            res = admit_arrays(view.pending_deadline_s, view.pending_prefill + extra, items, grid, load, free, cap,
-                               self.config.max_front, self.config.max_states)
+            res = admit_arrays(
+                view.pending_deadline_s,
+                view.pending_prefill + extra,
+                items,
+                grid,
+                load,
+                free,
+                cap,
+                self.config.max_front,
+                self.config.max_states,
+            )
             yield res, tiers.step_len_s, grid, tiers
 
     def _split_cost_tokens(self, tiers: TierSpecPlan) -> int:
@@ -155,8 +164,14 @@ class SpecSLOsServeScheduler(SLOsServeScheduler):
         loads = [TierLoad(p, len(by_tpot[p]), min(self._alpha(r) for r in by_tpot[p])) for p in keys]
         k = spec.fixed_len if spec.mode == SpecMode.FIXED.value else spec.max_spec_len
         kv_read = sum(it.context_tokens for it in plan.items)
-        chosen = dict(zip(keys, constrained_lengths(perf, loads, plan.num_tokens - len(dec), k, spec.safety_margin,
-                                                    limit, kv_read, spec.uniform_len)))
+        chosen = dict(
+            zip(
+                keys,
+                constrained_lengths(
+                    perf, loads, plan.num_tokens - len(dec), k, spec.safety_margin, limit, kv_read, spec.uniform_len
+                ),
+            )
+        )
         items = list(plan.items)
         for i in dec:
             r = self.slo[items[i].request_id]
@@ -244,8 +259,11 @@ class SpecSLOsServeScheduler(SLOsServeScheduler):
 
     def stats(self) -> dict:
         out = super().stats()
-        out["spec"] = dict(self.spec_decorator.stats(), trimmed_steps=self.spec_trimmed_steps,
-                           positions={str(k): v for k, v in sorted(self.spec_tiers.positions_by_tpot.items())})
+        out["spec"] = dict(
+            self.spec_decorator.stats(),
+            trimmed_steps=self.spec_trimmed_steps,
+            positions={str(k): v for k, v in sorted(self.spec_tiers.positions_by_tpot.items())},
+        )
         return out
 
 

@@ -7,8 +7,9 @@ import numpy as np
 ARRIVAL_KINDS = ("poisson", "gamma")
 
 
-def arrival_times_s(kind: str, rate_rps: float, n: int, cv: float = 1.0,
-                    rng: np.random.Generator | None = None) -> np.ndarray:
+def arrival_times_s(
+    kind: str, rate_rps: float, n: int, cv: float = 1.0, rng: np.random.Generator | None = None
+) -> np.ndarray:
     """``n`` arrival times (seconds, increasing) of a renewal process with mean rate ``rate_rps``.
 
     ``poisson``: exponential inter-arrival times (``cv`` ignored). ``gamma``: Gamma

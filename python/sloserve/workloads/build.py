@@ -29,19 +29,51 @@ from sloserve.workloads.slo_presets import get_slo_preset
 class WorkloadConfig:
     """What to generate. Validated on construction (no file I/O until build_workload)."""
 
-    scenario: str = field(default="chatbot", metadata={"help": "chatbot, coder, summarizer, reasoning, tool-calling, mixed; each with a -S variant (TPOTs doubled)"})
+    scenario: str = field(
+        default="chatbot",
+        metadata={
+            "help": "chatbot, coder, summarizer, reasoning, tool-calling, mixed; each with a -S variant (TPOTs doubled)"
+        },
+    )
     rate_rps: float = field(default=1.0, metadata={"help": "target mean arrival rate, programs per second"})
-    num_requests: int | None = field(default=1000, metadata={"help": "programs to generate; None with a trace: every request in the window"})
-    arrival: str = field(default="poisson", metadata={"help": "poisson | gamma (ignored with trace_path: arrivals come from the trace)"})
-    burstiness_cv: float = field(default=1.0, metadata={"help": "coefficient of variation of Gamma inter-arrival times"})
-    trace_path: str | None = field(default=None, metadata={"help": "Azure LLM inference CSV (TIMESTAMP, ContextTokens, GeneratedTokens): arrivals and lengths"})
-    trace_window_s: tuple[float, float] | None = field(default=None, metadata={"help": "(start, end) seconds from the trace's first request"})
-    lengths_path: str | None = field(default=None, metadata={"help": "CSV of num_prefill_tokens, num_decode_tokens (or Azure columns): lengths sampled with replacement; overrides trace lengths"})
-    max_seq_len: int | None = field(default=None, metadata={"help": "drop (and count) programs whose largest context (prompt + output) exceeds this"})
+    num_requests: int | None = field(
+        default=1000, metadata={"help": "programs to generate; None with a trace: every request in the window"}
+    )
+    arrival: str = field(
+        default="poisson", metadata={"help": "poisson | gamma (ignored with trace_path: arrivals come from the trace)"}
+    )
+    burstiness_cv: float = field(
+        default=1.0, metadata={"help": "coefficient of variation of Gamma inter-arrival times"}
+    )
+    trace_path: str | None = field(
+        default=None,
+        metadata={"help": "Azure LLM inference CSV (TIMESTAMP, ContextTokens, GeneratedTokens): arrivals and lengths"},
+    )
+    trace_window_s: tuple[float, float] | None = field(
+        default=None, metadata={"help": "(start, end) seconds from the trace's first request"}
+    )
+    lengths_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "CSV of num_prefill_tokens, num_decode_tokens (or Azure columns): lengths sampled with replacement; overrides trace lengths"
+        },
+    )
+    max_seq_len: int | None = field(
+        default=None,
+        metadata={"help": "drop (and count) programs whose largest context (prompt + output) exceeds this"},
+    )
     seed: int = field(default=0, metadata={"help": "seed of every random draw"})
     slo_scale: float = field(default=1.0, metadata={"help": "multiply every SLO (TTFT slowdowns and TPOTs) by this"})
-    output_len_known: bool = field(default=True, metadata={"help": "whether schedulers may use the true output length (else max_new_tokens is set)"})
-    length_dist: str | None = field(default=None, metadata={"help": "built-in prompt/output length model replacing the scenario's (sharegpt, arxiv-summarization, azure-code, azure-conv)"})
+    output_len_known: bool = field(
+        default=True,
+        metadata={"help": "whether schedulers may use the true output length (else max_new_tokens is set)"},
+    )
+    length_dist: str | None = field(
+        default=None,
+        metadata={
+            "help": "built-in prompt/output length model replacing the scenario's (sharegpt, arxiv-summarization, azure-code, azure-conv)"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:
@@ -135,8 +167,10 @@ def build_workload(cfg: WorkloadConfig) -> Workload:
     programs = build_programs(scenario, batch, arrivals, presets, cfg.output_len_known, caps, cfg.max_seq_len)
     duration = programs[-1].arrival_s if programs else 0.0
     limit = f", {dropped} dropped > max_seq_len {cfg.max_seq_len}" if cfg.max_seq_len is not None else ""
-    desc = (f"{cfg.scenario}: {len(programs)} programs at {cfg.rate_rps:g} rps ({how}), {label}{limit}, "
-            f"slo_scale {cfg.slo_scale:g}, seed {cfg.seed}")
+    desc = (
+        f"{cfg.scenario}: {len(programs)} programs at {cfg.rate_rps:g} rps ({how}), {label}{limit}, "
+        f"slo_scale {cfg.slo_scale:g}, seed {cfg.seed}"
+    )
     return Workload(programs, dropped, float(duration), desc)
 
 
@@ -146,8 +180,9 @@ def _fits(batch: ProgramBatch, max_seq_len: int | None) -> np.ndarray:
     return batch.total_tokens() <= max_seq_len
 
 
-def _draw_fitting(cfg: WorkloadConfig, scenario: Scenario, source: _Source, n: int,
-                  rng: np.random.Generator) -> tuple[ProgramBatch, int]:
+def _draw_fitting(
+    cfg: WorkloadConfig, scenario: Scenario, source: _Source, n: int, rng: np.random.Generator
+) -> tuple[ProgramBatch, int]:
     """Draw until ``n`` programs fit ``max_seq_len``; returns them and the drops before the n-th."""
     parts: list[ProgramBatch] = []
     oks: list[np.ndarray] = []

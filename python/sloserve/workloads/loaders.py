@@ -39,8 +39,10 @@ class AzureTrace:
         if not (0 <= start_s < end_s):
             raise ValueError(f"trace window needs 0 <= start < end, got {start_s}:{end_s}")
         if start_s > self.duration_s:
-            raise ValueError(f"trace window {start_s:g}:{end_s:g} s starts after the trace ends "
-                             f"({self.duration_s:.1f} s) in {self.path}")
+            raise ValueError(
+                f"trace window {start_s:g}:{end_s:g} s starts after the trace ends "
+                f"({self.duration_s:.1f} s) in {self.path}"
+            )
         lo, hi = np.searchsorted(self.arrival_s, [start_s, end_s], side="left")
         if hi <= lo:
             raise ValueError(f"trace window {start_s:g}:{end_s:g} s of {self.path} holds no request")

@@ -73,8 +73,9 @@ def _make_scenarios() -> dict[str, Scenario]:
         Scenario("summarizer", "single", ("summarizer",), ("arxiv-summarization",)),
         Scenario("reasoning", "reasoning", ("reasoning",)),
         Scenario("tool-calling", "tool-calling", ("tool-calling",)),
-        Scenario("mixed", "single", ("chatbot", "coder", "summarizer"),
-                 ("sharegpt", "azure-code", "arxiv-summarization")),
+        Scenario(
+            "mixed", "single", ("chatbot", "coder", "summarizer"), ("sharegpt", "azure-code", "arxiv-summarization")
+        ),
     ]
     out: dict[str, Scenario] = {}
     for s in base:
@@ -134,9 +135,13 @@ def _class_shares(num_classes: int, n: int, rng: np.random.Generator) -> np.ndar
     return rng.permutation(np.resize(np.arange(num_classes, dtype=np.int64), n))
 
 
-def draw_batch(scenario: Scenario, n: int, rng: np.random.Generator,
-               pairs: tuple[np.ndarray, np.ndarray] | None = None,
-               sampler: PairSampler | None = None) -> ProgramBatch:
+def draw_batch(
+    scenario: Scenario,
+    n: int,
+    rng: np.random.Generator,
+    pairs: tuple[np.ndarray, np.ndarray] | None = None,
+    sampler: PairSampler | None = None,
+) -> ProgramBatch:
     """Draw ``n`` programs. ``pairs`` (given prompt/output arrays of length n, e.g. a trace) or
     ``sampler`` (e.g. rows of a length file) replace the scenario's built-in prompt/output
     lengths; the scenario's other lengths (thinking, tool rounds) stay synthetic.
@@ -152,9 +157,16 @@ def draw_batch(scenario: Scenario, n: int, rng: np.random.Generator,
         prompt, output = _builtin_pairs(scenario, cls, rng)
     width = scenario.tools.max_rounds - 1 if scenario.kind == "tool-calling" else 0
     zeros_n = np.zeros(n, dtype=np.int64)
-    batch = dict(cls=cls, prompt=prompt, output=output, think=zeros_n, rounds=np.ones(n, dtype=np.int64),
-                 call_out=np.zeros((n, width), dtype=np.int64), tool_out=np.zeros((n, width), dtype=np.int64),
-                 delay_s=np.zeros((n, width), dtype=np.float64))
+    batch = dict(
+        cls=cls,
+        prompt=prompt,
+        output=output,
+        think=zeros_n,
+        rounds=np.ones(n, dtype=np.int64),
+        call_out=np.zeros((n, width), dtype=np.int64),
+        tool_out=np.zeros((n, width), dtype=np.int64),
+        delay_s=np.zeros((n, width), dtype=np.float64),
+    )
     if scenario.kind == "reasoning":
         batch["think"] = scenario.reasoning.thinking.sample(n, rng)
     elif scenario.kind == "tool-calling":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from sloserve.core.slo import DecodeSegment, TTFTSLO
+from sloserve.core.slo import TTFTSLO, DecodeSegment
 
 
 @dataclass(frozen=True)
@@ -24,10 +24,13 @@ class SloPreset:
     final_tpot_ms: float | None = None  # tool-calling: the final round's TPOT
 
     def __post_init__(self) -> None:
-        for label, value in (("ttft_slowdown", self.ttft_slowdown), ("tpot_ms", self.tpot_ms),
-                             ("think_tpot_ms", self.think_tpot_ms),
-                             ("final_ttft_slowdown", self.final_ttft_slowdown),
-                             ("final_tpot_ms", self.final_tpot_ms)):
+        for label, value in (
+            ("ttft_slowdown", self.ttft_slowdown),
+            ("tpot_ms", self.tpot_ms),
+            ("think_tpot_ms", self.think_tpot_ms),
+            ("final_ttft_slowdown", self.final_ttft_slowdown),
+            ("final_tpot_ms", self.final_tpot_ms),
+        ):
             if value is not None and not value > 0:
                 raise ValueError(f"SloPreset {self.name!r}: {label} must be positive, got {value}")
 
@@ -41,17 +44,28 @@ class SloPreset:
         def mul(v: float | None) -> float | None:
             return None if v is None else v * factor
 
-        return replace(self, ttft_slowdown=self.ttft_slowdown * factor, tpot_ms=self.tpot_ms * factor,
-                       think_tpot_ms=mul(self.think_tpot_ms), final_ttft_slowdown=mul(self.final_ttft_slowdown),
-                       final_tpot_ms=mul(self.final_tpot_ms))
+        return replace(
+            self,
+            ttft_slowdown=self.ttft_slowdown * factor,
+            tpot_ms=self.tpot_ms * factor,
+            think_tpot_ms=mul(self.think_tpot_ms),
+            final_ttft_slowdown=mul(self.final_ttft_slowdown),
+            final_tpot_ms=mul(self.final_tpot_ms),
+        )
 
     def relaxed(self) -> "SloPreset":
         """The ``-S`` variant: TPOTs doubled."""
+
         def dbl(v: float | None) -> float | None:
             return None if v is None else 2.0 * v
 
-        return replace(self, name=self.name + "-S", tpot_ms=2.0 * self.tpot_ms,
-                       think_tpot_ms=dbl(self.think_tpot_ms), final_tpot_ms=dbl(self.final_tpot_ms))
+        return replace(
+            self,
+            name=self.name + "-S",
+            tpot_ms=2.0 * self.tpot_ms,
+            think_tpot_ms=dbl(self.think_tpot_ms),
+            final_tpot_ms=dbl(self.final_tpot_ms),
+        )
 
     # ---- core SLO objects ------------------------------------------------------------
     def ttft(self, final: bool = False) -> TTFTSLO:
@@ -67,8 +81,10 @@ class SloPreset:
         if thinking_tokens > 0:
             if self.think_tpot_ms is None:
                 raise ValueError(f"SLO class {self.name!r} has no thinking TPOT")
-            return (DecodeSegment(self.think_tpot_ms, thinking_tokens, "thinking"),
-                    DecodeSegment(self.tpot_ms, None, "answer"))
+            return (
+                DecodeSegment(self.think_tpot_ms, thinking_tokens, "thinking"),
+                DecodeSegment(self.tpot_ms, None, "answer"),
+            )
         return (DecodeSegment(self.decode_tpot_ms(final), None, "decode"),)
 
 

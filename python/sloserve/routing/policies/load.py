@@ -20,8 +20,9 @@ from sloserve.routing.summary import EffectiveLoad, PendingLedger
 
 @dataclass(frozen=True)
 class LoadRouterConfig:
-    pending_ttl_s: float = field(default=30.0, metadata={
-        "help": "forget a dispatch a replica's summary has not reflected after this long (s)"})
+    pending_ttl_s: float = field(
+        default=30.0, metadata={"help": "forget a dispatch a replica's summary has not reflected after this long (s)"}
+    )
 
 
 class _LeastLoadRouter(Router):
@@ -78,8 +79,9 @@ class TotalRequestsRouter(_LeastLoadRouter):
 
 @dataclass(frozen=True)
 class PowerOfTwoConfig:
-    pending_ttl_s: float = field(default=30.0, metadata={
-        "help": "forget a dispatch a replica's summary has not reflected after this long (s)"})
+    pending_ttl_s: float = field(
+        default=30.0, metadata={"help": "forget a dispatch a replica's summary has not reflected after this long (s)"}
+    )
     choices: int = field(default=2, metadata={"help": "replicas sampled per request (d in power-of-d)"})
 
     def __post_init__(self) -> None:

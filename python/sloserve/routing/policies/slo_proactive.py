@@ -32,26 +32,40 @@ from sloserve.routing.summary import EffectiveLoad, PendingLedger, SummaryAdmiss
 
 @dataclass(frozen=True)
 class SLOProactiveConfig:
-    use_can_admit: bool = field(default=True, metadata={
-        "help": "ask replicas' can_admit; False: decide from published summaries only"})
-    tight_tpot_ms: float = field(default=60.0, metadata={
-        "help": "a request whose tightest TPOT SLO is at most this is tight-SLO work"})
-    spread_penalty_s: float = field(default=0.05, metadata={
-        "help": "in a burst, margin charged per tight request recently sent to a replica (s)"})
+    use_can_admit: bool = field(
+        default=True, metadata={"help": "ask replicas' can_admit; False: decide from published summaries only"}
+    )
+    tight_tpot_ms: float = field(
+        default=60.0, metadata={"help": "a request whose tightest TPOT SLO is at most this is tight-SLO work"}
+    )
+    spread_penalty_s: float = field(
+        default=0.05, metadata={"help": "in a burst, margin charged per tight request recently sent to a replica (s)"}
+    )
     burst_fast_tau_s: float = field(default=2.0, metadata={"help": "short-term arrival-rate time constant (s)"})
     burst_slow_tau_s: float = field(default=30.0, metadata={"help": "long-term arrival-rate time constant (s)"})
     burst_ratio: float = field(default=2.0, metadata={"help": "burst when short-term rate >= ratio x long-term"})
     burst_min_events: float = field(default=6.0, metadata={"help": "and at least this many recent arrivals"})
-    burst_best_effort: bool = field(default=True, metadata={
-        "help": "in a burst, send what no replica admits to best effort directly (False: let the replica decide)"})
-    summary_headroom: float = field(default=0.1, metadata={
-        "help": "fraction of a summary's spare prefill budget kept in reserve (estimate error)"})
-    summary_spare: bool = field(default=True, metadata={
-        "help": "judge by a summary's spare prefill budget when published (False: backlog and rate only; ablation)"})
-    prefill_tokens_per_s: float = field(default=0.0, metadata={
-        "help": "prefill throughput to assume when summaries do not publish one (0: unknown)"})
-    pending_ttl_s: float = field(default=30.0, metadata={
-        "help": "forget a dispatch a replica's summary has not reflected after this long (s)"})
+    burst_best_effort: bool = field(
+        default=True,
+        metadata={
+            "help": "in a burst, send what no replica admits to best effort directly (False: let the replica decide)"
+        },
+    )
+    summary_headroom: float = field(
+        default=0.1, metadata={"help": "fraction of a summary's spare prefill budget kept in reserve (estimate error)"}
+    )
+    summary_spare: bool = field(
+        default=True,
+        metadata={
+            "help": "judge by a summary's spare prefill budget when published (False: backlog and rate only; ablation)"
+        },
+    )
+    prefill_tokens_per_s: float = field(
+        default=0.0, metadata={"help": "prefill throughput to assume when summaries do not publish one (0: unknown)"}
+    )
+    pending_ttl_s: float = field(
+        default=30.0, metadata={"help": "forget a dispatch a replica's summary has not reflected after this long (s)"}
+    )
 
     def __post_init__(self) -> None:
         if self.tight_tpot_ms <= 0 or self.spread_penalty_s < 0:
@@ -120,8 +134,11 @@ class SLOProactiveRouter(Router):
         return RouteDecision(rid, best_effort=best_effort, hops=1, reason=reason)
 
     def _score(self, c: _Candidate, penalty_s: float, now_s: float) -> tuple:
-        crowd = self._recent_tight[c.view.replica_id].mass(now_s) if (
-            penalty_s and c.view.replica_id in self._recent_tight) else 0.0
+        crowd = (
+            self._recent_tight[c.view.replica_id].mass(now_s)
+            if (penalty_s and c.view.replica_id in self._recent_tight)
+            else 0.0
+        )
         return (c.margin_s - penalty_s * crowd, -c.load.outstanding_tokens, -c.position)
 
     def _tight_counter(self, replica_id: int) -> DecayingRate:

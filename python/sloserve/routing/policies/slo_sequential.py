@@ -21,8 +21,9 @@ _ACCEPTING = (AdmitReason.ADMITTED, AdmitReason.QUEUED)
 
 @dataclass(frozen=True)
 class SLOSequentialConfig:
-    max_hops: int = field(default=3, metadata={
-        "help": "replicas asked per request, first hop included (0: all replicas)"})
+    max_hops: int = field(
+        default=3, metadata={"help": "replicas asked per request, first hop included (0: all replicas)"}
+    )
 
     def __post_init__(self) -> None:
         if self.max_hops < 0:
