@@ -74,3 +74,14 @@ def test_openai_routes_carry_custom_params(plugin):
     with pytest.raises(openai.BadRequestError, match="slo_tpot_ms"):
         client.completions.create(model=model, prompt="Hello", max_tokens=5,
                                   extra_body={"custom_params": {"slo_tpot_ms": -3}})
+
+
+def test_plugin_publishes_its_time_per_iteration_and_calibration(plugin):
+    from conftest import cuda
+
+    for _ in range(3):
+        assert generate(plugin, max_new_tokens=24, custom={"slo_tpot_ms": 1000.0}).status_code == 200
+    stats = plugin.handle.plan_stats()[0]
+    assert stats["iterations"] > 0 and stats["p50_ms"] > 0
+    if not cuda():  # the planner's model is an H100's: SGLang's CPU steps are far slower, and it learned so
+        assert stats["calibration_scale"] > 1.0
