@@ -6,7 +6,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import generate, read_summaries
+from e2e_helpers import generate, read_summaries
 
 pytestmark = pytest.mark.slow
 

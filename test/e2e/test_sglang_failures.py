@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from conftest import SMALL_KV_TOKENS, generate, read_summaries
+from e2e_helpers import SMALL_KV_TOKENS, generate, read_summaries
 
 pytestmark = pytest.mark.slow
 FAST_S = 30.0  # a rejection must come back, not hang (generous: a busy 2-core machine)

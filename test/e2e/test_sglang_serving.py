@@ -6,7 +6,7 @@ import time
 
 import openai
 import pytest
-from conftest import generate
+from e2e_helpers import generate
 
 from sloserve.metrics.report import SLO_REPORT_KEYS
 
@@ -77,7 +77,7 @@ def test_openai_routes_carry_custom_params(plugin):
 
 
 def test_plugin_publishes_its_time_per_iteration_and_calibration(plugin):
-    from conftest import cuda
+    from e2e_helpers import cuda
 
     for _ in range(3):
         assert generate(plugin, max_new_tokens=24, custom={"slo_tpot_ms": 1000.0}).status_code == 200
