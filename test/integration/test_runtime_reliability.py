@@ -162,15 +162,22 @@ def test_killed_scheduler_fails_its_requests_and_router_avoids_it(server_factory
         assert final["finish_reason"]["type"] == "abort" and final["replica"] == on[i]
         expected = "replica 1 exited" if on[i] == 1 else "abort_request"
         assert expected in final["finish_reason"]["message"], final
-    wait_for(lambda: not replica_state(srv, 1)["up"], what="replica 1 marked down")
+    # the dead scheduler is restarted (docs/runtime.md, "Reliability"); /health says so per replica
     health = httpx.get(srv.url + "/health", timeout=HANG_S)
-    assert health.status_code == 503
-    assert health.json()["replicas"][1] == {"replica": 1, "up": False, "exit_code": -signal.SIGKILL}
-    for i in range(6):  # the router now sends everything to the survivor
+    assert health.status_code == 200, health.text  # replica 0 serves throughout
+    rep = health.json()["replicas"][1]
+    assert rep["exit_code"] == -signal.SIGKILL and rep["restarts"] == 1 and "exited" in rep["last_failure"]
+    wait_for(lambda: httpx.get(srv.url + "/health", timeout=HANG_S).json()["replicas"][1]["up"], timeout_s=HANG_S,
+             what="replica 1 restarted")
+    assert replica_state(srv, 1)["pid"] != victim
+    replicas = set()
+    for i in range(6):  # round robin uses the restarted replica again
         r = httpx.post(srv.url + "/generate", json={"text": f"after {i}", "sampling_params": {"max_new_tokens": 3}},
                        timeout=HANG_S)
-        assert r.status_code == 200 and r.json()["meta_info"]["replica"] == 0
-    assert "sloserve_replicas_healthy 1.0" in httpx.get(srv.url + "/metrics", timeout=HANG_S).text
+        assert r.status_code == 200
+        replicas.add(r.json()["meta_info"]["replica"])
+    assert replicas == {0, 1}
+    assert "sloserve_replicas_healthy 2.0" in httpx.get(srv.url + "/metrics", timeout=HANG_S).text
 
 
 def test_sigterm_drains_in_flight_requests_and_exits_cleanly(server_factory):

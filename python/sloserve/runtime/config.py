@@ -44,6 +44,32 @@ class ServerConfig:
                                                       "choices": LOG_FORMATS})
     log_interval_s: float = field(default=10.0, metadata={
         "help": "seconds between throughput/queue log lines while serving (0: none)"})
+    # ---- limits and security (docs/runtime.md, "Security and limits") ----
+    max_queued_requests: int = field(default=1024, metadata={
+        "help": "most requests waiting for their first token (all replicas); past it new requests get 429 with "
+                "Retry-After; 0 = unbounded (SGLang's name; its default is unbounded)"})
+    queue_timeout_s: float = field(default=60.0, metadata={
+        "help": "a request with no first token after this many seconds (or its TTFT SLO, if longer) ends with "
+                "429; 0 = never (SGLang: SGLANG_REQ_WAITING_TIMEOUT)"})
+    watchdog_timeout: float = field(default=20.0, metadata={
+        "help": "seconds a scheduler process may go without a heartbeat before it is declared hung, killed and "
+                "restarted (its requests fail with 503); SGLang's name (its default 300 s, then it exits)"})
+    api_key: str | None = field(default=None, metadata={
+        "help": "require 'Authorization: Bearer KEY' on every route but /health (401 otherwise)"})
+    admin_api_key: str | None = field(default=None, metadata={
+        "help": "key for /abort_request and /flush_cache; when set, those routes accept only this key"})
+    enable_api_docs: bool = field(default=False, metadata={"help": "serve /docs and /openapi.json"})
+    max_body_bytes: int = field(default=16 * 1024 * 1024, metadata={
+        "help": "largest request body; a larger one gets 413"})
+    max_header_bytes: int = field(default=16 * 1024, metadata={
+        "help": "largest request line plus headers (h11 incomplete-event limit); a larger one gets 400"})
+    max_connections: int = field(default=4096, metadata={
+        "help": "most concurrent connections and requests (uvicorn limit_concurrency); past it 503"})
+    timeout_keep_alive: float = field(default=30.0, metadata={
+        "help": "seconds a connection may sit outside a request (idle keep-alive, or headers still incomplete) "
+                "before it is closed; also the limit for reading a request body (408)"})
+    max_restarts: int = field(default=5, metadata={
+        "help": "router/scheduler restarts allowed within 60 s; one more and the server exits with code 1"})
 
     def __post_init__(self) -> None:
         if self.dp_size < 1:
@@ -56,6 +82,12 @@ class ServerConfig:
             raise ValueError("--max-seq-len must be >= 2")
         if self.backend not in ("embedded", "sglang", "auto"):
             raise ValueError("--backend must be embedded, sglang or auto")
+        if self.max_queued_requests < 0 or self.queue_timeout_s < 0 or self.max_restarts < 0:
+            raise ValueError("--max-queued-requests, --queue-timeout-s and --max-restarts must be >= 0")
+        if self.watchdog_timeout <= 0 or self.timeout_keep_alive <= 0:
+            raise ValueError("--watchdog-timeout and --timeout-keep-alive must be > 0")
+        if self.max_body_bytes < 1024 or self.max_header_bytes < 1024 or self.max_connections < 1:
+            raise ValueError("--max-body-bytes and --max-header-bytes must be >= 1024, --max-connections >= 1")
         if self.log_level.lower() not in LOG_LEVELS:
             raise ValueError(f"--log-level must be one of {', '.join(LOG_LEVELS)}; got {self.log_level!r}")
         if self.log_format not in LOG_FORMATS:

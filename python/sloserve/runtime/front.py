@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import time
 import uuid
+from typing import Callable
 
 import zmq
 import zmq.asyncio
@@ -22,6 +25,7 @@ from sloserve.runtime.protocol import MAX_RID_LEN, BadRequest, GenInput
 from sloserve.runtime.reqlog import RequestLog
 from sloserve.runtime.slo_params import SloDefaults, arrival_from_unix, parse_slo
 from sloserve.runtime.state import ReqState
+from sloserve.runtime.supervisor import ProcHealth, RestartBudget
 from sloserve.runtime.tokenizer import Tokenizer, synthetic_output_ids
 
 log = logging.getLogger("sloserve.front")
@@ -46,6 +50,13 @@ class FrontEnd:
         self.stats: dict[int, dict] = {}
         self.shutting_down = False
         self.draining = False
+        self.health = [ProcHealth() for _ in range(cfg.dp_size)]
+        self.router_health = ProcHealth()
+        self.budget = RestartBudget(cfg.max_restarts)
+        self.fatal: str | None = None  # set when the server gives up (restart budget spent): exit 1
+        self.request_exit: Callable[[], None] = lambda: os.kill(os.getpid(), signal.SIGTERM)
+        # requests without a first token yet, in submission order: (state, submitted at)
+        self.queued: dict[str, tuple[ReqState, float]] = {}
         self.defaults = SloDefaults()
         self.zctx = zmq.asyncio.Context()
         self.pull = self.zctx.socket(zmq.PULL)
@@ -103,7 +114,8 @@ class FrontEnd:
 
     @property
     def healthy(self) -> bool:
-        return self.router_up and all(self.replica_up) and not (self.shutting_down or self.draining)
+        """Serving: the router and at least one replica are up (/health reports each one)."""
+        return self.router_up and any(self.replica_up) and not (self.shutting_down or self.draining)
 
     # ---- requests in ------------------------------------------------------------------
     def new_state(self, gen: GenInput) -> ReqState:
@@ -148,6 +160,12 @@ class FrontEnd:
     def submit(self, state: ReqState) -> None:
         if self.shutting_down or self.draining or not self.router_up:
             raise BadRequest("server is shutting down or its router is down", status_code=503)
+        limit = self.cfg.max_queued_requests
+        if limit and len(self.queued) >= limit:
+            self.metrics.admissions.labels("rejected", "queue_full").inc()
+            raise BadRequest(f"the request queue is full ({limit} requests wait for a first token; "
+                             f"--max-queued-requests); retry later", status_code=429)
+        self.queued[state.rid] = (state, self.now())
         self.states[state.rid] = state
         self.metrics.running.set(len(self.states))
         self.metrics.prompt_tokens.inc(len(state.prompt_ids))
@@ -186,6 +204,9 @@ class FrontEnd:
 
     def _dispatch(self, msg: dict) -> None:
         kind = msg["type"]
+        replica = msg.get("replica")
+        if isinstance(replica, int) and 0 <= replica < len(self.health):
+            self.health[replica].last_heard_s = self.now()  # the watchdog's heartbeat
         if kind == "events":
             self._on_events(msg["replica"], msg["events"])
         elif kind == "admit":
@@ -196,6 +217,7 @@ class FrontEnd:
             self.stats[msg["replica"]] = msg["stats"]
         elif kind == "ready":
             self.ready[msg["replica"]] = msg
+            self._on_ready(msg["replica"])
 
     def _on_routed(self, msg: dict) -> None:
         state = self.states.get(msg["rid"])
@@ -246,6 +268,7 @@ class FrontEnd:
                 state.tier = tier
 
     def _on_tokens(self, state: ReqState, num: int, now: float) -> None:
+        self.queued.pop(state.rid, None)
         before = state.visible
         state.add_tokens(num, now)
         end = state.find_marker(self.tok, before)
@@ -264,6 +287,7 @@ class FrontEnd:
             return False
         self.reqlog.request_done(state, reason, status)
         self.states.pop(state.rid, None)
+        self.queued.pop(state.rid, None)
         self.metrics.running.set(len(self.states))
         if status == 0 or state.visible:
             self.metrics.observe_finish(state.tier, reason["type"], state.ttft_s, state.tpot_s, state.slo_met,
@@ -279,29 +303,98 @@ class FrontEnd:
     async def _monitor_loop(self) -> None:
         while True:
             await asyncio.sleep(MONITOR_PERIOD_S)
-            if self.shutting_down:
+            if self.shutting_down or self.fatal:
                 continue
+            now = self.now()
+            self._expire_queued(now)
             for i, proc in enumerate(self.procs.schedulers):
-                if self.replica_up[i] and not proc.is_alive():
-                    self._replica_down(i, proc.exitcode)
+                h = self.health[i]
+                if h.state == "restarting":
+                    if not proc.is_alive():  # died again before it reported ready
+                        self._replica_down(i, proc.exitcode, f"exited during restart (code {proc.exitcode})")
+                    continue
+                if not proc.is_alive():
+                    self._replica_down(i, proc.exitcode, f"exited (code {proc.exitcode})")
+                elif now - h.last_heard_s > self.cfg.watchdog_timeout:
+                    self._replica_down(i, None, f"hung: no heartbeat for {now - h.last_heard_s:.1f} s "
+                                                f"(--watchdog-timeout {self.cfg.watchdog_timeout:g})")
             router = self.procs.router
-            if self.router_up and router is not None and not router.is_alive():
-                self.router_up = False
-                log.error("router process exited (code %s); failing all requests", router.exitcode)
-                for state in list(self.states.values()):
-                    self._terminal(state, {"type": "abort", "message": "router process exited"}, 503)
+            if self.router_health.state == "up" and router is not None and not router.is_alive():
+                self._router_down(router.exitcode)
 
-    def _replica_down(self, replica: int, exitcode: int | None) -> None:
+    def _expire_queued(self, now: float) -> None:
+        """--queue-timeout-s: a request still without a first token after max(timeout, its TTFT SLO) ends
+        with 429 (an admitted slos-serve request gets its first token by its TTFT SLO, so it never does)."""
+        timeout = self.cfg.queue_timeout_s
+        if not timeout:
+            return
+        expired = []
+        for state, since in self.queued.values():
+            if now - since <= timeout:
+                break  # submission order: the rest are younger
+            if now - since > state.request.ttft_slo_s:
+                expired.append(state)
+        for state in expired:
+            self.metrics.admissions.labels("rejected", "queue_timeout").inc()
+            message = f"no first token within {timeout:g} s (--queue-timeout-s); retry later"
+            self._terminal(state, {"type": "abort", "message": message, "status_code": 429}, 429, notify="abort")
+
+    def _restart_or_fail(self, what: str) -> bool:
+        """True when a restart is within budget; else the server fails fast (exit code 1)."""
+        if self.budget.allow(self.now()):
+            return True
+        self.fatal = (f"{what} failed and {self.cfg.max_restarts} restarts within 60 s are spent "
+                      f"(--max-restarts): exiting so that a supervisor restarts the server")
+        log.critical(self.fatal)
+        self.request_exit()
+        return False
+
+    def _replica_down(self, replica: int, exitcode: int | None, why: str) -> None:
+        h = self.health[replica]
         self.replica_up[replica] = False
         self.replica_exit[replica] = exitcode
+        h.exit_code, h.reason, h.state = exitcode, why, "restarting"
         self.metrics.replicas_up.set(sum(self.replica_up))
-        log.error("scheduler process of replica %d exited (code %s); failing its requests", replica, exitcode)
+        log.error("scheduler process of replica %d %s; failing its requests and restarting it", replica, why)
         self.push.send(wire.encode({"type": "replica_down", "replica": replica}))
         for state in list(self.states.values()):
             if state.replica == replica:
                 self._fail_replica_request(state, replica)
+        if self._restart_or_fail(f"scheduler process of replica {replica}"):
+            h.restarts += 1
+            h.last_heard_s = self.now()
+            self.procs.restart_scheduler(replica)
+
+    def _router_down(self, exitcode: int | None) -> None:
+        self.router_up = False
+        h = self.router_health
+        h.exit_code, h.reason, h.state = exitcode, f"exited (code {exitcode})", "restarting"
+        log.error("router process exited (code %s); failing all requests and restarting it", exitcode)
+        for state in list(self.states.values()):
+            self._terminal(state, {"type": "abort", "message": "router process exited", "status_code": 503}, 503)
+        if self._restart_or_fail("router process"):
+            h.restarts += 1
+            self.procs.restart_router()
+
+    def _on_ready(self, who: int) -> None:
+        """A (re)started process reports ready: route to it again."""
+        if who == -1:
+            if self.router_health.state == "restarting":
+                self.router_health.state = "up"
+                self.router_up = True
+                for i, up in enumerate(self.replica_up):  # the new router starts with every replica healthy
+                    if not up:
+                        self.push.send(wire.encode({"type": "replica_down", "replica": i}))
+                log.info("router process restarted")
+            return
+        h = self.health[who]
+        if h.state == "restarting":
+            h.state = "up"
+            self.replica_up[who] = True
+            self.metrics.replicas_up.set(sum(self.replica_up))
+            self.push.send(wire.encode({"type": "replica_up", "replica": who}))
+            log.info("scheduler process of replica %d restarted", who)
 
     def _fail_replica_request(self, state: ReqState, replica: int) -> None:
-        message = (f"scheduler process of replica {replica} exited (code {self.replica_exit.get(replica)}); "
-                   f"request aborted")
+        message = f"scheduler process of replica {replica} {self.health[replica].reason}; request aborted"
         self._terminal(state, {"type": "abort", "message": message, "status_code": 503}, 503)

@@ -13,7 +13,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 
 from sloserve import __version__
+from sloserve.runtime.config import ServerConfig
 from sloserve.runtime.front import FrontEnd
+from sloserve.runtime.limits import AuthMiddleware, HeaderLimitMiddleware, HttpError, read_body
 from sloserve.runtime.protocol import BadRequest, GenInput, error_field, parse_chat, parse_completion, parse_generate
 from sloserve.runtime.responses import OpenAIFormatter, error_body, generate_out, sse
 from sloserve.runtime.slo_params import SloParamError
@@ -30,6 +32,7 @@ class ORJSONResponse(Response):
     def render(self, content) -> bytes:
         return orjson.dumps(content)
 HEALTH_GENERATE_TIMEOUT_S = 20.0
+RETRY_AFTER_S = 1
 
 
 def _error(exc: Exception | str, status: int = 400, openai: bool = False, param: str | None = None) -> ORJSONResponse:
@@ -37,11 +40,17 @@ def _error(exc: Exception | str, status: int = 400, openai: bool = False, param:
     if isinstance(exc, Exception):
         status = getattr(exc, "status_code", status)
         param = param or error_field(exc)
-    return ORJSONResponse(error_body(message, status, param, openai), status_code=status)
+    # 429 (queue full, queue timeout, not admitted) and 503 (draining, replica down): retry later
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if status in (429, 503) else None
+    return ORJSONResponse(error_body(message, status, param, openai), status_code=status, headers=headers)
 
 
 async def _json_body(request: Request):
-    raw = await request.body()
+    cfg = request.app.state.cfg
+    try:
+        raw = await read_body(request, cfg.max_body_bytes, cfg.timeout_keep_alive)
+    except HttpError as exc:
+        raise BadRequest(str(exc), exc.param, exc.status_code) from None
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:  # also invalid UTF-8
@@ -193,9 +202,13 @@ def add_health_routes(app: FastAPI, front_of: Callable[[], FrontEnd]) -> None:
     @app.get("/ready")
     async def health():
         front = front_of()
-        body = {"status": "ok" if front.healthy else "unhealthy", "router_up": front.router_up,
-                "replicas": [{"replica": i, "up": up, "exit_code": front.replica_exit.get(i)}
-                             for i, up in enumerate(front.replica_up)]}
+        # 200 while the server can serve (router and at least one replica up); each process reported
+        degraded = front.healthy and not all(front.replica_up)
+        body = {"status": "degraded" if degraded else ("ok" if front.healthy else "unhealthy"),
+                "router_up": front.router_up, "router": front.router_health.report("router"),
+                "replicas": [h.report("replica", i) for i, h in enumerate(front.health)]}
+        if front.fatal:
+            body["fatal"] = front.fatal
         return ORJSONResponse(body, status_code=200 if front.healthy else 503)
 
     @app.get("/health_generate")
@@ -300,7 +313,8 @@ async def _wait_state(state: ReqState) -> None:
         await state.changed.wait()
 
 
-def build_app(make_front: Callable[[], FrontEnd], on_shutdown: Callable[[], None]) -> tuple[FastAPI, Callable]:
+def build_app(make_front: Callable[[], FrontEnd], on_shutdown: Callable[[], None],
+              cfg: ServerConfig | None = None) -> tuple[FastAPI, Callable]:
     """The FastAPI app, and a ``drain(timeout_s)`` to call (thread-safe) when a shutdown starts.
 
     The front is created inside the server's event loop (lifespan). ``drain.started()`` says
@@ -329,7 +343,15 @@ def build_app(make_front: Callable[[], FrontEnd], on_shutdown: Callable[[], None
             on_shutdown()
 
     drain.started = lambda: "started" in holder  # type: ignore[attr-defined]
-    app = FastAPI(lifespan=lifespan, default_response_class=ORJSONResponse)
+    drain.fatal = lambda: getattr(holder.get("front"), "fatal", None)  # type: ignore[attr-defined]
+    cfg = cfg or ServerConfig()
+    docs = cfg.enable_api_docs  # /docs, /redoc and /openapi.json only when asked (--enable-api-docs)
+    app = FastAPI(lifespan=lifespan, default_response_class=ORJSONResponse, docs_url="/docs" if docs else None,
+                  redoc_url="/redoc" if docs else None, openapi_url="/openapi.json" if docs else None)
+    app.state.cfg = cfg
+    if cfg.api_key or cfg.admin_api_key:
+        app.add_middleware(AuthMiddleware, api_key=cfg.api_key, admin_api_key=cfg.admin_api_key)
+    app.add_middleware(HeaderLimitMiddleware, max_bytes=cfg.max_header_bytes)  # outermost: checked first
     add_generation_routes(app, lambda: holder["front"])
     for add in (add_health_routes, add_info_routes, add_admin_routes):
         add(app, lambda: holder["front"])

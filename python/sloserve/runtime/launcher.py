@@ -69,26 +69,48 @@ class ProcessGroup:
         self.schedulers: list[mp.process.BaseProcess] = []
 
     def start(self) -> None:
-        ctx = mp.get_context("spawn")
-        pid = os.getpid()
         for i in range(self.cfg.dp_size):
-            args = SchedulerArgs(
-                replica_id=i, model=self.cfg.model, policy=self.cfg.policy,
-                policy_options=self.cfg.policy_options(), kv_tokens=self.cfg.kv_tokens,
-                block_size=self.cfg.block_size, max_seq_len=self.cfg.max_seq_len,
-                time_scale=self.cfg.time_scale, seed=self.cfg.seed,
-                reject_on_overload=self.cfg.reject_on_overload, epoch_monotonic=self.epoch, parent_pid=pid,
-                addr_in=self.addrs.sched_in[i], addr_query=self.addrs.sched_query[i],
-                addr_front=self.addrs.front, addr_router=self.addrs.router)
-            proc = ctx.Process(target=scheduler_main, args=(args,), name=f"sloserve-scheduler-{i}", daemon=True)
-            proc.start()
-            self.schedulers.append(proc)
+            self.schedulers.append(self._spawn_scheduler(i))
+        self.router = self._spawn_router()
+
+    def _spawn_scheduler(self, i: int) -> mp.process.BaseProcess:
+        args = SchedulerArgs(
+            replica_id=i, model=self.cfg.model, policy=self.cfg.policy,
+            policy_options=self.cfg.policy_options(), kv_tokens=self.cfg.kv_tokens,
+            block_size=self.cfg.block_size, max_seq_len=self.cfg.max_seq_len,
+            time_scale=self.cfg.time_scale, seed=self.cfg.seed,
+            reject_on_overload=self.cfg.reject_on_overload, epoch_monotonic=self.epoch, parent_pid=os.getpid(),
+            addr_in=self.addrs.sched_in[i], addr_query=self.addrs.sched_query[i],
+            addr_front=self.addrs.front, addr_router=self.addrs.router)
+        proc = mp.get_context("spawn").Process(target=scheduler_main, args=(args,), name=f"sloserve-scheduler-{i}",
+                                               daemon=True)
+        proc.start()
+        return proc
+
+    def _spawn_router(self) -> mp.process.BaseProcess:
         rargs = RouterArgs(router=self.cfg.router, router_options=self.cfg.router_options(),
                            dp_size=self.cfg.dp_size, seed=self.cfg.seed, epoch_monotonic=self.epoch,
-                           parent_pid=pid, addr_in=self.addrs.router, addr_front=self.addrs.front,
+                           parent_pid=os.getpid(), addr_in=self.addrs.router, addr_front=self.addrs.front,
                            sched_in=self.addrs.sched_in, sched_query=self.addrs.sched_query)
-        self.router = ctx.Process(target=router_main, args=(rargs,), name="sloserve-router", daemon=True)
-        self.router.start()
+        proc = mp.get_context("spawn").Process(target=router_main, args=(rargs,), name="sloserve-router", daemon=True)
+        proc.start()
+        return proc
+
+    def restart_scheduler(self, i: int) -> None:
+        """Replace replica i's scheduler process (dead, or killed by the watchdog); it binds the same sockets."""
+        old = self.schedulers[i]
+        if old.is_alive():
+            old.kill()
+        old.join(1.0)
+        self.schedulers[i] = self._spawn_scheduler(i)
+
+    def restart_router(self) -> None:
+        old = self.router
+        if old is not None:
+            if old.is_alive():
+                old.kill()
+            old.join(1.0)
+        self.router = self._spawn_router()
 
     def all_processes(self) -> list[mp.process.BaseProcess]:
         return [p for p in [self.router, *self.schedulers] if p is not None]

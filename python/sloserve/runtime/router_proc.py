@@ -155,6 +155,10 @@ class RouterProcess:
             i = self._replica(msg)
             self.replicas[i].healthy = False
             self.owner = {rid: o for rid, o in self.owner.items() if o[0] != i}
+        elif kind == "replica_up":  # a restarted scheduler process is serving again
+            i = self._replica(msg)
+            self.replicas[i].healthy = True
+            self.replicas[i].latest = ReplicaSummary(i)
         elif kind == "shutdown":
             for r in self.replicas:
                 if r.healthy:
@@ -180,6 +184,10 @@ class RouterProcess:
                                              "error": f"bad request ({type(exc).__name__})"}))
 
     def run(self) -> None:
+        # A restarted router knows nothing of what its predecessor routed (the front failed those
+        # requests): the schedulers drop them before anything new arrives (same socket, in order).
+        for r in self.replicas:
+            r.send({"type": "abort_all"})
         self.front.send(wire.encode({"type": "ready", "replica": -1, "pid": os.getpid(), "router": self.args.router}))
         while self.running and wire.parent_alive(self.args.parent_pid):
             if self.pull.poll(100):

@@ -27,6 +27,7 @@ log = logging.getLogger("sloserve.scheduler")
 SUMMARY_PERIOD_S = 0.005
 STATS_PERIOD_S = 0.05
 IDLE_POLL_MS = 100
+HEARTBEAT_PERIOD_S = 1.0  # during a long step; between steps the stats message is the heartbeat
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class SchedulerProcess:
         self.last_summary_s = -1.0
         self.last_stats_s = -1.0
         self.wakeup_s: float | None = None
+        self.last_heartbeat = time.monotonic()
 
     def _sock(self, kind: int, addr: str, bind: bool = False) -> zmq.Socket:
         sock = self.zctx.socket(kind)
@@ -126,6 +128,9 @@ class SchedulerProcess:
             req = self.sched.requests.get(msg["rid"])
             if req is not None:  # the end-of-thinking marker fixed the thinking segment's length
                 req.segments = wire.segments_from_wire(msg["segments"])
+        elif kind == "abort_all":  # a restarted router: requests routed before it are orphans
+            for rid in list(self.sched.requests):
+                self.sched.abort(rid, self.now())
         elif kind == "shutdown":
             self.running = False
 
@@ -182,9 +187,12 @@ class SchedulerProcess:
         # adds and aborts wait for the step boundary, as in SGLang's event loop. zmq polls in
         # whole milliseconds, so the last millisecond is slept precisely.
         while (left := end - time.monotonic()) > 0.0015:
-            if self.query.poll(int((left - 0.001) * 1000)):
+            if self.query.poll(int(min(left - 0.001, HEARTBEAT_PERIOD_S) * 1000)):
                 while self.query.poll(0):
                     self.answer_query()
+            if time.monotonic() - self.last_heartbeat >= HEARTBEAT_PERIOD_S:  # alive through a long step
+                self.last_heartbeat = time.monotonic()
+                self.send_front({"type": "heartbeat", "replica": self.args.replica_id})
         if (left := end - time.monotonic()) > 0:
             time.sleep(left)
         self.flush_events(self.sched.on_step_done(plan, result, self.now()))

@@ -15,6 +15,7 @@ from sloserve.runtime.config import ServerConfig, servable_policies, simulator_o
 from sloserve.runtime.front import FrontEnd
 from sloserve.runtime.http_server import build_app
 from sloserve.runtime.launcher import ProcessGroup
+from sloserve.runtime.limits import ConnectionReaper
 from sloserve.runtime.reqlog import configure_logging
 from sloserve.runtime.tokenizer import load_tokenizer
 
@@ -27,6 +28,10 @@ class ConfigError(ValueError):
 
 class StartupError(RuntimeError):
     """The processes or the HTTP server did not come up."""
+
+
+class FatalError(StartupError):
+    """The server gave up while serving (its child processes kept failing): exit code 1."""
 
 
 def validate(cfg: ServerConfig) -> None:
@@ -60,10 +65,17 @@ class _DrainingServer(uvicorn.Server):
         super().__init__(config)
         self._drain = drain
         self._drain_timeout_s = drain_timeout_s
+        self._reaper: ConnectionReaper | None = None
 
     def handle_exit(self, sig, frame) -> None:
         self._drain(self._drain_timeout_s)
         super().handle_exit(sig, frame)
+
+    async def on_tick(self, counter: int) -> bool:
+        # uvicorn ticks every 0.1 s; once a second close connections idle or stuck in their headers
+        if counter % 10 == 0 and self._reaper is not None:
+            self._reaper.sweep(self.server_state.connections, time.monotonic())
+        return await super().on_tick(counter)
 
     async def startup(self, sockets=None) -> None:
         await super().startup(sockets)
@@ -88,19 +100,25 @@ def serve(cfg: ServerConfig) -> None:
              cfg.router, cfg.dp_size, cfg.kv_tokens, tokenizer.name)
     procs.start()
     try:
-        app, drain = build_app(lambda: FrontEnd(cfg, tokenizer, perf, procs, epoch), procs.stop)
+        app, drain = build_app(lambda: FrontEnd(cfg, tokenizer, perf, procs, epoch), procs.stop, cfg)
         # In-flight requests get drain_timeout_s to finish, then a proper abort; uvicorn's own
         # graceful timeout is only the backstop for connections that still hang after that.
         # log_config=None: uvicorn's lines go through the root logger's format (text or JSON)
         config = uvicorn.Config(app, host=cfg.host, port=cfg.port, loop="uvloop", log_level=cfg.log_level.lower(),
                                 log_config=None, access_log=False, timeout_graceful_shutdown=int(cfg.drain_timeout_s) + 3,
-                                timeout_keep_alive=30)
+                                timeout_keep_alive=max(int(cfg.timeout_keep_alive), 1), http="h11",
+                                h11_max_incomplete_event_size=cfg.max_header_bytes,
+                                limit_concurrency=cfg.max_connections, server_header=False)
         # uvicorn re-raises the signal that stopped it once it has shut down; with these
         # handlers that re-raise only logs, so the cleanup below runs and the exit code is 0.
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda signum, _frame: log.info("signal %d: shut down", signum))
-        _DrainingServer(config, drain, cfg.drain_timeout_s).run()
+        server = _DrainingServer(config, drain, cfg.drain_timeout_s)
+        server._reaper = ConnectionReaper(cfg.timeout_keep_alive)
+        server.run()
     finally:
         procs.stop()
     if not drain.started():
         raise StartupError("the server did not start (see the log above)")
+    if drain.fatal():
+        raise FatalError(drain.fatal())
