@@ -19,14 +19,12 @@ import math
 import os
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
 from pathlib import Path
-
 
 # python -m sloserve.sim capacity --scenario chatbot --policy slos-serve --num-requests 300 (90% attainment)
 CHATBOT_CAPACITY_RPS = 1.41
@@ -49,7 +47,7 @@ def start_server(port: int, extra: list[str], log_path: str) -> subprocess.Popen
             return proc
         except OSError:
             if proc.poll() is not None:
-                raise RuntimeError(f"server exited during start-up (log: {log_path})")
+                raise RuntimeError(f"server exited during start-up (log: {log_path})") from None
             time.sleep(0.2)
     proc.kill()
     raise RuntimeError("server did not start")

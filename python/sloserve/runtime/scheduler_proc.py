@@ -15,6 +15,7 @@ import signal
 import time
 import traceback
 from dataclasses import dataclass
+
 import zmq
 
 from sloserve.core.plan import AdmitReason, StepPlan
