@@ -111,3 +111,14 @@ def test_launch_server_without_a_gpu_points_at_cpu_mode(capsys):
         pytest.skip("a GPU is present")
     assert launch_server.main(["--backend", "sglang", "--model-path", "m"]) == 2
     assert "--device cpu" in capsys.readouterr().err
+
+
+def test_stubs_in_this_process_do_not_hide_a_missing_triton():
+    """test/sglang's conftest installs the stubs here; a child process still needs its own."""
+    from sloserve.sglang import cpu_mode, gpu_stubs
+
+    gpu_stubs.install()
+    if gpu_stubs.really_installed("triton"):
+        pytest.skip("a real triton is installed")
+    assert cpu_mode.import_stubs_needed()
+    assert str(cpu_mode.SHIM_DIR) in cpu_mode.help_environment({})["PYTHONPATH"]

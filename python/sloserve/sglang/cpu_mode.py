@@ -17,7 +17,6 @@ No sglang import here: the launcher uses it before any SGLang process exists.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 from typing import Sequence
@@ -93,8 +92,11 @@ def activate(env: dict, args: Sequence[str]) -> dict:
 
 
 def import_stubs_needed() -> bool:
-    """True where SGLang cannot even be imported without the stubs (no triton installed)."""
-    return importlib.util.find_spec("triton") is None
+    """True where SGLang cannot even be imported without the stubs (no real triton installed;
+    the stubs' own finder, when installed in this process, does not count)."""
+    from sloserve.sglang.gpu_stubs import really_installed
+
+    return not really_installed("triton")
 
 
 def help_environment(env: dict) -> dict:

@@ -101,7 +101,8 @@ class _StubFinder(importlib.abc.MetaPathFinder):
         return importlib.machinery.ModuleSpec(fullname, _StubLoader(), is_package=True)
 
 
-def _really_installed(root: str) -> bool:
+def really_installed(root: str) -> bool:
+    """Whether ``root`` is importable without these stubs (another finder resolves it)."""
     for finder in sys.meta_path:
         if isinstance(finder, _StubFinder):
             continue
@@ -115,7 +116,7 @@ def install() -> list[str]:
     """Stub every GPU-only root that is not really installed; returns the stubbed roots."""
     if any(isinstance(f, _StubFinder) for f in sys.meta_path):
         return [r for r in STUBBED_ROOTS if isinstance(sys.modules.get(r), _StubModule)]
-    missing = [r for r in STUBBED_ROOTS if r not in sys.modules and not _really_installed(r)]
+    missing = [r for r in STUBBED_ROOTS if r not in sys.modules and not really_installed(r)]
     if missing:
         finder = _StubFinder()
         sys.meta_path.insert(0, _RootFilter(finder, tuple(missing)))
