@@ -51,9 +51,12 @@ def run_sglang(argv: Sequence[str]) -> int:
 
     wants_help = "-h" in argv or "--help" in argv
     if not wants_help and not cuda_available() and not is_cpu(argv):
-        print("error: --backend sglang found no CUDA GPU; add --device cpu to serve on this CPU "
-              "(scripts/install_sglang_cpu.sh installs what it needs), or use --backend embedded "
-              "for the simulated engine", file=sys.stderr)
+        print(
+            "error: --backend sglang found no CUDA GPU; add --device cpu to serve on this CPU "
+            "(scripts/install_sglang_cpu.sh installs what it needs), or use --backend embedded "
+            "for the simulated engine",
+            file=sys.stderr,
+        )
         return 2
     try:
         from sloserve.sglang.launch import main as sglang_main
@@ -78,8 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: --backend must be embedded, sglang or auto", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(levelname)s %(message)s")
-    if requested == "sglang" or (requested == "auto" and "-h" not in argv and "--help" not in argv
-                                 and choose_backend("auto") == "sglang"):
+    if requested == "sglang" or (
+        requested == "auto" and "-h" not in argv and "--help" not in argv and choose_backend("auto") == "sglang"
+    ):
         return run_sglang(argv)
     try:
         cfg = config_from_args(argv)

@@ -54,5 +54,3 @@ def small_kv(servers) -> SglangServer:
 @pytest.fixture(scope="session")
 def dp2(servers) -> SglangServer:
     return servers.get("dp2")
-
-

@@ -50,12 +50,29 @@ CONFIGS: dict[str, tuple[bool, list[str], dict[str, str]]] = {
     "plugin": (True, ["--policy", "slos-serve", "--max-total-tokens", "32768"], {}),
     # A pool far too small for the load, and SGLang told to expect short outputs (it admits
     # on 16 new tokens a request): it over-admits, runs short during decode and must retract.
-    "small_kv": (True, ["--policy", "slos-serve", "--policy-opt", "output_length=predict",
-                        "--policy-opt", "predict_prior_tokens=16", "--max-total-tokens", str(SMALL_KV_TOKENS),
-                        "--chunked-prefill-size", "128", "--schedule-conservativeness", "0.01"],
-                 {"SGLANG_CLIP_MAX_NEW_TOKENS_ESTIMATION": "16"}),
-    "dp2": (True, ["--policy", "slos-serve", "--dp-size", "2", "--router", "slo-sequential",
-                   "--max-total-tokens", "16384"], {}),
+    "small_kv": (
+        True,
+        [
+            "--policy",
+            "slos-serve",
+            "--policy-opt",
+            "output_length=predict",
+            "--policy-opt",
+            "predict_prior_tokens=16",
+            "--max-total-tokens",
+            str(SMALL_KV_TOKENS),
+            "--chunked-prefill-size",
+            "128",
+            "--schedule-conservativeness",
+            "0.01",
+        ],
+        {"SGLANG_CLIP_MAX_NEW_TOKENS_ESTIMATION": "16"},
+    ),
+    "dp2": (
+        True,
+        ["--policy", "slos-serve", "--dp-size", "2", "--router", "slo-sequential", "--max-total-tokens", "16384"],
+        {},
+    ),
 }
 
 
@@ -87,8 +104,15 @@ class ServerSet:
     def get(self, name: str) -> SglangServer:
         if not self.servers:
             for config, (plugin, extra, env) in CONFIGS.items():
-                self.servers[config] = start(config, self.model_dir, self.log_dir, [*device_args(), *extra],
-                                             plugin=plugin, device=device(), env_overrides=env)
+                self.servers[config] = start(
+                    config,
+                    self.model_dir,
+                    self.log_dir,
+                    [*device_args(), *extra],
+                    plugin=plugin,
+                    device=device(),
+                    env_overrides=env,
+                )
         handle = self.servers[name]
         try:
             handle.wait_ready(STARTUP_S)
@@ -102,8 +126,14 @@ class ServerSet:
             handle.stop()
 
 
-def generate(server: SglangServer, text: str = "Hello, my name is", max_new_tokens: int = 8,
-             custom: dict | None = None, timeout: float = REQUEST_S, **sampling) -> httpx.Response:
+def generate(
+    server: SglangServer,
+    text: str = "Hello, my name is",
+    max_new_tokens: int = 8,
+    custom: dict | None = None,
+    timeout: float = REQUEST_S,
+    **sampling,
+) -> httpx.Response:
     params = {"max_new_tokens": max_new_tokens, "temperature": 0, "ignore_eos": True, **sampling}
     if custom is not None:
         params["custom_params"] = custom

@@ -19,10 +19,33 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_bench_serving_reads_the_plugins_report(plugin, tmp_path):
     out = tmp_path / "bench.jsonl"
-    args = ["--base-url", plugin.url, "--dataset-name", "random", "--random-input-len", "32", "--random-output-len",
-            "12", "--random-range-ratio", "1.0", "--num-prompts", "6", "--request-rate", "4", "--slo-class", "chatbot-S",
-            "--seed", "5", "--warmup-requests", "0", "--request-timeout-s", "120", "--disable-tqdm",
-            "--output-file", str(out)]
+    args = [
+        "--base-url",
+        plugin.url,
+        "--dataset-name",
+        "random",
+        "--random-input-len",
+        "32",
+        "--random-output-len",
+        "12",
+        "--random-range-ratio",
+        "1.0",
+        "--num-prompts",
+        "6",
+        "--request-rate",
+        "4",
+        "--slo-class",
+        "chatbot-S",
+        "--seed",
+        "5",
+        "--warmup-requests",
+        "0",
+        "--request-timeout-s",
+        "120",
+        "--disable-tqdm",
+        "--output-file",
+        str(out),
+    ]
     assert bench_main(args) == 0
     result = json.loads(out.read_text().splitlines()[-1])
     assert result["completed"] == 6 and result["num_errors"] == 0
@@ -32,10 +55,36 @@ def test_bench_serving_reads_the_plugins_report(plugin, tmp_path):
 
 def test_sglangs_own_benchmark_runs_against_the_plugin(plugin, model_dir, tmp_path):
     out = tmp_path / "sglang-bench.jsonl"
-    cmd = [sys.executable, "-m", "sglang.benchmark.serving", "--backend", "sglang", "--base-url", plugin.url,
-           "--dataset-name", "random-ids", "--random-input-len", "32", "--random-output-len", "8",
-           "--random-range-ratio", "1.0", "--num-prompts", "6", "--request-rate", "4", "--model", str(model_dir),
-           "--tokenizer", str(model_dir), "--output-file", str(out), "--disable-tqdm", "--seed", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sglang.benchmark.serving",
+        "--backend",
+        "sglang",
+        "--base-url",
+        plugin.url,
+        "--dataset-name",
+        "random-ids",
+        "--random-input-len",
+        "32",
+        "--random-output-len",
+        "8",
+        "--random-range-ratio",
+        "1.0",
+        "--num-prompts",
+        "6",
+        "--request-rate",
+        "4",
+        "--model",
+        str(model_dir),
+        "--tokenizer",
+        str(model_dir),
+        "--output-file",
+        str(out),
+        "--disable-tqdm",
+        "--seed",
+        "1",
+    ]
     env = cpu_mode.help_environment(dict(os.environ))  # SGLang imports triton at module level
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]

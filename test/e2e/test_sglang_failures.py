@@ -14,11 +14,10 @@ pytestmark = pytest.mark.slow
 FAST_S = 30.0  # a rejection must come back, not hang (generous: a busy 2-core machine)
 
 
-@pytest.mark.parametrize("custom, field", [
-    ({"slo_tpot_ms": "fast"}, "slo_tpot_ms"),
-    ({"slo_ttft_ms": -1}, "slo_ttft_ms"),
-    ({"slo_bogus": 1}, "slo_bogus"),
-])
+@pytest.mark.parametrize(
+    "custom, field",
+    [({"slo_tpot_ms": "fast"}, "slo_tpot_ms"), ({"slo_ttft_ms": -1}, "slo_ttft_ms"), ({"slo_bogus": 1}, "slo_bogus")],
+)
 def test_bad_slo_field_gets_a_400_naming_it(plugin, custom, field):
     resp = generate(plugin, custom=custom, timeout=FAST_S)
     assert resp.status_code == 400 and field in resp.text, resp.text
@@ -43,21 +42,27 @@ def _wait_for(predicate, timeout_s: float = 60.0, what: str = "condition"):
 
 
 def test_client_abort_frees_the_request(plugin):
-    body = {"text": "Hello", "stream": True,
-            "sampling_params": {"max_new_tokens": 3000, "ignore_eos": True, "custom_params": {"slo_tpot_ms": 1000.0}}}
+    body = {
+        "text": "Hello",
+        "stream": True,
+        "sampling_params": {"max_new_tokens": 3000, "ignore_eos": True, "custom_params": {"slo_tpot_ms": 1000.0}},
+    }
     with httpx.stream("POST", plugin.url + "/generate", json=body, timeout=120) as resp:
         chunks = 0
         for line in resp.iter_lines():
             chunks += line.startswith("data:")
             if chunks >= 3:
                 break  # the client walks away mid-stream
-    _wait_for(lambda: (read_summaries(plugin).get(0) or {"num_requests": 1})["num_requests"] == 0,
-              what="the planner to drop the aborted request")
+    _wait_for(
+        lambda: (read_summaries(plugin).get(0) or {"num_requests": 1})["num_requests"] == 0,
+        what="the planner to drop the aborted request",
+    )
     assert generate(plugin, max_new_tokens=3).status_code == 200
 
 
 def test_small_kv_pool_defers_and_retracts_but_serves_everyone(small_kv):
     """More work than KV: requests wait (deferred prefill) or are retracted, best effort first."""
+
     def one(i: int):
         custom = {"slo_tpot_ms": 2000.0, "slo_ttft_ms": 60000.0} if i < 6 else {"slo_best_effort": True}
         return generate(small_kv, text=f"request number {i} " * 4, max_new_tokens=120, custom=custom, timeout=240)

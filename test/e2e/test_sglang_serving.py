@@ -24,8 +24,9 @@ def test_plain_sglang_serves_greedy_and_deterministic(plain):
 
 
 def test_plugin_serves_slo_tagged_requests_with_a_plain_report(plugin):
-    resp = generate(plugin, max_new_tokens=16, custom={"slo_ttft_ms": 5000.0, "slo_tpot_ms": 500.0,
-                                                       "slo_arrival_s": time.time()})
+    resp = generate(
+        plugin, max_new_tokens=16, custom={"slo_ttft_ms": 5000.0, "slo_tpot_ms": 500.0, "slo_arrival_s": time.time()}
+    )
     assert resp.status_code == 200, resp.text
     meta = resp.json()["meta_info"]
     assert meta["completion_tokens"] == 16
@@ -39,8 +40,11 @@ def test_plugin_serves_slo_tagged_requests_with_a_plain_report(plugin):
 def test_plugin_streams_the_report_and_finishes_with_a_verdict(plugin):
     import httpx
 
-    body = {"text": "The capital of France is", "stream": True,
-            "sampling_params": {"max_new_tokens": 10, "ignore_eos": True, "custom_params": {"slo_tpot_ms": 1000.0}}}
+    body = {
+        "text": "The capital of France is",
+        "stream": True,
+        "sampling_params": {"max_new_tokens": 10, "ignore_eos": True, "custom_params": {"slo_tpot_ms": 1000.0}},
+    }
     metas = []
     with httpx.stream("POST", plugin.url + "/generate", json=body, timeout=120) as resp:
         assert resp.status_code == 200
@@ -65,15 +69,25 @@ def test_best_effort_is_served_under_every_slo_preset(plugin, preset):
 def test_openai_routes_carry_custom_params(plugin):
     client = openai.OpenAI(base_url=plugin.url + "/v1", api_key="none", timeout=120, max_retries=0)
     model = client.models.list().data[0].id
-    comp = client.completions.create(model=model, prompt="Hello", max_tokens=5, temperature=0,
-                                     extra_body={"ignore_eos": True, "custom_params": {"slo_tpot_ms": 800.0}})
+    comp = client.completions.create(
+        model=model,
+        prompt="Hello",
+        max_tokens=5,
+        temperature=0,
+        extra_body={"ignore_eos": True, "custom_params": {"slo_tpot_ms": 800.0}},
+    )
     assert comp.usage.completion_tokens == 5 and comp.choices[0].text is not None
-    chat = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=4,
-                                          extra_body={"ignore_eos": True, "custom_params": {"slo_class": "coder"}})
+    chat = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "hi"}],
+        max_tokens=4,
+        extra_body={"ignore_eos": True, "custom_params": {"slo_class": "coder"}},
+    )
     assert chat.usage.completion_tokens == 4
     with pytest.raises(openai.BadRequestError, match="slo_tpot_ms"):
-        client.completions.create(model=model, prompt="Hello", max_tokens=5,
-                                  extra_body={"custom_params": {"slo_tpot_ms": -3}})
+        client.completions.create(
+            model=model, prompt="Hello", max_tokens=5, extra_body={"custom_params": {"slo_tpot_ms": -3}}
+        )
 
 
 def test_plugin_publishes_its_time_per_iteration_and_calibration(plugin):

@@ -9,12 +9,12 @@ pytestmark = pytest.mark.sglang
 
 import zmq  # noqa: E402
 from sglang.srt.managers.load_snapshot import LoadSnapshot  # noqa: E402
+from test_ipc import tokenized  # noqa: E402
 
 from sloserve.core.plan import ReplicaSummary  # noqa: E402
 from sloserve.sglang.config import SglangAdapterConfig  # noqa: E402
 from sloserve.sglang.dp_controller import SloDataParallelController, build_views, summary_from_load  # noqa: E402
 from sloserve.sglang.summaries import ENV_SUMMARY_DIR, write_summary  # noqa: E402
-from test_ipc import tokenized  # noqa: E402
 
 
 class SnapshotSource:
@@ -57,9 +57,16 @@ def controller(monkeypatch, tmp_path):
 
 
 def load(rank, running, waiting, used, total=10000):
-    return LoadSnapshot(timestamp=1.0, dp_rank=rank, num_running_reqs=running, num_waiting_reqs=waiting,
-                        num_used_tokens=used, num_total_tokens=used, max_total_num_tokens=total,
-                        num_waiting_uncached_tokens=100 * waiting)
+    return LoadSnapshot(
+        timestamp=1.0,
+        dp_rank=rank,
+        num_running_reqs=running,
+        num_waiting_reqs=waiting,
+        num_used_tokens=used,
+        num_total_tokens=used,
+        max_total_num_tokens=total,
+        num_waiting_uncached_tokens=100 * waiting,
+    )
 
 
 def test_least_loaded_rank_gets_the_request(controller):
@@ -87,12 +94,16 @@ def test_pinned_rank_and_round_robin(controller):
 
 
 def test_views_merge_snapshots_with_fresh_plan_summaries(tmp_path):
-    write_summary(tmp_path, ReplicaSummary(replica_id=1, time_s=99.5, admitted_by_tier={"slo": 3}, slack_s=0.2,
-                                           outstanding_tokens=50))
+    write_summary(
+        tmp_path,
+        ReplicaSummary(replica_id=1, time_s=99.5, admitted_by_tier={"slo": 3}, slack_s=0.2, outstanding_tokens=50),
+    )
     write_summary(tmp_path, ReplicaSummary(replica_id=2, time_s=10.0, slack_s=5.0))  # stale
     from sloserve.sglang.summaries import read_summaries
 
-    views = build_views([load(0, 1, 1, 100), load(1, 2, 0, 200), load(2, 0, 0, 0)], read_summaries(tmp_path), [0, 1, 2], 100.0)
+    views = build_views(
+        [load(0, 1, 1, 100), load(1, 2, 0, 200), load(2, 0, 0, 0)], read_summaries(tmp_path), [0, 1, 2], 100.0
+    )
     assert [v.replica_id for v in views] == [0, 1, 2]
     assert views[1].summary().admitted_by_tier == {"slo": 3} and views[1].summary().slack_s == 0.2
     assert views[1].summary().free_kv_tokens == 9800 and views[1].summary().num_requests == 2
@@ -127,5 +138,5 @@ def test_slo_sequential_skips_full_ranks_and_marks_best_effort(controller):
     ctl.dispatching(tokenized({"slo_tpot_ms": 50.0}))  # nobody admits: best effort on the last hop
     got = received()
     assert len(got) == 1
-    (rank, sent), = got.items()
+    ((rank, sent),) = got.items()
     assert sent.sampling_params.custom_params == {"slo_tpot_ms": 50.0, "slo_best_effort": True}

@@ -17,16 +17,34 @@ from sglang.srt.sampling.sampling_params import SamplingParams  # noqa: E402
 from sloserve.perf import get_model  # noqa: E402
 from sloserve.sglang.translate import build_request  # noqa: E402
 
-SLO = {"slo_class": "chatbot", "slo_ttft_ms": 250.0, "slo_tpot_ms": 40.0, "slo_think_tpot_ms": 15.0,
-       "slo_think_tokens": 64, "slo_stage": "main", "slo_program_id": "prog-7", "slo_arrival_s": 1.7e9 + 0.25,
-       "other_plugin_key": "kept"}
+SLO = {
+    "slo_class": "chatbot",
+    "slo_ttft_ms": 250.0,
+    "slo_tpot_ms": 40.0,
+    "slo_think_tpot_ms": 15.0,
+    "slo_think_tokens": 64,
+    "slo_stage": "main",
+    "slo_program_id": "prog-7",
+    "slo_arrival_s": 1.7e9 + 0.25,
+    "other_plugin_key": "kept",
+}
 
 
 def tokenized(custom_params) -> TokenizedGenerateReqInput:
     return TokenizedGenerateReqInput(
-        rid="req-1", input_text="hi", input_ids=array("q", [1, 2, 3, 4]), input_embeds=None, mm_inputs=None,
-        token_type_ids=None, sampling_params=SamplingParams(max_new_tokens=32, custom_params=custom_params),
-        return_logprob=False, logprob_start_len=-1, top_logprobs_num=0, token_ids_logprob=None, stream=True)
+        rid="req-1",
+        input_text="hi",
+        input_ids=array("q", [1, 2, 3, 4]),
+        input_embeds=None,
+        mm_inputs=None,
+        token_type_ids=None,
+        sampling_params=SamplingParams(max_new_tokens=32, custom_params=custom_params),
+        return_logprob=False,
+        logprob_start_len=-1,
+        top_logprobs_num=0,
+        token_ids_logprob=None,
+        stream=True,
+    )
 
 
 def roundtrip_over_zmq(obj, use_pickle: bool, monkeypatch):
@@ -53,9 +71,19 @@ def test_custom_params_survive_ipc(use_pickle, monkeypatch):
     perf = get_model("llama-3-8b-h100")
     now = 1.7e9 + 1.0
     sent = build_request("req-1", 4, 32, SLO, now, perf.zero_load_prefill_s)
-    recv = build_request(got.rid, len(got.input_ids), got.sampling_params.max_new_tokens,
-                         got.sampling_params.custom_params, now, perf.zero_load_prefill_s)
-    assert (recv.arrival_s, recv.ttft_deadline_s, recv.segments) == (sent.arrival_s, sent.ttft_deadline_s, sent.segments)
+    recv = build_request(
+        got.rid,
+        len(got.input_ids),
+        got.sampling_params.max_new_tokens,
+        got.sampling_params.custom_params,
+        now,
+        perf.zero_load_prefill_s,
+    )
+    assert (recv.arrival_s, recv.ttft_deadline_s, recv.segments) == (
+        sent.arrival_s,
+        sent.ttft_deadline_s,
+        sent.segments,
+    )
     assert recv.arrival_s == SLO["slo_arrival_s"]  # the front's stamp, not the receive time
     assert recv.segments[0].tpot_ms == 15.0 and recv.segments[0].num_tokens == 64
 

@@ -19,17 +19,31 @@ from sloserve.sglang import plugin  # noqa: E402
 # SGLang methods our subclasses override or call: a rename upstream must fail here.
 OVERRIDDEN = {
     "sglang.srt.managers.scheduler.Scheduler": (
-        "_create_generation_req", "init_schedule_policy", "get_prefill_adder_class", "_should_defer_prefill",
-        "_add_request_to_queue", "get_output_streamer_class", "init_output_streamer"),
+        "_create_generation_req",
+        "init_schedule_policy",
+        "get_prefill_adder_class",
+        "_should_defer_prefill",
+        "_add_request_to_queue",
+        "get_output_streamer_class",
+        "init_output_streamer",
+    ),
     "sglang.srt.managers.schedule_policy.SchedulePolicy": ("calc_priority",),
     "sglang.srt.managers.schedule_policy.PrefillAdder": ("add_one_req", "add_chunked_req", "budget_state"),
     "sglang.srt.managers.schedule_batch.ScheduleBatch": ("_get_decode_retraction_order", "retract_decode"),
     "sglang.srt.managers.data_parallel_controller.DataParallelController": (
-        "maybe_external_dp_rank_routing", "dispatching_with_trace", "init_dispatcher"),
+        "maybe_external_dp_rank_routing",
+        "dispatching_with_trace",
+        "init_dispatcher",
+    ),
     "sglang.srt.speculative.adaptive_spec_params.AdaptiveSpeculativeParams": (
-        "get_steps_for_batch", "on_verify_complete", "candidate_steps"),
+        "get_steps_for_batch",
+        "on_verify_complete",
+        "candidate_steps",
+    ),
     "sglang.srt.managers.scheduler_components.output_streamer.SchedulerOutputStreamer": (
-        "build_additional_customized_info", "is_request_level_customized_info_key"),
+        "build_additional_customized_info",
+        "is_request_level_customized_info_key",
+    ),
 }
 
 
@@ -115,8 +129,11 @@ def test_retraction_order_prefers_best_effort_then_slack(sglang_published):
 
     perf = get_model("llama-3-8b-h100")
     original = inspect.unwrap(ScheduleBatch._get_decode_retraction_order)
-    reqs = [make_req("tight", 10, custom_params={"slo_tpot_ms": 20.0}), make_req("loose", 10, custom_params={"slo_tpot_ms": 500.0}),
-            make_req("be", 10)]
+    reqs = [
+        make_req("tight", 10, custom_params={"slo_tpot_ms": 20.0}),
+        make_req("loose", 10, custom_params={"slo_tpot_ms": 500.0}),
+        make_req("be", 10),
+    ]
     for r in reqs:
         attach_slo(r, 0.0, perf.zero_load_prefill_s, SloDefaults())
     reqs[0].sloserve_request.tier = reqs[1].sloserve_request.tier = Tier.SLO

@@ -11,11 +11,11 @@ from helpers import make_pools, make_req  # noqa: E402
 from sglang.srt.managers.schedule_policy import AddReqResult  # noqa: E402
 
 from sloserve.perf import get_model  # noqa: E402
+from sloserve.runtime.slo_params import SloDefaults  # noqa: E402
 from sloserve.sglang.policy import SloPrefillAdder, SloSchedulePolicy  # noqa: E402
 from sloserve.sglang.scheduler import attach_slo, req_snapshot  # noqa: E402
 from sloserve.sglang.shadow import ShadowPlanner  # noqa: E402
 from sloserve.sglang.translate import PlanDecision  # noqa: E402
-from sloserve.runtime.slo_params import SloDefaults  # noqa: E402
 
 PERF = get_model("llama-3-8b-h100")
 

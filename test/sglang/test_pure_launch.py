@@ -13,9 +13,27 @@ from sloserve.sglang.launch import build_command, main, sglang_backend_available
 
 
 def test_sloserve_arguments_are_split_from_sglangs():
-    cfg, rest, _ = split_args(["--backend", "sglang", "--model-path", "m", "--policy", "fcfs", "--policy-opt",
-                               "token_budget=512", "--router", "total-tokens", "--dp-size", "2", "--port", "30001",
-                               "--perf-model", "llama-3-8b-h100", "--no-slo-spec"])
+    cfg, rest, _ = split_args(
+        [
+            "--backend",
+            "sglang",
+            "--model-path",
+            "m",
+            "--policy",
+            "fcfs",
+            "--policy-opt",
+            "token_budget=512",
+            "--router",
+            "total-tokens",
+            "--dp-size",
+            "2",
+            "--port",
+            "30001",
+            "--perf-model",
+            "llama-3-8b-h100",
+            "--no-slo-spec",
+        ]
+    )
     assert cfg.policy == "fcfs" and dict(cfg.policy_options) == {"token_budget": 512}
     assert cfg.router == "total-tokens" and not cfg.spec_slo_aware
     assert rest == ["--model-path", "m", "--dp-size", "2", "--port", "30001", "--enable-mixed-chunk"]
@@ -43,8 +61,10 @@ def test_bad_names_fail_before_sglang_starts(capsys):
 
 def test_config_reaches_a_spawned_process():
     _, env = build_command(["--policy", "fcfs", "--policy-opt", "token_budget=77"], {"PATH": "/usr/bin:/bin"})
-    code = ("from sloserve.sglang.config import load_config, plugin_enabled; "
-            "c = load_config(); print(plugin_enabled(), c.policy, dict(c.policy_options)['token_budget'])")
+    code = (
+        "from sloserve.sglang.config import load_config, plugin_enabled; "
+        "c = load_config(); print(plugin_enabled(), c.policy, dict(c.policy_options)['token_budget'])"
+    )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "fcfs", "77"]
@@ -89,17 +109,25 @@ def test_thread_binding_splits_cores_between_ranks():
 def test_cpu_shim_placeholder_never_offers_amx_kernels():
     from sloserve.sglang.cpu_mode import SHIM_DIR
 
-    code = ("import sgl_kernel as k; print(hasattr(k, 'convert_weight_packed'), len(k.PLACEHOLDER_NAMES)); "
-            "k.verify_tree_greedy_cpu()")
-    out = subprocess.run([sys.executable, "-c", code], env={"PYTHONPATH": str(SHIM_DIR), "PATH": "/usr/bin:/bin"},
-                         capture_output=True, text=True, timeout=60)
+    code = (
+        "import sgl_kernel as k; print(hasattr(k, 'convert_weight_packed'), len(k.PLACEHOLDER_NAMES)); "
+        "k.verify_tree_greedy_cpu()"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={"PYTHONPATH": str(SHIM_DIR), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.stdout.split() == ["False", "8"]
     assert "NotImplementedError" in out.stderr  # importable, but never silently runs
 
 
 def test_help_works_without_a_gpu_or_triton():
-    out = subprocess.run([sys.executable, "-m", "sloserve.sglang.launch", "--help"], capture_output=True, text=True,
-                         timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "sloserve.sglang.launch", "--help"], capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "--policy" in out.stdout and "--model-path" in out.stdout  # ours, then SGLang's
 

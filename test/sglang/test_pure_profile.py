@@ -20,7 +20,13 @@ def profile():
 
 def test_results_become_prefill_and_decode_rows_the_fitter_reads(profile, tmp_path):
     records = [
-        {"batch_size": 4, "input_len": 256, "output_len": 32, "prefill_latency": 0.0125, "median_decode_latency": 0.008},
+        {
+            "batch_size": 4,
+            "input_len": 256,
+            "output_len": 32,
+            "prefill_latency": 0.0125,
+            "median_decode_latency": 0.008,
+        },
         {"batch_size": 64, "input_len": 256, "output_len": 32, "prefill_latency": 0.2},  # no decode timing
     ]
     rows = profile.rows_from_results(records)
@@ -38,8 +44,26 @@ def test_results_become_prefill_and_decode_rows_the_fitter_reads(profile, tmp_pa
 
 
 def test_dry_run_prints_one_benchmark_per_input_length(profile, capsys):
-    assert profile.main(["--model-path", "m", "--out", "x.csv", "--input-lens", "64", "128", "--dry-run",
-                         "--", "--mem-fraction-static", "0.5"]) == 0
+    assert (
+        profile.main(
+            [
+                "--model-path",
+                "m",
+                "--out",
+                "x.csv",
+                "--input-lens",
+                "64",
+                "128",
+                "--dry-run",
+                "--",
+                "--mem-fraction-static",
+                "0.5",
+            ]
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 2 and all("sglang.benchmark.one_batch" in l and "--mem-fraction-static 0.5" in l for l in lines)
+    assert len(lines) == 2 and all(
+        "sglang.benchmark.one_batch" in l and "--mem-fraction-static 0.5" in l for l in lines
+    )
     assert "--load-format dummy" in lines[0] and "--input-len 64" in lines[0]

@@ -6,27 +6,42 @@ import pytest
 
 from sloserve.core.plan import ScheduledItem, StepPlan
 from sloserve.core.request import Tier
+from sloserve.metrics.report import SLO_REPORT_KEYS
 from sloserve.perf import get_model, preset_names
 from sloserve.perf.paper import Line, PaperLinesModel
 from sloserve.runtime.slo_params import SloParamError
 from sloserve.sglang.config import SglangAdapterConfig, export_env, load_config, plugin_enabled
 from sloserve.sglang.shadow import ShadowPlanner
 from sloserve.sglang.spec_choice import AlphaEstimator, choose_steps, expected_tokens
-from sloserve.metrics.report import SLO_REPORT_KEYS
-from sloserve.sglang.translate import (PlanDecision, ReqSnapshot, build_request, plan_to_decision, slo_report,
-                                       waiting_order, with_aborted)
+from sloserve.sglang.translate import (
+    PlanDecision,
+    ReqSnapshot,
+    build_request,
+    plan_to_decision,
+    slo_report,
+    waiting_order,
+    with_aborted,
+)
 
 PERF = get_model("llama-3-8b-h100")
 
 
 def test_build_request_uses_front_arrival_and_rejects_bad_keys():
-    req = build_request("a", 100, 50, {"slo_ttft_ms": 300.0, "slo_tpot_ms": 25.0, "slo_arrival_s": 90.0}, 100.0,
-                        PERF.zero_load_prefill_s)
+    req = build_request(
+        "a",
+        100,
+        50,
+        {"slo_ttft_ms": 300.0, "slo_tpot_ms": 25.0, "slo_arrival_s": 90.0},
+        100.0,
+        PERF.zero_load_prefill_s,
+    )
     assert req.arrival_s == 90.0 and req.ttft_deadline_s == pytest.approx(90.3)
     assert req.max_new_tokens == 50 and not req.output_tokens_known
     future = build_request("b", 10, 5, {"slo_arrival_s": 500.0}, 100.0, PERF.zero_load_prefill_s)
     assert future.arrival_s == 101.0  # a clock-skewed stamp is clamped
-    assert build_request("c", 10, 5, {"slo_best_effort": True}, 0.0, PERF.zero_load_prefill_s).extra["route_best_effort"]
+    assert build_request("c", 10, 5, {"slo_best_effort": True}, 0.0, PERF.zero_load_prefill_s).extra[
+        "route_best_effort"
+    ]
     with pytest.raises(SloParamError, match="slo_tpot_ms"):
         build_request("d", 10, 5, {"slo_tpot_ms": -1}, 0.0, PERF.zero_load_prefill_s)
     with pytest.raises(SloParamError, match="slo_bogus"):
@@ -39,8 +54,10 @@ def test_plan_to_decision_and_queue_order():
     assert dict(d.prefill_tokens) == {"w2": 64, "w1": 10} and d.order == ("w2", "w1") and not d.defer_prefill
     assert plan_to_decision(StepPlan((ScheduledItem("run", 1),)), ["w1"], True).defer_prefill
     assert not plan_to_decision(StepPlan(()), ["w1"], False).defer_prefill
-    reqs = {r: build_request(r, 10, 5, {"slo_ttft_ms": ttft}, 0.0, PERF.zero_load_prefill_s)
-            for r, ttft in (("w1", 500.0), ("w2", 100.0), ("w3", 50.0), ("w4", 10.0))}
+    reqs = {
+        r: build_request(r, 10, 5, {"slo_ttft_ms": ttft}, 0.0, PERF.zero_load_prefill_s)
+        for r, ttft in (("w1", 500.0), ("w2", 100.0), ("w3", 50.0), ("w4", 10.0))
+    }
     reqs["w4"].tier = Tier.BEST_EFFORT
     reqs["w3"].tier = reqs["w1"].tier = Tier.SLO
     order = waiting_order(["w4", "w3", "w2", "w1", "ghost"], PlanDecision({"w1": 5}, ("w1",)), reqs)
@@ -124,8 +141,14 @@ def drive(policy: str, seed_offset: float = 0.0):
     decisions, t = [], 0.0
     for i in range(6):
         rid = f"r{i}"
-        req = build_request(rid, 200 + 50 * i, 4, {"slo_ttft_ms": 400.0 + 100 * (i % 2), "slo_tpot_ms": 50.0,
-                                                   "slo_best_effort": i == 5}, t, PERF.zero_load_prefill_s)
+        req = build_request(
+            rid,
+            200 + 50 * i,
+            4,
+            {"slo_ttft_ms": 400.0 + 100 * (i % 2), "slo_tpot_ms": 50.0, "slo_best_effort": i == 5},
+            t,
+            PERF.zero_load_prefill_s,
+        )
         shadow.add(req, t)
         state[rid] = [req.prompt_tokens, 0, 0]
     for _ in range(12):
@@ -137,7 +160,7 @@ def drive(policy: str, seed_offset: float = 0.0):
             p, o, c = state[rid]
             c = min(c + n, p)
             state[rid] = [p, 1 if c == p else 0, c]
-        for rid, (p, o, c) in list(state.items()):  # ...and one decode for every running request
+        for rid, (p, o, _c) in list(state.items()):  # ...and one decode for every running request
             if o and rid not in d.prefill_tokens:
                 state[rid] = [p, o + 1, p + o]
             if state[rid][1] >= 4:

@@ -47,7 +47,9 @@ def sched(monkeypatch, sglang_published):
 def create(s, rid, n, custom):
     from array import array
 
-    return s._create_generation_req(None, rid, "", array("q", range(1, n + 1)), SamplingParams(max_new_tokens=8, custom_params=custom))
+    return s._create_generation_req(
+        None, rid, "", array("q", range(1, n + 1)), SamplingParams(max_new_tokens=8, custom_params=custom)
+    )
 
 
 def test_create_generation_req_reads_slo_and_rejects_bad_keys(sched):
@@ -70,8 +72,9 @@ def test_iteration_plans_orders_and_defers(sched):
     adder_cls = sched.get_prefill_adder_class()
     assert issubclass(adder_cls, SloPrefillAdder) and adder_cls.decision is shadow.decision
     _, cache = make_pools()
-    policy = SloSchedulePolicy.adopt(SchedulePolicy("fcfs", cache, False, False, False), shadow.waiting_order,
-                                     sched._slo_before_sort)
+    policy = SloSchedulePolicy.adopt(
+        SchedulePolicy("fcfs", cache, False, False, False), shadow.waiting_order, sched._slo_before_sort
+    )
     policy.calc_priority(sched.waiting_queue, running)
     assert [r.rid for r in sched.waiting_queue] == ["w0", "w1", "w2"]
     # w0 decodes now with a tight TPOT; a token budget of 128 leaves prefill room, so no defer
@@ -93,8 +96,15 @@ def test_output_streamer_reports_the_slo_report_as_one_element_lists(sched):
     sched._slo().add(req.sloserve_request, sched._slo_now_s)
     cls = sched.get_output_streamer_class()
     assert issubclass(cls, SloOutputStreamer) and cls.has_additional_customized_info
-    streamer = cls(send_to_detokenizer=None, tree_cache=None, server_args=None, is_generation=True, spec_algorithm=None,
-                   disaggregation_mode=None, enable_hicache_storage=lambda: False)
+    streamer = cls(
+        send_to_detokenizer=None,
+        tree_cache=None,
+        server_args=None,
+        is_generation=True,
+        spec_algorithm=None,
+        disaggregation_mode=None,
+        enable_hicache_storage=lambda: False,
+    )
     info = streamer.build_additional_customized_info([req, make_req("stranger", 5)])
     assert set(info) == set(META_KEYS)
     # SGLang's tokenizer manager extends a list with each value: a scalar would crash it

@@ -23,13 +23,17 @@ CACHE = Path(os.environ.get("SLOSERVE_WHEEL_CACHE", Path(__file__).resolve().par
 # Methods the adapter needs on every supported version (its fallback path on 0.5.16).
 REQUIRED = {
     "sglang/srt/managers/scheduler.py": {"Scheduler": ("_add_request_to_queue", "init_schedule_policy")},
-    "sglang/srt/managers/schedule_policy.py": {"SchedulePolicy": ("calc_priority",),
-                                               "PrefillAdder": ("add_one_req", "add_chunked_req", "budget_state")},
+    "sglang/srt/managers/schedule_policy.py": {
+        "SchedulePolicy": ("calc_priority",),
+        "PrefillAdder": ("add_one_req", "add_chunked_req", "budget_state"),
+    },
     "sglang/srt/managers/schedule_batch.py": {"ScheduleBatch": ("_get_decode_retraction_order", "retract_decode")},
-    "sglang/srt/managers/data_parallel_controller.py": {"DataParallelController": (
-        "maybe_external_dp_rank_routing", "dispatching_with_trace")},
-    "sglang/srt/speculative/adaptive_spec_params.py": {"AdaptiveSpeculativeParams": (
-        "get_steps_for_batch", "on_verify_complete", "candidate_steps")},
+    "sglang/srt/managers/data_parallel_controller.py": {
+        "DataParallelController": ("maybe_external_dp_rank_routing", "dispatching_with_trace")
+    },
+    "sglang/srt/speculative/adaptive_spec_params.py": {
+        "AdaptiveSpeculativeParams": ("get_steps_for_batch", "on_verify_complete", "candidate_steps")
+    },
     "sglang/srt/plugins/hook_registry.py": {"HookRegistry": ("register", "apply_hooks")},
 }
 # 0.5.23 extension points the adapter uses when present (0.5.16 falls back; docs/sglang.md).
@@ -42,8 +46,12 @@ def wheel() -> zipfile.ZipFile:
     if not found:
         CACHE.mkdir(parents=True, exist_ok=True)
         try:
-            proc = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", f"sglang=={VERSION}",
-                                   "-d", str(CACHE)], capture_output=True, text=True, timeout=180)
+            proc = subprocess.run(
+                [sys.executable, "-m", "pip", "download", "--no-deps", "-q", f"sglang=={VERSION}", "-d", str(CACHE)],
+                capture_output=True,
+                text=True,
+                timeout=180,
+            )
         except subprocess.TimeoutExpired:
             pytest.skip(f"downloading sglang=={VERSION} timed out (offline?)")
         found = sorted(CACHE.glob(f"sglang-{VERSION}-*.whl"))

@@ -20,12 +20,18 @@ ENV_CONFIG = "SLOSERVE_SGLANG_CONFIG"
 
 @dataclass(frozen=True)
 class SglangAdapterConfig:
-    policy: str = field(default="slos-serve", metadata={"help": "sloserve scheduling policy run as SGLang's shadow planner"})
+    policy: str = field(
+        default="slos-serve", metadata={"help": "sloserve scheduling policy run as SGLang's shadow planner"}
+    )
     policy_options: tuple[tuple[str, Any], ...] = field(default=(), metadata={"help": "policy options (key, value)"})
     router: str = field(default="round-robin", metadata={"help": "sloserve routing policy used by the DP controller"})
     router_options: tuple[tuple[str, Any], ...] = field(default=(), metadata={"help": "router options (key, value)"})
-    perf_model: str = field(default="llama-3-8b-h100", metadata={"help": "batch-time preset (or fitted .json) for planning"})
-    kv_capacity_tokens: int = field(default=0, metadata={"help": "KV tokens the planner assumes; 0 = SGLang's pool size"})
+    perf_model: str = field(
+        default="llama-3-8b-h100", metadata={"help": "batch-time preset (or fitted .json) for planning"}
+    )
+    kv_capacity_tokens: int = field(
+        default=0, metadata={"help": "KV tokens the planner assumes; 0 = SGLang's pool size"}
+    )
     block_size_tokens: int = field(default=16, metadata={"help": "KV accounting block size of the shadow planner"})
     default_tpot_ms: float = field(default=100.0, metadata={"help": "TPOT SLO of requests that name none"})
     default_ttft_slowdown: float = field(default=5.0, metadata={"help": "TTFT slowdown SLO of requests that name none"})

@@ -52,6 +52,7 @@ def with_cpu_defaults(args: Sequence[str]) -> list[str]:
 
 def num_ranks(args: Sequence[str]) -> int:
     """Scheduler processes SGLang starts: DP size times TP size."""
+
     def size(*flags: str) -> int:
         for flag in flags:
             value = flag_value(args, flag)
@@ -69,7 +70,7 @@ def thread_binding(ranks: int, cores: Sequence[int]) -> str:
     cores = sorted(cores)
     if ranks <= len(cores):
         per = len(cores) // ranks
-        groups = [cores[i * per:(i + 1) * per] for i in range(ranks)]
+        groups = [cores[i * per : (i + 1) * per] for i in range(ranks)]
     else:
         groups = [[cores[i % len(cores)]] for i in range(ranks)]
     return "|".join(str(g[0]) if len(g) == 1 else f"{g[0]}-{g[-1]}" for g in groups)
@@ -86,7 +87,9 @@ def activate(env: dict, args: Sequence[str]) -> dict:
     _prepend_path(env, str(SHIM_DIR))
     ranks = num_ranks(args)
     if ranks > 1 and not env.get("SGLANG_CPU_OMP_THREADS_BIND"):
-        cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+        cores = (
+            sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+        )
         env["SGLANG_CPU_OMP_THREADS_BIND"] = thread_binding(ranks, cores)
     return env
 

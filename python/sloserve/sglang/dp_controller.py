@@ -45,10 +45,15 @@ def summary_from_load(load, plan: ReplicaSummary | None, now_s: float) -> Replic
     if plan is None or now_s - plan.time_s > PLAN_SUMMARY_MAX_AGE_S:
         return base
     # SGLang's counters are fresher for load; the plan knows tiers, slack and planned work.
-    return dataclasses.replace(plan, time_s=now_s, num_requests=base.num_requests, num_waiting=base.num_waiting,
-                               free_kv_tokens=base.free_kv_tokens or plan.free_kv_tokens,
-                               kv_capacity_tokens=base.kv_capacity_tokens or plan.kv_capacity_tokens,
-                               outstanding_tokens=max(plan.outstanding_tokens, base.outstanding_tokens))
+    return dataclasses.replace(
+        plan,
+        time_s=now_s,
+        num_requests=base.num_requests,
+        num_waiting=base.num_waiting,
+        free_kv_tokens=base.free_kv_tokens or plan.free_kv_tokens,
+        kv_capacity_tokens=base.kv_capacity_tokens or plan.kv_capacity_tokens,
+        outstanding_tokens=max(plan.outstanding_tokens, base.outstanding_tokens),
+    )
 
 
 @dataclasses.dataclass
@@ -71,7 +76,9 @@ class SnapshotReplicaView:
         return AdmitDecision(AdmitReason.ADMITTED, slack_s=s.slack_s)
 
 
-def build_views(loads: Iterable, plans: Mapping[int, ReplicaSummary], active: Iterable[int], now_s: float) -> list[SnapshotReplicaView]:
+def build_views(
+    loads: Iterable, plans: Mapping[int, ReplicaSummary], active: Iterable[int], now_s: float
+) -> list[SnapshotReplicaView]:
     """Views of the active ranks in rank order; a rank without a snapshot yet looks empty."""
     by_rank = {int(l.dp_rank): l for l in loads}
     views = []
@@ -112,11 +119,25 @@ class SloDataParallelController(dpc.DataParallelController):
         sp = req.sampling_params
         prompt = len(req.input_ids) if req.input_ids is not None else 1
         try:
-            core = build_request(req.rid, prompt, sp.max_new_tokens or 1, sp.custom_params, now,
-                                 self._slo_perf.zero_load_prefill_s, self._slo_defaults)
+            core = build_request(
+                req.rid,
+                prompt,
+                sp.max_new_tokens or 1,
+                sp.custom_params,
+                now,
+                self._slo_perf.zero_load_prefill_s,
+                self._slo_defaults,
+            )
         except SloParamError:
-            core = build_request(req.rid, prompt, sp.max_new_tokens or 1, None, now,
-                                 self._slo_perf.zero_load_prefill_s, self._slo_defaults)  # the scheduler rejects it
+            core = build_request(
+                req.rid,
+                prompt,
+                sp.max_new_tokens or 1,
+                None,
+                now,
+                self._slo_perf.zero_load_prefill_s,
+                self._slo_defaults,
+            )  # the scheduler rejects it
         decision = self._slo_router.route(core, self.slo_views(now), now)
         if decision.best_effort:
             custom = dict(sp.custom_params or {})

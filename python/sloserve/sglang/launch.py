@@ -48,10 +48,13 @@ def _options(pairs: Sequence[str], flag: str) -> tuple[tuple[str, Any], ...]:
 
 def parser() -> argparse.ArgumentParser:
     d = SglangAdapterConfig
-    p = argparse.ArgumentParser(prog="python -m sloserve.sglang.launch", add_help=False,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                                description="SGLang's server with the sloserve plugin. sloserve's arguments are "
-                                            "below; every other argument goes to python -m sglang.launch_server.")
+    p = argparse.ArgumentParser(
+        prog="python -m sloserve.sglang.launch",
+        add_help=False,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="SGLang's server with the sloserve plugin. sloserve's arguments are "
+        "below; every other argument goes to python -m sglang.launch_server.",
+    )
     p.add_argument("--backend", default="sglang", help="accepted for launch_server compatibility")
     p.add_argument("--policy", default=d.policy, help="sloserve scheduling policy (see python -m sloserve.sim --help)")
     p.add_argument("--policy-opt", action="append", default=[], metavar="K=V", help="policy option (repeatable)")
@@ -60,8 +63,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--perf-model", default=d.perf_model, help="batch-time preset name or fitted .json")
     p.add_argument("--slo-kv-tokens", type=int, default=0, help="KV tokens the planner assumes (0: SGLang's pool)")
     p.add_argument("--default-tpot-ms", type=float, default=d.default_tpot_ms, help="TPOT SLO of untagged requests")
-    p.add_argument("--default-ttft-slowdown", type=float, default=d.default_ttft_slowdown,
-                   help="TTFT slowdown SLO of untagged requests")
+    p.add_argument(
+        "--default-ttft-slowdown",
+        type=float,
+        default=d.default_ttft_slowdown,
+        help="TTFT slowdown SLO of untagged requests",
+    )
     p.add_argument("--no-slo-spec", action="store_true", help="keep SGLang's adaptive speculative step selector")
     p.add_argument("--no-mixed-chunk", action="store_true", help="do not add --enable-mixed-chunk")
     p.add_argument("--seed", type=int, default=0, help="seed for the router's randomness")
@@ -74,10 +81,17 @@ def split_args(argv: Sequence[str]) -> tuple[SglangAdapterConfig, list[str], arg
     if ns.backend not in ("sglang", "auto"):
         raise ValueError(f"sloserve.sglang.launch serves --backend sglang, not {ns.backend!r}")
     cfg = SglangAdapterConfig(
-        policy=ns.policy, policy_options=_options(ns.policy_opt, "--policy-opt"),
-        router=ns.router, router_options=_options(ns.router_opt, "--router-opt"),
-        perf_model=ns.perf_model, kv_capacity_tokens=ns.slo_kv_tokens, default_tpot_ms=ns.default_tpot_ms,
-        default_ttft_slowdown=ns.default_ttft_slowdown, spec_slo_aware=not ns.no_slo_spec, seed=ns.seed)
+        policy=ns.policy,
+        policy_options=_options(ns.policy_opt, "--policy-opt"),
+        router=ns.router,
+        router_options=_options(ns.router_opt, "--router-opt"),
+        perf_model=ns.perf_model,
+        kv_capacity_tokens=ns.slo_kv_tokens,
+        default_tpot_ms=ns.default_tpot_ms,
+        default_ttft_slowdown=ns.default_ttft_slowdown,
+        spec_slo_aware=not ns.no_slo_spec,
+        seed=ns.seed,
+    )
     if not ns.no_mixed_chunk and "--enable-mixed-chunk" not in rest:
         rest.append("--enable-mixed-chunk")  # decodes ride along in prefill batches, as the plan assumes
     if cpu_mode.is_cpu(rest):

@@ -21,8 +21,13 @@ class SloSchedulePolicy(SchedulePolicy):
     """``order_fn(rids) -> indices`` comes from the shadow planner; ``before_sort`` lets the
     scheduler plan here on SGLang versions without the ``_should_defer_prefill`` hook."""
 
-    def __init__(self, *args, order_fn: Callable[[list[str]], list[int]],
-                 before_sort: Optional[Callable[[list, object], None]] = None, **kwargs) -> None:
+    def __init__(
+        self,
+        *args,
+        order_fn: Callable[[list[str]], list[int]],
+        before_sort: Optional[Callable[[list, object], None]] = None,
+        **kwargs,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.order_fn = order_fn
         self.before_sort = before_sort
@@ -80,8 +85,12 @@ class SloPrefillAdder(PrefillAdder):
             return AddReqResult.OTHER  # the plan does not prefill it now (queue is plan-ordered)
         if self.new_chunked_req is not None:
             return AddReqResult.OTHER  # SGLang tracks one chunked request per batch
-        result = self._with_cap(want, lambda: super(SloPrefillAdder, self).add_one_req(
-            req, has_chunked_req=has_chunked_req, truncation_align_size=truncation_align_size))
+        result = self._with_cap(
+            want,
+            lambda: super(SloPrefillAdder, self).add_one_req(
+                req, has_chunked_req=has_chunked_req, truncation_align_size=truncation_align_size
+            ),
+        )
         if self.new_chunked_req is not None:
             return AddReqResult.OTHER
         admitted = bool(self.can_run_list) and self.can_run_list[-1] is req

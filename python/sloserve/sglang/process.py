@@ -106,13 +106,19 @@ class SglangProcess:
         self.proc.wait(10)
 
 
-def start(name: str, model_dir: str | Path, log_dir: str | Path, extra_args: Sequence[str] = (),
-          plugin: bool = True, device: str = "cpu", env_overrides: Mapping[str, str] | None = None) -> SglangProcess:
+def start(
+    name: str,
+    model_dir: str | Path,
+    log_dir: str | Path,
+    extra_args: Sequence[str] = (),
+    plugin: bool = True,
+    device: str = "cpu",
+    env_overrides: Mapping[str, str] | None = None,
+) -> SglangProcess:
     """Start SGLang (``plugin=False``) or sloserve's launcher on ``model_dir``; returns at once."""
     log_dir = Path(log_dir)
     port = free_port()
-    args = ["--model-path", str(model_dir), "--host", "127.0.0.1", "--port", str(port), "--device", device,
-            *extra_args]
+    args = ["--model-path", str(model_dir), "--host", "127.0.0.1", "--port", str(port), "--device", device, *extra_args]
     env = {**os.environ, **(env_overrides or {})}
     summary_dir = log_dir / f"summaries-{name}"
     summary_dir.mkdir(parents=True, exist_ok=True)
@@ -126,6 +132,7 @@ def start(name: str, model_dir: str | Path, log_dir: str | Path, extra_args: Seq
         cmd = [sys.executable, "-m", "sglang.launch_server", *args]
     log_path = log_dir / f"{name}.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                                preexec_fn=_die_with_parent)
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, preexec_fn=_die_with_parent
+        )
     return SglangProcess(name, proc, port, log_path, summary_dir)

@@ -53,8 +53,15 @@ def attach_slo(req, now_s: float, zero_load_prefill_s, defaults: SloDefaults):
     core = getattr(req, "sloserve_request", None)
     if core is None:
         sp = req.sampling_params
-        core = build_request(req.rid, len(req.origin_input_ids), sp.max_new_tokens or 1,
-                             getattr(sp, "custom_params", None), now_s, zero_load_prefill_s, defaults)
+        core = build_request(
+            req.rid,
+            len(req.origin_input_ids),
+            sp.max_new_tokens or 1,
+            getattr(sp, "custom_params", None),
+            now_s,
+            zero_load_prefill_s,
+            defaults,
+        )
         req.sloserve_request = core
     return core
 
@@ -77,11 +84,24 @@ class SloScheduler(Scheduler):
             self._slo_defaults = SloDefaults(ttft_slowdown=cfg.default_ttft_slowdown, tpot_ms=cfg.default_tpot_ms)
             capacity = cfg.kv_capacity_tokens or int(getattr(self, "max_total_num_tokens", 0) or 0) or 1 << 20
             replica = self._slo_replica_id()
-            self._slo_shadow = ShadowPlanner.create(cfg.policy, dict(cfg.policy_options), self._slo_perf, capacity,
-                                                    cfg.block_size_tokens, getattr(self, "max_req_len", None), replica)
+            self._slo_shadow = ShadowPlanner.create(
+                cfg.policy,
+                dict(cfg.policy_options),
+                self._slo_perf,
+                capacity,
+                cfg.block_size_tokens,
+                getattr(self, "max_req_len", None),
+                replica,
+            )
             self._slo_now_s = self._slo_clock()
             self._slo_timer = PlanTimer()
-            log.info("sloserve policy %s on replica %d (KV %d tokens, perf %s)", cfg.policy, replica, capacity, cfg.perf_model)
+            log.info(
+                "sloserve policy %s on replica %d (KV %d tokens, perf %s)",
+                cfg.policy,
+                replica,
+                capacity,
+                cfg.perf_model,
+            )
         return self._slo_shadow
 
     def _slo_replica_id(self) -> int:
@@ -196,8 +216,11 @@ class SloScheduler(Scheduler):
         try:
             summary = self._slo().summary(now)
             write_summary(directory, summary)
-            write_stats(directory, summary.replica_id,
-                        {**self._slo_timer.stats(), "calibration_scale": self._slo().calibration_scale()})
+            write_stats(
+                directory,
+                summary.replica_id,
+                {**self._slo_timer.stats(), "calibration_scale": self._slo().calibration_scale()},
+            )
         except OSError as exc:  # a full /dev/shm must not stop serving
             log.warning("sloserve: cannot publish plan summary: %s", exc)
 

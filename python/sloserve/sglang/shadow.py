@@ -16,8 +16,15 @@ from sloserve.core.plan import AdmitDecision, ReplicaSummary, ScheduledItem, Ste
 from sloserve.core.request import Request
 from sloserve.core.scheduler import Scheduler, SchedulerContext, create_scheduler
 from sloserve.metrics.report import TokenLog
-from sloserve.sglang.translate import (PlanDecision, ReqSnapshot, plan_to_decision, retraction_order, slo_report,
-                                       waiting_order, with_aborted)
+from sloserve.sglang.translate import (
+    PlanDecision,
+    ReqSnapshot,
+    plan_to_decision,
+    retraction_order,
+    slo_report,
+    waiting_order,
+    with_aborted,
+)
 
 log = logging.getLogger(__name__)
 RECENT_REPORTS = 4096  # final reports kept for late meta_info (bounded memory)
@@ -35,10 +42,23 @@ class ShadowPlanner:
         self._last_observe_s: float | None = None  # when SGLang last had work, for step times
 
     @classmethod
-    def create(cls, name: str, options: Mapping[str, Any] | None, perf, kv_capacity_tokens: int,
-               block_size_tokens: int = 16, max_seq_len_tokens: int | None = None, replica_id: int = 0) -> "ShadowPlanner":
-        ctx = SchedulerContext(perf=perf, kv_capacity_tokens=kv_capacity_tokens, block_size_tokens=block_size_tokens,
-                               max_seq_len_tokens=max_seq_len_tokens, replica_id=replica_id)
+    def create(
+        cls,
+        name: str,
+        options: Mapping[str, Any] | None,
+        perf,
+        kv_capacity_tokens: int,
+        block_size_tokens: int = 16,
+        max_seq_len_tokens: int | None = None,
+        replica_id: int = 0,
+    ) -> "ShadowPlanner":
+        ctx = SchedulerContext(
+            perf=perf,
+            kv_capacity_tokens=kv_capacity_tokens,
+            block_size_tokens=block_size_tokens,
+            max_seq_len_tokens=max_seq_len_tokens,
+            replica_id=replica_id,
+        )
         return cls(create_scheduler(name, ctx, options), replica_id)
 
     # ---- arrivals -------------------------------------------------------------------------
@@ -66,7 +86,9 @@ class ShadowPlanner:
             d_out = snap.num_output_tokens - req.num_output_tokens
             self._log(rid).note(snap.num_output_tokens, now_s)
             if d_out > 0:
-                items.append(ScheduledItem(rid, max(req.remaining_compute_tokens, 1), context_tokens=req.num_computed_tokens))
+                items.append(
+                    ScheduledItem(rid, max(req.remaining_compute_tokens, 1), context_tokens=req.num_computed_tokens)
+                )
                 produced[rid] = d_out
             elif snap.num_computed_tokens > req.num_computed_tokens:
                 delta = min(snap.num_computed_tokens, req.num_tokens) - req.num_computed_tokens
@@ -105,8 +127,9 @@ class ShadowPlanner:
                 log.debug("shadow KV short for %s (%d tokens)", rid, req.num_computed_tokens)
 
     # ---- decisions ------------------------------------------------------------------------
-    def plan(self, now_s: float, waiting: Iterable[str], running_nonempty: bool,
-             aborted: Mapping[str, int] | None = None) -> PlanDecision:
+    def plan(
+        self, now_s: float, waiting: Iterable[str], running_nonempty: bool, aborted: Mapping[str, int] | None = None
+    ) -> PlanDecision:
         """The next step; ``aborted`` (rid -> tokens) are waiting requests SGLang aborted."""
         plan = self.policy.schedule(now_s)
         self.decision = with_aborted(plan_to_decision(plan, list(waiting), running_nonempty), aborted or {})
@@ -129,8 +152,13 @@ class ShadowPlanner:
 
     def _report(self, rid: str, done: bool) -> dict:
         admission = self.admissions.get(rid)
-        return slo_report(self.known.get(rid), self.token_logs.get(rid),
-                          admission.reason.value if admission is not None else None, self.replica_id, done)
+        return slo_report(
+            self.known.get(rid),
+            self.token_logs.get(rid),
+            admission.reason.value if admission is not None else None,
+            self.replica_id,
+            done,
+        )
 
     def summary(self, now_s: float) -> ReplicaSummary:
         return self.policy.summary(now_s)

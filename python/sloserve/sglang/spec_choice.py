@@ -21,8 +21,9 @@ def expected_tokens(alpha: float, k: int) -> float:
     return (1.0 - alpha ** (k + 1)) / (1.0 - alpha)
 
 
-def choose_steps(candidates: Sequence[int], tpot_s: float, alpha: float, batch_size: int,
-                 kv_read_tokens: int, perf) -> int:
+def choose_steps(
+    candidates: Sequence[int], tpot_s: float, alpha: float, batch_size: int, kv_read_tokens: int, perf
+) -> int:
     if not candidates:
         raise ValueError("no candidate speculative steps")
     bs = max(int(batch_size), 1)

@@ -39,8 +39,9 @@ class SloSpeculativeParams(AdaptiveSpeculativeParams):
         if tpot is None:
             self._last_steps = None
             return super().get_steps_for_batch(batch_size)
-        steps = choose_steps(self.candidate_steps, tpot, self.alpha.alpha, batch_size,
-                             type(self)._batch_kv_read_tokens, self.perf)
+        steps = choose_steps(
+            self.candidate_steps, tpot, self.alpha.alpha, batch_size, type(self)._batch_kv_read_tokens, self.perf
+        )
         self._last_steps = steps
         return steps
 

@@ -35,12 +35,17 @@ class PlanTimer:
         self.total_s += seconds
 
     def stats(self) -> dict:
-        recent = self._ring_s[:min(self.count, self._ring_s.size)]
+        recent = self._ring_s[: min(self.count, self._ring_s.size)]
         if not recent.size:
             return {"iterations": 0}
         p50, p99 = np.percentile(recent, [50, 99])
-        return {"iterations": self.count, "total_s": self.total_s, "mean_ms": self.total_s / self.count * 1e3,
-                "p50_ms": float(p50) * 1e3, "p99_ms": float(p99) * 1e3}
+        return {
+            "iterations": self.count,
+            "total_s": self.total_s,
+            "mean_ms": self.total_s / self.count * 1e3,
+            "p50_ms": float(p50) * 1e3,
+            "p99_ms": float(p99) * 1e3,
+        }
 
 
 def stats_path(directory: str | os.PathLike, replica_id: int) -> Path:

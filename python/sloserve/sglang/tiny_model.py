@@ -25,7 +25,9 @@ MARKER = "sloserve-tiny-model.json"  # written last: its presence means the dire
 
 @dataclass(frozen=True)
 class TinyModelConfig:
-    vocab_size: int = field(default=16384, metadata={"help": "tokenizer and embedding size (>= 10000 for the profiler)"})
+    vocab_size: int = field(
+        default=16384, metadata={"help": "tokenizer and embedding size (>= 10000 for the profiler)"}
+    )
     hidden_size: int = field(default=128, metadata={"help": "model width"})
     num_layers: int = field(default=2, metadata={"help": "decoder layers"})
     num_heads: int = field(default=4, metadata={"help": "attention heads"})
@@ -53,8 +55,12 @@ def build_tokenizer(cfg: TinyModelConfig, out: Path) -> None:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=cfg.vocab_size, special_tokens=["<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=cfg.vocab_size,
+        special_tokens=["<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(_corpus(cfg.seed), trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="</s>")
     fast.chat_template = CHAT_TEMPLATE
@@ -67,10 +73,18 @@ def build_model(cfg: TinyModelConfig, out: Path) -> None:
 
     torch.manual_seed(cfg.seed)
     config = LlamaConfig(
-        vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
-        num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_kv_heads,
-        max_position_embeddings=cfg.max_position_embeddings, bos_token_id=0, eos_token_id=1, pad_token_id=1,
-        tie_word_embeddings=False, torch_dtype="bfloat16",
+        vocab_size=cfg.vocab_size,
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads,
+        max_position_embeddings=cfg.max_position_embeddings,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+        tie_word_embeddings=False,
+        torch_dtype="bfloat16",
     )
     model = LlamaForCausalLM(config).to(torch.bfloat16)
     model.save_pretrained(str(out), safe_serialization=True)
@@ -91,8 +105,11 @@ def build(out: str | Path, cfg: TinyModelConfig = TinyModelConfig()) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sloserve.sglang.tiny_model", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m sloserve.sglang.tiny_model",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("out", help="directory to write the model into")
     p.add_argument("--num-layers", type=int, default=TinyModelConfig.num_layers, help="decoder layers")
     p.add_argument("--seed", type=int, default=TinyModelConfig.seed, help="seed for tokenizer and weights")

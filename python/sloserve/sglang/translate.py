@@ -138,6 +138,7 @@ def retraction_order(rids: Sequence[str], requests: Mapping[str, Request], now_s
     Best-effort requests go first, then SLO requests with the most slack to their next token's
     deadline (they can afford the recompute), keeping the tightest ones running.
     """
+
     def key(i: int):
         req = requests.get(rids[i])
         if req is None:
@@ -148,16 +149,23 @@ def retraction_order(rids: Sequence[str], requests: Mapping[str, Request], now_s
     return sorted(range(len(rids)), key=key)
 
 
-def slo_report(req: Request | None, log: TokenLog | None, admission: str | None, replica: int,
-               done: bool, engine: str = "sglang") -> dict[str, Any]:
+def slo_report(
+    req: Request | None, log: TokenLog | None, admission: str | None, replica: int, done: bool, engine: str = "sglang"
+) -> dict[str, Any]:
     """The request's SLO report for ``meta_info`` (``SLO_REPORT_KEYS``, plain scalars)."""
     out: dict[str, Any] = dict.fromkeys(SLO_REPORT_KEYS)
     out.update(engine=engine, replica=replica, admission=admission)
     if req is None:
         out["tier"] = "unknown"
         return out
-    out.update(tier=req.tier.value, slo_class=req.slo_class, slo_stage=req.stage_name, slo_program_id=req.program_id,
-               slo_ttft_ms=req.ttft_slo_s * 1e3, ttft_deadline_ms=req.ttft_slo_s * 1e3)
+    out.update(
+        tier=req.tier.value,
+        slo_class=req.slo_class,
+        slo_stage=req.stage_name,
+        slo_program_id=req.program_id,
+        slo_ttft_ms=req.ttft_slo_s * 1e3,
+        ttft_deadline_ms=req.ttft_slo_s * 1e3,
+    )
     out.update(segment_fields(req.segments))
     log = log or TokenLog()
     out.update(log.measured(req.arrival_s))
