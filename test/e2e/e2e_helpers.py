@@ -49,16 +49,14 @@ CONFIGS: dict[str, tuple[bool, list[str], dict[str, str]]] = {
     "plain": (False, ["--max-total-tokens", "32768"], {}),
     "plugin": (True, ["--policy", "slos-serve", "--max-total-tokens", "32768"], {}),
     # A pool far too small for the load, and SGLang told to expect short outputs (it admits
-    # on 16 new tokens a request): it over-admits, runs short during decode and must retract.
+    # on 16 new tokens a request): it over-admits best effort, runs short during decode and must
+    # retract. The planner reserves every SLO-tier request's max_new_tokens, so only best
+    # effort may be retracted.
     "small_kv": (
         True,
         [
             "--policy",
             "slos-serve",
-            "--policy-opt",
-            "output_length=predict",
-            "--policy-opt",
-            "predict_prior_tokens=16",
             "--max-total-tokens",
             str(SMALL_KV_TOKENS),
             "--chunked-prefill-size",
