@@ -16,12 +16,12 @@ import argparse
 import asyncio
 import json
 import math
+import multiprocessing
 import os
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -74,30 +74,26 @@ def group_rss_kb(pgid: int) -> dict[str, int]:
     return out
 
 
-class Sampler(threading.Thread):
-    def __init__(self, url: str, pgid: int, period_s: float = 1.0) -> None:
-        super().__init__(daemon=True)
-        self.url, self.pgid, self.period_s = url, pgid, period_s
-        self.samples: list[dict] = []
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        t0 = time.monotonic()
-        while not self.stop.is_set():
+def sample_loop(url: str, pgid: int, period_s: float, path: str, stop) -> None:
+    """In its own process (not sharing the client's GIL): /health latency, in-flight, RSS."""
+    t0 = time.monotonic()
+    with open(path, "w") as out:
+        while not stop.is_set():
             t = time.perf_counter()
             try:
-                code = urllib.request.urlopen(self.url + "/health", timeout=10).status
+                code = urllib.request.urlopen(url + "/health", timeout=10).status
             except OSError as exc:
                 code = getattr(exc, "code", -1)
             health_ms = (time.perf_counter() - t) * 1e3
             try:
-                info = json.loads(urllib.request.urlopen(self.url + "/server_info", timeout=10).read())
-                in_flight = info["requests_in_flight"]
+                in_flight = json.loads(urllib.request.urlopen(url + "/server_info", timeout=10).read())[
+                    "requests_in_flight"]
             except OSError:
                 in_flight = -1
-            self.samples.append({"t_s": time.monotonic() - t0, "health_ms": health_ms, "health_status": code,
-                                 "in_flight": in_flight, "rss_kb": group_rss_kb(self.pgid)})
-            self.stop.wait(self.period_s)
+            out.write(json.dumps({"t_s": time.monotonic() - t0, "health_ms": health_ms, "health_status": code,
+                                  "in_flight": in_flight, "rss_kb": group_rss_kb(pgid)}) + "\n")
+            out.flush()
+            stop.wait(period_s)
 
 
 async def replay(url: str, programs, timeout_s: float) -> list[dict]:
@@ -171,6 +167,7 @@ def main() -> None:
     ap.add_argument("--policy", default="slos-serve")
     ap.add_argument("--model", default="opt-13b-tp2-a100")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-seq-len", type=int, default=97648, help="server context length (default: the KV pool)")
     ap.add_argument("--server-arg", action="append", default=[], help="extra server flag (repeatable)")
     ap.add_argument("--warmup-frac", type=float, default=0.2, help="fraction of the run before memory is compared")
     ap.add_argument("--json", default=None)
@@ -184,24 +181,30 @@ def main() -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = f"/tmp/soak-server-{port}.log"
-    proc = start_server(port, ["--policy", args.policy, "--model", args.model, *args.server_arg], log_path)
-    sampler = Sampler(url, proc.pid)
+    # --max-seq-len: as in the simulator, a request may use the whole KV pool (the capacity's premise)
+    proc = start_server(port, ["--policy", args.policy, "--model", args.model, "--max-seq-len",
+                               str(args.max_seq_len), *args.server_arg], log_path)
+    ctx = multiprocessing.get_context("spawn")
+    stop = ctx.Event()
+    samples_path = f"/tmp/soak-samples-{port}.jsonl"
+    sampler = ctx.Process(target=sample_loop, args=(url, proc.pid, 1.0, samples_path, stop), daemon=True)
     sampler.start()
     t0 = time.monotonic()
     try:
         results = asyncio.run(replay(url, work.programs, timeout_s=args.minutes * 60 + 300))
         time.sleep(2.0)  # a couple of samples after the last answer
     finally:
-        sampler.stop.set()
+        stop.set()
         sampler.join(15)
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(60)
-    out = summarize(results, sampler.samples, args.warmup_frac, args)
+    samples = [json.loads(line) for line in Path(samples_path).read_text().splitlines() if line.strip()]
+    out = summarize(results, samples, args.warmup_frac, args)
     out.update({"workload": work.description, "wall_s": time.monotonic() - t0, "server_exit_code": code,
                 "server_log": log_path})
     print(json.dumps(out, indent=1))
     if args.json:
-        Path(args.json).write_text(json.dumps({**out, "samples": sampler.samples}, indent=1))
+        Path(args.json).write_text(json.dumps({**out, "samples": samples}, indent=1))
 
 
 if __name__ == "__main__":
