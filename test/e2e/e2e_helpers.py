@@ -54,23 +54,11 @@ CONFIGS: dict[str, tuple[bool, list[str], dict[str, str]]] = {
     # effort may be retracted.
     "small_kv": (
         True,
-        [
-            "--policy",
-            "slos-serve",
-            "--max-total-tokens",
-            str(SMALL_KV_TOKENS),
-            "--chunked-prefill-size",
-            "128",
-            "--schedule-conservativeness",
-            "0.01",
-        ],
+        f"--policy slos-serve --max-total-tokens {SMALL_KV_TOKENS} --chunked-prefill-size 128 "
+        "--schedule-conservativeness 0.01".split(),
         {"SGLANG_CLIP_MAX_NEW_TOKENS_ESTIMATION": "16"},
     ),
-    "dp2": (
-        True,
-        ["--policy", "slos-serve", "--dp-size", "2", "--router", "slo-sequential", "--max-total-tokens", "16384"],
-        {},
-    ),
+    "dp2": (True, "--policy slos-serve --dp-size 2 --router slo-sequential --max-total-tokens 16384".split(), {}),
 }
 
 

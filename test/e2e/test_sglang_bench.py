@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -14,36 +13,14 @@ from sloserve.bench.cli import main as bench_main
 from sloserve.sglang import cpu_mode
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_bench_serving_reads_the_plugins_report(plugin, tmp_path):
     out = tmp_path / "bench.jsonl"
     args = [
-        "--base-url",
-        plugin.url,
-        "--dataset-name",
-        "random",
-        "--random-input-len",
-        "32",
-        "--random-output-len",
-        "12",
-        "--random-range-ratio",
-        "1.0",
-        "--num-prompts",
-        "6",
-        "--request-rate",
-        "4",
-        "--slo-class",
-        "chatbot-S",
-        "--seed",
-        "5",
-        "--warmup-requests",
-        "0",
-        "--request-timeout-s",
-        "120",
-        "--disable-tqdm",
-        "--output-file",
+        *f"--base-url {plugin.url} --dataset-name random --random-input-len 32 --random-output-len 12".split(),
+        *"--random-range-ratio 1.0 --num-prompts 6 --request-rate 4 --slo-class chatbot-S --seed 5".split(),
+        *"--warmup-requests 0 --request-timeout-s 120 --disable-tqdm --output-file".split(),
         str(out),
     ]
     assert bench_main(args) == 0
@@ -57,33 +34,10 @@ def test_sglangs_own_benchmark_runs_against_the_plugin(plugin, model_dir, tmp_pa
     out = tmp_path / "sglang-bench.jsonl"
     cmd = [
         sys.executable,
-        "-m",
-        "sglang.benchmark.serving",
-        "--backend",
-        "sglang",
-        "--base-url",
-        plugin.url,
-        "--dataset-name",
-        "random-ids",
-        "--random-input-len",
-        "32",
-        "--random-output-len",
-        "8",
-        "--random-range-ratio",
-        "1.0",
-        "--num-prompts",
-        "6",
-        "--request-rate",
-        "4",
-        "--model",
-        str(model_dir),
-        "--tokenizer",
-        str(model_dir),
-        "--output-file",
-        str(out),
-        "--disable-tqdm",
-        "--seed",
-        "1",
+        *f"-m sglang.benchmark.serving --backend sglang --base-url {plugin.url} --dataset-name random-ids".split(),
+        *"--random-input-len 32 --random-output-len 8 --random-range-ratio 1.0 --num-prompts 6".split(),
+        *f"--request-rate 4 --model {model_dir} --tokenizer {model_dir} --output-file {out}".split(),
+        *"--disable-tqdm --seed 1".split(),
     ]
     env = cpu_mode.help_environment(dict(os.environ))  # SGLang imports triton at module level
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
