@@ -53,7 +53,7 @@ def start_server(port: int, extra: list[str], log_path: str) -> subprocess.Popen
     raise RuntimeError("server did not start")
 
 
-def group_rss_kb(pgid: int) -> dict[str, int]:
+def group_rss_kb(pgid: int, roles: dict[int, str] | None = None) -> dict[str, int]:
     """RSS (kB) of every live process in the server's process group, by role."""
     out: dict[str, int] = {}
     for entry in os.listdir("/proc"):
@@ -68,14 +68,16 @@ def group_rss_kb(pgid: int) -> dict[str, int]:
                        if line.startswith("VmRSS:"))
         except (OSError, StopIteration, ValueError):
             continue
-        role = "front" if int(entry) == pgid else ("child" if "multiprocessing" in cmd else "other")
-        key = role if role == "front" else f"{role}-{entry}"
-        out[key] = rss
+        role = (roles or {}).get(int(entry)) or ("front" if int(entry) == pgid else
+                                                 "resource_tracker" if "resource_tracker" in cmd else f"other-{entry}")
+        out[role] = rss
     return out
 
 
 def sample_loop(url: str, pgid: int, period_s: float, path: str, stop) -> None:
     """In its own process (not sharing the client's GIL): /health latency, in-flight, RSS."""
+    info = json.loads(urllib.request.urlopen(url + "/server_info", timeout=10).read())
+    roles = {info["router_pid"]: "router", **{st["pid"]: f"scheduler-{st['replica']}" for st in info["internal_states"]}}
     t0 = time.monotonic()
     with open(path, "w") as out:
         while not stop.is_set():
@@ -91,7 +93,7 @@ def sample_loop(url: str, pgid: int, period_s: float, path: str, stop) -> None:
             except OSError:
                 in_flight = -1
             out.write(json.dumps({"t_s": time.monotonic() - t0, "health_ms": health_ms, "health_status": code,
-                                  "in_flight": in_flight, "rss_kb": group_rss_kb(pgid)}) + "\n")
+                                  "in_flight": in_flight, "rss_kb": group_rss_kb(pgid, roles)}) + "\n")
             out.flush()
             stop.wait(period_s)
 
