@@ -111,7 +111,19 @@ def test_hung_scheduler_is_detected_its_requests_fail_fast_and_it_is_restarted(s
             on = [first["meta_info"]["replica"] for _, first in streams]
             os.kill(victim, signal.SIGSTOP)
             hung = streams[on.index(1)][0]
+            # traffic keeps coming: requests routed to the hung replica must not count as its heartbeat
+            statuses: list[int] = []
+
+            async def keep_sending():
+                while not hung.done():
+                    async with s.post(srv.url + GEN, json={"text": "more", "sampling_params": {"max_new_tokens": 2}}) as r:
+                        statuses.append(r.status)
+                    await asyncio.sleep(0.2)
+
+            sender = asyncio.create_task(keep_sending())
             events = await asyncio.wait_for(hung, HANG_S)
+            await asyncio.wait_for(sender, HANG_S)
+            assert statuses and set(statuses) <= {200, 503}, statuses
             async with s.post(srv.url + "/abort_request", json={"abort_all": True}) as a:
                 assert a.status == 200
             await asyncio.gather(*(t for t, _ in streams))
@@ -139,6 +151,21 @@ def test_killed_router_is_restarted(server_factory):
     os.kill(router, signal.SIGKILL)
     wait_for(lambda: health(srv)["router"]["restarts"] == 1 and health(srv)["router_up"], "router restarted")
     assert srv.get_json("/server_info")["router_pid"] != router
+    serves(srv)
+
+
+def test_hung_router_is_killed_and_restarted(server_factory):
+    srv = server_factory(*LONG, "--policy", POLICY, "--time-scale", "0.05", "--watchdog-timeout", "2")
+    router = srv.get_json("/server_info")["router_pid"]
+    os.kill(router, signal.SIGSTOP)
+    try:
+        wait_for(lambda: health(srv)["router"]["restarts"] == 1 and health(srv)["router_up"], "router restarted")
+    finally:
+        try:
+            os.kill(router, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    assert "hung" in srv.log_path.read_text(errors="replace")
     serves(srv)
 
 

@@ -31,6 +31,8 @@ from sloserve.runtime.tokenizer import Tokenizer, synthetic_output_ids
 log = logging.getLogger("sloserve.front")
 MONITOR_PERIOD_S = 0.1
 RECV_BATCH = 16  # ZMQ messages handled before the receive loop yields to the event loop
+FROM_SCHEDULER = frozenset({"events", "admit", "stats", "ready", "heartbeat"})
+FROM_ROUTER = frozenset({"routed", "router_heartbeat"})
 
 
 class FrontEnd:
@@ -205,8 +207,11 @@ class FrontEnd:
     def _dispatch(self, msg: dict) -> None:
         kind = msg["type"]
         replica = msg.get("replica")
-        if isinstance(replica, int) and 0 <= replica < len(self.health):
-            self.health[replica].last_heard_s = self.now()  # the watchdog's heartbeat
+        # the watchdog's heartbeats: only what a process sends itself ("routed" names a target replica)
+        if kind in FROM_SCHEDULER and isinstance(replica, int) and 0 <= replica < len(self.health):
+            self.health[replica].last_heard_s = self.now()
+        elif kind in FROM_ROUTER:
+            self.router_health.last_heard_s = self.now()
         if kind == "events":
             self._on_events(msg["replica"], msg["events"])
         elif kind == "admit":
@@ -319,8 +324,13 @@ class FrontEnd:
                     self._replica_down(i, None, f"hung: no heartbeat for {now - h.last_heard_s:.1f} s "
                                                 f"(--watchdog-timeout {self.cfg.watchdog_timeout:g})")
             router = self.procs.router
-            if self.router_health.state == "up" and router is not None and not router.is_alive():
-                self._router_down(router.exitcode)
+            if self.router_health.state == "up" and router is not None:
+                if not router.is_alive():
+                    self._router_down(router.exitcode)
+                elif now - self.router_health.last_heard_s > self.cfg.watchdog_timeout:
+                    log.error("router process hung: no heartbeat for %.1f s (--watchdog-timeout %g); killing it",
+                              now - self.router_health.last_heard_s, self.cfg.watchdog_timeout)
+                    router.kill()  # noticed as dead on the next tick, then restarted
 
     def _expire_queued(self, now: float) -> None:
         """--queue-timeout-s: a request still without a first token after max(timeout, its TTFT SLO) ends
@@ -379,6 +389,7 @@ class FrontEnd:
     def _on_ready(self, who: int) -> None:
         """A (re)started process reports ready: route to it again."""
         if who == -1:
+            self.router_health.last_heard_s = self.now()
             if self.router_health.state == "restarting":
                 self.router_health.state = "up"
                 self.router_up = True

@@ -27,6 +27,7 @@ from sloserve.routing.base import create_router
 from sloserve.runtime import wire
 
 log = logging.getLogger("sloserve.router")
+HEARTBEAT_PERIOD_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -189,10 +190,14 @@ class RouterProcess:
         for r in self.replicas:
             r.send({"type": "abort_all"})
         self.front.send(wire.encode({"type": "ready", "replica": -1, "pid": os.getpid(), "router": self.args.router}))
+        beat = time.monotonic()
         while self.running and wire.parent_alive(self.args.parent_pid):
             if self.pull.poll(100):
                 while self.running and self.pull.poll(0):
                     self.handle_frame(self.pull.recv())
+            if time.monotonic() - beat >= HEARTBEAT_PERIOD_S:  # for the front's watchdog
+                beat = time.monotonic()
+                self.front.send(wire.encode({"type": "router_heartbeat"}))
 
     def close(self) -> None:
         for r in self.replicas:
