@@ -52,8 +52,8 @@ class ServerConfig:
         "help": "a request with no first token after this many seconds (or its TTFT SLO, if longer) ends with "
                 "429; 0 = never (SGLang: SGLANG_REQ_WAITING_TIMEOUT)"})
     watchdog_timeout: float = field(default=20.0, metadata={
-        "help": "seconds a scheduler process may go without a heartbeat before it is declared hung, killed and "
-                "restarted (its requests fail with 503); SGLang's name (its default 300 s, then it exits)"})
+        "help": "seconds a scheduler or router process may go without a heartbeat before it is declared hung, "
+                "killed and restarted (its requests fail with 503); SGLang's name (its default 300 s, then it exits)"})
     api_key: str | None = field(default=None, metadata={
         "help": "require 'Authorization: Bearer KEY' on every route but /health (401 otherwise)"})
     admin_api_key: str | None = field(default=None, metadata={
