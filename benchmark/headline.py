@@ -74,11 +74,18 @@ def run_cell(job: tuple) -> tuple[str, dict]:
     res = capacity_search(programs, config, args.attainment, args.start_rate, args.resolution)
     at = Simulator(programs(res.capacity_rps), config).run().summary if res.capacity_rps > 0 else {}
     return key, {
-        "mode": mode, "scenario": scenario, "replicas": replicas, "policy": policy,
-        "capacity_rps": res.capacity_rps, "capacity_rps_per_gpu": res.capacity_rps_per_gpu, "num_gpus": res.num_gpus,
-        "attainment": at.get("attainment"), "num_admitted": at.get("num_admitted"),
+        "mode": mode,
+        "scenario": scenario,
+        "replicas": replicas,
+        "policy": policy,
+        "capacity_rps": res.capacity_rps,
+        "capacity_rps_per_gpu": res.capacity_rps_per_gpu,
+        "num_gpus": res.num_gpus,
+        "attainment": at.get("attainment"),
+        "num_admitted": at.get("num_admitted"),
         "num_admitted_slo_misses": at.get("num_admitted_slo_misses"),
-        "num_client_timeouts": at.get("num_client_timeouts"), "goodput_rps": at.get("goodput_rps"),
+        "num_client_timeouts": at.get("num_client_timeouts"),
+        "goodput_rps": at.get("goodput_rps"),
         "points": res.to_dict()["points"],
     }
 
@@ -88,7 +95,9 @@ def table(cells: dict, modes, scenarios, replicas, policies) -> str:
     out = []
     for mode in modes:
         out.append(f"\n### {mode} mode\n")
-        out.append("| scenario | replicas | " + " | ".join(policies) + " | full / best baseline | full: admitted misses |")
+        out.append(
+            "| scenario | replicas | " + " | ".join(policies) + " | full / best baseline | full: admitted misses |"
+        )
         out.append("|---|---|" + "---|" * (len(policies) + 2))
         for r in replicas:
             ratios = []
@@ -102,12 +111,16 @@ def table(cells: dict, modes, scenarios, replicas, policies) -> str:
                     ratios.append(ratio)
                 shown = [f"{caps[p]:.3g}" if caps[p] is not None else "-" for p in policies]
                 miss = (got.get(FULL) or {}).get("num_admitted_slo_misses")
-                out.append(f"| {s} | {r} | " + " | ".join(shown) + f" | {f'{ratio:.2f}x' if ratio else '-'} | "
-                           f"{'-' if miss is None else miss} |")
+                out.append(
+                    f"| {s} | {r} | " + " | ".join(shown) + f" | {f'{ratio:.2f}x' if ratio else '-'} | "
+                    f"{'-' if miss is None else miss} |"
+                )
             if ratios:
                 geo = math.exp(sum(math.log(x) for x in ratios) / len(ratios))
-                out.append(f"\nGeo-mean of full / best baseline at {r} replica(s), {mode} mode, over "
-                           f"{len(ratios)} scenario(s): **{geo:.2f}x** (the paper reports 2.2x)\n")
+                out.append(
+                    f"\nGeo-mean of full / best baseline at {r} replica(s), {mode} mode, over "
+                    f"{len(ratios)} scenario(s): **{geo:.2f}x** (the paper reports 2.2x)\n"
+                )
     return "\n".join(out)
 
 

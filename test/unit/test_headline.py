@@ -20,12 +20,30 @@ def load():
 
 def test_headline_writes_cells_and_the_table_then_resumes(tmp_path, capsys):
     hl = load()
-    argv = ["--out", str(tmp_path), "--scenarios", "coder", "--replicas-list", "1", "--num-requests", "20",
-            "--policies", "full,vllm", "--max-seq-len", "2038", "--resolution", "0.2"]
+    argv = [
+        "--out",
+        str(tmp_path),
+        "--scenarios",
+        "coder",
+        "--replicas-list",
+        "1",
+        "--num-requests",
+        "20",
+        "--policies",
+        "full,vllm",
+        "--max-seq-len",
+        "2038",
+        "--resolution",
+        "0.2",
+    ]
     assert hl.main(argv) == 0
     cells = sorted(p.name for p in tmp_path.glob("*_coder_r1_*.json"))
-    assert cells == ["paper_coder_r1_full.json", "paper_coder_r1_vllm.json",
-                     "realistic_coder_r1_full.json", "realistic_coder_r1_vllm.json"]
+    assert cells == [
+        "paper_coder_r1_full.json",
+        "paper_coder_r1_vllm.json",
+        "realistic_coder_r1_full.json",
+        "realistic_coder_r1_vllm.json",
+    ]
     real = json.loads((tmp_path / "realistic_coder_r1_full.json").read_text())
     assert real["capacity_rps_per_gpu"] > 0 and real["num_admitted_slo_misses"] is not None
     table = (tmp_path / "table.md").read_text()
