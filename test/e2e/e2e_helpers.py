@@ -51,11 +51,12 @@ CONFIGS: dict[str, tuple[bool, list[str], dict[str, str]]] = {
     # A pool far too small for the load, and SGLang told to expect short outputs (it admits
     # on 16 new tokens a request): it over-admits best effort, runs short during decode and must
     # retract. The planner reserves every SLO-tier request's max_new_tokens, so only best
-    # effort may be retracted.
+    # effort may be retracted; best effort never yields to the SLO tier's reservations here
+    # (best_effort_yield_kv=1.0), so whether it runs does not hang on timing.
     "small_kv": (
         True,
         f"--policy slos-serve --max-total-tokens {SMALL_KV_TOKENS} --chunked-prefill-size 128 "
-        "--schedule-conservativeness 0.01".split(),
+        "--schedule-conservativeness 0.01 --policy-opt best_effort_yield_kv=1.0".split(),
         {"SGLANG_CLIP_MAX_NEW_TOKENS_ESTIMATION": "16"},
     ),
     "dp2": (True, "--policy slos-serve --dp-size 2 --router slo-sequential --max-total-tokens 16384".split(), {}),

@@ -61,18 +61,20 @@ def test_client_abort_frees_the_request(plugin):
 
 
 def test_small_kv_pool_defers_and_retracts_but_serves_everyone(small_kv):
-    """More work than KV: requests wait (deferred prefill) or are retracted, best effort first."""
+    """More work than KV: requests wait (deferred prefill) or are retracted, best effort only."""
 
     def one(i: int):
-        custom = {"slo_tpot_ms": 2000.0, "slo_ttft_ms": 60000.0} if i < 6 else {"slo_best_effort": True}
-        return generate(small_kv, text=f"request number {i} " * 4, max_new_tokens=120, custom=custom, timeout=240)
+        custom = {"slo_tpot_ms": 2000.0, "slo_ttft_ms": 60000.0} if i < 2 else {"slo_best_effort": True}
+        return generate(small_kv, text=f"request number {i} " * 4, max_new_tokens=120, custom=custom, timeout=300)
 
-    with ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(one, range(8)))
+    with ThreadPoolExecutor(10) as pool:
+        results = list(pool.map(one, range(10)))
     assert all(r.status_code == 200 for r in results), [r.text for r in results if r.status_code != 200]
     metas = [r.json()["meta_info"] for r in results]
     assert all(m["completion_tokens"] == 120 for m in metas)
-    assert 8 * 120 > SMALL_KV_TOKENS  # the load cannot fit at once
+    assert 10 * 120 > SMALL_KV_TOKENS  # the load cannot fit at once
     retracted = [m for m in metas if m["num_retractions"] > 0]
     assert retracted, "the pool never ran short: make the load larger"
-    assert all(m["tier"] == "best_effort" for m in retracted), json.dumps(metas)[:2000]  # the retraction hook's order
+    # The planner reserves KV for the SLO tier; SGLang over-admits only best effort: the
+    # retraction hook's order (best effort first) means no SLO-tier request is ever retracted.
+    assert all(m["tier"] == "best_effort" for m in retracted), json.dumps(metas)[:2000]
