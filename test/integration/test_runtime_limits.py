@@ -37,8 +37,12 @@ def health(srv) -> dict:
 def serves(srv, n: int = 4, headers=None) -> set:
     replicas = set()
     for i in range(n):
-        r = httpx.post(srv.url + GEN, json={"text": f"ok {i}", "sampling_params": {"max_new_tokens": 3}},
-                       headers=headers, timeout=HANG_S)
+        r = httpx.post(
+            srv.url + GEN,
+            json={"text": f"ok {i}", "sampling_params": {"max_new_tokens": 3}},
+            headers=headers,
+            timeout=HANG_S,
+        )
         assert r.status_code == 200, r.text
         replicas.add(r.json()["meta_info"]["replica"])
     return replicas
@@ -70,11 +74,18 @@ async def first_chunk(session, url: str, body: dict):
 # ---- defect 4: bounded queue, queue timeout ----------------------------------------------------
 def test_queue_full_is_429_with_retry_after(server_factory):
     # an engine so slow that no first token comes while the test runs: the queue stays full
-    srv = server_factory(*LONG, "--policy", POLICY, "--time-scale", "2000", "--max-queued-requests", "2",
-                         "--queue-timeout-s", "0")
+    srv = server_factory(
+        *LONG, "--policy", POLICY, "--time-scale", "2000", "--max-queued-requests", "2", "--queue-timeout-s", "0"
+    )
 
-    waiting = [threading.Thread(target=httpx.post, args=(srv.url + GEN,), kwargs={
-        "json": {"text": "x" * 500, "sampling_params": {"max_new_tokens": 4}}, "timeout": HANG_S}) for _ in range(2)]
+    waiting = [
+        threading.Thread(
+            target=httpx.post,
+            args=(srv.url + GEN,),
+            kwargs={"json": {"text": "x" * 500, "sampling_params": {"max_new_tokens": 4}}, "timeout": HANG_S},
+        )
+        for _ in range(2)
+    ]
     for t in waiting:
         t.start()
     wait_for(lambda: srv.get_json("/server_info")["requests_in_flight"] == 2, "two queued requests")
@@ -90,8 +101,11 @@ def test_queue_full_is_429_with_retry_after(server_factory):
 
 def test_best_effort_past_queue_timeout_is_429(server_factory):
     srv = server_factory(*LONG, "--policy", POLICY, "--time-scale", "2000", "--queue-timeout-s", "1")
-    r = httpx.post(srv.url + GEN, timeout=HANG_S, json={
-        "text": "slow", "sampling_params": {"max_new_tokens": 4, "custom_params": {"slo_best_effort": True}}})
+    r = httpx.post(
+        srv.url + GEN,
+        timeout=HANG_S,
+        json={"text": "slow", "sampling_params": {"max_new_tokens": 4, "custom_params": {"slo_best_effort": True}}},
+    )
     assert r.status_code == 429, r.text
     assert "--queue-timeout-s" in r.text and r.headers.get("Retry-After")
     wait_for(lambda: srv.get_json("/server_info")["requests_in_flight"] == 0, "the request to be freed")
@@ -99,15 +113,17 @@ def test_best_effort_past_queue_timeout_is_429(server_factory):
 
 # ---- defects 5 and 6: a hung scheduler, dead processes -----------------------------------------
 def test_hung_scheduler_is_detected_its_requests_fail_fast_and_it_is_restarted(server_factory):
-    srv = server_factory(*LONG, "--policy", POLICY, "--dp-size", "2", "--time-scale", "0.2",
-                         "--watchdog-timeout", "2")
+    srv = server_factory(*LONG, "--policy", POLICY, "--dp-size", "2", "--time-scale", "0.2", "--watchdog-timeout", "2")
     victim = srv.get_json("/server_info")["internal_states"][1]["pid"]
 
     async def run():
         async with aiohttp.ClientSession() as s:
-            streams = [await first_chunk(s, srv.url + GEN, {"text": f"s{i}", "stream": True,
-                                                             "sampling_params": {"max_new_tokens": 20000}})
-                       for i in range(2)]
+            streams = [
+                await first_chunk(
+                    s, srv.url + GEN, {"text": f"s{i}", "stream": True, "sampling_params": {"max_new_tokens": 20000}}
+                )
+                for i in range(2)
+            ]
             on = [first["meta_info"]["replica"] for _, first in streams]
             os.kill(victim, signal.SIGSTOP)
             hung = streams[on.index(1)][0]
@@ -116,7 +132,9 @@ def test_hung_scheduler_is_detected_its_requests_fail_fast_and_it_is_restarted(s
 
             async def keep_sending():
                 while not hung.done():
-                    async with s.post(srv.url + GEN, json={"text": "more", "sampling_params": {"max_new_tokens": 2}}) as r:
+                    async with s.post(
+                        srv.url + GEN, json={"text": "more", "sampling_params": {"max_new_tokens": 2}}
+                    ) as r:
                         statuses.append(r.status)
                     await asyncio.sleep(0.2)
 
@@ -176,8 +194,10 @@ def test_restart_budget_spent_fails_fast_with_exit_code_1(server_factory):
 
     def new_router():
         h, pid = health(srv), srv.get_json("/server_info")["router_pid"]
-        return h["router_up"] and h["router"]["restarts"] == 1 and pid != first and os.path.exists(f"/proc/{pid}") \
-            and pid
+        return (
+            h["router_up"] and h["router"]["restarts"] == 1 and pid != first and os.path.exists(f"/proc/{pid}") and pid
+        )
+
     os.kill(wait_for(new_router, "router restarted"), signal.SIGKILL)
     assert srv.proc.wait(HANG_S) == 1
     assert "--max-restarts" in srv.log_path.read_text(errors="replace")
@@ -187,19 +207,27 @@ def test_restart_budget_spent_fails_fast_with_exit_code_1(server_factory):
 # ---- defect 8: API keys --------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def keyed(server_factory):
-    return server_factory(*LONG, "--policy", POLICY, "--time-scale", "0.05", "--api-key", "user-key",
-                          "--admin-api-key", "admin-key")
+    return server_factory(
+        *LONG, "--policy", POLICY, "--time-scale", "0.05", "--api-key", "user-key", "--admin-api-key", "admin-key"
+    )
 
 
 USER = {"Authorization": "Bearer user-key"}
 ADMIN = {"Authorization": "Bearer admin-key"}
-ROUTES = [("POST", GEN, {"text": "a", "sampling_params": {"max_new_tokens": 2}}),
-          ("POST", "/v1/completions", {"model": "m", "prompt": "a", "max_tokens": 2}),
-          ("POST", "/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "a"}],
-                                            "max_tokens": 2}),
-          ("GET", "/v1/models", None), ("GET", "/server_info", None), ("GET", "/get_model_info", None),
-          ("GET", "/metrics", None), ("GET", "/health_generate", None), ("GET", "/ready", None),
-          ("POST", "/abort_request", {"rid": "x"}), ("POST", "/flush_cache", None), ("GET", "/nope", None)]
+ROUTES = [
+    ("POST", GEN, {"text": "a", "sampling_params": {"max_new_tokens": 2}}),
+    ("POST", "/v1/completions", {"model": "m", "prompt": "a", "max_tokens": 2}),
+    ("POST", "/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "a"}], "max_tokens": 2}),
+    ("GET", "/v1/models", None),
+    ("GET", "/server_info", None),
+    ("GET", "/get_model_info", None),
+    ("GET", "/metrics", None),
+    ("GET", "/health_generate", None),
+    ("GET", "/ready", None),
+    ("POST", "/abort_request", {"rid": "x"}),
+    ("POST", "/flush_cache", None),
+    ("GET", "/nope", None),
+]
 
 
 @pytest.mark.parametrize("method,path,body", ROUTES, ids=[r[1] for r in ROUTES])
@@ -215,10 +243,14 @@ def test_keys_open_their_routes(keyed):
     serves(keyed, 2, headers=USER)
     assert httpx.get(keyed.url + "/v1/models", headers=USER, timeout=HANG_S).status_code == 200
     # admin routes take only the admin key
-    assert httpx.post(keyed.url + "/abort_request", json={"abort_all": True}, headers=USER,
-                      timeout=HANG_S).status_code == 401
-    assert httpx.post(keyed.url + "/abort_request", json={"abort_all": True}, headers=ADMIN,
-                      timeout=HANG_S).status_code == 200
+    assert (
+        httpx.post(keyed.url + "/abort_request", json={"abort_all": True}, headers=USER, timeout=HANG_S).status_code
+        == 401
+    )
+    assert (
+        httpx.post(keyed.url + "/abort_request", json={"abort_all": True}, headers=ADMIN, timeout=HANG_S).status_code
+        == 200
+    )
     assert httpx.post(keyed.url + "/flush_cache", headers=ADMIN, timeout=HANG_S).status_code == 200
 
 
@@ -232,8 +264,9 @@ def test_docs_only_when_asked(keyed, server_factory):
 # ---- defect 9: HTTP limits -----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def limited(server_factory):
-    return server_factory(*LONG, "--policy", POLICY, "--time-scale", "0.05", "--max-body-bytes", "4096",
-                          "--timeout-keep-alive", "1")
+    return server_factory(
+        *LONG, "--policy", POLICY, "--time-scale", "0.05", "--max-body-bytes", "4096", "--timeout-keep-alive", "1"
+    )
 
 
 def test_body_over_the_limit_is_413(limited):
@@ -273,9 +306,14 @@ def _closed_by_server(sock: socket.socket, trickle: bytes | None) -> bool:
     return False
 
 
-@pytest.mark.parametrize("start,trickle", [(b"", None),  # connects, says nothing
-                                           (b"POST /generate HTTP/1.1\r\nHost: x\r\n", b"X-a: b\r\n")],  # slowloris
-                         ids=["idle", "slowloris"])
+@pytest.mark.parametrize(
+    "start,trickle",
+    [
+        (b"", None),  # connects, says nothing
+        (b"POST /generate HTTP/1.1\r\nHost: x\r\n", b"X-a: b\r\n"),
+    ],  # slowloris
+    ids=["idle", "slowloris"],
+)
 def test_idle_and_slowloris_connections_are_closed(limited, start, trickle):
     with socket.create_connection(("127.0.0.1", limited.port), timeout=HANG_S) as sock:
         if start:
@@ -286,8 +324,9 @@ def test_idle_and_slowloris_connections_are_closed(limited, start, trickle):
 
 def test_slow_body_is_408(limited):
     with socket.create_connection(("127.0.0.1", limited.port), timeout=HANG_S) as sock:
-        sock.sendall(b"POST /generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: 100\r\n\r\n{")
+        sock.sendall(
+            b"POST /generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+        )
         data = b""
         while b"\r\n\r\n" not in data:
             chunk = sock.recv(4096)

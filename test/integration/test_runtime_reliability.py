@@ -40,12 +40,16 @@ def replica_state(server, i: int = 0) -> dict:
 
 def idle(server) -> bool:
     s = replica_state(server)
-    return s.get("num_requests") == 0 and s.get("kv_used_blocks") == 0 and \
-        server.get_json("/server_info")["requests_in_flight"] == 0
+    return (
+        s.get("num_requests") == 0
+        and s.get("kv_used_blocks") == 0
+        and server.get_json("/server_info")["requests_in_flight"] == 0
+    )
 
 
-async def stream_events(session, url: str, body: dict, started: asyncio.Event | None = None,
-                        out: list | None = None) -> list:
+async def stream_events(
+    session, url: str, body: dict, started: asyncio.Event | None = None, out: list | None = None
+) -> list:
     """The stream's events; ``started`` is set once the first chunk arrived (the request is in
     flight on a replica), so a test acts on that state instead of sleeping and hoping."""
     out = [] if out is None else out
@@ -84,24 +88,32 @@ def test_stream_disconnect_aborts_and_frees_kv(server):
     with httpx.stream("POST", server.url + "/generate", json=body, timeout=HANG_S) as resp:
         lines = resp.iter_lines()
         assert next(line for line in lines if line.startswith("data: "))
-        wait_for(lambda: (lambda st: st["num_requests"] == 1 and st["kv_used_blocks"] > 0)(replica_state(server)),
-                 what="the request to hold KV")
+        wait_for(
+            lambda: (lambda st: st["num_requests"] == 1 and st["kv_used_blocks"] > 0)(replica_state(server)),
+            what="the request to hold KV",
+        )
     wait_for(lambda: idle(server), what="KV freed after the client disconnected")
 
 
 def test_non_stream_disconnect_aborts(server):
     wait_for(lambda: idle(server), what="idle server")
     with pytest.raises(httpx.ReadTimeout):  # a generous connect timeout: only the read may time out
-        httpx.post(server.url + "/generate", timeout=httpx.Timeout(0.5, connect=HANG_S),
-                   json={"text": "wait", "sampling_params": {"max_new_tokens": 20000}})
+        httpx.post(
+            server.url + "/generate",
+            timeout=httpx.Timeout(0.5, connect=HANG_S),
+            json={"text": "wait", "sampling_params": {"max_new_tokens": 20000}},
+        )
     wait_for(lambda: idle(server), what="request aborted after the client went away")
 
 
 def test_abort_request_ends_stream_with_abort(server):
     async def run():
         async with aiohttp.ClientSession() as s:
-            (task,), _ = await start_streams(s, server.url + "/generate", [{
-                "text": "abort me", "rid": "to-abort", "stream": True, "sampling_params": {"max_new_tokens": 20000}}])
+            (task,), _ = await start_streams(
+                s,
+                server.url + "/generate",
+                [{"text": "abort me", "rid": "to-abort", "stream": True, "sampling_params": {"max_new_tokens": 20000}}],
+            )
             async with s.post(server.url + "/abort_request", json={"rid": "to-abort"}) as r:
                 assert r.status == 200
             return await asyncio.wait_for(task, HANG_S)
@@ -119,8 +131,16 @@ def test_hundreds_of_concurrent_streams_each_end_once(server):
     async def run():
         conn = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(connector=conn) as s:
-            return await asyncio.gather(*(stream_events(s, server.url + "/generate", {
-                "text": f"req {i}", "stream": True, "sampling_params": {"max_new_tokens": 16}}) for i in range(n)))
+            return await asyncio.gather(
+                *(
+                    stream_events(
+                        s,
+                        server.url + "/generate",
+                        {"text": f"req {i}", "stream": True, "sampling_params": {"max_new_tokens": 16}},
+                    )
+                    for i in range(n)
+                )
+            )
 
     results = asyncio.run(run())
     for events in results:
@@ -167,13 +187,17 @@ def test_killed_scheduler_fails_its_requests_and_router_avoids_it(server_factory
     assert health.status_code == 200, health.text  # replica 0 serves throughout
     rep = health.json()["replicas"][1]
     assert rep["exit_code"] == -signal.SIGKILL and rep["restarts"] == 1 and "exited" in rep["last_failure"]
-    wait_for(lambda: httpx.get(srv.url + "/health", timeout=HANG_S).json()["replicas"][1]["up"], timeout_s=HANG_S,
-             what="replica 1 restarted")
+    wait_for(
+        lambda: httpx.get(srv.url + "/health", timeout=HANG_S).json()["replicas"][1]["up"],
+        timeout_s=HANG_S,
+        what="replica 1 restarted",
+    )
     assert replica_state(srv, 1)["pid"] != victim
     replicas = set()
     for i in range(6):  # round robin uses the restarted replica again
-        r = httpx.post(srv.url + "/generate", json={"text": f"after {i}", "sampling_params": {"max_new_tokens": 3}},
-                       timeout=HANG_S)
+        r = httpx.post(
+            srv.url + "/generate", json={"text": f"after {i}", "sampling_params": {"max_new_tokens": 3}}, timeout=HANG_S
+        )
         assert r.status_code == 200
         replicas.add(r.json()["meta_info"]["replica"])
     assert replicas == {0, 1}
@@ -182,13 +206,15 @@ def test_killed_scheduler_fails_its_requests_and_router_avoids_it(server_factory
 
 def test_sigterm_drains_in_flight_requests_and_exits_cleanly(server_factory):
     # a drain timeout far above the requests' length: the drain ends when they finish
-    srv = server_factory(*LONG, "--policy", POLICY, "--time-scale", "0.2",
-                         "--drain-timeout-s", str(HANG_S))
+    srv = server_factory(*LONG, "--policy", POLICY, "--time-scale", "0.2", "--drain-timeout-s", str(HANG_S))
 
     async def run():
         async with aiohttp.ClientSession() as s:
-            tasks, _ = await start_streams(s, srv.url + "/generate", [{
-                "text": f"drain {i}", "stream": True, "sampling_params": {"max_new_tokens": 100}} for i in range(5)])
+            tasks, _ = await start_streams(
+                s,
+                srv.url + "/generate",
+                [{"text": f"drain {i}", "stream": True, "sampling_params": {"max_new_tokens": 100}} for i in range(5)],
+            )
             srv.proc.send_signal(signal.SIGTERM)
             return await asyncio.wait_for(asyncio.gather(*tasks), HANG_S)
 
@@ -201,10 +227,13 @@ def test_sigterm_drains_in_flight_requests_and_exits_cleanly(server_factory):
 
 
 def test_sigterm_past_drain_timeout_aborts_and_exits(server_factory):
-    srv = server_factory(*LONG, "--policy", POLICY, "--time-scale", "1.0",
-                         "--drain-timeout-s", "1")
-    with httpx.stream("POST", srv.url + "/generate", timeout=HANG_S,
-                      json={"text": "forever", "stream": True, "sampling_params": {"max_new_tokens": 50000}}) as resp:
+    srv = server_factory(*LONG, "--policy", POLICY, "--time-scale", "1.0", "--drain-timeout-s", "1")
+    with httpx.stream(
+        "POST",
+        srv.url + "/generate",
+        timeout=HANG_S,
+        json={"text": "forever", "stream": True, "sampling_params": {"max_new_tokens": 50000}},
+    ) as resp:
         it = (line for line in resp.iter_lines() if line.startswith("data: "))
         lines = [next(it)]
         t0 = time.monotonic()

@@ -24,8 +24,11 @@ def server(server_factory):
 
 
 def gen(server, text: str, max_new: int = 8, **custom) -> dict:
-    r = httpx.post(server.url + "/generate", timeout=30,
-                   json={"text": text, "sampling_params": {"max_new_tokens": max_new, "custom_params": custom}})
+    r = httpx.post(
+        server.url + "/generate",
+        timeout=30,
+        json={"text": text, "sampling_params": {"max_new_tokens": max_new, "custom_params": custom}},
+    )
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -61,8 +64,9 @@ def test_thinking_ends_at_the_marker(server):
 
 
 def test_stages_and_program_ids(server):
-    final = gen(server, "tool", 5, slo_class="tool-calling", slo_stage="final", slo_program_id="prog-7",
-                slo_stage_index=2)["meta_info"]
+    final = gen(
+        server, "tool", 5, slo_class="tool-calling", slo_stage="final", slo_program_id="prog-7", slo_stage_index=2
+    )["meta_info"]
     assert final["slo_stage"] == "final" and final["slo_program_id"] == "prog-7"
     assert final["slo_tpot_ms"] == 100.0  # the final round's TPOT
     middle = gen(server, "tool", 5, slo_class="tool-calling", slo_stage="tool_call")["meta_info"]
@@ -90,8 +94,10 @@ needs_slos = pytest.mark.skipif("slos-serve" not in SCHEDULERS.names(), reason="
 
 async def burst(url: str, n: int, prompt_len: int, custom: dict) -> list[tuple[int, dict]]:
     async def one(s, i):
-        async with s.post(url + "/generate", json={"text": "x" * prompt_len, "sampling_params": {
-                "max_new_tokens": 30, "custom_params": custom}}) as r:
+        async with s.post(
+            url + "/generate",
+            json={"text": "x" * prompt_len, "sampling_params": {"max_new_tokens": 30, "custom_params": custom}},
+        ) as r:
             return r.status, await r.json()
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
@@ -121,8 +127,11 @@ def test_overload_goes_best_effort_by_default(server_factory):
     assert all(status == 200 for status, _ in results)
     tiers = [body["meta_info"]["tier"] for _, body in results]
     assert "best_effort" in tiers and "slo" in tiers
-    asked = httpx.post(srv.url + "/generate", timeout=30, json={"text": "be", "sampling_params": {
-        "max_new_tokens": 3, "custom_params": {"slo_best_effort": True}}}).json()
+    asked = httpx.post(
+        srv.url + "/generate",
+        timeout=30,
+        json={"text": "be", "sampling_params": {"max_new_tokens": 3, "custom_params": {"slo_best_effort": True}}},
+    ).json()
     assert asked["meta_info"]["tier"] == "best_effort"
 
 

@@ -144,8 +144,11 @@ def test_learn_mode_keeps_admitted_slos_in_the_simulator_with_and_without_the_kv
     from sloserve.sim import SimConfig, simulate  # noqa: PLC0415
     from sloserve.workloads import WorkloadConfig, build_workload  # noqa: PLC0415
 
-    w = build_workload(WorkloadConfig(scenario="chatbot", rate_rps=8.0, num_requests=80, seed=2, max_seq_len=2038,
-                                      output_len_known=False))
+    w = build_workload(
+        WorkloadConfig(
+            scenario="chatbot", rate_rps=8.0, num_requests=80, seed=2, max_seq_len=2038, output_len_known=False
+        )
+    )
     opts = {"output_length": "learn", "kv_profile": kv_profile, "repace": kv_profile}
     res = simulate(w.programs, SimConfig(policy="slos-serve", policy_options=opts, max_seq_len=2038, tolerance=0.0))
     s = res.summary

@@ -16,60 +16,122 @@ from sloserve.runtime.reqlog import LOG_FORMATS, LOG_LEVELS
 class ServerConfig:
     host: str = field(default="127.0.0.1", metadata={"help": "address the HTTP server binds"})
     port: int = field(default=30000, metadata={"help": "HTTP port"})
-    model: str = field(default="opt-13b-tp2-a100", metadata={
-        "help": "batch-time model preset that simulates the engine (--model-path, SGLang's name, is the same flag)",
-        "aliases": ("--model-path",), "names": lambda: _names("model")})
-    served_model_name: str | None = field(default=None, metadata={"help": "model name reported by the API (default: --model)"})
-    backend: str = field(default="auto", metadata={"help": "embedded | sglang | auto (sglang when importable and CUDA is present)",
-                                                       "choices": ("embedded", "sglang", "auto")})
+    model: str = field(
+        default="opt-13b-tp2-a100",
+        metadata={
+            "help": "batch-time model preset that simulates the engine (--model-path, SGLang's name, is the same flag)",
+            "aliases": ("--model-path",),
+            "names": lambda: _names("model"),
+        },
+    )
+    served_model_name: str | None = field(
+        default=None, metadata={"help": "model name reported by the API (default: --model)"}
+    )
+    backend: str = field(
+        default="auto",
+        metadata={
+            "help": "embedded | sglang | auto (sglang when importable and CUDA is present)",
+            "choices": ("embedded", "sglang", "auto"),
+        },
+    )
     policy: str = field(default="slos-serve", metadata={"help": "scheduling policy", "names": lambda: _names("policy")})
-    policy_opt: tuple[str, ...] = field(default=(), metadata={"help": "policy option key=value (repeatable)", "repeat": True})
-    router: str = field(default="round-robin", metadata={"help": "routing policy across --dp-size replicas",
-                                                         "names": lambda: _names("router")})
-    router_opt: tuple[str, ...] = field(default=(), metadata={"help": "router option key=value (repeatable)", "repeat": True})
+    policy_opt: tuple[str, ...] = field(
+        default=(), metadata={"help": "policy option key=value (repeatable)", "repeat": True}
+    )
+    router: str = field(
+        default="round-robin",
+        metadata={"help": "routing policy across --dp-size replicas", "names": lambda: _names("router")},
+    )
+    router_opt: tuple[str, ...] = field(
+        default=(), metadata={"help": "router option key=value (repeatable)", "repeat": True}
+    )
     dp_size: int = field(default=1, metadata={"help": "number of scheduler processes (data-parallel replicas)"})
     kv_tokens: int = field(default=97648, metadata={"help": "KV-cache capacity per replica, in tokens"})
     block_size: int = field(default=16, metadata={"help": "KV block size in tokens"})
-    max_seq_len: int | None = field(default=None, metadata={
-        "help": "context length in tokens (default: the preset model's, e.g. 2048 for OPT, capped at --kv-tokens)"})
+    max_seq_len: int | None = field(
+        default=None,
+        metadata={
+            "help": "context length in tokens (default: the preset model's, e.g. 2048 for OPT, capped at --kv-tokens)"
+        },
+    )
     time_scale: float = field(default=1.0, metadata={"help": "multiplies simulated step times; 0 = zero-time engine"})
-    tokenizer_path: str | None = field(default=None, metadata={"help": "local Hugging Face tokenizer (dir or tokenizer.json); default: built-in byte tokenizer"})
-    reject_on_overload: bool = field(default=False, metadata={"help": "answer 429 instead of serving best effort when the policy does not admit"})
-    default_max_new_tokens: int = field(default=128, metadata={"help": "max_new_tokens when a request gives none (SGLang's default)"})
+    tokenizer_path: str | None = field(
+        default=None,
+        metadata={"help": "local Hugging Face tokenizer (dir or tokenizer.json); default: built-in byte tokenizer"},
+    )
+    reject_on_overload: bool = field(
+        default=False, metadata={"help": "answer 429 instead of serving best effort when the policy does not admit"}
+    )
+    default_max_new_tokens: int = field(
+        default=128, metadata={"help": "max_new_tokens when a request gives none (SGLang's default)"}
+    )
     seed: int = field(default=0, metadata={"help": "seed for synthetic tokens and engine randomness"})
-    drain_timeout_s: float = field(default=5.0, metadata={"help": "on SIGTERM, seconds to let in-flight requests finish before aborting them"})
-    startup_timeout_s: float = field(default=60.0, metadata={"help": "seconds to wait for the router and schedulers to come up"})
+    drain_timeout_s: float = field(
+        default=5.0, metadata={"help": "on SIGTERM, seconds to let in-flight requests finish before aborting them"}
+    )
+    startup_timeout_s: float = field(
+        default=60.0, metadata={"help": "seconds to wait for the router and schedulers to come up"}
+    )
     log_level: str = field(default="info", metadata={"help": f"logging level: {', '.join(LOG_LEVELS)}"})
-    log_format: str = field(default="text", metadata={"help": "log lines as text or one JSON object each",
-                                                      "choices": LOG_FORMATS})
-    log_interval_s: float = field(default=10.0, metadata={
-        "help": "seconds between throughput/queue log lines while serving (0: none)"})
+    log_format: str = field(
+        default="text", metadata={"help": "log lines as text or one JSON object each", "choices": LOG_FORMATS}
+    )
+    log_interval_s: float = field(
+        default=10.0, metadata={"help": "seconds between throughput/queue log lines while serving (0: none)"}
+    )
     # ---- limits and security (docs/runtime.md, "Security and limits") ----
-    max_queued_requests: int = field(default=1024, metadata={
-        "help": "most requests waiting for their first token (all replicas); past it new requests get 429 with "
-                "Retry-After; 0 = unbounded (SGLang's name; its default is unbounded)"})
-    queue_timeout_s: float = field(default=60.0, metadata={
-        "help": "a request with no first token after this many seconds (or its TTFT SLO, if longer) ends with "
-                "429; 0 = never (SGLang: SGLANG_REQ_WAITING_TIMEOUT)"})
-    watchdog_timeout: float = field(default=20.0, metadata={
-        "help": "seconds a scheduler or router process may go without a heartbeat before it is declared hung, "
-                "killed and restarted (its requests fail with 503); SGLang's name (its default 300 s, then it exits)"})
-    api_key: str | None = field(default=None, metadata={
-        "help": "require 'Authorization: Bearer KEY' on every route but /health (401 otherwise)"})
-    admin_api_key: str | None = field(default=None, metadata={
-        "help": "key for /abort_request and /flush_cache; when set, those routes accept only this key"})
+    max_queued_requests: int = field(
+        default=1024,
+        metadata={
+            "help": "most requests waiting for their first token (all replicas); past it new requests get 429 with "
+            "Retry-After; 0 = unbounded (SGLang's name; its default is unbounded)"
+        },
+    )
+    queue_timeout_s: float = field(
+        default=60.0,
+        metadata={
+            "help": "a request with no first token after this many seconds (or its TTFT SLO, if longer) ends with "
+            "429; 0 = never (SGLang: SGLANG_REQ_WAITING_TIMEOUT)"
+        },
+    )
+    watchdog_timeout: float = field(
+        default=20.0,
+        metadata={
+            "help": "seconds a scheduler or router process may go without a heartbeat before it is declared hung, "
+            "killed and restarted (its requests fail with 503); SGLang's name (its default 300 s, then it exits)"
+        },
+    )
+    api_key: str | None = field(
+        default=None,
+        metadata={"help": "require 'Authorization: Bearer KEY' on every route but /health (401 otherwise)"},
+    )
+    admin_api_key: str | None = field(
+        default=None,
+        metadata={"help": "key for /abort_request and /flush_cache; when set, those routes accept only this key"},
+    )
     enable_api_docs: bool = field(default=False, metadata={"help": "serve /docs and /openapi.json"})
-    max_body_bytes: int = field(default=16 * 1024 * 1024, metadata={
-        "help": "largest request body; a larger one gets 413"})
-    max_header_bytes: int = field(default=16 * 1024, metadata={
-        "help": "largest request line plus headers (h11 incomplete-event limit); a larger one gets 400"})
-    max_connections: int = field(default=4096, metadata={
-        "help": "most concurrent connections and requests (uvicorn limit_concurrency); past it 503"})
-    timeout_keep_alive: float = field(default=30.0, metadata={
-        "help": "seconds a connection may sit outside a request (idle keep-alive, or headers still incomplete) "
-                "before it is closed; also the limit for reading a request body (408)"})
-    max_restarts: int = field(default=5, metadata={
-        "help": "router/scheduler restarts allowed within 60 s; one more and the server exits with code 1"})
+    max_body_bytes: int = field(
+        default=16 * 1024 * 1024, metadata={"help": "largest request body; a larger one gets 413"}
+    )
+    max_header_bytes: int = field(
+        default=16 * 1024,
+        metadata={"help": "largest request line plus headers (h11 incomplete-event limit); a larger one gets 400"},
+    )
+    max_connections: int = field(
+        default=4096,
+        metadata={"help": "most concurrent connections and requests (uvicorn limit_concurrency); past it 503"},
+    )
+    timeout_keep_alive: float = field(
+        default=30.0,
+        metadata={
+            "help": "seconds a connection may sit outside a request (idle keep-alive, or headers still incomplete) "
+            "before it is closed; also the limit for reading a request body (408)"
+        },
+    )
+    max_restarts: int = field(
+        default=5,
+        metadata={"help": "router/scheduler restarts allowed within 60 s; one more and the server exits with code 1"},
+    )
 
     def __post_init__(self) -> None:
         if self.dp_size < 1:
@@ -144,8 +206,10 @@ def servable_policies() -> list[str]:
 
 def build_parser(cls: type = ServerConfig) -> argparse.ArgumentParser:
     """An argparse parser generated from the dataclass fields and their help metadata."""
-    parser = OneLineParser(prog="python -m sloserve.launch_server",
-                                     description="sloserve server (SGLang-compatible API, SLO-aware scheduling)")
+    parser = OneLineParser(
+        prog="python -m sloserve.launch_server",
+        description="sloserve server (SGLang-compatible API, SLO-aware scheduling)",
+    )
     return add_dataclass_arguments(parser, cls)
 
 

@@ -132,8 +132,9 @@ class FrontEnd:
         if not prompt:
             raise BadRequest("the prompt is empty", "text")
         if gen.input_ids is not None and max(prompt) >= self.tok.vocab_size:
-            raise BadRequest(f"input_ids: token id {max(prompt)} is out of the vocabulary (size {self.tok.vocab_size})",
-                             "input_ids")
+            raise BadRequest(
+                f"input_ids: token id {max(prompt)} is out of the vocabulary (size {self.tok.vocab_size})", "input_ids"
+            )
         max_new = gen.sampling.max_new_tokens
         total = len(prompt) + max_new
         if total > self.cfg.context_len:
@@ -141,17 +142,27 @@ class FrontEnd:
                 f"Requested token count exceeds the model's maximum context length of {self.cfg.context_len} tokens. "
                 f"You requested a total of {total} tokens: {len(prompt)} tokens from the input messages and "
                 f"{max_new} tokens for the completion. Please reduce the number of tokens in the input messages "
-                f"or the completion to fit within the limit.", "max_new_tokens")
+                f"or the completion to fit within the limit.",
+                "max_new_tokens",
+            )
         rid = gen.rid or uuid.uuid4().hex
         if rid in self.states:
             raise BadRequest(f"request id {rid!r} is already in flight", "rid")
         out_len = max(max_new, 1)  # max_new_tokens 0 still runs the prefill (one hidden token)
         request = Request(
-            request_id=rid, arrival_s=arrival, prompt_tokens=len(prompt), output_tokens=out_len,
-            ttft_slo_s=slo.ttft_slo_s(len(prompt), self.perf.zero_load_prefill_s), segments=slo.segments(),
-            slo_class=slo.slo_class, program_id=slo.program_id or rid, stage_index=slo.stage_index,
-            stage_name=slo.stage, output_tokens_known=gen.sampling.ignore_eos and not (gen.sampling.stop or gen.sampling.stop_token_ids),
-            max_new_tokens=out_len)
+            request_id=rid,
+            arrival_s=arrival,
+            prompt_tokens=len(prompt),
+            output_tokens=out_len,
+            ttft_slo_s=slo.ttft_slo_s(len(prompt), self.perf.zero_load_prefill_s),
+            segments=slo.segments(),
+            slo_class=slo.slo_class,
+            program_id=slo.program_id or rid,
+            stage_index=slo.stage_index,
+            stage_name=slo.stage,
+            output_tokens_known=gen.sampling.ignore_eos and not (gen.sampling.stop or gen.sampling.stop_token_ids),
+            max_new_tokens=out_len,
+        )
         if slo.best_effort:
             request.extra["route_best_effort"] = True
             request.extra[wire.USER_BEST_EFFORT] = True  # never 429'd by --reject-on-overload alone
@@ -165,8 +176,11 @@ class FrontEnd:
         limit = self.cfg.max_queued_requests
         if limit and len(self.queued) >= limit:
             self.metrics.admissions.labels("rejected", "queue_full").inc()
-            raise BadRequest(f"the request queue is full ({limit} requests wait for a first token; "
-                             f"--max-queued-requests); retry later", status_code=429)
+            raise BadRequest(
+                f"the request queue is full ({limit} requests wait for a first token; "
+                f"--max-queued-requests); retry later",
+                status_code=429,
+            )
         self.queued[state.rid] = (state, self.now())
         self.states[state.rid] = state
         self.metrics.running.set(len(self.states))
@@ -197,8 +211,12 @@ class FrontEnd:
             try:
                 self._dispatch(wire.decode(frame))
             except Exception as exc:  # noqa: BLE001 - one bad frame or message must not stop the front
-                log.warning("dropped a message that could not be handled (%s: %s; frame %s)", type(exc).__name__,
-                            str(exc)[:200], wire.describe(frame))
+                log.warning(
+                    "dropped a message that could not be handled (%s: %s; frame %s)",
+                    type(exc).__name__,
+                    str(exc)[:200],
+                    wire.describe(frame),
+                )
             handled += 1
             if handled % RECV_BATCH == 0:
                 # zmq.asyncio returns queued messages without suspending: give HTTP handlers a turn
@@ -267,8 +285,11 @@ class FrontEnd:
             elif kind == "tier":
                 state.tier = tier or state.tier
             elif kind in ("rejected", "aborted"):
-                self._terminal(state, {"type": "abort", "message": f"dropped by the scheduler ({reason or kind})",
-                                       "status_code": 429}, 429)
+                self._terminal(
+                    state,
+                    {"type": "abort", "message": f"dropped by the scheduler ({reason or kind})", "status_code": 429},
+                    429,
+                )
             if kind == "first_token" and tier:
                 state.tier = tier
 
@@ -278,8 +299,11 @@ class FrontEnd:
         state.add_tokens(num, now)
         end = state.find_marker(self.tok, before)
         if end is not None:
-            self.push.send(wire.encode({"type": "segments", "rid": state.rid,
-                                        "segments": wire.segments_to_wire(state.request.segments)}))
+            self.push.send(
+                wire.encode(
+                    {"type": "segments", "rid": state.rid, "segments": wire.segments_to_wire(state.request.segments)}
+                )
+            )
         matched = state.check_stop(self.tok, before)
         if matched is not None:
             self._terminal(state, {"type": "stop", "matched": matched}, notify="abort")
@@ -295,8 +319,9 @@ class FrontEnd:
         self.queued.pop(state.rid, None)
         self.metrics.running.set(len(self.states))
         if status == 0 or state.visible:
-            self.metrics.observe_finish(state.tier, reason["type"], state.ttft_s, state.tpot_s, state.slo_met,
-                                        state.visible)
+            self.metrics.observe_finish(
+                state.tier, reason["type"], state.ttft_s, state.tpot_s, state.slo_met, state.visible
+            )
         if self.router_up and not self.shutting_down:
             try:
                 self.push.send(wire.encode({"type": notify, "rid": state.rid}), zmq.NOBLOCK)
@@ -321,15 +346,22 @@ class FrontEnd:
                 if not proc.is_alive():
                     self._replica_down(i, proc.exitcode, f"exited (code {proc.exitcode})")
                 elif now - h.last_heard_s > self.cfg.watchdog_timeout:
-                    self._replica_down(i, None, f"hung: no heartbeat for {now - h.last_heard_s:.1f} s "
-                                                f"(--watchdog-timeout {self.cfg.watchdog_timeout:g})")
+                    self._replica_down(
+                        i,
+                        None,
+                        f"hung: no heartbeat for {now - h.last_heard_s:.1f} s "
+                        f"(--watchdog-timeout {self.cfg.watchdog_timeout:g})",
+                    )
             router = self.procs.router
             if self.router_health.state == "up" and router is not None:
                 if not router.is_alive():
                     self._router_down(router.exitcode)
                 elif now - self.router_health.last_heard_s > self.cfg.watchdog_timeout:
-                    log.error("router process hung: no heartbeat for %.1f s (--watchdog-timeout %g); killing it",
-                              now - self.router_health.last_heard_s, self.cfg.watchdog_timeout)
+                    log.error(
+                        "router process hung: no heartbeat for %.1f s (--watchdog-timeout %g); killing it",
+                        now - self.router_health.last_heard_s,
+                        self.cfg.watchdog_timeout,
+                    )
                     router.kill()  # noticed as dead on the next tick, then restarted
 
     def _expire_queued(self, now: float) -> None:
@@ -353,8 +385,10 @@ class FrontEnd:
         """True when a restart is within budget; else the server fails fast (exit code 1)."""
         if self.budget.allow(self.now()):
             return True
-        self.fatal = (f"{what} failed and {self.cfg.max_restarts} restarts within 60 s are spent "
-                      f"(--max-restarts): exiting so that a supervisor restarts the server")
+        self.fatal = (
+            f"{what} failed and {self.cfg.max_restarts} restarts within 60 s are spent "
+            f"(--max-restarts): exiting so that a supervisor restarts the server"
+        )
         log.critical(self.fatal)
         self.request_exit()
         return False

@@ -31,6 +31,8 @@ class ORJSONResponse(Response):
 
     def render(self, content) -> bytes:
         return orjson.dumps(content)
+
+
 HEALTH_GENERATE_TIMEOUT_S = 20.0
 RETRY_AFTER_S = 1
 
@@ -64,6 +66,7 @@ async def _wait_disconnect(request: Request) -> None:
 
 async def _wait_done(front: FrontEnd, states: list[ReqState], request: Request) -> bool:
     """Wait for every state to end; on client disconnect abort them all and return False."""
+
     async def one(state: ReqState) -> None:
         while not state.done:
             state.changed.clear()
@@ -102,6 +105,7 @@ async def _start(front: FrontEnd, gens: list[GenInput], openai: bool) -> list[Re
 
 def _stream(front: FrontEnd, state: ReqState, emit: Callable[[bool], list[bytes]]) -> StreamingResponse:
     """SSE: whatever is new after each wake-up, the final chunk, then ``data: [DONE]``."""
+
     async def body():
         try:
             while True:
@@ -174,6 +178,7 @@ def add_generation_routes(app: FastAPI, front_of: Callable[[], FrontEnd]) -> Non
         state = started[0]
         fmt = OpenAIFormatter(state, front.tok, front.cfg.model_name, chat)
         if gen.stream:
+
             def emit(final: bool) -> list[bytes]:
                 if final and state.error_status and state.error_status != 499:
                     msg = (state.finish_reason or {}).get("message", "request failed")
@@ -204,9 +209,12 @@ def add_health_routes(app: FastAPI, front_of: Callable[[], FrontEnd]) -> None:
         front = front_of()
         # 200 while the server can serve (router and at least one replica up); each process reported
         degraded = front.healthy and not all(front.replica_up)
-        body = {"status": "degraded" if degraded else ("ok" if front.healthy else "unhealthy"),
-                "router_up": front.router_up, "router": front.router_health.report("router"),
-                "replicas": [h.report("replica", i) for i, h in enumerate(front.health)]}
+        body = {
+            "status": "degraded" if degraded else ("ok" if front.healthy else "unhealthy"),
+            "router_up": front.router_up,
+            "router": front.router_health.report("router"),
+            "replicas": [h.report("replica", i) for i, h in enumerate(front.health)],
+        }
         if front.fatal:
             body["fatal"] = front.fatal
         return ORJSONResponse(body, status_code=200 if front.healthy else 503)
@@ -216,8 +224,14 @@ def add_health_routes(app: FastAPI, front_of: Callable[[], FrontEnd]) -> None:
         front = front_of()
         if not front.healthy:
             return await health()
-        gen = parse_generate({"input_ids": [0], "sampling_params": {"max_new_tokens": 1, "temperature": 0.0},
-                              "rid": f"HEALTH_CHECK_{uuid.uuid4().hex}"}, 1)[0]
+        gen = parse_generate(
+            {
+                "input_ids": [0],
+                "sampling_params": {"max_new_tokens": 1, "temperature": 0.0},
+                "rid": f"HEALTH_CHECK_{uuid.uuid4().hex}",
+            },
+            1,
+        )[0]
         started = await _start(front, [gen], openai=False)
         if isinstance(started, ORJSONResponse):
             return Response(status_code=503)
@@ -230,41 +244,76 @@ def add_health_routes(app: FastAPI, front_of: Callable[[], FrontEnd]) -> None:
         return Response(status_code=200 if not state.error_status else 503)
 
 
-
 def add_info_routes(app: FastAPI, front_of: Callable[[], FrontEnd]) -> None:
     @app.get("/get_model_info")
     @app.get("/model_info")
     async def model_info():
         front = front_of()
-        return {"model_path": front.cfg.model_name, "served_model_name": front.cfg.model_name,
-                "tokenizer_path": front.cfg.tokenizer_path or front.tok.name, "is_generation": True,
-                "preferred_sampling_params": None, "weight_version": "default", "load_format": "simulated",
-                "reasoning_parser": None, "tool_call_parser": None, "disaggregation_mode": "null",
-                "has_image_understanding": False, "has_audio_understanding": False,
-                "model_type": "simulated", "architectures": None}
+        return {
+            "model_path": front.cfg.model_name,
+            "served_model_name": front.cfg.model_name,
+            "tokenizer_path": front.cfg.tokenizer_path or front.tok.name,
+            "is_generation": True,
+            "preferred_sampling_params": None,
+            "weight_version": "default",
+            "load_format": "simulated",
+            "reasoning_parser": None,
+            "tool_call_parser": None,
+            "disaggregation_mode": "null",
+            "has_image_understanding": False,
+            "has_audio_understanding": False,
+            "model_type": "simulated",
+            "architectures": None,
+        }
 
     @app.get("/get_server_info")
     @app.get("/server_info")
     async def server_info():
         front = front_of()
         cfg = front.cfg
-        states = [{"replica": i, "up": front.replica_up[i], **front.stats.get(i, {}),
-                   "pid": front.ready.get(i, {}).get("pid")} for i in range(cfg.dp_size)]
-        return {"backend": "embedded", "engine": "simulated",
-                "engine_description": front.ready.get(0, {}).get("engine", "simulated"),
-                "model": cfg.model, "served_model_name": cfg.model_name, "policy": cfg.policy,
-                "policy_options": cfg.policy_options(), "router": cfg.router, "router_options": cfg.router_options(),
-                "router_pid": front.ready.get(-1, {}).get("pid"),
-                "dp_size": cfg.dp_size, "kv_tokens": cfg.kv_tokens, "context_length": cfg.context_len,
-                "time_scale": cfg.time_scale, "reject_on_overload": cfg.reject_on_overload,
-                "tokenizer": front.tok.name, "internal_states": states, "version": __version__,
-                "requests_in_flight": len(front.states)}
+        states = [
+            {
+                "replica": i,
+                "up": front.replica_up[i],
+                **front.stats.get(i, {}),
+                "pid": front.ready.get(i, {}).get("pid"),
+            }
+            for i in range(cfg.dp_size)
+        ]
+        return {
+            "backend": "embedded",
+            "engine": "simulated",
+            "engine_description": front.ready.get(0, {}).get("engine", "simulated"),
+            "model": cfg.model,
+            "served_model_name": cfg.model_name,
+            "policy": cfg.policy,
+            "policy_options": cfg.policy_options(),
+            "router": cfg.router,
+            "router_options": cfg.router_options(),
+            "router_pid": front.ready.get(-1, {}).get("pid"),
+            "dp_size": cfg.dp_size,
+            "kv_tokens": cfg.kv_tokens,
+            "context_length": cfg.context_len,
+            "time_scale": cfg.time_scale,
+            "reject_on_overload": cfg.reject_on_overload,
+            "tokenizer": front.tok.name,
+            "internal_states": states,
+            "version": __version__,
+            "requests_in_flight": len(front.states),
+        }
 
     @app.get("/v1/models")
     async def models():
         cfg = front_of().cfg
-        card = {"id": cfg.model_name, "object": "model", "created": 0, "owned_by": "sloserve",
-                "root": cfg.model_name, "parent": None, "max_model_len": cfg.context_len}
+        card = {
+            "id": cfg.model_name,
+            "object": "model",
+            "created": 0,
+            "owned_by": "sloserve",
+            "root": cfg.model_name,
+            "parent": None,
+            "max_model_len": cfg.context_len,
+        }
         return {"object": "list", "data": [card]}
 
     @app.get("/v1/models/{model:path}")
@@ -272,8 +321,15 @@ def add_info_routes(app: FastAPI, front_of: Callable[[], FrontEnd]) -> None:
         cfg = front_of().cfg
         if model != cfg.model_name:
             return _error(f"The model '{model}' does not exist", 404, openai=True, param="model")
-        return {"id": model, "object": "model", "created": 0, "owned_by": "sloserve", "root": model,
-                "parent": None, "max_model_len": cfg.context_len}
+        return {
+            "id": model,
+            "object": "model",
+            "created": 0,
+            "owned_by": "sloserve",
+            "root": model,
+            "parent": None,
+            "max_model_len": cfg.context_len,
+        }
 
     @app.get("/metrics")
     async def metrics():
@@ -313,8 +369,9 @@ async def _wait_state(state: ReqState) -> None:
         await state.changed.wait()
 
 
-def build_app(make_front: Callable[[], FrontEnd], on_shutdown: Callable[[], None],
-              cfg: ServerConfig | None = None) -> tuple[FastAPI, Callable]:
+def build_app(
+    make_front: Callable[[], FrontEnd], on_shutdown: Callable[[], None], cfg: ServerConfig | None = None
+) -> tuple[FastAPI, Callable]:
     """The FastAPI app, and a ``drain(timeout_s)`` to call (thread-safe) when a shutdown starts.
 
     The front is created inside the server's event loop (lifespan). ``drain.started()`` says
@@ -346,8 +403,13 @@ def build_app(make_front: Callable[[], FrontEnd], on_shutdown: Callable[[], None
     drain.fatal = lambda: getattr(holder.get("front"), "fatal", None)  # type: ignore[attr-defined]
     cfg = cfg or ServerConfig()
     docs = cfg.enable_api_docs  # /docs, /redoc and /openapi.json only when asked (--enable-api-docs)
-    app = FastAPI(lifespan=lifespan, default_response_class=ORJSONResponse, docs_url="/docs" if docs else None,
-                  redoc_url="/redoc" if docs else None, openapi_url="/openapi.json" if docs else None)
+    app = FastAPI(
+        lifespan=lifespan,
+        default_response_class=ORJSONResponse,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
     app.state.cfg = cfg
     if cfg.api_key or cfg.admin_api_key:
         app.add_middleware(AuthMiddleware, api_key=cfg.api_key, admin_api_key=cfg.admin_api_key)

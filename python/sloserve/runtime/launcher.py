@@ -25,7 +25,7 @@ def remove_stale_ipc_dirs(tmp: str | None = None) -> list[str]:
     """Remove socket dirs left by servers that were SIGKILLed (their pid no longer runs)."""
     removed = []
     for path in glob.glob(os.path.join(tmp or tempfile.gettempdir(), IPC_PREFIX + "*-*")):
-        pid = os.path.basename(path)[len(IPC_PREFIX):].split("-", 1)[0]
+        pid = os.path.basename(path)[len(IPC_PREFIX) :].split("-", 1)[0]
         if not pid.isdigit():
             continue
         try:
@@ -51,9 +51,12 @@ class Addresses:
 
     @classmethod
     def in_dir(cls, path: str, dp_size: int) -> "Addresses":
-        return cls(front=f"ipc://{path}/front", router=f"ipc://{path}/router",
-                   sched_in=tuple(f"ipc://{path}/sched{i}" for i in range(dp_size)),
-                   sched_query=tuple(f"ipc://{path}/query{i}" for i in range(dp_size)))
+        return cls(
+            front=f"ipc://{path}/front",
+            router=f"ipc://{path}/router",
+            sched_in=tuple(f"ipc://{path}/sched{i}" for i in range(dp_size)),
+            sched_query=tuple(f"ipc://{path}/query{i}" for i in range(dp_size)),
+        )
 
 
 class ProcessGroup:
@@ -75,23 +78,42 @@ class ProcessGroup:
 
     def _spawn_scheduler(self, i: int) -> mp.process.BaseProcess:
         args = SchedulerArgs(
-            replica_id=i, model=self.cfg.model, policy=self.cfg.policy,
-            policy_options=self.cfg.policy_options(), kv_tokens=self.cfg.kv_tokens,
-            block_size=self.cfg.block_size, max_seq_len=self.cfg.max_seq_len,
-            time_scale=self.cfg.time_scale, seed=self.cfg.seed,
-            reject_on_overload=self.cfg.reject_on_overload, epoch_monotonic=self.epoch, parent_pid=os.getpid(),
-            addr_in=self.addrs.sched_in[i], addr_query=self.addrs.sched_query[i],
-            addr_front=self.addrs.front, addr_router=self.addrs.router)
-        proc = mp.get_context("spawn").Process(target=scheduler_main, args=(args,), name=f"sloserve-scheduler-{i}",
-                                               daemon=True)
+            replica_id=i,
+            model=self.cfg.model,
+            policy=self.cfg.policy,
+            policy_options=self.cfg.policy_options(),
+            kv_tokens=self.cfg.kv_tokens,
+            block_size=self.cfg.block_size,
+            max_seq_len=self.cfg.max_seq_len,
+            time_scale=self.cfg.time_scale,
+            seed=self.cfg.seed,
+            reject_on_overload=self.cfg.reject_on_overload,
+            epoch_monotonic=self.epoch,
+            parent_pid=os.getpid(),
+            addr_in=self.addrs.sched_in[i],
+            addr_query=self.addrs.sched_query[i],
+            addr_front=self.addrs.front,
+            addr_router=self.addrs.router,
+        )
+        proc = mp.get_context("spawn").Process(
+            target=scheduler_main, args=(args,), name=f"sloserve-scheduler-{i}", daemon=True
+        )
         proc.start()
         return proc
 
     def _spawn_router(self) -> mp.process.BaseProcess:
-        rargs = RouterArgs(router=self.cfg.router, router_options=self.cfg.router_options(),
-                           dp_size=self.cfg.dp_size, seed=self.cfg.seed, epoch_monotonic=self.epoch,
-                           parent_pid=os.getpid(), addr_in=self.addrs.router, addr_front=self.addrs.front,
-                           sched_in=self.addrs.sched_in, sched_query=self.addrs.sched_query)
+        rargs = RouterArgs(
+            router=self.cfg.router,
+            router_options=self.cfg.router_options(),
+            dp_size=self.cfg.dp_size,
+            seed=self.cfg.seed,
+            epoch_monotonic=self.epoch,
+            parent_pid=os.getpid(),
+            addr_in=self.addrs.router,
+            addr_front=self.addrs.front,
+            sched_in=self.addrs.sched_in,
+            sched_query=self.addrs.sched_query,
+        )
         proc = mp.get_context("spawn").Process(target=router_main, args=(rargs,), name="sloserve-router", daemon=True)
         proc.start()
         return proc

@@ -66,9 +66,17 @@ class AuthMiddleware:
         what = "the admin API key (--admin-api-key)" if admin else "an API key"
         message = f"{'missing' if got is None else 'wrong'} Authorization header: this route needs {what}"
         body = orjson.dumps({"error": {"message": message, "code": 401, "param": "Authorization"}})
-        await send({"type": "http.response.start", "status": 401,
-                    "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer"),
-                                (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"www-authenticate", b"Bearer"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
@@ -85,12 +93,26 @@ class HeaderLimitMiddleware:
             size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
             size += sum(len(k) + len(v) + 4 for k, v in scope.get("headers", []))
             if size > self.max_bytes:
-                body = orjson.dumps({"error": {"message": f"request headers of {size} bytes exceed the limit of "
-                                                          f"{self.max_bytes} bytes (--max-header-bytes)",
-                                               "code": 431, "param": "headers"}})
-                await send({"type": "http.response.start", "status": 431,
-                            "headers": [(b"content-type", b"application/json"),
-                                        (b"content-length", str(len(body)).encode())]})
+                body = orjson.dumps(
+                    {
+                        "error": {
+                            "message": f"request headers of {size} bytes exceed the limit of "
+                            f"{self.max_bytes} bytes (--max-header-bytes)",
+                            "code": 431,
+                            "param": "headers",
+                        }
+                    }
+                )
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 431,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
                 await send({"type": "http.response.body", "body": body})
                 return
         await self.app(scope, receive, send)
@@ -100,8 +122,9 @@ async def read_body(request, max_bytes: int, timeout_s: float) -> bytes:
     """The whole body, or HttpError 413 (too large) / 408 (not sent in time)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise HttpError(f"request body of {declared} bytes exceeds the limit of {max_bytes} bytes (--max-body-bytes)",
-                        413, "body")
+        raise HttpError(
+            f"request body of {declared} bytes exceeds the limit of {max_bytes} bytes (--max-body-bytes)", 413, "body"
+        )
 
     async def collect() -> bytes:
         chunks, size = [], 0
@@ -115,8 +138,9 @@ async def read_body(request, max_bytes: int, timeout_s: float) -> bytes:
     try:
         return await asyncio.wait_for(collect(), timeout_s)
     except asyncio.TimeoutError:
-        raise HttpError(f"request body not received within {timeout_s:g} s (--timeout-keep-alive)", 408,
-                        "body") from None
+        raise HttpError(
+            f"request body not received within {timeout_s:g} s (--timeout-keep-alive)", 408, "body"
+        ) from None
 
 
 class ConnectionReaper:
@@ -147,6 +171,7 @@ class ConnectionReaper:
                 self.idle_since.pop(proto, None)
         if closed:
             self.closed += closed
-            log.info("closed %d connection(s) idle or with incomplete headers for more than %g s", closed,
-                     self.timeout_s)
+            log.info(
+                "closed %d connection(s) idle or with incomplete headers for more than %g s", closed, self.timeout_s
+            )
         return closed

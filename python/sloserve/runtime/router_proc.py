@@ -101,8 +101,10 @@ class RouterProcess:
         self.front = self.zctx.socket(zmq.PUSH)
         self.front.setsockopt(zmq.LINGER, 0)
         self.front.connect(args.addr_front)
-        self.replicas = [RemoteReplica(i, self.zctx, a, q, self.now, args.query_timeout_s)
-                         for i, (a, q) in enumerate(zip(args.sched_in, args.sched_query))]
+        self.replicas = [
+            RemoteReplica(i, self.zctx, a, q, self.now, args.query_timeout_s)
+            for i, (a, q) in enumerate(zip(args.sched_in, args.sched_query))
+        ]
         self.owner: dict[str, tuple[int, Request]] = {}
         self.running = True
 
@@ -125,8 +127,17 @@ class RouterProcess:
         if decision.best_effort:
             d = {**d, "best_effort": True}
         self.owner[req.request_id] = (target.replica_id, req)
-        self.front.send(wire.encode({"type": "routed", "rid": req.request_id, "replica": target.replica_id,
-                                     "best_effort": decision.best_effort, "reason": decision.reason}))
+        self.front.send(
+            wire.encode(
+                {
+                    "type": "routed",
+                    "rid": req.request_id,
+                    "replica": target.replica_id,
+                    "best_effort": decision.best_effort,
+                    "reason": decision.reason,
+                }
+            )
+        )
         target.send({"type": "add", "req": d})
 
     def _replica(self, msg: dict) -> int:
@@ -177,12 +188,19 @@ class RouterProcess:
         try:
             self.handle(msg)
         except Exception as exc:  # noqa: BLE001 - the router must outlive any one message
-            log.warning("dropped a %r message that could not be handled (%s: %s)", str(msg.get("type"))[:32],
-                        type(exc).__name__, str(exc)[:200])
+            log.warning(
+                "dropped a %r message that could not be handled (%s: %s)",
+                str(msg.get("type"))[:32],
+                type(exc).__name__,
+                str(exc)[:200],
+            )
             rid = msg.get("req", {}).get("rid") if isinstance(msg.get("req"), dict) else None
             if msg.get("type") == "add" and isinstance(rid, str):
-                self.front.send(wire.encode({"type": "routed", "rid": rid, "replica": -1,
-                                             "error": f"bad request ({type(exc).__name__})"}))
+                self.front.send(
+                    wire.encode(
+                        {"type": "routed", "rid": rid, "replica": -1, "error": f"bad request ({type(exc).__name__})"}
+                    )
+                )
 
     def run(self) -> None:
         # A restarted router knows nothing of what its predecessor routed (the front failed those

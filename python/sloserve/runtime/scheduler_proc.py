@@ -55,8 +55,13 @@ class SchedulerProcess:
     def __init__(self, args: SchedulerArgs) -> None:
         self.args = args
         perf = get_model(args.model)
-        ctx = SchedulerContext(perf=perf, kv_capacity_tokens=args.kv_tokens, block_size_tokens=args.block_size,
-                               max_seq_len_tokens=args.max_seq_len, replica_id=args.replica_id)
+        ctx = SchedulerContext(
+            perf=perf,
+            kv_capacity_tokens=args.kv_tokens,
+            block_size_tokens=args.block_size,
+            max_seq_len_tokens=args.max_seq_len,
+            replica_id=args.replica_id,
+        )
         self.sched = create_scheduler(args.policy, ctx, args.policy_options)
         self.engine = SimulatedWallEngine(perf, args.time_scale, seed=args.seed + args.replica_id)
         self.zctx = zmq.Context()
@@ -99,8 +104,12 @@ class SchedulerProcess:
             msg = wire.decode(frame)
             self.handle(msg)
         except Exception as exc:  # noqa: BLE001
-            log.warning("dropped a message that could not be handled (%s: %s; frame %s)", type(exc).__name__,
-                        str(exc)[:200], wire.describe(frame))
+            log.warning(
+                "dropped a message that could not be handled (%s: %s; frame %s)",
+                type(exc).__name__,
+                str(exc)[:200],
+                wire.describe(frame),
+            )
 
     def answer_query(self) -> None:
         frames = self.query.recv_multipart()
@@ -116,8 +125,19 @@ class SchedulerProcess:
         except Exception:  # noqa: BLE001 - unanswered: the router counts the replica as queued
             log.exception("can_admit failed for %s", req.request_id)
             return
-        self.query.send_multipart([ident, wire.encode({"qid": msg["qid"], "reason": decision.reason.value,
-                                                       "slack_s": decision.slack_s, "detail": decision.detail})])
+        self.query.send_multipart(
+            [
+                ident,
+                wire.encode(
+                    {
+                        "qid": msg["qid"],
+                        "reason": decision.reason.value,
+                        "slack_s": decision.slack_s,
+                        "detail": decision.detail,
+                    }
+                ),
+            ]
+        )
 
     def handle(self, msg: dict) -> None:
         kind = msg["type"]
@@ -141,9 +161,18 @@ class SchedulerProcess:
             decision = self.sched.add(req, self.now())
         except Exception as exc:  # a request the policy cannot take must not kill the replica
             log.exception("policy failed to add %s", req.request_id)
-            self.send_front({"type": "admit", "rid": req.request_id, "replica": self.args.replica_id,
-                             "reason": "error", "tier": "rejected", "refused": True,
-                             "detail": f"{type(exc).__name__}: {exc}", "slack_s": 0.0})
+            self.send_front(
+                {
+                    "type": "admit",
+                    "rid": req.request_id,
+                    "replica": self.args.replica_id,
+                    "reason": "error",
+                    "tier": "rejected",
+                    "refused": True,
+                    "detail": f"{type(exc).__name__}: {exc}",
+                    "slack_s": 0.0,
+                }
+            )
             return
         reason = decision.reason
         refused = not decision.accepted
@@ -151,9 +180,18 @@ class SchedulerProcess:
         if not refused and self.args.reject_on_overload and reason is AdmitReason.BEST_EFFORT and not explicit:
             self.sched.abort(req.request_id, self.now())  # 429 instead of best effort
             refused = True
-        self.send_front({"type": "admit", "rid": req.request_id, "replica": self.args.replica_id,
-                         "reason": reason.value, "tier": req.tier.value, "refused": refused,
-                         "detail": decision.detail, "slack_s": decision.slack_s})
+        self.send_front(
+            {
+                "type": "admit",
+                "rid": req.request_id,
+                "replica": self.args.replica_id,
+                "reason": reason.value,
+                "tier": req.tier.value,
+                "refused": refused,
+                "detail": decision.detail,
+                "slack_s": decision.slack_s,
+            }
+        )
 
     def send_front(self, msg: dict) -> None:
         self.front.send(wire.encode(msg))
@@ -167,8 +205,15 @@ class SchedulerProcess:
         now = self.now()
         if force or now - self.last_summary_s >= SUMMARY_PERIOD_S:
             self.last_summary_s = now
-            self.router.send(wire.encode({"type": "summary", "replica": self.args.replica_id,
-                                          "summary": wire.summary_to_wire(self.sched.summary(now))}))
+            self.router.send(
+                wire.encode(
+                    {
+                        "type": "summary",
+                        "replica": self.args.replica_id,
+                        "summary": wire.summary_to_wire(self.sched.summary(now)),
+                    }
+                )
+            )
         if force or now - self.last_stats_s >= STATS_PERIOD_S:
             self.last_stats_s = now
             self.send_front({"type": "stats", "replica": self.args.replica_id, "stats": self.sched.stats()})
@@ -207,8 +252,15 @@ class SchedulerProcess:
         return 2  # work is pending but the policy waits (memory, pacing): poll again soon
 
     def run(self) -> None:
-        self.send_front({"type": "ready", "replica": self.args.replica_id, "pid": os.getpid(),
-                         "policy": self.sched.registry_name, "engine": self.engine.description})
+        self.send_front(
+            {
+                "type": "ready",
+                "replica": self.args.replica_id,
+                "pid": os.getpid(),
+                "policy": self.sched.registry_name,
+                "engine": self.engine.description,
+            }
+        )
         self.publish(force=True)
         busy = False
         while self.running and wire.parent_alive(self.args.parent_pid):

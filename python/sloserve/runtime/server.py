@@ -43,15 +43,21 @@ def validate(cfg: ServerConfig) -> None:
         if cfg.policy in simulator_only_policies():
             # One replica runs one scheduler; a prefill/decode split needs KV hand-off between
             # replicas, which only the simulator models.
-            raise ConfigError(f"--policy {cfg.policy} is a disaggregated prefill/decode policy that only the "
-                              f"simulator models (python -m sloserve.sim run --policy distserve); "
-                              f"the server supports: {served}")
+            raise ConfigError(
+                f"--policy {cfg.policy} is a disaggregated prefill/decode policy that only the "
+                f"simulator models (python -m sloserve.sim run --policy distserve); "
+                f"the server supports: {served}"
+            )
         raise ConfigError(f"unknown --policy {cfg.policy!r}; the server supports: {served}")
     if cfg.router not in ROUTERS.names():
         raise ConfigError(f"unknown --router {cfg.router!r}; registered routers: {', '.join(ROUTERS.names())}")
     try:
-        ctx = SchedulerContext(perf=get_model(cfg.model), kv_capacity_tokens=cfg.kv_tokens,
-                               block_size_tokens=cfg.block_size, max_seq_len_tokens=cfg.max_seq_len)
+        ctx = SchedulerContext(
+            perf=get_model(cfg.model),
+            kv_capacity_tokens=cfg.kv_tokens,
+            block_size_tokens=cfg.block_size,
+            max_seq_len_tokens=cfg.max_seq_len,
+        )
         create_scheduler(cfg.policy, ctx, cfg.policy_options())
         create_router(cfg.router, cfg.router_options(), cfg.seed)
     except (TypeError, ValueError) as exc:
@@ -95,20 +101,38 @@ def serve(cfg: ServerConfig) -> None:
     perf = get_model(cfg.model)
     epoch = time.monotonic()
     procs = ProcessGroup(cfg, epoch)
-    log.info("backend=embedded engine=SIMULATED (step times from batch-time model %s x %g, synthetic tokens) "
-             "policy=%s router=%s dp=%d kv_tokens=%d tokenizer=%s", cfg.model, cfg.time_scale, cfg.policy,
-             cfg.router, cfg.dp_size, cfg.kv_tokens, tokenizer.name)
+    log.info(
+        "backend=embedded engine=SIMULATED (step times from batch-time model %s x %g, synthetic tokens) "
+        "policy=%s router=%s dp=%d kv_tokens=%d tokenizer=%s",
+        cfg.model,
+        cfg.time_scale,
+        cfg.policy,
+        cfg.router,
+        cfg.dp_size,
+        cfg.kv_tokens,
+        tokenizer.name,
+    )
     procs.start()
     try:
         app, drain = build_app(lambda: FrontEnd(cfg, tokenizer, perf, procs, epoch), procs.stop, cfg)
         # In-flight requests get drain_timeout_s to finish, then a proper abort; uvicorn's own
         # graceful timeout is only the backstop for connections that still hang after that.
         # log_config=None: uvicorn's lines go through the root logger's format (text or JSON)
-        config = uvicorn.Config(app, host=cfg.host, port=cfg.port, loop="uvloop", log_level=cfg.log_level.lower(),
-                                log_config=None, access_log=False, timeout_graceful_shutdown=int(cfg.drain_timeout_s) + 3,
-                                timeout_keep_alive=max(int(cfg.timeout_keep_alive), 1), http="h11",
-                                h11_max_incomplete_event_size=cfg.max_header_bytes,
-                                limit_concurrency=cfg.max_connections, server_header=False)
+        config = uvicorn.Config(
+            app,
+            host=cfg.host,
+            port=cfg.port,
+            loop="uvloop",
+            log_level=cfg.log_level.lower(),
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=int(cfg.drain_timeout_s) + 3,
+            timeout_keep_alive=max(int(cfg.timeout_keep_alive), 1),
+            http="h11",
+            h11_max_incomplete_event_size=cfg.max_header_bytes,
+            limit_concurrency=cfg.max_connections,
+            server_header=False,
+        )
         # uvicorn re-raises the signal that stopped it once it has shut down; with these
         # handlers that re-raise only logs, so the cleanup below runs and the exit code is 0.
         for sig in (signal.SIGTERM, signal.SIGINT):

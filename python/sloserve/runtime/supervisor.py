@@ -27,8 +27,9 @@ class ProcHealth:
 
     def report(self, name: str, index: int | None = None) -> dict:
         out: dict = {} if index is None else {"replica": index}
-        out.update({"up": self.state == "up", "state": self.state, "exit_code": self.exit_code,
-                    "restarts": self.restarts})
+        out.update(
+            {"up": self.state == "up", "state": self.state, "exit_code": self.exit_code, "restarts": self.restarts}
+        )
         if self.reason:
             out["last_failure"] = self.reason
         return out
