@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -16,10 +17,14 @@ from sloserve.perf.fit import (
     FittedLinesModel,
     ProfileData,
     fit_lines,
+    fit_problems,
+    holdout_split,
     inflate,
     load_profile_csv,
     profile_from_model,
     save_fit_json,
+    score,
+    subset,
     write_profile_csv,
 )
 
@@ -188,3 +193,59 @@ def test_fit_script_end_to_end_and_failure(tmp_path):
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
     bad = run(str(tmp_path / "bad.csv"))
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "num_tokens" in bad.stderr
+
+
+def test_holdout_split_is_deterministic_disjoint_and_complete():
+    train, test = holdout_split(50, 0.2, seed=3)
+    again = holdout_split(50, 0.2, seed=3)
+    assert train.tolist() == again[0].tolist() and test.tolist() == again[1].tolist()
+    assert len(test) == 10 and sorted(train.tolist() + test.tolist()) == list(range(50))
+    assert holdout_split(50, 0.2, seed=4)[1].tolist() != test.tolist()
+    assert holdout_split(5, 0.01)[1].size == 1  # a positive fraction holds out at least one row
+    assert holdout_split(5, 0.0)[1].size == 0
+    with pytest.raises(ValueError):
+        holdout_split(5, 1.0)
+    data = _grid()
+    sub = subset(data, test)
+    assert len(sub) == 10 and sub.time_s.tolist() == data.time_s[test].tolist()
+
+
+def test_held_out_score_and_trust_problems():
+    data = _grid(noise=0.03, seed=5)
+    train, test = holdout_split(len(data), 0.25, seed=0)
+    fit = fit_lines(subset(data, train), 2)
+    held = score(fit, subset(data, test))
+    assert held.num_points == len(test) and held.lines == fit.lines and 1.0 < held.mape_pct < 6.0
+    assert fit_problems(fit, 25.0, held.mape_pct) == []
+    assert fit_problems(fit, 0.5, held.mape_pct) == [f"MAPE {held.mape_pct:.1f}% is above 0.5%"]
+    bad = dataclasses.replace(fit, lines=(FitLine(-1e-6, 0.0, 2e-8, 0.01), fit.lines[1]))
+    assert fit_problems(bad) == ["line 0 has a negative per_token_s (-1.000e-06)"]
+    neg_kv = dataclasses.replace(fit, lines=(FitLine(1e-6, 0.0, -2e-8, 0.01),))
+    assert "negative per_kv_token_s" in fit_problems(neg_kv)[0]
+    assert "not positive" in fit_problems(dataclasses.replace(fit, lines=(FitLine(1e-6, 0.0, 0.0, -0.01),)))[0]
+
+
+def _cli(*a):
+    script = str(ROOT / "scripts" / "fit_perf_model.py")
+    return subprocess.run([sys.executable, script, *a], capture_output=True, text=True, timeout=60)
+
+
+def test_fit_script_refuses_untrustworthy_fits_unless_forced(tmp_path):
+    # time falls as num_tokens grows: any least-squares line has a negative per-token slope
+    falling = tmp_path / "falling.csv"
+    falling.write_text("num_tokens,time_ms\n" + "".join(f"{n},{20 - n / 100:.3f}\n" for n in range(100, 1100, 100)))
+    out = tmp_path / "f.json"
+    res = _cli(str(falling), "--lines", "1", "--out", str(out))
+    assert res.returncode == 2 and res.stderr.strip().count("\n") == 0
+    assert "negative per_token_s" in res.stderr and not out.exists()
+    forced = _cli(str(falling), "--lines", "1", "--out", str(out), "--force")
+    assert forced.returncode == 0 and "warning: untrustworthy fit" in forced.stderr and out.exists()
+    # a good fit scored on held-out rows; an impossible MAPE bound refuses it
+    good = tmp_path / "good.csv"
+    write_profile_csv(_grid(noise=0.03, seed=2), good)
+    res = _cli(str(good), "--holdout-frac", "0.25", "--seed", "1")
+    assert res.returncode == 0, res.stderr
+    assert "[held-out rows]" in res.stdout and "held out, seed 1" in res.stdout
+    assert res.stdout == _cli(str(good), "--holdout-frac", "0.25", "--seed", "1").stdout  # same split, same report
+    strict = _cli(str(good), "--max-mape-pct", "0.1")
+    assert strict.returncode == 2 and "MAPE" in strict.stderr and strict.stderr.strip().count("\n") == 0

@@ -10,6 +10,12 @@ each side fitted by least squares, then refined by reassigning points to the lin
 attains the max). Quality is reported as R^2, MAPE and the share of under-predictions; the
 planner trusts the model, so ``inflate`` can scale a fit until at most a chosen share of the
 profile is under-predicted. Fits are written as JSON that ``get_model("path.json")`` loads.
+
+Trust: ``holdout_split`` splits the rows by a seeded permutation so a fit can be scored on rows
+it did not see (``score``), and ``fit_problems`` names what makes a fit untrustworthy (a
+negative slope, a non-positive zero-shape time, a MAPE above a threshold);
+scripts/fit_perf_model.py refuses such a fit unless forced. The KV term is fitted whenever the
+profile's ``kv_read_tokens`` varies (decode rows at several contexts).
 """
 
 from __future__ import annotations
@@ -184,6 +190,46 @@ def _with_stats(lines: tuple[FitLine, ...], data: ProfileData, bp: float | None)
         len(data),
         bp,
     )
+
+
+def subset(data: ProfileData, idx: np.ndarray) -> ProfileData:
+    """The rows ``idx`` of ``data``."""
+    return ProfileData(data.num_tokens[idx], data.spec_steps[idx], data.kv_read_tokens[idx], data.time_s[idx])
+
+
+def holdout_split(num_rows: int, frac: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held-out) row indices: a seeded permutation, the first ``round(frac * n)`` rows
+    (at least one when ``frac`` > 0) held out; both sorted. Same arguments, same split."""
+    if not 0.0 <= frac < 1.0:
+        raise ValueError(f"holdout fraction must be in [0, 1), got {frac}")
+    perm = np.random.default_rng(seed).permutation(num_rows)
+    k = max(1, round(frac * num_rows)) if frac > 0 else 0
+    if k >= num_rows:
+        raise ValueError(f"holding out {k} of {num_rows} rows leaves none to fit")
+    return np.sort(perm[k:]), np.sort(perm[:k])
+
+
+def score(fit: FitResult, data: ProfileData) -> FitResult:
+    """The same lines with their statistics computed on ``data`` (e.g. held-out rows)."""
+    return _with_stats(fit.lines, data, fit.breakpoint_tokens)
+
+
+def fit_problems(fit: FitResult, max_mape_pct: float | None = None, mape_pct: float | None = None) -> list[str]:
+    """Why ``fit`` should not be trusted (empty when it can be): a negative per-token,
+    per-draft-step or per-KV-token coefficient, a zero-shape step time that is not positive,
+    or a MAPE (``mape_pct``, default the fit's own) above ``max_mape_pct``."""
+    problems = []
+    for i, line in enumerate(fit.lines):
+        for field in ("per_token_s", "per_spec_step_s", "per_kv_token_s"):
+            value = getattr(line, field)
+            if value < 0:
+                problems.append(f"line {i} has a negative {field} ({value:.3e})")
+    if max(l.base_s for l in fit.lines) <= 0:
+        problems.append("the empty step's time (max of the intercepts) is not positive")
+    mape = fit.mape_pct if mape_pct is None else mape_pct
+    if max_mape_pct is not None and not mape <= max_mape_pct:
+        problems.append(f"MAPE {mape:.1f}% is above {max_mape_pct:g}%")
+    return problems
 
 
 def inflate(fit: FitResult, data: ProfileData, max_under_share: float) -> FitResult:
