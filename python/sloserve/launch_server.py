@@ -41,9 +41,7 @@ def choose_backend(requested: str) -> str:
     if requested != "auto":
         return requested
     has_sglang = importlib.util.find_spec("sglang") is not None
-    choice = "sglang" if has_sglang and cuda_available() else "embedded"
-    log.info("--backend auto: sglang importable=%s, chose %s", has_sglang, choice)
-    return choice
+    return "sglang" if has_sglang and cuda_available() else "embedded"
 
 
 def run_sglang(argv: Sequence[str]) -> int:
@@ -81,16 +79,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: --backend must be embedded, sglang or auto", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(levelname)s %(message)s")
-    if requested == "sglang" or (
-        requested == "auto" and "-h" not in argv and "--help" not in argv and choose_backend("auto") == "sglang"
-    ):
+    wants_help = "-h" in argv or "--help" in argv
+    chosen = requested if requested != "auto" or wants_help else choose_backend("auto")
+    if chosen == "sglang":
+        if requested == "auto":
+            log.info("--backend auto: SGLang and a CUDA GPU found, serving with SGLang")
         return run_sglang(argv)
     try:
         cfg = config_from_args(argv)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)  # one line: the choice below is logged only once valid
         return 2
     logging.getLogger().setLevel(cfg.log_level.upper())
+    if requested == "auto":
+        log.info("--backend auto: no SGLang with a CUDA GPU here, serving the embedded runtime")
     from sloserve.runtime.server import ConfigError, StartupError, serve
 
     try:

@@ -125,7 +125,7 @@ def test_backend_auto_picks_embedded_without_cuda(server_factory):
     srv = server_factory("--backend", "auto", "--policy", "fcfs", "--time-scale", "0")
     assert srv.get_json("/server_info")["backend"] == "embedded"
     srv.stop()
-    assert "--backend auto: sglang importable=" in srv.log_path.read_text()
+    assert "--backend auto: no SGLang with a CUDA GPU here, serving the embedded runtime" in srv.log_path.read_text()
 
 
 def test_help_lists_names_and_defaults():
@@ -148,3 +148,10 @@ def test_help_lists_names_and_defaults():
     ):
         assert needle in text, needle
     assert "distserve" not in text  # refused by the server (simulator only)
+
+
+def test_a_bad_flag_is_one_line_on_stderr():
+    proc = subprocess.run(
+        [sys.executable, "-m", "sloserve.launch_server", "--bogus-flag"], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
