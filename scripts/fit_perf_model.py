@@ -53,6 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--holdout-frac", type=float, default=0.2, help="share of rows held out to score the fit")
     ap.add_argument("--seed", type=int, default=0, help="seed of the held-out split")
     ap.add_argument("--max-mape-pct", type=float, default=25.0, help="refuse a fit whose (held-out) MAPE is above this")
+    ap.add_argument(
+        "--time-column",
+        help="time column to fit, in ms (default time_ms or time_s; e.g. time_ms_min: the fastest repeat)",
+    )
     ap.add_argument("--force", action="store_true", help="write an untrustworthy fit anyway (with a warning)")
     ap.add_argument("--synthesize", metavar="PRESET", help="write a profile timed by PRESET instead of fitting")
     ap.add_argument("--out-csv", help="where --synthesize writes its profile")
@@ -77,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if not args.profile:
             raise ValueError("give a profile CSV (or --synthesize PRESET --out-csv FILE)")
-        data = load_profile_csv(args.profile)
+        data = load_profile_csv(args.profile, args.time_column)
         train_idx, test_idx = holdout_split(len(data), args.holdout_frac, args.seed)
         train = subset(data, train_idx)
         fit = fit_lines(train, args.lines)

@@ -73,14 +73,14 @@ ob.cli_main()
 """
 
 
-def _shape_rows(rec: dict) -> list[tuple[tuple[int, int, int], float]]:
-    """((num_tokens, spec_steps, kv_read_tokens), seconds) for one one_batch record."""
+def _shape_rows(rec: dict) -> list[tuple[tuple[str, int, int, int], float]]:
+    """((kind, num_tokens, spec_steps, kv_read_tokens), seconds) for one one_batch record."""
     bs, inp, out = int(rec["batch_size"]), int(rec["input_len"]), int(rec.get("output_len", 0))
     rows = []
     if rec.get("prefill_latency") is not None:
-        rows.append(((bs * inp, 0, 0), float(rec["prefill_latency"])))
+        rows.append((("prefill", bs * inp, 0, 0), float(rec["prefill_latency"])))
     if rec.get("median_decode_latency") is not None and out > 1:
-        rows.append(((bs, 0, bs * (inp + out // 2)), float(rec["median_decode_latency"])))
+        rows.append((("decode", bs, 0, bs * (inp + out // 2)), float(rec["median_decode_latency"])))
     return rows
 
 
@@ -90,18 +90,19 @@ def rows_from_results(results: Iterable[dict], warmup: int = 0) -> list[dict]:
     Records of the same (batch_size, input_len, output_len) are repeats of one shape: the first
     ``warmup`` of each are discarded, ``time_ms`` is the median of the rest and
     ``time_ms_min``/``time_ms_max``/``repeats`` their range and count. Rows keep the order in
-    which shapes first appear."""
+    which shapes first appear; two batch shapes with the same token count (4 x 32 and 1 x 128)
+    stay two rows."""
     seen: dict[tuple, int] = {}
-    times: dict[tuple[int, int, int], list[float]] = {}
+    times: dict[tuple, list[float]] = {}
     for rec in results:
         key = (int(rec["batch_size"]), int(rec["input_len"]), int(rec.get("output_len", 0)))
         seen[key] = seen.get(key, 0) + 1
         if seen[key] <= warmup:
             continue
         for shape, seconds in _shape_rows(rec):
-            times.setdefault(shape, []).append(seconds * 1e3)
+            times.setdefault((key, shape), []).append(seconds * 1e3)
     rows = []
-    for (num_tokens, spec_steps, kv), ms in times.items():
+    for (_, (_, num_tokens, spec_steps, kv)), ms in times.items():
         rows.append(
             {
                 "num_tokens": num_tokens,
@@ -219,6 +220,7 @@ def parser() -> argparse.ArgumentParser:
         default=1,
         help="runs per shape; above 1, each shape runs once more as a discarded warm-up and the median is kept",
     )
+    ap.add_argument("--raw-out", help="also write one_batch's JSONL records (every run, warm-ups included) here")
     ap.add_argument("--dry-run", action="store_true", help="print the benchmark commands only")
     return ap
 
@@ -255,6 +257,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 records.extend(json.loads(line) for line in fh if line.strip())
     if args.dry_run:
         return 0
+    if args.raw_out:
+        with open(args.raw_out, "w") as fh:
+            fh.writelines(json.dumps(rec) + "\n" for rec in records)
     rows = rows_from_results(records, warmup=1 if args.repeats > 1 else 0)
     if not rows:
         print("error: the benchmark produced no timings", file=sys.stderr)

@@ -106,6 +106,12 @@ def test_repeats_keep_the_median_and_spread_and_drop_the_warm_up(profile, tmp_pa
     assert (decode["time_ms"], decode["kv_read_tokens"], decode["repeats"]) == (5.0, 4 * (64 + 8), 3)
     assert next(r for r in rows if r["num_tokens"] == 64)["repeats"] == 1  # bs 1: one warm-up, one run
     assert profile.spread_pct(prefill) == 100.0
+    # 4 x 32 and 1 x 128 prefill the same 128 tokens but are two shapes: two rows, not 6 repeats
+    same = profile.rows_from_results([_rec(4, 32, 0.01, 0.002), _rec(1, 128, 0.02, 0.003)] * 2, warmup=1)
+    assert [(r["num_tokens"], r["time_ms"], r["repeats"]) for r in same if r["kv_read_tokens"] == 0] == [
+        (128, 10.0, 1),
+        (128, 20.0, 1),
+    ]
     summary = profile.spread_summary(rows)
     assert "worst 100.0%" in summary and "num_tokens=256" in summary
     out = tmp_path / "p.csv"

@@ -63,21 +63,30 @@ class FitResult:
     breakpoint_tokens: float | None = None  # where the second line starts (2-line fits)
 
 
-def load_profile_csv(path: str | Path) -> ProfileData:
-    """Read a profile CSV; ValueError naming what is wrong (missing columns, bad values)."""
+def load_profile_csv(path: str | Path, time_column: str | None = None) -> ProfileData:
+    """Read a profile CSV; ValueError naming what is wrong (missing columns, bad values).
+
+    ``time_column`` picks another time column in milliseconds (e.g. ``time_ms_min`` from
+    scripts/profile_sglang.py's repeats) instead of ``time_ms``/``time_s``."""
     path = Path(path)
     with open(path, newline="") as fh:
         reader = csv.DictReader(fh)
         columns = set(reader.fieldnames or ())
         rows = list(reader)
     missing = [c for c in ("num_tokens",) if c not in columns]
-    if not columns & {"time_ms", "time_s"}:
+    if time_column is not None:
+        if time_column not in columns:
+            missing.append(time_column)
+    elif not columns & {"time_ms", "time_s"}:
         missing.append("time_ms or time_s")
     if missing:
         raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; have {', '.join(sorted(columns)) or 'none'}")
     if not rows:
         raise ValueError(f"{path}: no data rows")
-    scale, time_col = (1e-3, "time_ms") if "time_ms" in columns else (1.0, "time_s")
+    if time_column is not None:
+        scale, time_col = (1.0 if time_column == "time_s" else 1e-3), time_column
+    else:
+        scale, time_col = (1e-3, "time_ms") if "time_ms" in columns else (1.0, "time_s")
 
     def column(name: str) -> np.ndarray:
         if name not in columns:
@@ -145,6 +154,12 @@ def _best_two_lines(x: np.ndarray, y: np.ndarray, n: np.ndarray, max_candidates:
             best = (coefs, sse, float(bp))
     if not best[0]:
         raise ValueError(f"two lines need at least {2 * k} points over at least two num_tokens values")
+    # the max of two split fits can extrapolate badly (one side's line dominating the other
+    # side's rows); one line twice is also a two-line form, so never do worse than it
+    one = _lstsq(x, y)
+    one_sse = float(np.sum((x @ one - y) ** 2))
+    if one_sse < best[1]:
+        best = ([one, one.copy()], one_sse, best[2])
     coefs, sse, bp = best
     for _ in range(5):  # reassign each point to the line that attains the max, refit
         owner = np.argmax(np.column_stack([x @ c for c in coefs]), axis=1)
