@@ -5,7 +5,6 @@ A unique module name (not ``conftest``): several conftest.py files live in this 
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from sloserve.core.plan import ReplicaSummary
+from sloserve.launch_server import cuda_available
 from sloserve.sglang.process import ServerStartError, SglangProcess, start
+from sloserve.sglang.summaries import read_summaries as read_replica_summaries
 
 STARTUP_S = float(os.environ.get("SLOSERVE_E2E_STARTUP_S", "420"))  # cold starts on a busy 2-core machine
 REQUEST_S = float(os.environ.get("SLOSERVE_E2E_REQUEST_S", "120"))
@@ -28,12 +30,7 @@ def missing_packages() -> str | None:
 
 
 def cuda() -> bool:
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except Exception:  # noqa: BLE001 - a broken torch means no GPU
-        return False
+    return cuda_available()
 
 
 def device() -> str:
@@ -127,14 +124,5 @@ def generate(
     return server.post("/generate", {"text": text, "sampling_params": params}, timeout=timeout)
 
 
-def read_summaries(server: SglangServer) -> dict[int, dict]:
-    out = {}
-    for path in sorted(server.summary_dir.glob("replica-*.json")):
-        if path.name.endswith(".stats.json"):
-            continue
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        out[int(data["replica_id"])] = data
-    return out
+def read_summaries(server: SglangServer) -> dict[int, ReplicaSummary]:
+    return read_replica_summaries(server.summary_dir)

@@ -25,4 +25,4 @@ def test_two_ranks_publish_two_distinct_replica_summaries(dp2):
         time.sleep(0.2)
     summaries = read_summaries(dp2)
     assert set(summaries) == {0, 1}
-    assert all(s["replica_id"] == rid and s["kv_capacity_tokens"] > 0 for rid, s in summaries.items())
+    assert all(s.replica_id == rid and s.kv_capacity_tokens > 0 for rid, s in summaries.items())

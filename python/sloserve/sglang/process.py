@@ -7,7 +7,6 @@ engine through the project's CPU mode when asked (``device="cpu"``). No sglang i
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from sloserve.sglang import cpu_mode
-from sloserve.sglang.summaries import ENV_SUMMARY_DIR
+from sloserve.sglang.summaries import ENV_SUMMARY_DIR, read_stats
 
 
 class ServerStartError(RuntimeError):
@@ -84,13 +83,7 @@ class SglangProcess:
 
     def plan_stats(self) -> dict[int, dict]:
         """The plugin's per-iteration planning time, per replica (``PlanTimer.stats``)."""
-        out = {}
-        for path in sorted(self.summary_dir.glob("replica-*.stats.json")):
-            try:
-                out[int(path.name.split("-")[1].split(".")[0])] = json.loads(path.read_text())
-            except (OSError, ValueError):
-                continue
-        return out
+        return read_stats(self.summary_dir)
 
     def stop(self, timeout_s: float = 30.0) -> None:
         try:

@@ -83,7 +83,7 @@ class SloScheduler(Scheduler):
             self._slo_perf = get_model(cfg.perf_model)
             self._slo_defaults = SloDefaults(ttft_slowdown=cfg.default_ttft_slowdown, tpot_ms=cfg.default_tpot_ms)
             capacity = cfg.kv_capacity_tokens or int(getattr(self, "max_total_num_tokens", 0) or 0) or 1 << 20
-            replica = self._slo_replica_id()
+            replica = self._slo_parallel_rank("dp_rank")
             self._slo_shadow = ShadowPlanner.create(
                 cfg.policy,
                 dict(cfg.policy_options),
@@ -104,23 +104,16 @@ class SloScheduler(Scheduler):
             )
         return self._slo_shadow
 
-    def _slo_replica_id(self) -> int:
-        """This scheduler's DP rank (0.5.23 keeps it in the runtime context, 0.5.16 on self)."""
+    def _slo_parallel_rank(self, name: str) -> int:
+        """A rank (``dp_rank``, ``attn_tp_rank``) from SGLang's runtime context (0.5.23), else
+        the scheduler attribute of that name (0.5.16)."""
         try:
             from sglang.srt.runtime_context import get_parallel
 
-            rank = get_parallel().dp_rank
+            value = getattr(get_parallel(), name)
         except (ImportError, AttributeError, RuntimeError):
-            rank = getattr(self, "dp_rank", None)
-        return int(rank or 0)
-
-    def _slo_first_attn_rank(self) -> bool:
-        try:
-            from sglang.srt.runtime_context import get_parallel
-
-            return int(get_parallel().attn_tp_rank or 0) == 0
-        except (ImportError, AttributeError, RuntimeError):
-            return getattr(self, "attn_tp_rank", 0) in (0, None)
+            value = getattr(self, name, None)
+        return int(value or 0)
 
     def init_schedule_policy(self):
         super().init_schedule_policy()
@@ -210,7 +203,7 @@ class SloScheduler(Scheduler):
         directory = os.environ.get(ENV_SUMMARY_DIR)
         if not directory or (not force and now - self._slo_summary_at < SUMMARY_INTERVAL_S):
             return
-        if not self._slo_first_attn_rank():
+        if self._slo_parallel_rank("attn_tp_rank") != 0:
             return
         self._slo_summary_at = now
         try:

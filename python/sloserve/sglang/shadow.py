@@ -68,9 +68,6 @@ class ShadowPlanner:
         self.known[request.request_id] = request
         return decision
 
-    def request(self, rid: str) -> Request | None:
-        return self.known.get(rid)
-
     # ---- progress -------------------------------------------------------------------------
     def observe(self, snapshots: Iterable[ReqSnapshot], now_s: float) -> list:
         """Feed what SGLang did since the last call to the policy; returns its events."""

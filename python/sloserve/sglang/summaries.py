@@ -72,6 +72,19 @@ def write_summary(directory: str | os.PathLike, summary: ReplicaSummary) -> None
     os.replace(tmp, path)
 
 
+def read_stats(directory: str | os.PathLike | None) -> dict[int, dict]:
+    """The latest ``write_stats`` record per replica id; unreadable files are skipped."""
+    out: dict[int, dict] = {}
+    if not directory or not Path(directory).is_dir():
+        return out
+    for path in sorted(Path(directory).glob("replica-*.stats.json")):
+        try:
+            out[int(path.name.split("-")[1].split(".")[0])] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+    return out
+
+
 def read_summaries(directory: str | os.PathLike | None) -> dict[int, ReplicaSummary]:
     """The latest summary per replica id; unreadable or malformed files are skipped."""
     out: dict[int, ReplicaSummary] = {}
