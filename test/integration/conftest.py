@@ -78,7 +78,7 @@ class ServerHandle:
                 self.proc.wait(timeout_s)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+                self.proc.wait(60)  # after SIGKILL: a hang guard for a loaded CI machine
         deadline = time.monotonic() + 5
         while group_pids(self.proc.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
