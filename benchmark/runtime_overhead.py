@@ -24,11 +24,7 @@ import time
 
 import aiohttp
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from sloserve.runtime.transport import free_port
 
 
 def start_server(port: int, extra: list[str]) -> subprocess.Popen:

@@ -19,21 +19,16 @@ import math
 import multiprocessing
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
+from sloserve.runtime.transport import free_port
+
 # python -m sloserve.sim capacity --scenario chatbot --policy slos-serve --num-requests 300 (90% attainment)
 CHATBOT_CAPACITY_RPS = 1.41
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(port: int, extra: list[str], log_path: str) -> subprocess.Popen:

@@ -81,6 +81,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(levelname)s %(message)s")
     wants_help = "-h" in argv or "--help" in argv
     chosen = requested if requested != "auto" or wants_help else choose_backend("auto")
+    if chosen == "sglang" and any(a == "--ray-address" or a.startswith("--ray-address=") for a in argv):
+        print(
+            "error: --ray-address serves the embedded runtime's replicas across nodes; the SGLang backend "
+            "does not run under Ray yet: use --backend embedded, or put a gateway in front of SGLang "
+            "servers on each node (docs/routing.md, 'Multi-node')",
+            file=sys.stderr,
+        )
+        return 2
     if chosen == "sglang":
         if requested == "auto":
             log.info("--backend auto: SGLang and a CUDA GPU found, serving with SGLang")

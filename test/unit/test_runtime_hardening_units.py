@@ -122,11 +122,12 @@ def test_receive_loop_yields_while_messages_are_queued(tmp_path):
     from sloserve.runtime.config import ServerConfig
     from sloserve.runtime.front import FrontEnd
     from sloserve.runtime.launcher import Addresses
+    from sloserve.runtime.transport import Transport
 
     n = 800  # under ZMQ's default high-water marks: the sends below never block this thread
 
     async def run() -> int:
-        procs = SimpleNamespace(addrs=Addresses.in_dir(str(tmp_path), 1))
+        procs = SimpleNamespace(addrs=Addresses.in_dir(str(tmp_path), 1), transport=Transport())
         front = FrontEnd(ServerConfig(), ByteTokenizer(), None, procs, 0.0)
         ctx = zmq.Context()
         push = ctx.socket(zmq.PUSH)

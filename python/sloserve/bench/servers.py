@@ -10,7 +10,6 @@ import contextlib
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,12 +18,7 @@ import urllib.request
 from typing import Iterator
 
 from sloserve.bench.client import BenchError
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from sloserve.runtime.transport import free_port
 
 
 def _stop(proc: subprocess.Popen, timeout_s: float = 15.0) -> None:

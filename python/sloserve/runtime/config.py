@@ -46,6 +46,19 @@ class ServerConfig:
         default=(), metadata={"help": "router option key=value (repeatable)", "repeat": True}
     )
     dp_size: int = field(default=1, metadata={"help": "number of scheduler processes (data-parallel replicas)"})
+    ray_address: str | None = field(
+        default=None,
+        metadata={
+            "help": "run each replica's scheduler as a Ray actor on this cluster (host:port, 'auto', or 'local' for a "
+            "new one-machine cluster); the front, router and admission stay here (pip install -e .[ray]; "
+            "docs/routing.md, 'Multi-node')"
+        },
+    )
+    ray_replica_cpus: float = field(default=1.0, metadata={"help": "CPUs Ray reserves for each replica's actor"})
+    ray_host: str | None = field(
+        default=None,
+        metadata={"help": "address the front and router listen on for the replicas (default: this node's Ray IP)"},
+    )
     kv_tokens: int = field(default=97648, metadata={"help": "KV-cache capacity per replica, in tokens"})
     block_size: int = field(default=16, metadata={"help": "KV block size in tokens"})
     max_seq_len: int | None = field(

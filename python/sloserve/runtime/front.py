@@ -61,12 +61,14 @@ class FrontEnd:
         self.queued: dict[str, tuple[ReqState, float]] = {}
         self.defaults = SloDefaults()
         self.zctx = zmq.asyncio.Context()
+        transport = procs.transport
+        self.auth = transport.authenticator(zmq.Context.shadow(self.zctx.underlying))  # tcp:// (Ray) only
         self.pull = self.zctx.socket(zmq.PULL)
         self.pull.setsockopt(zmq.LINGER, 0)
-        self.pull.bind(procs.addrs.front)
+        transport.bind(self.pull, procs.addrs.front)
         self.push = self.zctx.socket(zmq.PUSH)
         self.push.setsockopt(zmq.LINGER, 0)
-        self.push.connect(procs.addrs.router)
+        transport.connect(self.push, procs.addrs.router)
         self._tasks: list[asyncio.Task] = []
 
     def now(self) -> float:
@@ -100,6 +102,8 @@ class FrontEnd:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.pull.close(0)
         self.push.close(0)
+        if self.auth is not None:
+            self.auth.stop()
         self.zctx.term()
 
     def begin_drain(self, timeout_s: float) -> None:
@@ -240,7 +244,9 @@ class FrontEnd:
             self.stats[msg["replica"]] = msg["stats"]
         elif kind == "ready":
             self.ready[msg["replica"]] = msg
-            self._on_ready(msg["replica"])
+            if msg["replica"] >= 0:
+                self.health[msg["replica"]].node = str(msg.get("node") or "")
+            self._on_ready(msg["replica"], msg.get("addrs"))
 
     def _on_routed(self, msg: dict) -> None:
         state = self.states.get(msg["rid"])
@@ -420,8 +426,8 @@ class FrontEnd:
             h.restarts += 1
             self.procs.restart_router()
 
-    def _on_ready(self, who: int) -> None:
-        """A (re)started process reports ready: route to it again."""
+    def _on_ready(self, who: int, addrs=None) -> None:
+        """A (re)started process reports ready: route to it again (at its new address, for a Ray replica)."""
         if who == -1:
             self.router_health.last_heard_s = self.now()
             if self.router_health.state == "restarting":
@@ -433,11 +439,13 @@ class FrontEnd:
                 log.info("router process restarted")
             return
         h = self.health[who]
+        moved = self.procs.scheduler_ready(who, addrs, h.node)
+        if moved or h.state == "restarting":
+            self.push.send(wire.encode({"type": "replica_up", "replica": who, "addrs": list(addrs or ())}))
         if h.state == "restarting":
             h.state = "up"
             self.replica_up[who] = True
             self.metrics.replicas_up.set(sum(self.replica_up))
-            self.push.send(wire.encode({"type": "replica_up", "replica": who}))
             log.info("scheduler process of replica %d restarted", who)
 
     def _fail_replica_request(self, state: ReqState, replica: int) -> None:

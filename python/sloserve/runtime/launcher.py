@@ -9,11 +9,12 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sloserve.runtime.config import ServerConfig
 from sloserve.runtime.router_proc import RouterArgs, router_main
 from sloserve.runtime.scheduler_proc import SchedulerArgs, scheduler_main
+from sloserve.runtime.transport import Transport
 
 log = logging.getLogger("sloserve.launcher")
 
@@ -58,9 +59,18 @@ class Addresses:
             sched_query=tuple(f"ipc://{path}/query{i}" for i in range(dp_size)),
         )
 
+    def with_scheduler(self, i: int, addr_in: str, addr_query: str) -> "Addresses":
+        return replace(
+            self,
+            sched_in=self.sched_in[:i] + (addr_in,) + self.sched_in[i + 1 :],
+            sched_query=self.sched_query[:i] + (addr_query,) + self.sched_query[i + 1 :],
+        )
+
 
 class ProcessGroup:
     """The router process plus ``dp_size`` scheduler processes (spawned, not forked)."""
+
+    transport = Transport()  # ipc:// in a 0700 directory: no keys needed
 
     def __init__(self, cfg: ServerConfig, epoch_monotonic: float) -> None:
         self.cfg = cfg
@@ -69,7 +79,14 @@ class ProcessGroup:
         self.ipc_dir = tempfile.mkdtemp(prefix=f"{IPC_PREFIX}{os.getpid()}-")
         self.addrs = Addresses.in_dir(self.ipc_dir, cfg.dp_size)
         self.router: mp.process.BaseProcess | None = None
-        self.schedulers: list[mp.process.BaseProcess] = []
+        self.schedulers: list = []  # multiprocessing processes (or, with Ray, ray_group.ActorProcess)
+
+    def scheduler_ready(self, i: int, addrs, node: str = "") -> bool:
+        """A scheduler reported its sockets; True when they moved (the router must reconnect)."""
+        if not addrs or tuple(addrs) == (self.addrs.sched_in[i], self.addrs.sched_query[i]):
+            return False
+        self.addrs = self.addrs.with_scheduler(i, str(addrs[0]), str(addrs[1]))
+        return True
 
     def start(self) -> None:
         for i in range(self.cfg.dp_size):
@@ -77,7 +94,14 @@ class ProcessGroup:
         self.router = self._spawn_router()
 
     def _spawn_scheduler(self, i: int) -> mp.process.BaseProcess:
-        args = SchedulerArgs(
+        proc = mp.get_context("spawn").Process(
+            target=scheduler_main, args=(self.scheduler_args(i),), name=f"sloserve-scheduler-{i}", daemon=True
+        )
+        proc.start()
+        return proc
+
+    def scheduler_args(self, i: int) -> SchedulerArgs:
+        return SchedulerArgs(
             replica_id=i,
             model=self.cfg.model,
             policy=self.cfg.policy,
@@ -94,12 +118,8 @@ class ProcessGroup:
             addr_query=self.addrs.sched_query[i],
             addr_front=self.addrs.front,
             addr_router=self.addrs.router,
+            transport=self.transport,
         )
-        proc = mp.get_context("spawn").Process(
-            target=scheduler_main, args=(args,), name=f"sloserve-scheduler-{i}", daemon=True
-        )
-        proc.start()
-        return proc
 
     def _spawn_router(self) -> mp.process.BaseProcess:
         rargs = RouterArgs(
@@ -113,6 +133,7 @@ class ProcessGroup:
             addr_front=self.addrs.front,
             sched_in=self.addrs.sched_in,
             sched_query=self.addrs.sched_query,
+            transport=self.transport,
         )
         proc = mp.get_context("spawn").Process(target=router_main, args=(rargs,), name="sloserve-router", daemon=True)
         proc.start()
@@ -149,4 +170,5 @@ class ProcessGroup:
                 log.warning("%s did not exit on SIGTERM; killing it", p.name)
                 p.kill()
                 p.join(1.0)
-        shutil.rmtree(self.ipc_dir, ignore_errors=True)
+        if self.ipc_dir:
+            shutil.rmtree(self.ipc_dir, ignore_errors=True)

@@ -25,6 +25,7 @@ from sloserve.core.plan import AdmitDecision, AdmitReason, ReplicaSummary
 from sloserve.core.request import Request
 from sloserve.routing.base import create_router
 from sloserve.runtime import wire
+from sloserve.runtime.transport import Transport
 
 log = logging.getLogger("sloserve.router")
 HEARTBEAT_PERIOD_S = 1.0
@@ -43,24 +44,37 @@ class RouterArgs:
     sched_in: tuple[str, ...]
     sched_query: tuple[str, ...]
     query_timeout_s: float = 0.05
+    transport: Transport = Transport()
 
 
 class RemoteReplica:
     """A scheduler process as a routing policy sees it (``routing.base.ReplicaView``)."""
 
-    def __init__(self, replica_id: int, zctx: zmq.Context, addr_in: str, addr_query: str, clock, timeout_s: float):
+    def __init__(self, replica_id: int, zctx: zmq.Context, transport: Transport, timeout_s: float):
         self.replica_id = replica_id
-        self.push = zctx.socket(zmq.PUSH)
-        self.push.setsockopt(zmq.LINGER, 0)
-        self.push.connect(addr_in)
-        self.dealer = zctx.socket(zmq.DEALER)
-        self.dealer.setsockopt(zmq.LINGER, 0)
-        self.dealer.connect(addr_query)
-        self.clock = clock
+        self.zctx = zctx
+        self.transport = transport
         self.timeout_s = timeout_s
-        self.healthy = True
+        self.addrs: tuple[str, str] = ("", "")
+        self.push: zmq.Socket | None = None
+        self.dealer: zmq.Socket | None = None
+        self.healthy = False  # until connected
         self.latest = ReplicaSummary(replica_id)
         self._qids = itertools.count()
+
+    def connect(self, addr_in: str, addr_query: str) -> None:
+        """(Re)connect to the scheduler's sockets; a Ray replica restarted elsewhere has new ones."""
+        if (addr_in, addr_query) == self.addrs and self.push is not None:
+            return
+        self.close()
+        self.push = self.zctx.socket(zmq.PUSH)
+        self.push.setsockopt(zmq.LINGER, 0)
+        self.transport.connect(self.push, addr_in)
+        self.dealer = self.zctx.socket(zmq.DEALER)
+        self.dealer.setsockopt(zmq.LINGER, 0)
+        self.transport.connect(self.dealer, addr_query)
+        self.addrs = (addr_in, addr_query)
+        self.healthy = True
 
     def summary(self) -> ReplicaSummary:
         if self.latest.healthy != self.healthy:
@@ -68,6 +82,8 @@ class RemoteReplica:
         return self.latest
 
     def can_admit(self, request: Request, now_s: float) -> AdmitDecision:
+        if self.dealer is None:
+            return AdmitDecision(AdmitReason.QUEUED, detail=f"replica {self.replica_id} is not connected")
         qid = next(self._qids)
         self.dealer.send(wire.encode({"qid": qid, "req": wire.request_to_wire(request)}))
         deadline = time.monotonic() + self.timeout_s
@@ -83,11 +99,14 @@ class RemoteReplica:
         return AdmitDecision(AdmitReason.QUEUED, detail=f"replica {self.replica_id} did not answer in time")
 
     def send(self, msg: dict) -> None:
-        self.push.send(wire.encode(msg))
+        if self.push is not None:
+            self.push.send(wire.encode(msg))
 
     def close(self) -> None:
-        self.push.close(0)
-        self.dealer.close(0)
+        for sock in (self.push, self.dealer):
+            if sock is not None:
+                sock.close(0)
+        self.push = self.dealer = None
 
 
 class RouterProcess:
@@ -95,16 +114,19 @@ class RouterProcess:
         self.args = args
         self.policy = create_router(args.router, args.router_options, args.seed)
         self.zctx = zmq.Context()
+        self.auth = args.transport.authenticator(self.zctx)
         self.pull = self.zctx.socket(zmq.PULL)
         self.pull.setsockopt(zmq.LINGER, 0)
-        self.pull.bind(args.addr_in)
+        args.transport.bind(self.pull, args.addr_in)
         self.front = self.zctx.socket(zmq.PUSH)
         self.front.setsockopt(zmq.LINGER, 0)
-        self.front.connect(args.addr_front)
+        args.transport.connect(self.front, args.addr_front)
         self.replicas = [
-            RemoteReplica(i, self.zctx, a, q, self.now, args.query_timeout_s)
-            for i, (a, q) in enumerate(zip(args.sched_in, args.sched_query))
+            RemoteReplica(i, self.zctx, args.transport, args.query_timeout_s) for i in range(len(args.sched_in))
         ]
+        for r, addr_in, addr_query in zip(self.replicas, args.sched_in, args.sched_query):
+            if addr_in:  # a Ray replica's address is known once it reports ready ("replica_up")
+                r.connect(addr_in, addr_query)
         self.owner: dict[str, tuple[int, Request]] = {}
         self.running = True
 
@@ -167,9 +189,12 @@ class RouterProcess:
             i = self._replica(msg)
             self.replicas[i].healthy = False
             self.owner = {rid: o for rid, o in self.owner.items() if o[0] != i}
-        elif kind == "replica_up":  # a restarted scheduler process is serving again
+        elif kind == "replica_up":  # a (re)started scheduler process is serving again
             i = self._replica(msg)
-            self.replicas[i].healthy = True
+            if msg.get("addrs"):
+                addr_in, addr_query = msg["addrs"]
+                self.replicas[i].connect(str(addr_in), str(addr_query))
+            self.replicas[i].healthy = self.replicas[i].push is not None
             self.replicas[i].latest = ReplicaSummary(i)
         elif kind == "shutdown":
             for r in self.replicas:
@@ -222,6 +247,8 @@ class RouterProcess:
             r.close()
         self.pull.close(0)
         self.front.close(0)
+        if self.auth is not None:
+            self.auth.stop()
         self.zctx.term()
 
 

@@ -23,6 +23,7 @@ from sloserve.core.scheduler import SchedulerContext, create_scheduler
 from sloserve.perf import get_model
 from sloserve.runtime import wire
 from sloserve.runtime.engine import SimulatedWallEngine
+from sloserve.runtime.transport import Transport
 
 log = logging.getLogger("sloserve.scheduler")
 SUMMARY_PERIOD_S = 0.005
@@ -49,6 +50,8 @@ class SchedulerArgs:
     addr_query: str
     addr_front: str
     addr_router: str
+    transport: Transport = Transport()  # CURVE keys when the addresses are tcp:// (Ray, multi-node)
+    node: str = ""  # where it runs, for /health (the Ray node id; empty on one host)
 
 
 class SchedulerProcess:
@@ -65,8 +68,9 @@ class SchedulerProcess:
         self.sched = create_scheduler(args.policy, ctx, args.policy_options)
         self.engine = SimulatedWallEngine(perf, args.time_scale, seed=args.seed + args.replica_id)
         self.zctx = zmq.Context()
-        self.pull = self._sock(zmq.PULL, args.addr_in, bind=True)
-        self.query = self._sock(zmq.ROUTER, args.addr_query, bind=True)
+        self.auth = args.transport.authenticator(self.zctx)
+        self.pull, self.addr_in = self._bound(zmq.PULL, args.addr_in)
+        self.query, self.addr_query = self._bound(zmq.ROUTER, args.addr_query)
         self.front = self._sock(zmq.PUSH, args.addr_front)
         self.router = self._sock(zmq.PUSH, args.addr_router)
         self.poller = zmq.Poller()
@@ -78,11 +82,16 @@ class SchedulerProcess:
         self.wakeup_s: float | None = None
         self.last_heartbeat = time.monotonic()
 
-    def _sock(self, kind: int, addr: str, bind: bool = False) -> zmq.Socket:
+    def _sock(self, kind: int, addr: str) -> zmq.Socket:
         sock = self.zctx.socket(kind)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.bind(addr) if bind else sock.connect(addr)
+        self.args.transport.connect(sock, addr)
         return sock
+
+    def _bound(self, kind: int, addr: str) -> tuple[zmq.Socket, str]:
+        sock = self.zctx.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        return sock, self.args.transport.bind(sock, addr)
 
     def now(self) -> float:
         return time.monotonic() - self.args.epoch_monotonic
@@ -259,11 +268,14 @@ class SchedulerProcess:
                 "pid": os.getpid(),
                 "policy": self.sched.registry_name,
                 "engine": self.engine.description,
+                "addrs": [self.addr_in, self.addr_query],  # where the router reaches it (tcp: a fresh port)
+                "node": self.args.node,
             }
         )
         self.publish(force=True)
         busy = False
-        while self.running and wire.parent_alive(self.args.parent_pid):
+        # parent_pid 0: a Ray actor, whose lifetime Ray ties to the server's driver process
+        while self.running and (not self.args.parent_pid or wire.parent_alive(self.args.parent_pid)):
             self.drain(0 if busy else self.idle_timeout_ms(self.wakeup_s))
             if not self.running:
                 break
@@ -273,6 +285,8 @@ class SchedulerProcess:
     def close(self) -> None:
         for sock in (self.pull, self.query, self.front, self.router):
             sock.close(0)
+        if self.auth is not None:
+            self.auth.stop()
         self.zctx.term()
 
 

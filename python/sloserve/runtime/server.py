@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import signal
 import time
@@ -51,6 +52,8 @@ def validate(cfg: ServerConfig) -> None:
         raise ConfigError(f"unknown --policy {cfg.policy!r}; the server supports: {served}")
     if cfg.router not in ROUTERS.names():
         raise ConfigError(f"unknown --router {cfg.router!r}; registered routers: {', '.join(ROUTERS.names())}")
+    if cfg.ray_address is not None and importlib.util.find_spec("ray") is None:
+        raise ConfigError("--ray-address needs Ray: pip install -e .[ray]")
     try:
         ctx = SchedulerContext(
             perf=get_model(cfg.model),
@@ -90,6 +93,18 @@ class _DrainingServer(uvicorn.Server):
             log.info("ready: serving http://%s:%d (engine SIMULATED)", cfg.host, cfg.port)
 
 
+def process_group(cfg: ServerConfig, epoch: float) -> ProcessGroup:
+    """Schedulers as local processes, or (--ray-address) as Ray actors on the cluster's nodes."""
+    if cfg.ray_address is None:
+        return ProcessGroup(cfg, epoch)
+    from sloserve.runtime.ray_group import RayProcessGroup  # Ray is an optional extra
+
+    try:
+        return RayProcessGroup(cfg, epoch)
+    except ConnectionError as exc:
+        raise ConfigError(f"--ray-address {cfg.ray_address}: {exc}") from None
+
+
 def serve(cfg: ServerConfig) -> None:
     """Blocks until SIGTERM/SIGINT; leaves no child process or socket behind."""
     validate(cfg)
@@ -100,7 +115,7 @@ def serve(cfg: ServerConfig) -> None:
         raise ConfigError(f"--tokenizer-path {cfg.tokenizer_path}: {exc}") from None
     perf = get_model(cfg.model)
     epoch = time.monotonic()
-    procs = ProcessGroup(cfg, epoch)
+    procs = process_group(cfg, epoch)
     log.info(
         "backend=embedded engine=SIMULATED (step times from batch-time model %s x %g, synthetic tokens) "
         "policy=%s router=%s dp=%d kv_tokens=%d tokenizer=%s",

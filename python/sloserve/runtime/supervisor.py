@@ -24,6 +24,7 @@ class ProcHealth:
     restarts: int = 0
     last_heard_s: float = 0.0  # server time base: last message from it
     reason: str = ""  # why it was last restarted
+    node: str = ""  # where it runs (the Ray node id; empty on one host)
 
     def report(self, name: str, index: int | None = None) -> dict:
         out: dict = {} if index is None else {"replica": index}
@@ -32,6 +33,8 @@ class ProcHealth:
         )
         if self.reason:
             out["last_failure"] = self.reason
+        if self.node:
+            out["node"] = self.node
         return out
 
 
