@@ -15,6 +15,7 @@ from fastapi.responses import Response, StreamingResponse
 from sloserve import __version__
 from sloserve.runtime.config import ServerConfig
 from sloserve.runtime.front import FrontEnd
+from sloserve.runtime.gateway import add_gateway_routes, attach_gateway
 from sloserve.runtime.limits import AuthMiddleware, HeaderLimitMiddleware, HttpError, read_body
 from sloserve.runtime.protocol import BadRequest, GenInput, error_field, parse_chat, parse_completion, parse_generate
 from sloserve.runtime.responses import OpenAIFormatter, error_body, generate_out, sse
@@ -388,6 +389,7 @@ def build_app(
     async def lifespan(app: FastAPI):
         front = make_front()
         holder["front"] = front
+        holder["loads"] = attach_gateway(front)
         loops.append(asyncio.get_running_loop())
         await front.start()
         holder["started"] = front
@@ -417,4 +419,5 @@ def build_app(
     add_generation_routes(app, lambda: holder["front"])
     for add in (add_health_routes, add_info_routes, add_admin_routes):
         add(app, lambda: holder["front"])
+    add_gateway_routes(app, lambda: holder["front"], lambda: holder["loads"])
     return app, drain

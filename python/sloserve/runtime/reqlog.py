@@ -67,7 +67,7 @@ def request_fields(state: ReqState, reason: dict, status: int) -> dict:
     verdict = "n/a" if state.slo_met is None else ("met" if state.slo_met else "missed")
     fields = {
         "event": _event(reason, status),
-        "rid": state.rid,
+        "rid": state.client_rid,
         "tier": state.tier,
         "admission": state.reason,
         "replica": state.replica,
@@ -103,8 +103,12 @@ class RequestLog:
         self.met = 0
         self.rejected = 0
         self.done_tokens = 0
+        # told of every ended request too: the gateway view's token tallies and SGLang-named series
+        self.observers: list[Callable[[ReqState, dict, int], None]] = []
 
     def request_done(self, state: ReqState, reason: dict, status: int) -> None:
+        for observe in self.observers:
+            observe(state, reason, status)
         fields = request_fields(state, reason, status)
         self.ended += 1
         self.met += fields["verdict"] == "met"
