@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import httpx
+import orjson
 import pytest
 
 POLICY = os.environ.get("SLOSERVE_TEST_POLICY", "fcfs")
@@ -90,14 +91,22 @@ def test_openai_errors_use_openai_shape(server):
     assert body["param"] == "max_tokens"
 
 
-def test_duplicate_inflight_rid_is_rejected(server_factory):
+def test_duplicate_inflight_rid_is_served_without_revealing_the_first(server_factory):
     # The first request streams (in flight once its first chunk arrived) and runs for minutes at
     # time scale 1, so it is still there when the duplicate comes, however loaded the machine.
+    # Refusing the duplicate would tell any client which rids others have in flight (issue 13).
     srv = server_factory("--policy", POLICY, "--time-scale", "1", "--max-seq-len", "60000")
     first = {"text": "a", "rid": "dup-rid", "stream": True, "sampling_params": {"max_new_tokens": 20000}}
     with httpx.stream("POST", srv.url + GEN, json=first, timeout=120) as resp:
         lines = resp.iter_lines()  # kept referenced: a closed line iterator closes the stream
         next(line for line in lines if line.startswith("data: "))
         r = httpx.post(srv.url + GEN, json={"text": "b", "rid": "dup-rid", "sampling_params": OK_SP}, timeout=120)
-        assert r.status_code == 400 and "already in flight" in r.text
+        assert r.status_code == 200, r.text
+        meta = r.json()["meta_info"]
+        assert meta["id"] == "dup-rid" and meta["completion_tokens"] == 4
+        # the first is untouched by the second's end, and an abort by rid reaches it
+        assert srv.get_json("/server_info")["requests_in_flight"] == 1
         assert httpx.post(srv.url + "/abort_request", json={"rid": "dup-rid"}, timeout=120).status_code == 200
+        events = [orjson.loads(line[6:]) for line in lines if line.startswith("data: {")]
+    final = events[-1]["meta_info"]
+    assert final["id"] == "dup-rid" and final["finish_reason"]["type"] == "abort"

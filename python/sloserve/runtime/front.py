@@ -149,9 +149,10 @@ class FrontEnd:
                 f"or the completion to fit within the limit.",
                 "max_new_tokens",
             )
-        rid = gen.rid or uuid.uuid4().hex
-        if rid in self.states:
-            raise BadRequest(f"request id {rid!r} is already in flight", "rid")
+        client_rid = gen.rid or uuid.uuid4().hex
+        # A duplicate in-flight rid is served under a server-unique id: refusing it would let any
+        # client probe which rids others have in flight. The client still sees its own rid.
+        rid = client_rid if client_rid not in self.states else f"{client_rid}#{uuid.uuid4().hex[:16]}"
         out_len = max(max_new, 1)  # max_new_tokens 0 still runs the prefill (one hidden token)
         request = Request(
             request_id=rid,
@@ -161,7 +162,7 @@ class FrontEnd:
             ttft_slo_s=slo.ttft_slo_s(len(prompt), self.perf.zero_load_prefill_s),
             segments=slo.segments(),
             slo_class=slo.slo_class,
-            program_id=slo.program_id or rid,
+            program_id=slo.program_id or client_rid,
             stage_index=slo.stage_index,
             stage_name=slo.stage,
             output_tokens_known=gen.sampling.ignore_eos and not (gen.sampling.stop or gen.sampling.stop_token_ids),
@@ -171,8 +172,10 @@ class FrontEnd:
             request.extra["route_best_effort"] = True
             request.extra[wire.USER_BEST_EFFORT] = True  # never 429'd by --reject-on-overload alone
         marker = slo.emitted_marker
-        output = synthetic_output_ids(self.tok, self.cfg.seed, rid, out_len, marker, out_len // 2 if marker else None)
-        return ReqState(rid, gen, slo, request, list(prompt), output, max_new)
+        output = synthetic_output_ids(
+            self.tok, self.cfg.seed, client_rid, out_len, marker, out_len // 2 if marker else None
+        )
+        return ReqState(rid, gen, slo, request, list(prompt), output, max_new, client_rid=client_rid)
 
     def submit(self, state: ReqState) -> None:
         if self.shutting_down or self.draining or not self.router_up:
@@ -204,8 +207,9 @@ class FrontEnd:
         return True
 
     def abort_rid(self, rid: str) -> bool:
-        state = self.states.get(rid)
-        return state is not None and self.abort(state, "aborted by /abort_request")
+        """Abort every in-flight request the client sent with this rid (there may be several)."""
+        states = [s for s in self.states.values() if s.client_rid == rid]
+        return sum(self.abort(state, "aborted by /abort_request") for state in states) > 0
 
     # ---- events in --------------------------------------------------------------------
     async def _receive_loop(self) -> None:

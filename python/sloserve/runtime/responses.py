@@ -68,7 +68,7 @@ class OpenAIFormatter:
         return "chat.completion" if self.chat else "text_completion"
 
     def _base(self, obj: str) -> dict:
-        return {"id": self.state.rid, "object": obj, "created": self.created, "model": self.model}
+        return {"id": self.state.client_rid, "object": obj, "created": self.created, "model": self.model}
 
     def full(self, now_s: float) -> dict:
         finish, matched = openai_finish(self.state)

@@ -39,6 +39,10 @@ class ReqState:
     text_cut: int | None = None  # trim the text here (a stop string matched)
     slo_met: bool | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    client_rid: str = ""  # the rid the client sent (``rid`` is unique in the server; see FrontEnd.new_state)
+
+    def __post_init__(self) -> None:
+        self.client_rid = self.client_rid or self.rid
 
     @property
     def visible(self) -> int:
@@ -128,7 +132,7 @@ class ReqState:
         r = self.request
         n = self.visible
         meta = {
-            "id": self.rid,
+            "id": self.client_rid,
             "finish_reason": self.finish_reason,
             "prompt_tokens": len(self.prompt_ids),
             "completion_tokens": n,
