@@ -36,9 +36,20 @@ def test_sloserve_arguments_are_split_from_sglangs():
     )
     assert cfg.policy == "fcfs" and dict(cfg.policy_options) == {"token_budget": 512}
     assert cfg.router == "total-tokens" and not cfg.spec_slo_aware
-    assert rest == ["--model-path", "m", "--dp-size", "2", "--port", "30001", "--enable-mixed-chunk"]
-    _, rest2, _ = split_args(["--model-path", "m", "--no-mixed-chunk"])
-    assert "--enable-mixed-chunk" not in rest2
+    assert rest == [
+        "--model-path",
+        "m",
+        "--dp-size",
+        "2",
+        "--port",
+        "30001",
+        "--enable-mixed-chunk",
+        "--enable-metrics",
+    ]
+    _, rest2, _ = split_args(["--model-path", "m", "--no-mixed-chunk", "--no-metrics"])
+    assert "--enable-mixed-chunk" not in rest2 and "--enable-metrics" not in rest2
+    _, rest3, _ = split_args(["--model-path", "m", "--enable-metrics"])
+    assert rest3.count("--enable-metrics") == 1
 
 
 def test_build_command_enables_the_plugin_and_keeps_whitelists():

@@ -113,6 +113,28 @@ def test_output_streamer_reports_the_slo_report_as_one_element_lists(sched):
     assert info["ttft_deadline_ms"][0] == [pytest.approx(100.0)]
 
 
+def test_final_reports_feed_the_tier_metrics_when_sglang_metrics_are_on(sched):
+    from sglang.srt.managers.schedule_batch import FINISH_LENGTH
+
+    assert sched._slo_tier_metrics() is None  # no metrics reporter: SGLang's metrics are off
+    sched._slo_tiers_decided = False
+    sched.metrics_reporter = types.SimpleNamespace(current_scheduler_metrics_enabled=True)
+    req = create(sched, "t", 10, {"slo_ttft_ms": 100.0})
+    sched._slo().add(req.sloserve_request, sched._slo_now_s)
+    meta = sched.get_output_streamer_class().meta_fn
+    meta(req, 1.0)  # still running: nothing recorded
+    req.finished_reason = FINISH_LENGTH(length=8)
+    assert meta(req, 2.0)["tier"] == "slo"
+    series = sched._slo_tier_metrics().series
+    finished = {
+        tuple(x.labels.values()): x.value
+        for f in series.finished.collect()
+        for x in f.samples
+        if x.name.endswith("_total")
+    }
+    assert finished[("slo", "length")] == 1.0 and ("slo", "abort") not in finished
+
+
 def test_tokenizer_manager_reports_plain_values():
     """The AROUND hook on TokenizerManager.update_request_meta_info, with SGLang's own method."""
     from sglang.srt.managers.tokenizer_manager import TokenizerManager

@@ -71,6 +71,11 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-slo-spec", action="store_true", help="keep SGLang's adaptive speculative step selector")
     p.add_argument("--no-mixed-chunk", action="store_true", help="do not add --enable-mixed-chunk")
+    p.add_argument(
+        "--no-metrics",
+        action="store_true",
+        help="do not add --enable-metrics (SGLang's Prometheus /metrics, with sloserve's per-tier series)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for the router's randomness")
     return p
 
@@ -94,6 +99,8 @@ def split_args(argv: Sequence[str]) -> tuple[SglangAdapterConfig, list[str], arg
     )
     if not ns.no_mixed_chunk and "--enable-mixed-chunk" not in rest:
         rest.append("--enable-mixed-chunk")  # decodes ride along in prefill batches, as the plan assumes
+    if not ns.no_metrics and "--enable-metrics" not in rest:
+        rest.append("--enable-metrics")  # gateways scrape SGLang's series; sloserve's per-tier ones ride along
     if cpu_mode.is_cpu(rest):
         rest = cpu_mode.with_cpu_defaults(rest)
     return cfg, rest, ns

@@ -28,6 +28,7 @@ from sloserve.sglang.shadow import ShadowPlanner
 from sloserve.sglang.spec_selector import SloSpeculativeParams
 from sloserve.sglang.streamer import SloOutputStreamer
 from sloserve.sglang.summaries import ENV_SUMMARY_DIR, PlanTimer, write_stats, write_summary
+from sloserve.sglang.tier_metrics import SchedulerTierMetrics, finish_type, metrics_enabled
 from sloserve.sglang.translate import ReqSnapshot, build_request
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,8 @@ class SloScheduler(Scheduler):
     _slo_planned: bool = False
     _slo_summary_at: float = 0.0
     _slo_timer: PlanTimer = PlanTimer()  # replaced per instance in _slo()
+    _slo_tiers: SchedulerTierMetrics | None = None
+    _slo_tiers_decided: bool = False
 
     # ---- setup ------------------------------------------------------------------------
     def _slo(self) -> ShadowPlanner:
@@ -123,8 +126,24 @@ class SloScheduler(Scheduler):
         return SloPrefillAdder.bind(self._slo().decision)
 
     def get_output_streamer_class(self):
-        shadow = self._slo()
-        return SloOutputStreamer.bind(lambda req, now: shadow.report(req.rid, len(req.output_ids), req.finished(), now))
+        return SloOutputStreamer.bind(self._slo_meta)
+
+    def _slo_meta(self, req, now_s: float) -> dict:
+        """A request's SLO report as SGLang emits its tokens; its final one feeds the tier metrics."""
+        done = req.finished()
+        report = self._slo().report(req.rid, len(req.output_ids), done, now_s)
+        tiers = self._slo_tier_metrics()
+        if done and tiers is not None:
+            tiers.finished(report, finish_type(req))
+        return report
+
+    def _slo_tier_metrics(self) -> SchedulerTierMetrics | None:
+        """sloserve's per-tier series, when SGLang's metrics are on for this scheduler (decided on
+        first use: SGLang's metrics reporter exists only once the constructor has run)."""
+        if not self._slo_tiers_decided:
+            self._slo_tiers_decided = True
+            self._slo_tiers = SchedulerTierMetrics() if metrics_enabled(self) else None
+        return self._slo_tiers
 
     # ---- the clock, identical on every rank ---------------------------------------------
     def _slo_clock(self) -> float:
@@ -168,6 +187,8 @@ class SloScheduler(Scheduler):
             return result
         decision = shadow.add(core, self._slo_now_s)
         log.debug("sloserve %s: %s (%s)", req.rid, decision.reason.value, core.tier.value)
+        if (tiers := self._slo_tier_metrics()) is not None:
+            tiers.admission(core.tier.value, decision.reason.value, not decision.reason.accepted)
         return result
 
     # ---- per-iteration planning ----------------------------------------------------------
