@@ -39,9 +39,7 @@ def test_build_request_uses_front_arrival_and_rejects_bad_keys():
     assert req.max_new_tokens == 50 and not req.output_tokens_known
     future = build_request("b", 10, 5, {"slo_arrival_s": 500.0}, 100.0, PERF.zero_load_prefill_s)
     assert future.arrival_s == 101.0  # a clock-skewed stamp is clamped
-    assert build_request("c", 10, 5, {"slo_best_effort": True}, 0.0, PERF.zero_load_prefill_s).extra[
-        "route_best_effort"
-    ]
+    assert build_request("c", 10, 5, {"slo_best_effort": True}, 0.0, PERF.zero_load_prefill_s).route_best_effort
     with pytest.raises(SloParamError, match="slo_tpot_ms"):
         build_request("d", 10, 5, {"slo_tpot_ms": -1}, 0.0, PERF.zero_load_prefill_s)
     with pytest.raises(SloParamError, match="slo_bogus"):

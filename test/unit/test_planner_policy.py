@@ -88,7 +88,7 @@ def test_infeasible_slo_and_router_best_effort():
     d = s.add(req("x", prompt=4000, ttft=0.2), 0.0)  # zero-load prefill 0.41 s > 0.2 s
     assert d.reason is AdmitReason.BEST_EFFORT and "infeasible_slo" in d.detail
     r = req("y")
-    r.extra["route_best_effort"] = True
+    r.route_best_effort = True
     assert s.add(r, 0.0).reason is AdmitReason.BEST_EFFORT and r.tier is Tier.BEST_EFFORT
     assert s.can_admit(req("z", prompt=4000, ttft=0.2), 0.0).reason is AdmitReason.INFEASIBLE_SLO
 
@@ -139,7 +139,7 @@ def test_best_effort_is_preempted_lifo_when_admitted_requests_need_kv():
     s = sched(kv_tokens=2048, idle_step_s=0.2)  # 128 blocks
     be1, be2 = req("be1", prompt=700, output=400, ttft=5.0), req("be2", prompt=700, output=400, ttft=5.0)
     for r in (be1, be2):
-        r.extra["route_best_effort"] = True
+        r.route_best_effort = True
         s.add(r, 0.0)
     plan = s.schedule(0.0)
     s.on_step_done(plan, SimulatedEngine(PERF).execute(plan, s.requests), 0.2)
@@ -314,7 +314,7 @@ def test_best_effort_yields_the_engine_while_kv_binds_the_slo_tier(yield_kv):
     slo = req("slo", prompt=1200, output=500, ttft=1.0, tpot_ms=200.0)  # 107 blocks: 84% reserved
     assert s.add(slo, 0.0).admitted
     be = req("be", prompt=300, output=5, ttft=5.0)
-    be.extra["route_best_effort"] = True
+    be.route_best_effort = True
     s.add(be, 0.0)
     steps = _be_tokens(s, 200.0)
     served_while_slo = sum(n for n, _ in steps[: slo.num_output_tokens])
@@ -333,7 +333,7 @@ def test_best_effort_is_served_while_kv_is_not_binding():
     s = sched(kv_tokens=100_000)
     assert s.add(req("slo", prompt=1200, output=500, ttft=1.0, tpot_ms=200.0), 0.0).admitted
     be = req("be", prompt=300, output=5, ttft=5.0)
-    be.extra["route_best_effort"] = True
+    be.route_best_effort = True
     s.add(be, 0.0)
     _be_tokens(s, 200.0)
     assert be.is_finished and be.finish_s < 2.0  # alongside the admitted request, not after it
@@ -351,7 +351,7 @@ def test_best_effort_alone_gets_steps_when_the_base_step_exceeds_idle_step(route
     assert SLOW.batch_time_s(1) > s.config.idle_step_s
     r = req("be", prompt=300, output=5, ttft=0.2, tpot_ms=50.0)  # TPOT below the base step: best effort
     if routed:
-        r.extra["route_best_effort"] = True
+        r.route_best_effort = True
     assert s.add(r, 0.0).reason is AdmitReason.BEST_EFFORT and r.tier is Tier.BEST_EFFORT
     engine = SimulatedEngine(SLOW)
     t, steps = 0.0, 0

@@ -142,7 +142,7 @@ def test_wire_round_trip():
         output_tokens_known=False,
         max_new_tokens=4,
     )
-    req.extra["route_best_effort"] = True
+    req.route_best_effort = True
     back = request_from_wire(request_to_wire(req))
     assert (back.request_id, back.arrival_s, back.segments, back.program_id, back.max_new_tokens) == (
         "r",
@@ -151,7 +151,7 @@ def test_wire_round_trip():
         "p",
         4,
     )
-    assert back.extra["route_best_effort"] and not back.output_tokens_known
+    assert back.route_best_effort and not back.output_tokens_known
 
 
 def test_cli_generated_from_config():

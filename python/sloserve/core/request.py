@@ -45,6 +45,10 @@ class Request:
     weight: float = 1.0
     output_tokens_known: bool = True
     max_new_tokens: int | None = None
+    # best effort asked for up front: by the router (no replica would admit it; the replica does
+    # not try), or by the client (``slo_best_effort``; never refused by ``--reject-on-overload``)
+    route_best_effort: bool = False
+    user_best_effort: bool = False
     # progress, owned by the scheduler
     num_computed_tokens: int = 0
     num_output_tokens: int = 0

@@ -201,7 +201,7 @@ class SLOsServeScheduler(Scheduler):
             return []
         out = []
         for r in self.be.values():
-            if r.num_output_tokens == 0 and self.dl.ttft_s(r) > now_s and not r.extra.get("route_best_effort"):
+            if r.num_output_tokens == 0 and self.dl.ttft_s(r) > now_s and not r.route_best_effort:
                 out.append(r)
                 if len(out) >= limit:
                     break
@@ -275,7 +275,7 @@ class SLOsServeScheduler(Scheduler):
             self._to_slo(request)
             self.step_len_s = min(self.step_len_s or math.inf, self.dl.min_tpot_s(request))
             return AdmitDecision(AdmitReason.ADMITTED)
-        if request.extra.get("route_best_effort"):
+        if request.route_best_effort:
             return self._not_admitted(request, AdmitReason.REJECTED, "routed to best effort", "routed")
         if self._infeasible_alone(request):
             return self._not_admitted(request, AdmitReason.INFEASIBLE_SLO, "cannot meet its SLO even alone")

@@ -168,9 +168,8 @@ class FrontEnd:
             output_tokens_known=gen.sampling.ignore_eos and not (gen.sampling.stop or gen.sampling.stop_token_ids),
             max_new_tokens=out_len,
         )
-        if slo.best_effort:
-            request.extra["route_best_effort"] = True
-            request.extra[wire.USER_BEST_EFFORT] = True  # never 429'd by --reject-on-overload alone
+        if slo.best_effort:  # never 429'd by --reject-on-overload alone
+            request.route_best_effort = request.user_best_effort = True
         marker = slo.emitted_marker
         output = synthetic_output_ids(
             self.tok, self.cfg.seed, client_rid, out_len, marker, out_len // 2 if marker else None

@@ -19,7 +19,6 @@ from sloserve.core.plan import ReplicaSummary
 from sloserve.core.request import Request
 from sloserve.core.slo import DecodeSegment
 
-USER_BEST_EFFORT = "user_best_effort"  # Request.extra: the client asked for best effort (slo_best_effort)
 _OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 
@@ -88,8 +87,8 @@ def request_to_wire(req: Request) -> dict:
         "stage_name": req.stage_name,
         "output_tokens_known": req.output_tokens_known,
         "max_new_tokens": req.max_new_tokens,
-        "best_effort": bool(req.extra.get("route_best_effort", False)),
-        "user_best_effort": bool(req.extra.get(USER_BEST_EFFORT, False)),
+        "best_effort": req.route_best_effort,
+        "user_best_effort": req.user_best_effort,
     }
 
 
@@ -110,11 +109,9 @@ def request_from_wire(d: dict) -> Request:
         stage_name=d["stage_name"],
         output_tokens_known=bool(d["output_tokens_known"]),
         max_new_tokens=d["max_new_tokens"],
+        route_best_effort=bool(d.get("best_effort")),
+        user_best_effort=bool(d.get("user_best_effort")),
     )
-    if d.get("best_effort"):
-        req.extra["route_best_effort"] = True
-    if d.get("user_best_effort"):
-        req.extra[USER_BEST_EFFORT] = True
     return req
 
 

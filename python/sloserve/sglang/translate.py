@@ -79,8 +79,7 @@ def build_request(
         output_tokens_known=False,  # SGLang stops on EOS: only the cap is known
         max_new_tokens=max(int(max_new_tokens), 1),
     )
-    if slo.best_effort:
-        req.extra["route_best_effort"] = True
+    req.route_best_effort = bool(slo.best_effort)
     return req
 
 

@@ -2,7 +2,7 @@
 
 Used by the discrete-event simulator (virtual time) and by the embedded runtime (which sleeps
 for ``step_s`` of wall time). Speculative verifies sample their accepted drafts from a seeded
-generator with a per-request acceptance rate alpha (``request.extra["alpha"]`` or the default).
+generator with the engine's true acceptance rate alpha (the policy only ever estimates it).
 """
 
 from __future__ import annotations
@@ -69,8 +69,8 @@ class SimulatedEngine:
                 continue
             if req.num_computed_tokens + item.num_tokens < req.num_tokens:
                 continue  # a prefill chunk that does not finish the prompt produces nothing
-            alpha = float(req.extra.get("alpha", self.default_alpha))
-            count = 1 + self.accepted_drafts(alpha, item.spec_draft_tokens)
+            # the true acceptance rate is the engine's (ground truth the policy never sees)
+            count = 1 + self.accepted_drafts(self.default_alpha, item.spec_draft_tokens)
             limit = req.output_tokens
             if req.max_new_tokens is not None:
                 limit = min(limit, req.max_new_tokens)

@@ -224,8 +224,6 @@ class Simulator:
             output_tokens_known=stage.output_tokens_known,
             max_new_tokens=stage.max_new_tokens,
         )
-        if self.config.alpha:
-            req.extra["alpha"] = self.config.alpha
         rec = StageRecord(
             req.request_id,
             program_id,
@@ -242,7 +240,7 @@ class Simulator:
         entry = [r for r in self.replicas if r.role != "decode"]
         decision = self.router.route(req, entry, now)
         if decision.best_effort:
-            req.extra["route_best_effort"] = True
+            req.route_best_effort = True
         rep = self.replicas[decision.replica_id]
         rec.replica_id = rep.replica_id
         self._charge_add(rep)
