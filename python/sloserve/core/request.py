@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Protocol
 
 from sloserve.core.slo import DecodeSegment
 
@@ -142,6 +143,35 @@ class Request:
     def min_tpot_s(self) -> float:
         segs = self.segments
         return (segs[0].tpot_ms if len(segs) == 1 else min(seg.tpot_ms for seg in segs)) / 1e3
+
+
+class RequestView(Protocol):
+    """What a driver or an engine may read of a resident request (``Scheduler.resident``); only
+    the policy changes a request. Drivers change what a request asks for through
+    ``Scheduler.update_segments``."""
+
+    @property
+    def request_id(self) -> str: ...
+    @property
+    def prompt_tokens(self) -> int: ...
+    @property
+    def output_tokens(self) -> int: ...
+    @property
+    def max_new_tokens(self) -> int | None: ...
+    @property
+    def num_computed_tokens(self) -> int: ...
+    @property
+    def num_output_tokens(self) -> int: ...
+    @property
+    def num_tokens(self) -> int: ...
+    @property
+    def tier(self) -> Tier: ...
+    @property
+    def segments(self) -> tuple[DecodeSegment, ...]: ...
+    @property
+    def first_token_s(self) -> float | None: ...
+    @property
+    def is_finished(self) -> bool: ...
 
 
 def tpot_s_of_token(segments: tuple[DecodeSegment, ...], index: int) -> float:

@@ -4,6 +4,13 @@ Drivers (the simulator, the embedded runtime, the SGLang adapter) call, in order
 ``add`` on arrival, ``schedule`` when the engine is idle, the engine executes the plan, then
 ``on_step_done`` with the engine's result. ``can_admit`` is side-effect free (routers call it).
 Policies never read a clock: ``now_s`` is always passed in.
+
+``DRIVER_INTERFACE`` is everything a driver may use; the rest (the request table, the KV pool,
+a policy's queues) belongs to the policy. Drivers read requests through ``resident`` /
+``request`` (read-only views), change what a request asks for only through
+``update_segments``, and an external engine that decides on its own (SGLang) reports what it
+did through ``sync_external``. ``test/unit/test_driver_interface.py`` runs every driver against a
+proxy that allows nothing else.
 """
 
 from __future__ import annotations
@@ -11,12 +18,34 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping
+from types import MappingProxyType
+from typing import Any, ClassVar, Iterable, Mapping
 
 from sloserve.core.kv import KVPool
 from sloserve.core.plan import AdmitDecision, AdmitReason, EventKind, ReplicaSummary, RequestEvent, StepPlan, StepResult
 from sloserve.core.registry import Registry, build_config
-from sloserve.core.request import Request, Tier
+from sloserve.core.request import Request, RequestView, Tier
+from sloserve.core.slo import DecodeSegment
+
+DRIVER_INTERFACE = frozenset(
+    {
+        "add",
+        "can_admit",
+        "abort",
+        "release",
+        "schedule",
+        "on_step_done",
+        "summary",
+        "stats",
+        "has_work",
+        "resident",
+        "request",
+        "update_segments",
+        "sync_external",
+        "registry_name",
+        "num_steps",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -41,18 +70,50 @@ class Scheduler(ABC):
 
     Config: ClassVar[type] = EmptyConfig
     registry_name: ClassVar[str] = ""
-    # Whether summary() computes the optional, costlier fields only summary-only routers read
-    # (slos-serve: spare_prefill_tokens). Drivers whose router never reads them may turn it off
-    # (the simulator, which publishes after every step of every replica).
-    publish_spare: bool = True
 
     def __init__(self, ctx: SchedulerContext, config: Any = None) -> None:
         self.ctx = ctx
         self.config = config if config is not None else self.Config()
         self.kv = KVPool(ctx.kv_capacity_tokens, ctx.block_size_tokens)
         self.requests: dict[str, Request] = {}
+        self._resident: Mapping[str, RequestView] = MappingProxyType(self.requests)
         self.reasons: Counter[str] = Counter()
         self.num_steps = 0
+
+    # ---- what drivers read ----------------------------------------------------------------
+    @property
+    def resident(self) -> Mapping[str, RequestView]:
+        """The requests this replica holds, by id (read-only; engines execute plans against it)."""
+        return self._resident
+
+    def request(self, request_id: str) -> RequestView | None:
+        return self.requests.get(request_id)
+
+    def update_segments(self, request_id: str, segments: tuple[DecodeSegment, ...]) -> bool:
+        """The client's request changed what it asks for (the end-of-thinking marker fixed the
+        thinking segment's length). False if the request is not here."""
+        req = self.requests.get(request_id)
+        if req is None:
+            return False
+        req.segments = tuple(segments)
+        self.on_segments_changed(req)
+        return True
+
+    def sync_external(self, finished: Iterable[str], aborted: Iterable[str], now_s: float) -> None:
+        """An external engine (SGLang) ended requests on its own: ``finished`` completed (their
+        last tokens were reported through ``on_step_done``), ``aborted`` were dropped (client
+        abort, engine error). Each leaves the policy's state as it would through the interface."""
+        for rid in finished:
+            req = self.requests.pop(rid, None)
+            if req is not None:
+                req.finish_s = now_s
+                self.kv.free(rid)
+                self.on_removed(req)
+        for rid in aborted:
+            self.abort(rid, now_s)
+
+    def on_segments_changed(self, request: Request) -> None:
+        """Hook: a resident request's decode segments were replaced (``update_segments``)."""
 
     # ---- the interface ------------------------------------------------------------------
     def add(self, request: Request, now_s: float) -> AdmitDecision:
@@ -99,8 +160,11 @@ class Scheduler(ABC):
         self.on_removed(req)
         return req
 
-    def summary(self, now_s: float) -> ReplicaSummary:
-        """What this replica publishes to routers after each step (policies may enrich it)."""
+    def summary(self, now_s: float, publish_spare: bool = True) -> ReplicaSummary:
+        """What this replica publishes to routers after each step (policies may enrich it).
+        ``publish_spare=False`` skips the optional, costlier fields only summary-only routers read
+        (slos-serve: ``spare_prefill_tokens``); the simulator, publishing after every step of
+        every replica, passes it when its router never reads them."""
         waiting = sum(1 for r in self.requests.values() if r.num_output_tokens == 0)
         outstanding = sum(r.remaining_compute_tokens + r.planning_remaining_output for r in self.requests.values())
         return ReplicaSummary(

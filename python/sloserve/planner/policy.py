@@ -531,7 +531,7 @@ class SLOsServeScheduler(Scheduler):
             else:
                 self.pending_events.append(RequestEvent(EventKind.TIER, r.request_id, now_s, tier=r.tier.value))
 
-    def summary(self, now_s: float) -> ReplicaSummary:
+    def summary(self, now_s: float, publish_spare: bool = True) -> ReplicaSummary:
         base = super().summary(now_s)
         by_tier: dict[str, int] = {}
         for r in self.slo.values():
@@ -551,7 +551,7 @@ class SLOsServeScheduler(Scheduler):
             True,
             prefill_backlog_tokens=backlog,
             prefill_tokens_per_s=self.prefill_rate_tps(),
-            spare_prefill_tokens=self.spare_prefill(now_s) if self.publish_spare else (),
+            spare_prefill_tokens=self.spare_prefill(now_s) if publish_spare else (),
         )
 
     def spare_prefill(self, now_s: float) -> tuple[tuple[float, int], ...]:

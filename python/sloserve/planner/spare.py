@@ -43,7 +43,7 @@ one longer steps that end later).
 Cost: each grid is a forced-decode table and rows over the admitted requests (the standard
 grid's are reused by arrivals planned at the same instant); about 0.4 ms per summary with 256
 residents. The simulator, which publishes after every step, skips the curve unless its router
-reads it (``Router.reads_spare_budget``, ``Scheduler.publish_spare``).
+reads it (``Router.reads_spare_budget``; ``Scheduler.summary(now_s, publish_spare)``).
 """
 
 from __future__ import annotations

@@ -11,8 +11,16 @@ from sloserve.sim.engine import SimulatedEngine
 class SimReplica:
     """Also the ``ReplicaView`` routers see: live ``can_admit``, published ``summary``."""
 
-    def __init__(self, replica_id: int, scheduler: Scheduler, engine: SimulatedEngine, role: str = "mixed") -> None:
+    def __init__(
+        self,
+        replica_id: int,
+        scheduler: Scheduler,
+        engine: SimulatedEngine,
+        role: str = "mixed",
+        publish_spare: bool = True,
+    ) -> None:
         self.replica_id = replica_id
+        self.publish_spare = publish_spare
         self.scheduler = scheduler
         self.engine = engine
         self.role = role  # mixed | prefill | decode (disaggregated serving)
@@ -23,7 +31,7 @@ class SimReplica:
         self.busy_s = 0.0
         self.pending_cpu_s = 0.0  # scheduler CPU time (cost model) not yet charged to a step
         self.cpu_s = 0.0  # scheduler CPU time charged in all
-        self._summary = scheduler.summary(0.0)
+        self._summary = scheduler.summary(0.0, publish_spare)
 
     def can_admit(self, request: Request, now_s: float) -> AdmitDecision:
         return self.scheduler.can_admit(request, now_s)
@@ -32,4 +40,4 @@ class SimReplica:
         return self._summary
 
     def publish(self, now_s: float) -> None:
-        self._summary = self.scheduler.summary(now_s)
+        self._summary = self.scheduler.summary(now_s, self.publish_spare)

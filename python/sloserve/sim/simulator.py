@@ -73,9 +73,6 @@ class Simulator:
         self.cost = scheduler_cost(config.policy) if config.charge_scheduler_time else None
         self.num_timeouts = self.num_admitted_timeouts = 0
         self.replicas = self._build_replicas()
-        if not self.router.reads_spare_budget:  # computed after every step: skip what nobody reads
-            for rep in self.replicas:
-                rep.scheduler.publish_spare = False
         for prog in programs:
             self._push(prog.arrival_s, ARRIVAL, (prog.program_id, 0))
 
@@ -99,7 +96,8 @@ class Simulator:
             bias=cfg.step_time_bias,
             noise_rng=np.random.default_rng((cfg.seed, rid, 1)),
         )
-        return SimReplica(rid, sched, engine, role)
+        # summaries are computed after every step: skip the fields no router here reads
+        return SimReplica(rid, sched, engine, role, publish_spare=self.router.reads_spare_budget)
 
     def _build_replicas(self) -> list[SimReplica]:
         if self.disagg is None:
@@ -150,7 +148,7 @@ class Simulator:
         sched = rep.scheduler
         if not sched.has_work():
             return
-        resident = len(sched.requests)
+        resident = len(sched.resident)
         plan = sched.schedule(now)
         self._apply_events(plan.events, rep, now)
         if self.cost is not None and not plan.is_empty:
@@ -164,7 +162,7 @@ class Simulator:
                 rep.wakeup_s = plan.wakeup_s
                 self._push(plan.wakeup_s, WAKEUP, rep.replica_id)
             return
-        result = rep.engine.execute(plan, sched.requests)
+        result = rep.engine.execute(plan, sched.resident)
         rep.busy, rep.plan, rep.step_start_s = True, plan, now
         rep.busy_s += result.step_s
         if self.config.chrome_trace:
@@ -257,7 +255,7 @@ class Simulator:
 
     def _charge_add(self, rep: SimReplica) -> None:
         if self.cost is not None:
-            rep.pending_cpu_s += self.cost.add_cost_s(len(rep.scheduler.requests))
+            rep.pending_cpu_s += self.cost.add_cost_s(len(rep.scheduler.resident))
 
     def _timeout(self, request_id: str, now: float) -> None:
         """A client without a first token gives up: the request is aborted wherever it is."""
