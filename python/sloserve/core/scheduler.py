@@ -99,18 +99,30 @@ class Scheduler(ABC):
         self.on_segments_changed(req)
         return True
 
-    def sync_external(self, finished: Iterable[str], aborted: Iterable[str], now_s: float) -> None:
-        """An external engine (SGLang) ended requests on its own: ``finished`` completed (their
-        last tokens were reported through ``on_step_done``), ``aborted`` were dropped (client
-        abort, engine error). Each leaves the policy's state as it would through the interface."""
-        for rid in finished:
-            req = self.requests.pop(rid, None)
-            if req is not None:
-                req.finish_s = now_s
-                self.kv.free(rid)
-                self.on_removed(req)
+    def sync_external(
+        self,
+        now_s: float,
+        *,
+        aborted: Iterable[str] = (),
+        retracted: Iterable[str] = (),
+        kv_tokens: Mapping[str, int] | None = None,
+    ) -> list[RequestEvent]:
+        """An external engine (SGLang) that acts on its own reports what it did, each change going
+        through the policy as the interface's own calls would: ``aborted`` requests were dropped
+        (client abort; counted as aborts, never as finished), ``retracted`` ones lost their KV
+        (recompute from scratch), and ``kv_tokens`` is the KV it holds per resident request now
+        (the policy's pool is set to exactly that). Requests it finished arrive through
+        ``on_step_done`` (``StepResult.finished``) as with any engine."""
+        events = [self.preempt(self.requests[rid], now_s) for rid in retracted if rid in self.requests]
         for rid in aborted:
             self.abort(rid, now_s)
+        if kv_tokens is not None:
+            for rid, tokens in kv_tokens.items():
+                if rid in self.requests:
+                    self.kv.free(rid)
+                    if tokens:
+                        self.kv.grow(rid, tokens)
+        return events
 
     def on_segments_changed(self, request: Request) -> None:
         """Hook: a resident request's decode segments were replaced (``update_segments``)."""
