@@ -262,7 +262,7 @@ class MandatoryRows:
         self, table: ForcedTable, deadline_s: float, prefill_tokens: float, num_streams: int
     ) -> "MandatoryRows":
         """The rows once one more request is admitted: ``table`` is derived from this one's table
-        by its decode stream (``table.added``), and it brings a row of ``prefill_tokens`` due by
+        by its decode stream (``table.added_at``), and it brings a row of ``prefill_tokens`` due by
         ``deadline_s``. Equal to ``of`` on the extended view (whole tokens: exact in floats)."""
         grid = self.grid
         p = int(np.searchsorted(self.deadline_s, deadline_s, side="right"))
@@ -271,7 +271,7 @@ class MandatoryRows:
         if m <= 0 or not math.isfinite(h):
             h = deadline_s
         before = float(self.cum_prefill[p - 1]) if p else 0.0
-        b = self.b - table.added[self.steps]
+        b = self.b - table.added_at(self.steps)
         b[p:] -= prefill_tokens
         b_row = (grid.tokens_by_one(m) - table.get_one(m)) - (before + prefill_tokens)
         b = np.concatenate((b[:p], [b_row], b[p:]))

@@ -137,10 +137,23 @@ def forced_by(grid: StepGrid, load: DecodeLoad, m) -> np.ndarray:
     return due.sum(axis=1).astype(np.int64)
 
 
+# Step counts up to this are kept in one dense array per ForcedTable; larger ones are counted
+# one by one, only those asked for. Ordinary deadlines are a few dozen steps away (the built-in
+# scenarios' plans: at most 17; the spare-budget curve's 8 s horizon: 80 at 0.1 s steps), so
+# they never leave the dense array (test/integration/test_planner_far_deadline_sim.py). Without the
+# cap a TTFT of 600 s at 10 ms steps made a 60,000 x residents array per (view, grid): work and
+# memory grew with how far away a deadline is (issue 13). Either way the counts are the same
+# integers: no decision depends on the split.
+DENSE_STEPS = 256
+
+
 class ForcedTable:
-    """Forced decodes by m steps for m = 0..M of one (grid, load), grown on demand. A policy
-    keeps one per grid while its tier view is unchanged, and adds rows as it admits requests,
-    so a burst of arrivals does not recount every resident stream."""
+    """Forced decodes by m steps of one (grid, load), counted on demand: m = 0..n-1 dense (n at
+    most ``DENSE_STEPS`` + 1, grown by doubling) and larger m sparse (sorted ``far_m`` with
+    ``far_counts``). A policy keeps one per grid while its tier view is unchanged, and adds rows
+    as it admits requests, so a burst of arrivals does not recount every resident stream.
+    ``cells`` counts the (step count, stream) pairs this table evaluated: its work, which tests
+    and benchmarks read. Arrays are replaced, never changed in place: derived tables share them."""
 
     def __init__(
         self,
@@ -149,39 +162,99 @@ class ForcedTable:
         counts: np.ndarray | None = None,
         horizon_s: np.ndarray | None = None,
         added: np.ndarray | None = None,
+        far: tuple[np.ndarray, np.ndarray] | None = None,
+        row: tuple[float, float, int] | None = None,
+        dense_steps: int | None = None,
     ) -> None:
         self.grid, self.load = grid, load
         self.counts = counts if counts is not None else np.zeros(0, dtype=np.int64)
         self._horizon_s = horizon_s  # T_m for m = 0..len(counts)-1, shared by derived tables
-        self.added = added  # with_row: what the added stream adds to the parent's counts
+        self.added = added  # with_row: what the added stream adds to the parent's dense counts
+        self._row = row  # with_row: the added stream (first due, tpot, tokens left)
+        empty = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+        self.far_m, self.far_counts = far if far is not None else empty  # m > dense_steps, sorted
+        # read when built (not as a default argument) so that a test may patch the module constant
+        self.dense_steps = DENSE_STEPS if dense_steps is None else dense_steps
+        self.cells = 0
 
     def get(self, m: np.ndarray) -> np.ndarray:
         top = int(m.max()) if m.size else 0
+        if top > self.dense_steps:
+            near = m <= self.dense_steps
+            out = np.empty(m.shape, dtype=np.int64)
+            if near.any():
+                out[near] = self.get(m[near])
+            out[~near] = self._far(m[~near])
+            return out
         if top >= self.counts.size:
-            want = max(top + 1, 2 * self.counts.size, 16)
-            extra = forced_by(self.grid, self.load, np.arange(self.counts.size, want))
-            self.counts = np.concatenate([self.counts, extra])
+            self._grow(top)
         return self.counts[m]
 
     def get_one(self, m: int) -> int:
+        if m > self.dense_steps:
+            return int(self._far(np.array([m], dtype=np.int64))[0])
         if m >= self.counts.size:
-            self.get(np.array([m]))
+            self._grow(m)
         return int(self.counts[m])
+
+    def added_at(self, m: np.ndarray) -> np.ndarray:
+        """What the stream ``with_row`` added adds at each step count (dense ones cached in the
+        parent; sparse ones counted again, one stream each)."""
+        near = m <= self.dense_steps
+        if near.all():
+            return self.added[m]
+        out = np.empty(m.shape, dtype=np.int64)
+        out[near] = self.added[m[near]]
+        far = m[~near]
+        out[~near] = self._stream_counts(self.grid.forced_horizon_s(far), far, *self._row)
+        return out
+
+    def _grow(self, top: int) -> None:
+        want = min(max(top + 1, 2 * self.counts.size, 16), self.dense_steps + 1)
+        extra = forced_by(self.grid, self.load, np.arange(self.counts.size, want))
+        self.cells += extra.size * len(self.load)
+        self.counts = np.concatenate([self.counts, extra])
+
+    def _far(self, m: np.ndarray) -> np.ndarray:
+        """Counts for step counts past the dense part, counting the ones not cached yet."""
+        at = np.searchsorted(self.far_m, m)
+        known = at < self.far_m.size
+        known[known] = self.far_m[at[known]] == m[known]
+        if not known.all():
+            new = np.unique(m[~known])
+            got = forced_by(self.grid, self.load, new)
+            self.cells += new.size * len(self.load)
+            pos = np.searchsorted(self.far_m, new)
+            self.far_m, self.far_counts = np.insert(self.far_m, pos, new), np.insert(self.far_counts, pos, got)
+            at = np.searchsorted(self.far_m, m)
+        return self.far_counts[at]
+
+    def _stream_counts(
+        self, horizon_s: np.ndarray, m: np.ndarray, first_due_s: float, tpot_s: float, cap: int
+    ) -> np.ndarray:
+        """One stream's forced decodes by each of ``m`` steps (same formula as forced_by)."""
+        due = np.floor((horizon_s - first_due_s) / tpot_s + EPS_S) + 1
+        due = np.where(np.isnan(due), 0, due)
+        if self.grid.first_all:
+            due = np.where(m >= 1, np.maximum(due, 1), due)
+        self.cells += m.size
+        return np.minimum(np.minimum(np.maximum(due, 0), cap), m).astype(np.int64)
 
     def with_row(self, first_due_s: float, tpot_s: float, cap_tokens: int, load: DecodeLoad) -> "ForcedTable":
         """The table for ``load`` = this table's load plus one stream (same formula as forced_by)."""
         n = self.counts.size
-        if n == 0:
-            return ForcedTable(self.grid, load, added=self.counts)
+        row = (first_due_s, tpot_s, cap_tokens)
+        if n == 0 and not self.far_m.size:
+            return ForcedTable(self.grid, load, added=self.counts, row=row, dense_steps=self.dense_steps)
         m = np.arange(n)
         if self._horizon_s is None or self._horizon_s.size != n:
             self._horizon_s = self.grid.forced_horizon_s(m)
-        due = np.floor((self._horizon_s - first_due_s) / tpot_s + EPS_S) + 1
-        due = np.where(np.isnan(due), 0, due)
-        if self.grid.first_all:
-            due = np.where(m >= 1, np.maximum(due, 1), due)
-        add = np.minimum(np.minimum(np.maximum(due, 0), cap_tokens), m).astype(np.int64)
-        return ForcedTable(self.grid, load, self.counts + add, self._horizon_s, add)
+        add = self._stream_counts(self._horizon_s, m, first_due_s, tpot_s, cap_tokens)
+        far = None
+        if self.far_m.size:
+            fm = self.far_m
+            far = (fm, self.far_counts + self._stream_counts(self.grid.forced_horizon_s(fm), fm, *row))
+        return ForcedTable(self.grid, load, self.counts + add, self._horizon_s, add, far, row, self.dense_steps)
 
 
 @dataclass(frozen=True)

@@ -88,8 +88,11 @@ class SloSpec:
         return ttft
 
 
-# Documented ranges (docs/slo-api.md). Every SLO value is bounded: the planner plans step by
-# step up to the furthest deadline, so an unbounded SLO would make its work unbounded too.
+# Documented ranges (docs/slo-api.md). They are sanity limits, not what bounds the planner: its
+# work and memory no longer depend on how far away a deadline is (planner/batch.py DENSE_STEPS).
+# They stay because a TTFT past 10 minutes is no latency target (slo_best_effort serves such a
+# request), the front keeps a request queued for up to its TTFT SLO (--queue-timeout-s), and
+# bounded values keep every derived deadline finite (1e308 overflowed to inf).
 MAX_TTFT_S = 600.0  # a resolved TTFT SLO (absolute or slowdown x T0) above this is refused
 MAX_TTFT_SLOWDOWN = 10_000.0
 MAX_TPOT_MS = 60_000.0
