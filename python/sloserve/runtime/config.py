@@ -68,6 +68,18 @@ class ServerConfig:
         },
     )
     time_scale: float = field(default=1.0, metadata={"help": "multiplies simulated step times; 0 = zero-time engine"})
+    disable_online_calibration: bool = field(
+        default=False,
+        metadata={
+            "help": "do not correct the planner's batch-time model by the wall time steps really take (the policy's "
+            "calibrate option off; docs/perf_model.md, 'Closing the loop'); the correction is calibration_scale "
+            "in /server_info's internal_states"
+        },
+    )
+    skip_server_warmup: bool = field(
+        default=False,
+        metadata={"help": "report ready without first running a few synthetic steps per replica (SGLang's name)"},
+    )
     tokenizer_path: str | None = field(
         default=None,
         metadata={"help": "local Hugging Face tokenizer (dir or tokenizer.json); default: built-in byte tokenizer"},

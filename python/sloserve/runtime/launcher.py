@@ -119,6 +119,8 @@ class ProcessGroup:
             addr_front=self.addrs.front,
             addr_router=self.addrs.router,
             transport=self.transport,
+            calibrate=not self.cfg.disable_online_calibration,
+            warmup=not self.cfg.skip_server_warmup,
         )
 
     def _spawn_router(self) -> mp.process.BaseProcess:

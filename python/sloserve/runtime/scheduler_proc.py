@@ -23,7 +23,9 @@ from sloserve.core.scheduler import SchedulerContext, create_scheduler
 from sloserve.perf import get_model
 from sloserve.runtime import wire
 from sloserve.runtime.engine import SimulatedWallEngine
+from sloserve.runtime.step_timing import StepTimer, policy_options_with_calibration
 from sloserve.runtime.transport import Transport
+from sloserve.runtime.warmup import warm_up
 
 log = logging.getLogger("sloserve.scheduler")
 SUMMARY_PERIOD_S = 0.005
@@ -52,6 +54,8 @@ class SchedulerArgs:
     addr_router: str
     transport: Transport = Transport()  # CURVE keys when the addresses are tcp:// (Ray, multi-node)
     node: str = ""  # where it runs, for /health (the Ray node id; empty on one host)
+    calibrate: bool = True  # observed wall step times correct the planner's model (runtime/step_timing.py)
+    warmup: bool = True  # run synthetic steps before reporting ready (runtime/warmup.py)
 
 
 class SchedulerProcess:
@@ -65,8 +69,11 @@ class SchedulerProcess:
             max_seq_len_tokens=args.max_seq_len,
             replica_id=args.replica_id,
         )
-        self.sched = create_scheduler(args.policy, ctx, args.policy_options)
+        options = policy_options_with_calibration(args.policy, args.policy_options, args.calibrate)
+        self.sched = create_scheduler(args.policy, ctx, options)
         self.engine = SimulatedWallEngine(perf, args.time_scale, seed=args.seed + args.replica_id)
+        self.timer = StepTimer(perf, feed=args.calibrate, time_scale=args.time_scale)
+        self.warmup_stats = {"warmup_steps": 0, "warmup_s": 0.0}
         self.zctx = zmq.Context()
         self.auth = args.transport.authenticator(self.zctx)
         self.pull, self.addr_in = self._bound(zmq.PULL, args.addr_in)
@@ -185,7 +192,7 @@ class SchedulerProcess:
             return
         reason = decision.reason
         refused = not decision.accepted
-        explicit = bool(req.extra.get(wire.USER_BEST_EFFORT))  # the client asked for best effort
+        explicit = req.user_best_effort  # the client asked for best effort
         if not refused and self.args.reject_on_overload and reason is AdmitReason.BEST_EFFORT and not explicit:
             self.sched.abort(req.request_id, self.now())  # 429 instead of best effort
             refused = True
@@ -225,15 +232,18 @@ class SchedulerProcess:
             )
         if force or now - self.last_stats_s >= STATS_PERIOD_S:
             self.last_stats_s = now
-            self.send_front({"type": "stats", "replica": self.args.replica_id, "stats": self.sched.stats()})
+            stats = {**self.sched.stats(), **self.timer.stats(self.sched), **self.warmup_stats}
+            self.send_front({"type": "stats", "replica": self.args.replica_id, "stats": stats})
 
     # ---- the loop ---------------------------------------------------------------------
     def step(self) -> bool:
         """One schedule/execute/finish round; False when the plan was empty."""
+        self.timer.begin()
         plan: StepPlan = self.sched.schedule(self.now())
         self.flush_events(plan.events)
         self.wakeup_s = getattr(plan, "wakeup_s", None)
         if plan.is_empty:
+            self.timer.idle()
             return False
         start = time.monotonic()
         result = self.engine.execute(plan, self.sched.requests)
@@ -250,6 +260,7 @@ class SchedulerProcess:
                 self.send_front({"type": "heartbeat", "replica": self.args.replica_id})
         if (left := end - time.monotonic()) > 0:
             time.sleep(left)
+        result = self.timer.end(plan, result)  # step_s: the wall time it really took
         self.flush_events(self.sched.on_step_done(plan, result, self.now()))
         return True
 
@@ -261,6 +272,8 @@ class SchedulerProcess:
         return 2  # work is pending but the policy waits (memory, pacing): poll again soon
 
     def run(self) -> None:
+        if self.args.warmup:
+            self.warmup_stats = warm_up(self.sched, self.engine, self.timer, self.now)
         self.send_front(
             {
                 "type": "ready",
