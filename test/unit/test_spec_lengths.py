@@ -132,7 +132,7 @@ def test_cli_flags_build_sim_config_kwargs():
     args = _parse(
         ["--spec", "adaptive", "--alpha", "0.8", "--max-spec-len", "5", "--no-spec-online", "--spec-prior", "0.6"]
     )
-    out = args.build_spec(args)
+    out = spec_from_args(args)
     assert out["alpha"] == 0.8
     cfg = out["spec"]
     assert (cfg.mode, cfg.max_spec_len, cfg.online, cfg.alpha_prior) == ("adaptive", 5, False, 0.6)
@@ -151,10 +151,10 @@ def test_cli_switches_the_policy_to_its_speculative_variant():
     p.add_argument("--policy", default="fcfs")
     add_spec_arguments(p)
     args = p.parse_args(["--policy", "sarathi", "--spec", "goodput", "--alpha", "0.7"])
-    assert args.build_spec(args)["spec"].mode == "goodput"
+    assert spec_from_args(args)["spec"].mode == "goodput"
     assert args.policy == "sarathi+spec"
     off = p.parse_args(["--policy", "sarathi"])
-    off.build_spec(off)
+    spec_from_args(off)
     assert off.policy == "sarathi"
 
 

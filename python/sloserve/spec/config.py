@@ -1,4 +1,4 @@
-"""SpecConfig: how speculative decoding is used, and the CLI flags that build it.
+"""SpecConfig: how speculative decoding is used; SpecOptions: the simulator's flags that build it.
 
 The config travels in ``SchedulerContext.spec`` (to every policy) and ``SimConfig.spec`` (to
 the simulator). ``None`` anywhere means speculation off, the same as ``mode="off"``.
@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 from enum import Enum
+
+from sloserve.cli_dataclass import add_dataclass_arguments, dataclass_from_namespace
 
 
 class SpecMode(str, Enum):
@@ -91,62 +93,73 @@ def spec_enabled(spec: SpecConfig | None) -> bool:
 
 
 # ---- CLI --------------------------------------------------------------------------------
-def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add --spec/--alpha/--max-spec-len/--spec-online/--spec-prior; sets ``build_spec``.
-    Idempotent (a parser that already has --spec is left alone)."""
-    if "--spec" in getattr(parser, "_option_string_actions", {}):
-        return
-    g = parser.add_argument_group("speculative decoding")
-    g.add_argument("--spec", default="off", choices=[m.value for m in SpecMode], help="speculation mode (default off)")
-    g.add_argument(
-        "--alpha", type=float, default=0.0, help="true per-token draft acceptance rate in the simulated engine"
-    )
-    g.add_argument("--max-spec-len", type=int, default=4, help="most verified positions per step (K)")
-    g.add_argument(
-        "--spec-fixed-len", type=int, default=None, help="positions per step in --spec fixed (default: --max-spec-len)"
-    )
-    g.add_argument(
-        "--spec-online", dest="spec_online", action="store_true", default=True, help="estimate alpha online (default)"
-    )
-    g.add_argument("--no-spec-online", dest="spec_online", action="store_false", help="plan with the prior alpha only")
-    g.add_argument(
-        "--spec-prior",
-        type=float,
-        default=None,
-        help="prior alpha for the planner (default: --alpha, or 0.7 without it)",
-    )
-    g.add_argument("--spec-margin", type=float, default=0.15, help="safety margin on the speculative gain")
-    g.add_argument("--spec-uniform", action="store_true", help="one length per batch (SGLang EAGLE)")
-    parser.set_defaults(build_spec=spec_from_args)
+@dataclass(frozen=True)
+class SpecOptions:
+    """The simulator's speculation flags: the engine's true acceptance rate and the planner's
+    SpecConfig (``python -m sloserve.sim run --spec adaptive --alpha 0.7``)."""
 
-
-def spec_from_args(args) -> dict:
-    """SimConfig keyword arguments {"spec": SpecConfig | None, "alpha": float} from parsed flags.
-
-    With speculation on, ``args.policy`` is also switched to its speculative variant
-    (``<policy>+spec``, see ``spec.decorate.speculative_policy``) so every registered policy
-    honours the flags."""
-    alpha = float(getattr(args, "alpha", 0.0) or 0.0)
-    mode = getattr(args, "spec", "off") or "off"
-    if mode == SpecMode.OFF.value:
-        return {"spec": None, "alpha": alpha}
-    prior = args.spec_prior if getattr(args, "spec_prior", None) is not None else (alpha or 0.7)
-    k = int(args.max_spec_len)
-    fixed = args.spec_fixed_len if getattr(args, "spec_fixed_len", None) is not None else k
-    cfg = SpecConfig(
-        mode=mode,
-        alpha_prior=prior,
-        max_spec_len=k,
-        fixed_len=fixed,
-        online=bool(getattr(args, "spec_online", True)),
-        safety_margin=float(getattr(args, "spec_margin", 0.15)),
-        uniform_len=bool(getattr(args, "spec_uniform", False)),
+    spec: str = field(default="off", metadata={"help": "speculation mode", "choices": tuple(m.value for m in SpecMode)})
+    alpha: float = field(default=0.0, metadata={"help": "true per-token draft acceptance rate in the simulated engine"})
+    max_spec_len: int = field(default=4, metadata={"help": "most verified positions per step (K)"})
+    spec_fixed_len: int | None = field(
+        default=None, metadata={"help": "positions per step in --spec fixed (default: --max-spec-len)"}
     )
-    if getattr(args, "policy", None):
+    spec_online: bool = field(
+        default=True,
+        metadata={"help": "estimate alpha online; --no-spec-online plans with the prior alpha only", "negatable": True},
+    )
+    spec_prior: float | None = field(
+        default=None, metadata={"help": "prior alpha for the planner (default: --alpha, or 0.7 without it)"}
+    )
+    spec_margin: float = field(default=0.15, metadata={"help": "safety margin on the speculative gain"})
+    spec_uniform: bool = field(default=False, metadata={"help": "one length per batch (SGLang EAGLE)"})
+
+    @property
+    def off(self) -> bool:
+        return self.spec in (None, SpecMode.OFF.value)  # None: a benchmark's edited namespace
+
+    def config(self) -> SpecConfig | None:
+        """The planner's SpecConfig, None with --spec off; ValueError on a bad value."""
+        if self.off:
+            return None
+        return SpecConfig(
+            mode=self.spec,
+            alpha_prior=self.spec_prior if self.spec_prior is not None else (self.alpha or 0.7),
+            max_spec_len=self.max_spec_len,
+            fixed_len=self.spec_fixed_len if self.spec_fixed_len is not None else self.max_spec_len,
+            online=self.spec_online,
+            safety_margin=self.spec_margin,
+            uniform_len=self.spec_uniform,
+        )
+
+    def policy(self, policy: str) -> str:
+        """``policy``'s speculative variant (``<policy>+spec``) when speculation is on, so every
+        registered policy honours the flags; a name that is no registered scheduler (e.g. a
+        disaggregated pair) is returned as is, for the caller to report."""
+        if self.off:
+            return policy
         from sloserve.spec.decorate import speculative_policy  # noqa: PLC0415 (loads the registry)
 
         try:
-            args.policy = speculative_policy(args.policy)
+            return speculative_policy(policy)
         except KeyError:
-            pass  # not a registered scheduler (e.g. a disaggregated pair): the caller reports it
-    return {"spec": cfg, "alpha": alpha}
+            return policy
+
+
+def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add SpecOptions' flags (--spec, --alpha, --max-spec-len, --spec-online/--no-spec-online...)
+    in their own help group. Idempotent (a parser that already has --spec is left alone)."""
+    if "--spec" in getattr(parser, "_option_string_actions", {}):
+        return
+    add_dataclass_arguments(parser.add_argument_group("speculative decoding"), SpecOptions)
+
+
+def spec_from_args(args) -> dict:
+    """SimConfig keyword arguments {"spec": SpecConfig | None, "alpha": float} from a parsed
+    namespace (attributes it lacks take their defaults); with speculation on, ``args.policy``
+    (when present) is switched to its speculative variant."""
+    opts = dataclass_from_namespace(args, SpecOptions)
+    cfg = opts.config()
+    if cfg is not None and getattr(args, "policy", None):
+        args.policy = opts.policy(args.policy)
+    return {"spec": cfg, "alpha": opts.alpha}
