@@ -45,18 +45,18 @@ def main() -> None:
         t = rep.t
 
         def cold(now: float = t, spare: bool = True) -> None:
-            sched._view = None
-            sched._grid_cache.clear()
+            sched.tiers.invalidate()
+            sched.planner.clear_grids()
             sched.summary(now, spare)
 
         for key, flag in (("with_spare_ms", True), ("without_spare_ms", False)):
             times[key].append(min(timeit.repeat(lambda f=flag: cold(spare=f), number=1, repeat=args.repeat)) * 1e3)
         sched.summary(t)
         times["curve_on_warm_rows_ms"].append(
-            min(timeit.repeat(lambda: sched.spare_prefill(t), number=1, repeat=args.repeat)) * 1e3  # noqa: B023
+            min(timeit.repeat(lambda: sched.publisher.spare_prefill(t), number=1, repeat=args.repeat)) * 1e3  # noqa: B023
         )
-        slo.append(len(sched.slo))
-        pending.append(int(sched.view().pending_deadline_s.size))
+        slo.append(len(sched.tiers.slo))
+        pending.append(int(sched.tiers.view().pending_deadline_s.size))
     out = {
         "resident": args.resident,
         "slo_tier_mean": float(np.mean(slo)),

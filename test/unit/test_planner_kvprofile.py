@@ -10,7 +10,6 @@ from sloserve.core.request import Request
 from sloserve.core.scheduler import SchedulerContext, create_scheduler
 from sloserve.core.slo import DecodeSegment
 from sloserve.perf.paper import Line, PaperLinesModel
-from sloserve.planner.deadlines import PACE_KEY, Deadlines, paced_segments
 from sloserve.planner.kvprofile import PeakProfile, peak_blocks
 
 PERF = PaperLinesModel("toy", (Line(1e-4, 0.0, 0.01),))  # 10 ms + 0.1 ms per token
@@ -96,19 +95,6 @@ def test_a_profile_extended_request_by_request_equals_a_rebuilt_one():
             assert prof.full_blocks_total == want.full_blocks_total
 
 
-def test_paced_deadlines_are_never_later_than_the_slo_and_respect_the_floor():
-    r = Request("r", 0.0, 100, 50, 1.0, (DecodeSegment(50.0, 20, "think"), DecodeSegment(100.0)))
-    dl = Deadlines(0.05)
-    plain = [dl.token_s(r, i) for i in range(1, 51)]
-    r.extra[PACE_KEY] = paced_segments(r.segments, 0.5, 40.0)
-    assert [s.tpot_ms for s in r.extra[PACE_KEY]] == [40.0, 50.0]
-    paced = [dl.token_s(r, i) for i in range(1, 51)]
-    assert all(p <= q + 1e-12 for p, q in zip(paced, plain)) and paced[-1] < plain[-1]
-    assert dl.min_tpot_s(r) == pytest.approx(0.040 * 1.05)
-    # a floor above a segment's SLO never loosens it
-    assert [s.tpot_ms for s in paced_segments(r.segments, 0.5, 80.0)] == [50.0, 80.0]
-
-
 def sched(kv_tokens, **opts):
     return create_scheduler("slos-serve", SchedulerContext(PERF, kv_tokens, 16), opts)
 
@@ -138,18 +124,3 @@ def test_profile_still_refuses_when_the_peak_does_not_fit():
     assert s.add(req("a", prompt=100, output=1000), 0.0).reason is AdmitReason.ADMITTED
     d = s.add(req("b", prompt=100, output=1000), 0.0)  # both would reach 1100 tokens together
     assert d.reason is AdmitReason.BEST_EFFORT and "no_kv" in d.detail
-
-
-def test_pacing_sticks_only_when_it_admits():
-    s = sched(1200, kv_profile=True, kv_pace=0.5, kv_pace_above=0.0, kv_pace_floor=0.0)
-    first = req("first", prompt=100, output=300, tpot_ms=100.0)
-    assert s.add(first, 0.0).reason is AdmitReason.ADMITTED and PACE_KEY not in first.extra  # empty pool
-    a = req("a", prompt=100, output=300, tpot_ms=100.0)
-    assert s.add(a, 0.0).reason is AdmitReason.ADMITTED
-    assert [x.tpot_ms for x in a.extra[PACE_KEY]] == [50.0]  # the pool is "busy" above 0: paced first
-    assert s.view().min_tpot_s == pytest.approx(0.05)  # the plan runs at the paced TPOT
-    s2 = sched(1200, kv_profile=True, kv_pace=0.5, kv_pace_above=0.99)
-    b = req("b", prompt=100, output=300, tpot_ms=100.0)
-    assert s2.add(b, 0.0).reason is AdmitReason.ADMITTED and PACE_KEY not in b.extra
-    with pytest.raises(ValueError):
-        sched(1200, kv_pace=0.0)

@@ -102,14 +102,14 @@ def test_learn_mode_learns_plans_less_kv_and_extends_on_overrun():
     drive(s, warm)
     assert all(r.is_finished for r in warm)
     u = req("u", output=200, arrival=0.0)
-    assert s.planned_output(u) == 40  # learned, not max_new_tokens (2000)
-    assert s.mem_blocks(u) == s.kv.blocks_for(240)
+    assert s.lengths.planned_output(u) == 40  # learned, not max_new_tokens (2000)
+    assert s.lengths.mem_blocks(u) == s.kv.blocks_for(240)
     drive(s, [u])
     assert u.is_finished and u.num_output_tokens == 200 and u.tier is Tier.SLO
     assert s.reasons["length_overrun"] >= 1 and s.reasons["overrun_demoted"] == 0
     # reserve mode (negative control) plans max_new_tokens whatever it has seen
     r = create_scheduler("slos-serve", SchedulerContext(PERF, 100_000, 16), {"output_length": "reserve"})
-    assert r.planned_output(req("v")) == 2000
+    assert r.lengths.planned_output(req("v")) == 2000
 
 
 def test_overrun_that_does_not_fit_demotes_to_best_effort_and_the_rest_keep_their_slos():

@@ -72,15 +72,14 @@ def test_overload_sends_the_rest_to_best_effort_and_admitted_never_miss():
     assert "no_time" in dec[best[0].request_id].detail and s.reasons["best_effort_no_time"] == len(best)
 
 
-def test_reject_mode_and_no_best_effort_ablation_reject_with_a_reason():
-    for opts in ({"reject_unadmitted": True}, {"best_effort": False}):
-        s = sched(**opts)
-        rs = [req(f"r{i}", prompt=1500, ttft=0.3) for i in range(8)]
-        decs = [s.add(r, 0.0) for r in rs]
-        rejected = [r for r, d in zip(rs, decs) if not d.accepted]
-        assert rejected and all(r.tier is Tier.REJECTED for r in rejected)
-        assert {d.reason for d in decs if not d.accepted} == {AdmitReason.NO_TIME}
-        assert all(r.request_id not in s.requests for r in rejected)
+def test_reject_mode_rejects_with_a_reason():
+    s = sched(unadmitted="reject")
+    rs = [req(f"r{i}", prompt=1500, ttft=0.3) for i in range(8)]
+    decs = [s.add(r, 0.0) for r in rs]
+    rejected = [r for r, d in zip(rs, decs) if not d.accepted]
+    assert rejected and all(r.tier is Tier.REJECTED for r in rejected)
+    assert {d.reason for d in decs if not d.accepted} == {AdmitReason.NO_TIME}
+    assert all(r.request_id not in s.requests for r in rejected)
 
 
 def test_infeasible_slo_and_router_best_effort():
@@ -108,16 +107,18 @@ def _snapshot(s):
         dict(s.reasons),
         s.kv.used_blocks,
         dict(s.kv._held),
-        list(s.slo),
-        list(s.be),
-        dict(s.reserved),
-        s.reserved_total,
-        s.step_len_s,
-        dict(s.inflight),
-        s.inflight_end_s,
-        s.first_step,
-        s.slack_s,
-        list(s.pending_events),
+        list(s.tiers.slo),
+        list(s.tiers.be),
+        dict(s.tiers.reserved),
+        s.tiers.reserved_total,
+        s.tiers.step_len_s,
+        dict(s.tiers.inflight),
+        s.tiers.inflight_end_s,
+        s.tiers.first_step,
+        s.tiers.slack_s,
+        list(s.tiers.pending_events),
+        dict(s.table.pred),
+        dict(s.table.repace),
     )
 
 
@@ -206,15 +207,15 @@ def test_admit_all_and_fixed_batch_ablations():
 def test_unknown_lengths_reserve_max_new_tokens_or_predict():
     s = sched(kv_tokens=4096)
     r = req("u", prompt=100, output=50, output_tokens_known=False, max_new_tokens=3000)
-    assert s.mem_blocks(r) == s.kv.blocks_for(3100)
+    assert s.lengths.mem_blocks(r) == s.kv.blocks_for(3100)
     p = sched(kv_tokens=4096, output_length="predict", predict_prior_tokens=64)
     u = req("u", prompt=100, output=300, output_tokens_known=False, max_new_tokens=3000, ttft=1.0)
-    assert p.planned_output(u) == 64
+    assert p.lengths.planned_output(u) == 64
     times, dec = run(p, [u])
     assert dec["u"].admitted and len(times["u"]) == 300
     assert p.reasons["length_overrun"] >= 2  # 64 -> 128 -> 256 -> 512
-    assert p.out_stats["default"] == (1, 300)
-    assert p.planned_output(req("v", output_tokens_known=False, max_new_tokens=3000)) == 450  # 1.5 x mean
+    assert p.lengths.out_stats["default"] == (1, 300)
+    assert p.lengths.planned_output(req("v", output_tokens_known=False, max_new_tokens=3000)) == 450  # 1.5 x mean
 
 
 def test_summary_publishes_admitted_load_and_stats():
@@ -234,6 +235,8 @@ def test_bad_options_fail_clearly():
         sched(output_length="guess")
     with pytest.raises(ValueError):
         sched(max_candidates=0)
+    with pytest.raises(ValueError, match="unadmitted"):
+        sched(unadmitted="drop")
     with pytest.raises(ValueError, match="best_effort_yield_kv"):
         sched(best_effort_yield_kv=1.5)
 
@@ -251,7 +254,7 @@ def test_stretched_step_uses_banked_slack_and_ends_before_every_decode_deadline(
     assert plan.num_tokens > PERF.max_tokens_within_s(0.05)  # longer than one 50 ms step
     assert {i.request_id for i in plan.items} == {"d", "big"}
     assert end <= d.next_token_deadline_s and end <= big.ttft_deadline_s
-    assert s.reasons["stretched_steps"] + (s.first_step is None) >= 1
+    assert s.reasons["stretched_steps"] + (s.tiers.first_step is None) >= 1
 
 
 def test_steps_are_trimmed_to_the_exact_batch_time():

@@ -4,8 +4,9 @@ import pytest
 
 from sloserve.core.request import Request
 from sloserve.core.slo import DecodeSegment
-from sloserve.planner.deadlines import REPACE_KEY, Deadlines
+from sloserve.planner.deadlines import Deadlines
 from sloserve.planner.repace import Repacer, tightens
+from sloserve.planner.table import PlanTable, Repace
 from sloserve.sim import SimConfig, simulate
 from sloserve.workloads import WorkloadConfig, build_workload
 
@@ -19,10 +20,10 @@ def reasoning_request():
 @pytest.mark.parametrize("tol", [0.0, 0.05])
 @pytest.mark.parametrize("override", [(10, 0.5, 0.03), (10, 5.0, 0.0525), (150, 20.0, 0.06), (300, 0.0, 0.2)])
 def test_repaced_deadlines_are_never_later_than_the_slo_ones(tol, override):
-    r, dl = reasoning_request(), Deadlines(tol)
+    r, dl = reasoning_request(), Deadlines(tol, PlanTable())
     plain = [dl.token_s(r, j) for j in range(1, 401)]
     min_tpot = dl.min_tpot_s(r)
-    r.extra[REPACE_KEY] = override
+    dl.table.repace[r.request_id] = Repace(*override)
     i, origin, tau = override
     got = [dl.token_s(r, j) for j in range(1, 401)]
     for j, (p, q) in enumerate(zip(got, plain), start=1):
@@ -49,16 +50,16 @@ def _misses_and_check(scenario, rate, kv_tokens, n=40):
 
     def checking(self, now_s):
         out = orig(self, now_s)
-        s = self.s
-        for r in s.slo.values():
-            ov = r.extra.get(REPACE_KEY)
+        table, dl = self.table, self.kvp.dl
+        for r in self.tiers.slo.values():
+            ov = table.repace.get(r.request_id)
             if ov is None:
                 continue
-            n_out = s.planned_output(r)
-            with_ov = [s.dl.token_s(r, j) for j in range(r.num_output_tokens + 1, n_out + 1, 7)]
-            del r.extra[REPACE_KEY]
-            plain = [s.dl.token_s(r, j) for j in range(r.num_output_tokens + 1, n_out + 1, 7)]
-            r.extra[REPACE_KEY] = ov
+            n_out = self.lengths.planned_output(r)
+            with_ov = [dl.token_s(r, j) for j in range(r.num_output_tokens + 1, n_out + 1, 7)]
+            del table.repace[r.request_id]
+            plain = [dl.token_s(r, j) for j in range(r.num_output_tokens + 1, n_out + 1, 7)]
+            table.repace[r.request_id] = ov
             assert all(a <= b + 1e-12 for a, b in zip(with_ov, plain))
             checked["residents"] += 1
         return out

@@ -16,7 +16,7 @@ from sloserve.core.request import Request
 from sloserve.core.scheduler import SchedulerContext, create_scheduler
 from sloserve.core.slo import DecodeSegment
 from sloserve.perf import get_model
-from sloserve.planner.policy import SUMMARY_IDLE_STEP_S
+from sloserve.planner.publish import SUMMARY_IDLE_STEP_S
 from sloserve.planner.spare import SPARE_HORIZONS_S
 from sloserve.sim.engine import SimulatedEngine
 
@@ -43,7 +43,7 @@ def busy(**opts):
     for i in range(8):
         r = Request(f"d{i}", 0.0, 600, 400, 2.0, (DecodeSegment(50.0 if i % 2 else 100.0),), slo_class="c")
         assert s.add(r, 0.0).admitted
-    while any(r.num_output_tokens == 0 for r in s.slo.values()):
+    while any(r.num_output_tokens == 0 for r in s.tiers.slo.values()):
         t = step(s, engine, t)
     for i, (prompt, ttft) in enumerate([(1200, 0.6), (2500, 1.2), (3000, 3.0)]):
         assert s.add(Request(f"p{i}", t, prompt, 100, ttft, (DecodeSegment(100.0),), slo_class="c"), t).admitted
@@ -88,7 +88,7 @@ def test_spare_prompt_is_admitted_and_a_larger_one_is_not(opts):
 def test_spare_with_a_step_in_flight_starts_at_its_end():
     s, t = busy()
     s.schedule(t)  # a step is in flight: plans (and the curve) start at its end
-    wait = s.inflight_end_s - t
+    wait = s.tiers.inflight_end_s - t
     assert wait > 0.05
     curve = s.summary(t).spare_prefill_tokens
     assert all(n == 0 for h, n in curve if h < wait) and any(n > 0 for h, n in curve if h > wait)
@@ -128,9 +128,9 @@ def test_spare_is_monotone_in_horizon_and_matches_admission_under_load(seed):
         assert all(a <= b for a, b in zip(values, values[1:])) and min(values) >= 0
         zero_curves += not any(values)
         # monotone before the running max too (the module doc's argument), on dense deadlines
-        view = s.view()
-        grid = s._grid(
-            t, spare_step_s(s.step_len_s, view.min_tpot_s, None, SUMMARY_IDLE_STEP_S), view.earliest_due_s, None
+        view = s.tiers.view()
+        grid = s.planner.grid(
+            t, spare_step_s(s.tiers.step_len_s, view.min_tpot_s, None, SUMMARY_IDLE_STEP_S), view.earliest_due_s, None
         )
         raw = np.maximum(spare_tokens(view.mandatory_rows(grid), len(view.load), t + np.linspace(0, 10, 201)), 0)
         assert (np.diff(raw) >= 0).all()
@@ -142,7 +142,7 @@ def test_infeasible_plan_publishes_zeros():
     s, t = busy()
     for i in range(40):  # admit_all-style overload: force many prompts due soon into the tier
         r = Request(f"x{i}", t, 2000, 10, 0.3, (DecodeSegment(100.0),), slo_class="c")
-        s._to_slo(r)
+        s.tiers.admit(r, s.lengths.fix_at_admission)
         s.requests[r.request_id] = r
     assert all(n == 0 for _, n in s.summary(t).spare_prefill_tokens)
 

@@ -83,10 +83,10 @@ def test_slack_drafts_under_a_plain_plan_keep_the_planners_step_end():
         if plan.spec_steps and sched.spec_tiers is NO_SPEC:
             dues = [
                 r.next_token_deadline_s
-                for r in sched.slo.values()
+                for r in sched.tiers.slo.values()
                 if r.num_output_tokens > 0 and r.remaining_compute_tokens == 1
             ]
-            end = min([now_s + sched.step_len_s] + dues)
+            end = min([now_s + sched.tiers.step_len_s] + dues)
             assert now_s + sched.ctx.perf.plan_time_s(plan) <= end + 1e-9
             checked.append(plan.spec_steps)
         return plan

@@ -13,7 +13,7 @@ bank slack for later ones).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
@@ -60,7 +60,6 @@ class Request:
     spec_steps_total: int = 0
     spec_tokens_total: int = 0
     spec_verify_steps: int = 0
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.prompt_tokens < 1:

@@ -53,6 +53,17 @@ class CalibratedModel(BatchTimeModel):
         self.low = 1.0  # smallest observed ratio (<= 1)
         self._since = 0
 
+    @classmethod
+    def from_config(cls, base: BatchTimeModel, cfg) -> "CalibratedModel":
+        """The model as ``SLOsServeConfig``'s ``calibrate_*`` options set it up."""
+        return cls(
+            base,
+            cfg.calibrate_quantile,
+            cfg.calibrate_window,
+            prior_scale=cfg.calibrate_prior,
+            tail_quantile=cfg.calibrate_tail_quantile,
+        )
+
     def observe(self, predicted_s: float, observed_s: float) -> bool:
         """Record one step; True when the scale changed (the caller drops cached grids)."""
         if predicted_s <= 0 or observed_s <= 0:

@@ -5,16 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 OUTPUT_LENGTH_MODES = ("reserve", "predict", "learn")
+UNADMITTED_MODES = ("best_effort", "reject")
 
 
 @dataclass(frozen=True)
 class SLOsServeConfig:
-    reject_unadmitted: bool = field(
-        default=False,
-        metadata={"help": "reject requests the plan cannot admit (server answers 429) instead of best effort"},
-    )
-    best_effort: bool = field(
-        default=True, metadata={"help": "ablation: False drops the best-effort tier (unadmitted requests are rejected)"}
+    unadmitted: str = field(
+        default="best_effort",
+        metadata={
+            "help": "what happens to a request the plan cannot admit: 'best_effort' serves it from leftover capacity; 'reject' refuses it with the reason (the server answers 429)"
+        },
     )
     admit_all: bool = field(
         default=False, metadata={"help": "ablation: no admission control, every request joins the SLO tier"}
@@ -95,24 +95,6 @@ class SLOsServeConfig:
             "help": "admit on the peak KV the admitted requests can hold over time (growth and completion bounds) instead of the sum of their full reservations; not in predict mode; costs about 3x admission time"
         },
     )
-    kv_pace: float = field(
-        default=1.0,
-        metadata={
-            "help": "with kv_profile: arrivals may be planned at this fraction of their TPOTs (deadlines earlier than the SLO's: they finish and free KV sooner, at a compute cost); first choice while the KV pool is busy (kv_pace_above), fallback otherwise; 1 = off"
-        },
-    )
-    kv_pace_above: float = field(
-        default=0.5,
-        metadata={
-            "help": "with kv_pace < 1: plan arrivals at the faster pace first while the admitted requests' KV peak exceeds this fraction of the pool"
-        },
-    )
-    kv_pace_floor: float = field(
-        default=2.0,
-        metadata={
-            "help": "with kv_pace < 1: a paced TPOT is never below this multiple of the one-token batch time (short steps waste compute on the base time)"
-        },
-    )
     best_effort_yield_kv: float = field(
         default=0.8,
         metadata={
@@ -179,6 +161,8 @@ class SLOsServeConfig:
     )
 
     def __post_init__(self) -> None:
+        if self.unadmitted not in UNADMITTED_MODES:
+            raise ValueError(f"unadmitted must be one of {UNADMITTED_MODES}, got {self.unadmitted!r}")
         if self.output_length not in OUTPUT_LENGTH_MODES:
             raise ValueError(f"output_length must be one of {OUTPUT_LENGTH_MODES}, got {self.output_length!r}")
         if self.fixed_batch_tokens < 0 or self.replan_interval_s < 0:
@@ -198,8 +182,6 @@ class SLOsServeConfig:
             )
         if not 0 <= self.planning_tolerance < 1:
             raise ValueError("planning_tolerance must be in [0, 1)")
-        if not 0 < self.kv_pace <= 1 or self.kv_pace_floor < 0:
-            raise ValueError("kv_pace must be in (0, 1] and kv_pace_floor >= 0")
         if not 0 <= self.best_effort_yield_kv <= 1:
             raise ValueError("best_effort_yield_kv must be in [0, 1]")
         if self.repace_tau < 1 or self.repace_slack_steps < 0 or not 0 <= self.repace_above <= 1:

@@ -23,7 +23,9 @@ import math
 import numpy as np
 
 from sloserve.core.request import Request
-from sloserve.planner.deadlines import PACE_KEY, paced_segments
+from sloserve.planner.deadlines import Deadlines
+from sloserve.planner.lengths import LengthPlanner
+from sloserve.planner.state import TierState
 
 
 def peak_blocks(
@@ -112,12 +114,12 @@ class PeakProfile:
 
 
 class KVProfile:
-    """The policy's side of the KV profile and of paced arrivals: a collaborator of
-    SLOsServeScheduler (reads its ``slo``, ``kv``, ``dl``, ``config``, ``planned_output``,
-    ``mem_blocks`` and calls its ``_replan``), with its own caches."""
+    """The policy's KV check: the sum of full reservations, or (``kv_profile``) the profile above,
+    over the admitted requests of ``tiers``, with its own caches."""
 
-    def __init__(self, scheduler) -> None:
-        self.s = scheduler
+    def __init__(self, enabled: bool, ctx, tiers: TierState, lengths: LengthPlanner, dl: Deadlines) -> None:
+        self.enabled = enabled and lengths.mode != "predict"  # predict mode keeps full reservations
+        self.ctx, self.tiers, self.lengths, self.dl = ctx, tiers, lengths, dl
         self._profile: tuple | None = None  # (view, start_s, PeakProfile)
         self._kvp_static: dict = {}
 
@@ -126,14 +128,14 @@ class KVProfile:
         (``kv_profile``) minus the peak the admitted requests can hold from ``start_s`` on. With a
         single candidate the profile includes it (its own ramp and end): the answer is then its
         full size when that fits (else the profile's free blocks without it, less than its size)."""
-        cap = self.s.kv.capacity_blocks
-        if not self.s.config.kv_profile or self.s.config.output_length == "predict":
-            return cap - self.s.reserved_total
+        cap = self.tiers.kv.capacity_blocks
+        if not self.enabled:
+            return cap - self.tiers.reserved_total
         prof = self.profile(start_s)
         free = cap - self._peak(prof)
-        if len(cands) == 1 and cands[0].request_id not in self.s.slo:
+        if len(cands) == 1 and cands[0].request_id not in self.tiers.slo:
             c = cands[0]
-            need = self.s.mem_blocks(c)
+            need = self.lengths.mem_blocks(c)
             if need > free and self._peak(prof.with_request(*self._column(c))) <= cap:
                 return need
         return free
@@ -141,11 +143,11 @@ class KVProfile:
     def profile(self, start_s: float) -> PeakProfile:
         """The admitted requests' profile from ``start_s``, cached with the tier view; a view
         extended by one admission extends the cached profile (``on_admitted``)."""
-        view = self.s.view()
+        view = self.tiers.view()
         got = self._profile
         if got is not None and got[0] is view and got[1] == start_s:
             return got[2]
-        rs = list(self.s.slo.values())
+        rs = list(self.tiers.slo.values())
         old = self._kvp_static
         self._kvp_static = {r.request_id: self._static(r, old.get(r.request_id)) for r in rs}  # members only
         static = list(self._kvp_static.values())
@@ -156,7 +158,7 @@ class KVProfile:
             start_s,
             self._shortest_step_s(),
             self._tokens_per_step(),
-            self.s.kv.block_size_tokens,
+            self.tiers.kv.block_size_tokens,
         )
         self._profile = (view, start_s, prof)
         return prof
@@ -164,20 +166,24 @@ class KVProfile:
     def _shortest_step_s(self) -> float:
         """No step is shorter (the growth bound): the one-token batch time, or with calibration
         the model's scaled by the fastest step observed relative to it (planner/calibrate.py)."""
-        perf = self.s.ctx.perf
+        perf = self.ctx.perf
         shortest = getattr(perf, "shortest_step_s", None)
         return shortest() if shortest is not None else perf.batch_time_s(1)
 
     def on_admitted(self, r: Request, old_view, new_view) -> None:
         """``r`` joined the tier (``new_view`` extends ``old_view``): extend a cached profile."""
         got = self._profile
-        if got is not None and got[0] is old_view and self.s.config.kv_profile:
+        if got is not None and got[0] is old_view and self.enabled:
             self._kvp_static[r.request_id] = self._static(r, None)
             self._profile = (new_view, got[1], got[2].with_request(*self._column(r)))
 
     def _column(self, r: Request) -> tuple[int, int, float]:
         """(held, full, finish) of a request that has not started (a candidate or a new admission)."""
-        return r.prompt_tokens + r.num_output_tokens + 1, r.prompt_tokens + self.s.planned_output(r), self._finish_s(r)
+        return (
+            r.prompt_tokens + r.num_output_tokens + 1,
+            r.prompt_tokens + self.lengths.planned_output(r),
+            self._finish_s(r),
+        )
 
     def invalidate(self, rids=()) -> None:
         """Deadlines of these residents changed (re-pacing): drop their cached columns and the profile."""
@@ -189,7 +195,7 @@ class KVProfile:
         """(first-token time, full size, finish time) of an admitted request: fixed once its first
         token is out (reserve mode; the profile is off in predict mode), so cached per request."""
         if got is None or got[0] != r.first_token_s:
-            got = (r.first_token_s, r.prompt_tokens + self.s.planned_output(r), self._finish_s(r))
+            got = (r.first_token_s, r.prompt_tokens + self.lengths.planned_output(r), self._finish_s(r))
         return got
 
     def _peak(self, prof: PeakProfile) -> int:
@@ -198,38 +204,16 @@ class KVProfile:
     def _finish_s(self, r: Request) -> float:
         """Deadline of the last planned token (the plan guarantees it; before the first token
         is out, t0 is at most the TTFT deadline)."""
-        n = self.s.planned_output(r)
+        n = self.lengths.planned_output(r)
         if n <= 1:
-            return self.s.dl.ttft_s(r)
+            return self.dl.ttft_s(r)
         if r.first_token_s is not None:
-            return self.s.dl.token_s(r, n)  # honours re-paced deadlines (planner/repace.py)
-        return self.s.dl.ttft_s(r) + self.s.dl.cumulative_tpot_s(r, n)
+            return self.dl.token_s(r, n)  # honours re-paced deadlines (planner/repace.py)
+        return self.dl.ttft_s(r) + self.dl.cumulative_tpot_s(r, n)
 
     def _tokens_per_step(self) -> int:
         """Most tokens one request gains in one step (speculation verifies several)."""
-        spec = getattr(self.s.ctx, "spec", None)
+        spec = getattr(self.ctx, "spec", None)
         if spec is None or getattr(spec, "mode", "off") == "off":
             return 1
         return max(int(getattr(spec, "max_spec_len", 1)), int(getattr(spec, "fixed_len", 1))) + 1
-
-    def admit_arrival(self, r: Request, now_s: float) -> bool:
-        """Run the DP for an arrival. With ``kv_pace`` < 1 (and the KV profile) the arrival is
-        planned at the faster pace first when the pool is filling up (its deadlines move
-        earlier, it finishes sooner, its KV is free sooner), at its SLO pace first otherwise,
-        and at the other one if the first does not admit it; the pace sticks once admitted."""
-        paces = [1.0]
-        if self.s.config.kv_pace < 1 and self.s.config.kv_profile and self.s.config.output_length != "predict":
-            start = self.s.inflight_end_s if self.s.inflight_end_s is not None else now_s
-            busy = (
-                self.s.kv.capacity_blocks - self.free_blocks(start)
-                > self.s.config.kv_pace_above * self.s.kv.capacity_blocks
-            )
-            paces = [self.s.config.kv_pace, 1.0] if busy else [1.0, self.s.config.kv_pace]
-        floor_ms = self.s.config.kv_pace_floor * self.s.ctx.perf.batch_time_s(1) * 1e3
-        for pace in paces:
-            if pace < 1:
-                r.extra[PACE_KEY] = paced_segments(r.segments, pace, floor_ms)
-            if r.request_id in self.s._replan(now_s, [r], promote=False):
-                return True
-            r.extra.pop(PACE_KEY, None)
-        return False

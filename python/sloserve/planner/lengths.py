@@ -11,7 +11,7 @@ When a request reaches its prediction and goes on (``extend``): the new predicti
 quantile of the lengths observed *beyond* its current length (conditional on having come this
 far), or twice the current length when too few are known, never above ``max_new_tokens``. The
 policy keeps the extension only if the plan stays feasible and the KV fits; otherwise it demotes
-the request to best effort (planner/policy.py ``_track_lengths``), so the admitted rest keep
+the request to best effort (planner/overrun.py), so the admitted rest keep
 their guarantee.
 """
 
@@ -76,3 +76,51 @@ class LengthPredictor:
         if r.max_new_tokens is not None:
             pred = min(pred, r.max_new_tokens)
         return max(pred, r.num_output_tokens + 1)
+
+
+class LengthPlanner:
+    """The output length the plan assumes for a request: its true length (known), its
+    ``max_new_tokens`` (reserve), ``predict_margin`` x its class's mean (predict) or the
+    predictor's quantile (learn, fixed at admission in ``PlanTable.pred``)."""
+
+    def __init__(self, config, table, kv) -> None:
+        self.config, self.table, self.kv = config, table, kv
+        self.mode = config.output_length
+        self.predictor = LengthPredictor(config.length_quantile, config.length_min_samples, config.length_window)
+        self.out_stats: dict[str, tuple[int, int]] = {}  # class -> (finished, output tokens)
+
+    def planned_output(self, r: Request) -> int:
+        """Output length the plan assumes (true, max_new_tokens, or a prediction)."""
+        if r.output_tokens_known or self.mode == "reserve":
+            return r.planning_output_tokens
+        pred = self.table.pred.get(r.request_id)
+        if pred is None and self.mode == "learn":
+            pred = self.predictor.predict(r, self.config.length_prior_tokens or r.planning_output_tokens)
+        elif pred is None:
+            n, total = self.out_stats.get(r.slo_class, (0, 0))
+            pred = total / n * self.config.predict_margin if n else self.config.predict_prior_tokens
+            if r.max_new_tokens is not None:
+                pred = min(pred, r.max_new_tokens)
+        return max(int(math.ceil(pred)), r.num_output_tokens + 1)
+
+    def mem_blocks(self, r: Request) -> int:
+        return self.kv.blocks_for(r.prompt_tokens + self.planned_output(r))
+
+    def fix_at_admission(self, r: Request) -> None:
+        """Learn mode: the prediction an admitted request was planned with holds while it does."""
+        if self.mode == "learn" and not r.output_tokens_known:
+            self.table.pred.setdefault(r.request_id, self.planned_output(r))
+
+    def set_planned(self, request_id: str, pred: int | None) -> None:
+        self.table.pred[request_id] = pred
+
+    def observe(self, r: Request) -> None:
+        """A request left: a finished one with a hidden length teaches the predictors."""
+        if r.finish_s is not None and not r.output_tokens_known:
+            n, total = self.out_stats.get(r.slo_class, (0, 0))
+            self.out_stats[r.slo_class] = (n + 1, total + r.num_output_tokens)
+            self.predictor.observe(r.slo_class, r.prompt_tokens, r.num_output_tokens)
+
+    def extend(self, r: Request, planned: int, cap: int) -> int:
+        """A longer plan for a request that reached ``planned`` (learn: conditional quantile)."""
+        return self.predictor.extend(r) if self.mode == "learn" else min(2 * planned, cap)

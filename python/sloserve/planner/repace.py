@@ -4,7 +4,7 @@ Admitted requests usually decode far ahead of their deadlines (short decode-only
 best effort yields to a busy KV pool), but the KV profile (planner/kvprofile.py) can only count
 on a request being gone after its finish bound F = the deadline of its last planned token. At a
 re-plan point (a completion) while KV binds, each decoding resident that is ahead gets an
-override ``extra[REPACE_KEY] = (i, origin_s, tau_s)`` with ``i`` its tokens out: token ``j > i``
+override ``PlanTable.repace[id] = Repace(i, origin_s, tau_s)`` with ``i`` its tokens out: token ``j > i``
 is then due by ``min(planned deadline, origin_s + (j - i) tau_s)`` (planner/deadlines.py), with
 ``tau_s >= L`` (one token per step suffices, L is unchanged) and ``origin_s`` a few steps ahead of
 now. The deadlines only move earlier (meeting them meets the SLO), an override only ever
@@ -14,8 +14,11 @@ unless the plan with no candidate stays feasible (the guarantee covers the new d
 
 from __future__ import annotations
 
-from sloserve.planner.deadlines import REPACE_KEY
+from collections import Counter
+from typing import Callable
+
 from sloserve.planner.execute import is_decoding
+from sloserve.planner.table import PlanTable, Repace
 
 
 def tightens(new: tuple, old: tuple | None) -> bool:
@@ -28,61 +31,62 @@ def tightens(new: tuple, old: tuple | None) -> bool:
 
 
 class Repacer:
-    """The policy's side of re-pacing (a collaborator of SLOsServeScheduler, like KVProfile)."""
+    """Re-pacing at re-plan points: writes overrides into the planner's table, keeps them only
+    when ``feasible(now_s)`` (the policy's plan with no candidate) holds with them."""
 
-    def __init__(self, scheduler) -> None:
-        self.s = scheduler
+    def __init__(
+        self, config, tiers, table: PlanTable, kvp, lengths, feasible: Callable[[float], bool], reasons: Counter
+    ):
+        self.config, self.tiers, self.table, self.kvp, self.lengths = config, tiers, table, kvp, lengths
+        self.feasible, self.reasons = feasible, reasons
 
     def kv_binds(self, now_s: float) -> bool:
-        s = self.s
-        if s.reserved_kv_binds():
+        if self.tiers.reserved_kv_binds():
             return True
-        cap = s.kv.capacity_blocks
-        if s.config.kv_profile and s.config.output_length != "predict":
-            return cap - s.kvp.free_blocks(now_s) > s.config.repace_above * cap
+        cap = self.tiers.kv.capacity_blocks
+        if self.kvp.enabled:
+            return cap - self.kvp.free_blocks(now_s) > self.config.repace_above * cap
         return False
 
     def on_replan_point(self, now_s: float) -> int:
         """Re-pace the residents that are ahead; returns how many were re-paced (0 if undone)."""
-        s = self.s
-        L = s.step_len_s
-        if L is None or not s.slo or s.inflight or not self.kv_binds(now_s):
+        tiers, cfg, dl = self.tiers, self.config, self.kvp.dl
+        L = tiers.step_len_s
+        if L is None or not tiers.slo or tiers.inflight or not self.kv_binds(now_s):
             return 0
-        tau = L * s.config.repace_tau
-        origin = now_s + s.config.repace_slack_steps * L
-        old: dict[str, tuple | None] = {}
-        for r in s.slo.values():
+        tau = L * cfg.repace_tau
+        origin = now_s + cfg.repace_slack_steps * L
+        old: dict[str, Repace | None] = {}
+        for r in tiers.slo.values():
             if not is_decoding(r):
                 continue
-            n, i = s.planned_output(r), r.num_output_tokens
+            n, i = self.lengths.planned_output(r), r.num_output_tokens
             if n - i < 2:
                 continue
-            new = (i, origin, tau)
-            prev = r.extra.get(REPACE_KEY)
+            new = Repace(i, origin, tau)
+            prev = self.table.repace.get(r.request_id)
             if not tightens(new, prev):
                 continue
-            f_old = s.dl.token_s(r, n)
-            if origin + (n - i) * tau >= f_old - s.config.repace_min_gain_steps * L:
+            f_old = dl.token_s(r, n)
+            if origin + (n - i) * tau >= f_old - cfg.repace_min_gain_steps * L:
                 continue  # not ahead enough to be worth it
             old[r.request_id] = prev
-            r.extra[REPACE_KEY] = new
+            self.table.repace[r.request_id] = new
         if not old:
             return 0
         self._invalidate(old)
-        res, _, _ = s.plan([], now_s)
-        if res.feasible:
-            s.reasons["repaced"] += len(old)
+        if self.feasible(now_s):
+            self.reasons["repaced"] += len(old)
             return len(old)
         for rid, prev in old.items():
-            r = s.slo[rid]
             if prev is None:
-                r.extra.pop(REPACE_KEY, None)
+                self.table.repace.pop(rid, None)
             else:
-                r.extra[REPACE_KEY] = prev
+                self.table.repace[rid] = prev
         self._invalidate(old)
-        s.reasons["repace_undone"] += 1
+        self.reasons["repace_undone"] += 1
         return 0
 
     def _invalidate(self, rids) -> None:
-        self.s._view = None
-        self.s.kvp.invalidate(rids)
+        self.tiers.invalidate()
+        self.kvp.invalidate(rids)

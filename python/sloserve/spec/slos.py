@@ -70,9 +70,9 @@ class SpecSLOsServeScheduler(SLOsServeScheduler):
         """Speculative plans, one per cap on the length (2..K; the fixed length in mode fixed):
         the length that maximizes the prefill rate is not always the one that admits most
         (a longer step delays a prefill due early), so the DP decides among them."""
-        start = self.inflight_end_s if self.inflight_end_s is not None else now_s
-        pairs = [(r.min_tpot_s, self._alpha(r)) for r in list(self.slo.values()) + list(cands)]
-        view = self.view()
+        start = self.tiers.plan_start_s(now_s)
+        pairs = [(r.min_tpot_s, self._alpha(r)) for r in list(self.tiers.slo.values()) + list(cands)]
+        view = self.tiers.view()
         spec = self.ctx.spec
         caps = [spec.fixed_len] if spec.mode == SpecMode.FIXED.value else range(2, spec.max_spec_len + 1)
         seen = set()
@@ -84,9 +84,9 @@ class SpecSLOsServeScheduler(SLOsServeScheduler):
             grid = make_spec_grid(self.ctx.perf, start, tiers, view.earliest_due_s)
             load = expand_load(view.load, tiers, spec.lead_steps * tiers.step_len_s)
             extra = self._split_cost_tokens(tiers)
-            items = [replace(self._item(c), tpot_s=tiers.effective_tpot_s(c.min_tpot_s)) for c in cands]
+            items = [replace(self.planner.item(c), tpot_s=tiers.effective_tpot_s(c.min_tpot_s)) for c in cands]
             items = [replace(it, prefill_tokens=it.prefill_tokens + extra) for it in items]
-            free = self.kv.capacity_blocks - self.reserved_total
+            free = self.kv.capacity_blocks - self.tiers.reserved_total
             widest = max(tiers.positions_by_tpot.values())
             cap = (min(grid.first_tokens, grid.step_tokens) - len(load)) // widest
             res = admit_arrays(
@@ -118,14 +118,12 @@ class SpecSLOsServeScheduler(SLOsServeScheduler):
             self.spec_tiers = self._last_spec[1] if grid is self._last_spec[0] else NO_SPEC
         return admitted
 
-    def _stretch_end(self, now_s, std_end_s, prefills, best_effort):
-        if self.spec_tiers is not NO_SPEC:
-            return None  # a stretched step is checked on the non-speculative grid only
-        return super()._stretch_end(now_s, std_end_s, prefills, best_effort)
+    def _may_stretch(self) -> bool:
+        return self.spec_tiers is NO_SPEC  # a stretched step is checked on the non-speculative grid only
 
     def on_removed(self, request) -> None:
         super().on_removed(request)
-        if not self.slo:
+        if not self.tiers.slo:
             self.spec_tiers = NO_SPEC
 
     # ---- executing ------------------------------------------------------------------------
@@ -140,25 +138,24 @@ class SpecSLOsServeScheduler(SLOsServeScheduler):
         else:
             out = self._add_drafts(plan, now_s)
         if out is not plan:
-            self.inflight = {i.request_id: i.num_tokens for i in out.items}
-            self.inflight_end_s = now_s + self.ctx.perf.plan_time_s(out)
+            self.tiers.set_inflight(out, now_s + self.ctx.perf.plan_time_s(out))
         return out
 
     def _slack_drafts(self, plan: StepPlan, now_s: float) -> StepPlan:
         """Under a non-speculative plan: drafts only in the time the step leaves unused (it
         still ends when the planner's step would), so the plan's prefill budget is untouched
         and decodes that run ahead of their deadlines free their KV sooner."""
-        dues = {r.request_id: r.next_token_deadline_s for r in self.slo.values() if is_decoding(r)}
-        if not dues or self.step_len_s is None:
+        dues = {r.request_id: r.next_token_deadline_s for r in self.tiers.slo.values() if is_decoding(r)}
+        if not dues or self.tiers.step_len_s is None:
             return plan
         perf, spec = self.ctx.perf, self.ctx.spec
-        limit = min([now_s + self.step_len_s] + list(dues.values())) - now_s
+        limit = min([now_s + self.tiers.step_len_s] + list(dues.values())) - now_s
         dec = [i for i, it in enumerate(plan.items) if it.request_id in dues and it.num_tokens == 1]
         if not dec or perf.plan_time_s(plan) >= limit:
             return plan
         by_tpot: dict[float, list] = {}
         for i in dec:
-            r = self.slo[plan.items[i].request_id]
+            r = self.tiers.slo[plan.items[i].request_id]
             by_tpot.setdefault(r.min_tpot_s, []).append(r)
         keys = sorted(by_tpot)
         loads = [TierLoad(p, len(by_tpot[p]), min(self._alpha(r) for r in by_tpot[p])) for p in keys]
@@ -174,7 +171,7 @@ class SpecSLOsServeScheduler(SLOsServeScheduler):
         )
         items = list(plan.items)
         for i in dec:
-            r = self.slo[items[i].request_id]
+            r = self.tiers.slo[items[i].request_id]
             d = min(chosen[r.min_tpot_s] - 1, draft_room(r))
             while d > 0 and not self.reserve(r, 1 + d):
                 d -= 1
@@ -189,18 +186,18 @@ class SpecSLOsServeScheduler(SLOsServeScheduler):
     def _add_drafts(self, plan: StepPlan, now_s: float) -> StepPlan:
         perf = self.ctx.perf
         tau = self.spec_tiers.step_len_s
-        dues = {r.request_id: r.next_token_deadline_s for r in self.slo.values() if is_decoding(r)}
+        dues = {r.request_id: r.next_token_deadline_s for r in self.tiers.slo.values() if is_decoding(r)}
         end = min([now_s + tau] + list(dues.values()))
         limit = max(perf.plan_time_s(plan), end - now_s)
         items = list(plan.items)
         horizon = now_s + (2 + self.ctx.spec.lead_steps) * tau + EPS_S
         planned = {it.request_id for it in items}
         for rid, due in sorted(dues.items(), key=lambda x: x[1]):
-            if due <= horizon and rid not in planned and self.reserve(self.slo[rid], 1):
-                items.append(ScheduledItem(rid, 1, context_tokens=self.slo[rid].num_computed_tokens))
+            if due <= horizon and rid not in planned and self.reserve(self.tiers.slo[rid], 1):
+                items.append(ScheduledItem(rid, 1, context_tokens=self.tiers.slo[rid].num_computed_tokens))
         forced, optional = [], []
         for i, it in enumerate(items):
-            r = self.slo.get(it.request_id)
+            r = self.tiers.slo.get(it.request_id)
             if r is None or it.num_tokens != 1 or it.request_id not in dues:
                 continue
             d = min(self.spec_tiers.positions(r.min_tpot_s) - 1, draft_room(r))
@@ -211,8 +208,8 @@ class SpecSLOsServeScheduler(SLOsServeScheduler):
             (forced if dues[it.request_id] <= horizon else optional).append(i)
         if not forced and not optional:
             return plan
-        best_effort = [i for i, it in enumerate(items) if it.request_id in self.be]
-        prefill = [i for i, it in enumerate(items) if it.request_id in self.slo and it.request_id not in dues]
+        best_effort = [i for i, it in enumerate(items) if it.request_id in self.tiers.be]
+        prefill = [i for i, it in enumerate(items) if it.request_id in self.tiers.slo and it.request_id not in dues]
         # cut order: best-effort tokens, drafts of decodes not yet due, admitted prefill tokens
         # latest deadline first (the plan counted the due decodes' drafts before any prefill),
         # and only then drafts of due decodes; a decode's own token is never cut

@@ -1,0 +1,137 @@
+"""The step executor: fills one step from the tiers (planner/execute.py's order) and sizes it.
+
+Between re-plans ``step`` only fills steps, ``O(residents)``: forced SLO decodes, admitted
+prefills by TTFT deadline, decodes not yet due, best effort FIFO (none while the SLO tier's
+reserved KV binds, docs/planner.md §4). The step ends by the earliest decode deadline, or by the
+first step the last plan was checked with, or later when a stretched step is kept feasible.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Callable
+
+from sloserve.core.plan import RequestEvent, StepPlan
+from sloserve.core.request import Request
+from sloserve.planner.batch import EPS_S
+from sloserve.planner.execute import StepBuilder, fill_step, is_decoding, step_window
+from sloserve.planner.state import TierState
+
+
+class StepExecutor:
+    def __init__(
+        self,
+        config,
+        perf,
+        tiers: TierState,
+        dl,
+        calib,
+        reasons: Counter,
+        plan: Callable,
+        preempt: Callable[[Request, float], RequestEvent],
+        may_stretch: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self.config, self.perf, self.tiers, self.dl, self.calib = config, perf, tiers, dl, calib
+        self.reasons, self.plan, self.preempt, self.may_stretch = reasons, plan, preempt, may_stretch
+
+    def step(self, now_s: float) -> StepPlan:
+        tiers, dl, cfg = self.tiers, self.dl, self.config
+        events: list[RequestEvent] = []
+        step = tiers.step_len_s if tiers.step_len_s is not None else self.idle_step_s()
+        decoders = [(dl.next_token_s(r), r) for r in tiers.slo.values() if is_decoding(r)]
+        prefills = sorted((r for r in tiers.slo.values() if not is_decoding(r)), key=dl.ttft_s)
+        tail = self.calib.tail_factor if self.calib is not None else 1.0
+        if tail < 1.0:  # a step bound by a decode deadline must end by it even when it runs slow
+            decoders = [(now_s + (due - now_s) * tail, r) for due, r in decoders]
+        end_s, forced, optional = step_window(now_s, step, decoders)
+        first = tiers.first_step
+        if first is not None and abs(first.start_s - now_s) <= EPS_S and not first.carries_all:
+            end_s = min(end_s, first.end_s)  # the first step the plan was checked with (its end may be earlier)
+        best_effort = [] if tiers.reserved_kv_binds() else list(tiers.be.values())
+        stretch_end = self._stretch_end(now_s, end_s, prefills, best_effort)
+        if stretch_end is not None:
+            stretch_end = now_s + (stretch_end - now_s) * tail
+            end_s, forced, optional = stretch_end, sorted(decoders, key=lambda x: x[0]), []
+        tiers.first_step = None
+        cap = self.perf.max_tokens_within_s(end_s - now_s - EPS_S) if end_s > now_s + EPS_S else 0
+        if cfg.fixed_batch_tokens:
+            cap = min(cap, cfg.fixed_batch_tokens)
+        if cap < max(len(forced), 1):
+            self.reasons["step_overdue"] += 1
+            cap = max(len(forced), 1)
+        builder = StepBuilder(cap, lambda r, n, slo: self._reserve(r, n, slo, builder, events, now_s))
+        dropped = fill_step(builder, forced, prefills, best_effort, optional)
+        if dropped:
+            self.reasons["decode_overload"] += dropped
+        events = tiers.take_events() + events
+        plan = StepPlan(tuple(self._fit(builder.items, len(forced), end_s - now_s)), tuple(events))
+        if plan.is_empty:
+            tiers.clear_inflight()
+        else:
+            tiers.set_inflight(plan, now_s + self.perf.plan_time_s(plan))
+        return plan
+
+    def idle_step_s(self) -> float:
+        """Step length while no SLO-tier request is resident (best effort only): ``idle_step_s``
+        when such a step holds a token, else twice the one-token batch time. (With a model whose
+        base step exceeded ``idle_step_s`` the idle step held no token, every plan was empty and
+        best-effort work starved forever.)"""
+        idle, perf = self.config.idle_step_s, self.perf
+        return idle if perf.max_tokens_within_s(idle - EPS_S) >= 1 else 2.0 * perf.batch_time_s(1)
+
+    def _fit(self, items: list, num_forced: int, limit_s: float) -> list:
+        """Trim trailing non-forced items until the exact batch time fits (models whose time
+        depends on attention terms that the token cap ignores); a no-op for the paper form."""
+        perf = self.perf
+        keep = num_forced if num_forced or self.tiers.slo else 1  # nothing else runs: best effort keeps a token
+        while len(items) > num_forced and perf.plan_time_s(StepPlan(tuple(items))) > limit_s + 1e-12:
+            last = items[-1]
+            if last.num_tokens > 1:
+                items[-1] = type(last)(
+                    last.request_id, last.num_tokens // 2, last.spec_draft_tokens, last.context_tokens
+                )
+            elif len(items) > keep:
+                items.pop()
+            else:
+                break
+        return items
+
+    def _stretch_end(
+        self, now_s: float, std_end_s: float, prefills: list[Request], best_effort: list[Request]
+    ) -> float | None:
+        """End of a stretched step when the last plan chose one for now, or when a check shows
+        that one is worth it and keeps every admitted deadline; None for a standard step."""
+        if not self.may_stretch():
+            return None
+        first = self.tiers.first_step
+        if first is not None and abs(first.start_s - now_s) <= EPS_S:
+            return first.end_s if first.carries_all else None
+        if not self.config.stretch_steps or self.config.fixed_batch_tokens or self.tiers.step_len_s is None:
+            return None
+        demand = sum(r.remaining_compute_tokens for r in prefills)
+        demand += sum(r.remaining_compute_tokens for r in best_effort)
+        if demand <= self.perf.max_tokens_within_s(std_end_s - now_s - EPS_S):
+            return None  # a standard step already holds all the work
+        res, _, grid = self.plan([], now_s, stretch_only=True)
+        if grid is None or not grid.first_all or not res.feasible:
+            return None
+        self.reasons["stretched_steps"] += 1
+        return grid.first_end_s
+
+    def _reserve(self, r: Request, n: int, slo: bool, builder: StepBuilder, events: list, now_s: float) -> bool:
+        """KV for n more tokens; admitted requests preempt best effort (LIFO), best effort
+        preempts only younger best effort."""
+        kv = self.tiers.kv
+        total = r.num_computed_tokens + n
+        if kv.grow(r.request_id, total):
+            return True
+        be = self.tiers.be
+        order = list(be)
+        younger = order if slo else order[order.index(r.request_id) + 1 :]
+        for rid in reversed(younger):
+            if rid in builder.ids or not kv.held_blocks(rid):
+                continue
+            events.append(self.preempt(be[rid], now_s))
+            if kv.grow(r.request_id, total):
+                return True
+        return False

@@ -1,0 +1,165 @@
+"""The admission planner: the best DP admission over step lengths and first-step shapes.
+
+Pure with respect to the tiers: ``plan`` reads the tier view and changes nothing (the policy
+commits a plan). It offers the DP (planner/admission.py) every step length the tier allows and,
+per length, the standard grid, a step 0 cut to end at a tight TTFT, the first step the last plan
+committed to, and a stretched step 0 (docs/planner.md §2 and §4).
+"""
+
+from __future__ import annotations
+
+import math
+
+from sloserve.core.plan import AdmitReason
+from sloserve.core.request import Request
+from sloserve.planner.admission import Admission, Item, admit_arrays, admit_cached
+from sloserve.planner.batch import EPS_S, StepGrid, make_grid
+from sloserve.planner.spare import stretch_limit_s
+from sloserve.planner.view import TierView
+
+STRETCH_MIN = 1.25  # stretch a step only when it can be this many times L (else not worth it)
+
+
+class AdmissionPlanner:
+    def __init__(self, config, perf, tiers, lengths, dl, kvp) -> None:
+        self.config, self.perf, self.tiers, self.lengths, self.dl, self.kvp = config, perf, tiers, lengths, dl, kvp
+        fixed = config.fixed_batch_tokens
+        self.fixed_tokens = fixed or None
+        self.fixed_step_s = perf.batch_time_s(fixed) if fixed else None
+        self._grid_cache: dict[tuple, StepGrid] = {}
+
+    def item(self, r: Request) -> Item:
+        left = r.num_tokens - r.num_computed_tokens - self.tiers.inflight.get(r.request_id, 0)
+        planned = self.lengths.planned_output(r)
+        return Item(
+            r.request_id,
+            self.dl.ttft_s(r),
+            max(left, 1),
+            self.lengths.mem_blocks(r),
+            self.dl.min_tpot_s(r),
+            r.weight,
+            False,
+            max(planned - 1, 0),
+            self.dl.decode_origin_s(r),
+        )
+
+    def _step_options(self, view: TierView, cands: list[Item]) -> list[float]:
+        if self.fixed_step_s is not None:
+            return [self.fixed_step_s]
+        opts = {view.min_tpot_s} if math.isfinite(view.min_tpot_s) else set()
+        opts |= {c.tpot_s for c in cands if c.tpot_s < view.min_tpot_s}
+        step_len = self.tiers.step_len_s
+        if step_len is not None and step_len < view.min_tpot_s:
+            opts.add(step_len)  # the current step length stays valid while tighter
+        return sorted(opts)
+
+    def plan(
+        self, cands: list[Request], now_s: float, stretch_only: bool = False
+    ) -> tuple[Admission, float | None, StepGrid | None]:
+        """The best admission (no state changes). ``stretch_only`` (the executor's per-step
+        check) tries only a stretched first step at the current step length."""
+        tiers = self.tiers
+        start = tiers.plan_start_s(now_s)
+        view = tiers.view()
+        items = [self.item(c) for c in cands]
+        steps = [tiers.step_len_s] if stretch_only else self._step_options(view, items)
+        best: tuple | None = None
+        free = self.kvp.free_blocks(start, cands) if items else tiers.kv.capacity_blocks - tiers.reserved_total
+        for step in steps:
+            if step is None:
+                continue
+            elig = [c for c in items if c.tpot_s >= step - EPS_S]
+            for grid in self._grids(view, elig, start, step, stretch_only):
+                cap = min(grid.first_tokens, grid.step_tokens) - len(view.load)
+                if len(elig) <= 1:  # every arrival, can_admit, and re-plans with nothing to promote
+                    res = admit_cached(view.mandatory_rows(grid), elig, free, cap)
+                else:
+                    cfg = self.config
+                    res = admit_arrays(
+                        view.pending_deadline_s,
+                        view.pending_prefill,
+                        elig,
+                        grid,
+                        view.load,
+                        free,
+                        cap,
+                        cfg.max_front,
+                        cfg.max_states,
+                        view.table(grid),
+                    )
+                key = (res.feasible, res.value, res.min_leftover_tokens, grid.first_all, step)
+                if best is None or key > best[0]:
+                    best = (key, res, step, grid)
+        if best is None:
+            return Admission((), 0.0, True, math.inf), None, None
+        return best[1], best[2], best[3]
+
+    def _grids(
+        self, view: TierView, items: list[Item], start: float, step: float, stretch_only: bool
+    ) -> list[StepGrid]:
+        fixed = self.fixed_tokens
+        grids = [] if stretch_only else [self.grid(start, step, view.earliest_due_s, fixed)]
+        soonest = min((it.deadline_s for it in items), default=math.inf)
+        if grids and start < soonest < grids[0].first_end_s - EPS_S:
+            # a tight TTFT inside step 0: a shorter step 0 that ends by it can still serve it
+            grids.append(self.grid(start, step, min(view.earliest_due_s, soonest), fixed))
+        first = self.tiers.first_step
+        if (
+            first is not None
+            and abs(first.start_s - start) <= EPS_S
+            and step == self.tiers.step_len_s
+            and not stretch_only
+        ):
+            # the first step the last plan committed to is known feasible: keep it an option
+            # (grid options are not monotone in the state: a different stretch can lose a step)
+            due = first.end_s if not first.carries_all else view.earliest_due_s
+            kept = self.grid(start, step, due, fixed, first.end_s if first.carries_all else None)
+            if kept not in grids:
+                grids.append(kept)
+        if self.config.stretch_steps and fixed is None:
+            end = min([stretch_limit_s(start, view, self.config.max_step_s)] + [it.deadline_s for it in items])
+            stretched = self.grid(start, step, view.earliest_due_s, None, end)
+            if end - start > step * STRETCH_MIN and stretched not in grids:
+                grids.append(stretched)
+        return grids
+
+    def grid(
+        self, start: float, step: float, earliest_due_s: float, fixed: int | None, stretch_end_s: float | None = None
+    ) -> StepGrid:
+        """``make_grid``, memoized: the arrivals of one step ask for the same few grids."""
+        key = (start, step, earliest_due_s, fixed, stretch_end_s)
+        got = self._grid_cache.get(key)
+        if got is None:
+            if len(self._grid_cache) >= 256:
+                self._grid_cache.clear()
+            got = self._grid_cache[key] = make_grid(
+                self.perf, start, step, earliest_due_s, fixed_tokens=fixed, stretch_end_s=stretch_end_s
+            )
+        return got
+
+    def clear_grids(self) -> None:
+        """The batch-time model's scale changed: grids were sized with the old one."""
+        self._grid_cache.clear()
+
+    def promotable(self, now_s: float, limit: int) -> list[Request]:
+        """Best-effort requests that have not started and can still make their TTFT."""
+        if not self.config.promote_best_effort or limit <= 0:
+            return []
+        out = []
+        for r in self.tiers.be.values():
+            if r.num_output_tokens == 0 and self.dl.ttft_s(r) > now_s and not r.route_best_effort:
+                out.append(r)
+                if len(out) >= limit:
+                    break
+        return out
+
+    def why_not(self, r: Request) -> AdmitReason:
+        start = self.tiers.inflight_end_s if self.tiers.inflight_end_s is not None else r.arrival_s
+        return (
+            AdmitReason.NO_KV if self.lengths.mem_blocks(r) > self.kvp.free_blocks(start, [r]) else AdmitReason.NO_TIME
+        )
+
+    def infeasible_alone(self, r: Request) -> bool:
+        perf = self.perf
+        too_slow = perf.zero_load_prefill_s(r.prompt_tokens) > self.dl.ttft_s(r) - r.arrival_s
+        return too_slow or perf.batch_time_s(1) > self.dl.min_tpot_s(r)
