@@ -30,14 +30,11 @@ MAIN = "slos-serve"
 def default_policies() -> list[str]:
     """slos-serve plus every registered baseline (disaggregated roles as one 'distserve')."""
     from sloserve.core.scheduler import SCHEDULERS  # noqa: PLC0415
+    from sloserve.core.topology import disaggregated_names  # noqa: PLC0415
 
-    names = [n for n in SCHEDULERS.names() if not n.startswith("distserve-")]
-    try:
-        from sloserve.policies.distserve import DISAGGREGATED  # noqa: PLC0415
-
-        names += sorted(DISAGGREGATED)
-    except ImportError:
-        pass
+    topologies = disaggregated_names()
+    roles = {role for pair in topologies.values() for role in pair}
+    names = [n for n in SCHEDULERS.names() if n not in roles] + sorted(topologies)
     return [MAIN] + sorted(n for n in set(names) if n != MAIN)
 
 

@@ -15,12 +15,15 @@ from test_policy_common import PERF, check_reserved, make_ctx, random_workload, 
 
 from sloserve.core.plan import AdmitReason, EventKind
 from sloserve.core.scheduler import SchedulerContext, create_scheduler
-from sloserve.policies.distserve import DISAGGREGATED, DistServeConfig
+from sloserve.core.topology import find_topology
+from sloserve.policies.distserve import DistServeConfig
 from sloserve.sim.engine import SimulatedEngine
 
 
 def build(cfg: DistServeConfig, kv_tokens: int = 97648):
-    pname, dname = DISAGGREGATED["distserve"]
+    topology = find_topology("distserve")
+    assert topology is DistServeConfig and find_topology("sarathi") is None
+    pname, dname = topology.prefill_policy, topology.decode_policy
     ctx = make_ctx(kv_tokens=kv_tokens)
     return (
         create_scheduler(pname, ctx, cfg.prefill_options()),

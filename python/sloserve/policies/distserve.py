@@ -20,20 +20,24 @@ the policy options, and delays each hand-off by ``kv_transfer_s(num_tokens)``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 from sloserve.core.plan import AdmitDecision, AdmitReason, RequestEvent, ScheduledItem, StepPlan
 from sloserve.core.registry import build_config
 from sloserve.core.request import Request, Tier
 from sloserve.core.scheduler import register
+from sloserve.core.topology import register_topology
 from sloserve.policies._common import QueuedScheduler, item_for, require_positive
 
-DISAGGREGATED = {"distserve": ("distserve-prefill", "distserve-decode")}
 
-
+@register_topology("distserve")
 @dataclass(frozen=True)
 class DistServeConfig:
-    """Options of the ``distserve`` policy: replica split, hand-off cost, per-role limits."""
+    """Options of the ``distserve`` policy: replica split, hand-off cost, per-role limits (a
+    registered topology, core/topology.py: the simulator builds the replicas from it)."""
+
+    prefill_policy: ClassVar[str] = "distserve-prefill"
+    decode_policy: ClassVar[str] = "distserve-decode"
 
     prefill_replicas: int = field(default=1, metadata={"help": "replicas (GPU groups) running prefill"})
     decode_replicas: int = field(default=1, metadata={"help": "replicas (GPU groups) running decode"})
@@ -81,6 +85,10 @@ class DistServeConfig:
 
     def decode_options(self) -> dict:
         return {"max_batch_size": self.decode_max_batch_size}
+
+
+# name -> (prefill policy, decode policy), for callers that list disaggregated names
+DISAGGREGATED = {"distserve": (DistServeConfig.prefill_policy, DistServeConfig.decode_policy)}
 
 
 @dataclass(frozen=True)

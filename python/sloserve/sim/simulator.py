@@ -22,6 +22,7 @@ from sloserve.core.plan import EventKind, RequestEvent, StepPlan, StepResult
 from sloserve.core.request import Request, Tier
 from sloserve.core.scheduler import SchedulerContext, create_scheduler
 from sloserve.core.slo import ProgramSpec
+from sloserve.core.topology import find_topology
 from sloserve.metrics.records import StageRecord
 from sloserve.metrics.summary import summarize
 from sloserve.perf.presets import get_model
@@ -45,15 +46,11 @@ class SimResult:
 
 
 def disaggregation(policy: str, options: dict) -> tuple[str, str, Any] | None:
-    """(prefill policy, decode policy, config) when ``policy`` is a disaggregated one."""
-    try:
-        from sloserve.policies import distserve  # noqa: PLC0415 (optional baseline module)
-    except ImportError:
+    """(prefill policy, decode policy, config) when ``policy`` is a registered topology."""
+    topology = find_topology(policy)
+    if topology is None:
         return None
-    roles = getattr(distserve, "DISAGGREGATED", {}).get(policy)
-    if roles is None:
-        return None
-    return roles[0], roles[1], distserve.DistServeConfig.from_options(options)
+    return topology.prefill_policy, topology.decode_policy, topology.from_options(options)
 
 
 class Simulator:
