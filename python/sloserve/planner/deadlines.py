@@ -40,8 +40,8 @@ class Deadlines:
             return self.ttft_s(r)
         t = self.decode_origin_s(r) + self.cumulative_tpot_s(r, index)
         rp = self.table.repace.get(r.request_id)
-        if rp is not None and index > rp[0]:
-            t = min(t, rp[1] + (index - rp[0]) * rp[2])
+        if rp is not None and index > rp.index:
+            t = min(t, rp.origin_s + (index - rp.index) * rp.tau_s)
         return t
 
     def next_token_s(self, r: Request) -> float:
@@ -52,4 +52,4 @@ class Deadlines:
         tpot = (segs[0].tpot_ms if len(segs) == 1 else min(s.tpot_ms for s in segs)) / 1e3
         tpot *= 1.0 + self.tolerance
         rp = self.table.repace.get(r.request_id)
-        return tpot if rp is None else min(tpot, rp[2])
+        return tpot if rp is None else min(tpot, rp.tau_s)

@@ -19,6 +19,7 @@ requests' KV is within the pool, so none of them is ever preempted (docs/planner
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
@@ -113,6 +114,20 @@ class PeakProfile:
         return out
 
 
+class CachedProfile(NamedTuple):
+    view: object  # the TierView it was built for (compared by identity)
+    start_s: float
+    profile: PeakProfile
+
+
+class StaticColumn(NamedTuple):
+    """What an admitted request's column needs that is fixed once its first token is out."""
+
+    first_token_s: float | None
+    full_tokens: int
+    finish_s: float
+
+
 class KVProfile:
     """The policy's KV check: the sum of full reservations, or (``kv_profile``) the profile above,
     over the admitted requests of ``tiers``, with its own caches."""
@@ -120,7 +135,7 @@ class KVProfile:
     def __init__(self, enabled: bool, ctx, tiers: TierState, lengths: LengthPlanner, dl: Deadlines) -> None:
         self.enabled = enabled and lengths.mode != "predict"  # predict mode keeps full reservations
         self.ctx, self.tiers, self.lengths, self.dl = ctx, tiers, lengths, dl
-        self._profile: tuple | None = None  # (view, start_s, PeakProfile)
+        self._profile: CachedProfile | None = None
         self._kvp_static: dict = {}
 
     def free_blocks(self, start_s: float, cands: list[Request] = ()) -> int:
@@ -145,22 +160,22 @@ class KVProfile:
         extended by one admission extends the cached profile (``on_admitted``)."""
         view = self.tiers.view()
         got = self._profile
-        if got is not None and got[0] is view and got[1] == start_s:
-            return got[2]
+        if got is not None and got.view is view and got.start_s == start_s:
+            return got.profile
         rs = list(self.tiers.slo.values())
         old = self._kvp_static
         self._kvp_static = {r.request_id: self._static(r, old.get(r.request_id)) for r in rs}  # members only
         static = list(self._kvp_static.values())
         prof = PeakProfile.of(
             np.array([r.prompt_tokens + r.num_output_tokens + 1 for r in rs], dtype=np.int64),
-            np.array([x[1] for x in static], dtype=np.int64),
-            np.array([x[2] for x in static], dtype=np.float64),
+            np.array([x.full_tokens for x in static], dtype=np.int64),
+            np.array([x.finish_s for x in static], dtype=np.float64),
             start_s,
             self._shortest_step_s(),
             self._tokens_per_step(),
             self.tiers.kv.block_size_tokens,
         )
-        self._profile = (view, start_s, prof)
+        self._profile = CachedProfile(view, start_s, prof)
         return prof
 
     def _shortest_step_s(self) -> float:
@@ -173,9 +188,9 @@ class KVProfile:
     def on_admitted(self, r: Request, old_view, new_view) -> None:
         """``r`` joined the tier (``new_view`` extends ``old_view``): extend a cached profile."""
         got = self._profile
-        if got is not None and got[0] is old_view and self.enabled:
+        if got is not None and got.view is old_view and self.enabled:
             self._kvp_static[r.request_id] = self._static(r, None)
-            self._profile = (new_view, got[1], got[2].with_request(*self._column(r)))
+            self._profile = CachedProfile(new_view, got.start_s, got.profile.with_request(*self._column(r)))
 
     def _column(self, r: Request) -> tuple[int, int, float]:
         """(held, full, finish) of a request that has not started (a candidate or a new admission)."""
@@ -191,11 +206,12 @@ class KVProfile:
         for rid in rids:
             self._kvp_static.pop(rid, None)
 
-    def _static(self, r: Request, got: tuple | None) -> tuple:
+    def _static(self, r: Request, got: StaticColumn | None) -> StaticColumn:
         """(first-token time, full size, finish time) of an admitted request: fixed once its first
         token is out (reserve mode; the profile is off in predict mode), so cached per request."""
-        if got is None or got[0] != r.first_token_s:
-            got = (r.first_token_s, r.prompt_tokens + self.lengths.planned_output(r), self._finish_s(r))
+        if got is None or got.first_token_s != r.first_token_s:
+            full = r.prompt_tokens + self.lengths.planned_output(r)
+            got = StaticColumn(r.first_token_s, full, self._finish_s(r))
         return got
 
     def _peak(self, prof: PeakProfile) -> int:

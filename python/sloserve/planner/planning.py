@@ -9,6 +9,7 @@ committed to, and a stretched step 0 (docs/planner.md §2 and §4).
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 from sloserve.core.plan import AdmitReason
 from sloserve.core.request import Request
@@ -18,6 +19,15 @@ from sloserve.planner.spare import stretch_limit_s
 from sloserve.planner.view import TierView
 
 STRETCH_MIN = 1.25  # stretch a step only when it can be this many times L (else not worth it)
+
+
+class PlanChoice(NamedTuple):
+    """A plan: the DP's admission, the step length it adopts and the grid it was checked on
+    (both None when the tier offers no step length)."""
+
+    admission: Admission
+    step_len_s: float | None
+    grid: StepGrid | None
 
 
 class AdmissionPlanner:
@@ -53,9 +63,7 @@ class AdmissionPlanner:
             opts.add(step_len)  # the current step length stays valid while tighter
         return sorted(opts)
 
-    def plan(
-        self, cands: list[Request], now_s: float, stretch_only: bool = False
-    ) -> tuple[Admission, float | None, StepGrid | None]:
+    def plan(self, cands: list[Request], now_s: float, stretch_only: bool = False) -> PlanChoice:
         """The best admission (no state changes). ``stretch_only`` (the executor's per-step
         check) tries only a stretched first step at the current step length."""
         tiers = self.tiers
@@ -63,7 +71,8 @@ class AdmissionPlanner:
         view = tiers.view()
         items = [self.item(c) for c in cands]
         steps = [tiers.step_len_s] if stretch_only else self._step_options(view, items)
-        best: tuple | None = None
+        best_key: tuple | None = None
+        best: PlanChoice | None = None
         free = self.kvp.free_blocks(start, cands) if items else tiers.kv.capacity_blocks - tiers.reserved_total
         for step in steps:
             if step is None:
@@ -88,11 +97,11 @@ class AdmissionPlanner:
                         view.table(grid),
                     )
                 key = (res.feasible, res.value, res.min_leftover_tokens, grid.first_all, step)
-                if best is None or key > best[0]:
-                    best = (key, res, step, grid)
+                if best_key is None or key > best_key:
+                    best_key, best = key, PlanChoice(res, step, grid)
         if best is None:
-            return Admission((), 0.0, True, math.inf), None, None
-        return best[1], best[2], best[3]
+            return PlanChoice(Admission((), 0.0, True, math.inf), None, None)
+        return best
 
     def _grids(
         self, view: TierView, items: list[Item], start: float, step: float, stretch_only: bool

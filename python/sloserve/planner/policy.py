@@ -29,7 +29,7 @@ from sloserve.planner.executor import StepExecutor
 from sloserve.planner.kvprofile import KVProfile
 from sloserve.planner.lengths import LengthPlanner
 from sloserve.planner.overrun import OverrunTracker
-from sloserve.planner.planning import AdmissionPlanner
+from sloserve.planner.planning import AdmissionPlanner, PlanChoice
 from sloserve.planner.publish import SummaryPublisher
 from sloserve.planner.repace import Repacer
 from sloserve.planner.state import TierState
@@ -69,15 +69,13 @@ class SLOsServeScheduler(Scheduler):
         self.next_replan_s = 0.0
 
     # ---- planning (``plan`` and ``_commit`` are what slos-serve+spec extends) -----------------
-    def plan(
-        self, cands: list[Request], now_s: float, stretch_only: bool = False
-    ) -> tuple[Admission, float | None, StepGrid | None]:
+    def plan(self, cands: list[Request], now_s: float, stretch_only: bool = False) -> PlanChoice:
         """Pure: the best admission over step lengths and first-step shapes (no state changes)."""
         return self.planner.plan(cands, now_s, stretch_only)
 
     def _feasible(self, now_s: float) -> bool:
         """The admitted plan alone is feasible (re-pacing and length extensions keep only then)."""
-        return self.plan([], now_s)[0].feasible
+        return self.plan([], now_s).admission.feasible
 
     def _may_stretch(self) -> bool:
         return True

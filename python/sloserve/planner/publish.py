@@ -8,7 +8,7 @@ import math
 
 from sloserve.core.plan import ReplicaSummary
 from sloserve.planner.planning import STRETCH_MIN
-from sloserve.planner.spare import spare_curve, spare_step_s
+from sloserve.planner.spare import Stretch, spare_curve, spare_step_s
 
 # Step length assumed for the published prefill rate when no SLO-tier decode sets one.
 SUMMARY_IDLE_STEP_S = 0.1
@@ -52,7 +52,7 @@ class SummaryPublisher:
         step = spare_step_s(tiers.step_len_s, view.min_tpot_s, planner.fixed_step_s, SUMMARY_IDLE_STEP_S)
         start = tiers.plan_start_s(now_s)
         fixed = planner.fixed_tokens
-        stretch = (self.config.max_step_s, STRETCH_MIN) if self.config.stretch_steps and fixed is None else None
+        stretch = Stretch(self.config.max_step_s, STRETCH_MIN) if self.config.stretch_steps and fixed is None else None
         return spare_curve(
             view,
             now_s,

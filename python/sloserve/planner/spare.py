@@ -24,7 +24,7 @@ is infeasible), and the minimum over later rows only loses terms (tested on dens
 running maximum makes the published curve non-decreasing across grids too.
 
 Which grids: at each horizon, the best of those the DP plans a newcomer due then on
-(``SLOsServeScheduler._grids``), from start = end of the step in flight or now, at the step
+(planner/planning.py), from start = end of the step in flight or now, at the step
 length in use: the standard grid (step 0 ending by the earliest decode deadline); a step 0 cut
 to end at ``D`` when ``D`` falls inside step 0; with ``stretch_steps``, step 0 stretched to
 ``E = min(start + max_step_s, earliest decode deadline, earliest admitted TTFT deadline)`` for
@@ -49,7 +49,7 @@ reads it (``Router.reads_spare_budget``; ``Scheduler.summary(now_s, publish_spar
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -92,6 +92,14 @@ def spare_tokens(rows: MandatoryRows, num_streams: int, deadline_s: np.ndarray) 
     return own
 
 
+class Stretch(NamedTuple):
+    """How the policy stretches step 0: at most to ``max_step_s``, and only when that is at
+    least ``min_ratio`` times the step length."""
+
+    max_step_s: float
+    min_ratio: float
+
+
 def stretch_limit_s(start_s: float, view: TierView, max_step_s: float) -> float:
     """Latest end of a stretched step 0: by ``max_step_s``, every decode deadline and every
     admitted prefill deadline (a candidate's own deadline may cut it further)."""
@@ -103,7 +111,7 @@ def stretch_limit_s(start_s: float, view: TierView, max_step_s: float) -> float:
 
 def stretched_end_s(start_s: float, step_s: float, view: TierView, max_step_s: float, min_ratio: float) -> float | None:
     """End ``E`` of the stretched step 0 the policy offers a newcomer due at or after ``E``
-    (``SLOsServeScheduler._grids``); None when it would not be worth stretching."""
+    (planner/planning.py); None when it would not be worth stretching."""
     end = stretch_limit_s(start_s, view, max_step_s)
     return end if end - start_s > step_s * min_ratio else None
 
@@ -112,7 +120,7 @@ def spare_curve(
     view: TierView,
     now_s: float,
     grid_for: Callable[[float, float | None], StepGrid],
-    stretch: tuple[float, float] | None = None,
+    stretch: Stretch | None = None,
     horizons_s: tuple[float, ...] = SPARE_HORIZONS_S,
 ) -> tuple[tuple[float, int], ...]:
     """The published curve for the tier ``view``.
@@ -120,7 +128,7 @@ def spare_curve(
     ``grid_for(earliest_due_s, stretch_end_s)`` returns the policy's memoized grid from the plan
     start at the step length in use (their rows are cached with the view, so arrivals planned on
     the same grids reuse them); ``stretch`` = (max_step_s, min_ratio) when the policy stretches
-    steps. At each horizon the best of the grids the DP offers a newcomer due then: the
+    steps (``Stretch``). At each horizon the best of the grids the DP offers a newcomer due then: the
     standard grid; a step 0 shortened to end at its deadline when that falls inside step 0;
     step 0 stretched to ``E`` (due at or after ``E``) or to its own deadline (due before ``E``).
     Then clamped at zero, floored and made non-decreasing.
@@ -137,10 +145,14 @@ def spare_curve(
     for i, d in enumerate(deadline):
         if std.start_s < d < std.first_end_s - EPS_S:
             at(i, grid_for(min(due, float(d)), None))
-    end = stretched_end_s(std.start_s, std.step_len_s, view, *stretch) if stretch is not None else None
+    end = (
+        stretched_end_s(std.start_s, std.step_len_s, view, stretch.max_step_s, stretch.min_ratio)
+        if stretch is not None
+        else None
+    )
     if end is not None:
         best = np.maximum(best, spare_tokens(view.mandatory_rows(grid_for(due, end)), n, deadline))
-        low = std.start_s + std.step_len_s * stretch[1]
+        low = std.start_s + std.step_len_s * stretch.min_ratio
         for i, d in enumerate(deadline):
             if low < d < end:
                 at(i, grid_for(due, float(d)))

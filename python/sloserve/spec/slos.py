@@ -19,12 +19,14 @@ A subclass of the planner's policy that changes three things when ``ctx.spec`` a
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import NamedTuple
 
 from sloserve.core.plan import ScheduledItem, StepPlan
 from sloserve.core.scheduler import register
-from sloserve.planner.admission import admit_arrays
-from sloserve.planner.batch import EPS_S
+from sloserve.planner.admission import Admission, admit_arrays
+from sloserve.planner.batch import EPS_S, StepGrid
 from sloserve.planner.execute import is_decoding
+from sloserve.planner.planning import PlanChoice
 from sloserve.planner.policy import SLOsServeScheduler
 from sloserve.spec.config import SpecMode, spec_enabled
 from sloserve.spec.decorate import SpecDecorator, draft_room
@@ -32,6 +34,18 @@ from sloserve.spec.lengths import TierLoad, constrained_lengths
 from sloserve.spec.planner import NO_SPEC, TierSpecPlan, expand_load, make_spec_grid, plan_tiers
 
 PLANNED_MODES = (SpecMode.ADAPTIVE.value, SpecMode.FIXED.value)
+
+
+class SpecChoice(NamedTuple):
+    """A speculative plan: the planner's ``PlanChoice`` fields plus the per-tier lengths."""
+
+    admission: Admission
+    step_len_s: float
+    grid: StepGrid
+    tiers: TierSpecPlan
+
+    def plan(self) -> PlanChoice:
+        return PlanChoice(self.admission, self.step_len_s, self.grid)
 
 
 @register("slos-serve+spec")
@@ -43,7 +57,7 @@ class SpecSLOsServeScheduler(SLOsServeScheduler):
         self.spec_decorator = SpecDecorator.from_ctx(ctx)
         self.spec_planned = spec_enabled(ctx.spec) and ctx.spec.mode in PLANNED_MODES
         self.spec_tiers: TierSpecPlan = NO_SPEC  # lengths of the committed plan
-        self._last_spec: tuple = (None, NO_SPEC)  # (grid, tiers) of the latest speculative plan
+        self._last_spec: SpecChoice | None = None  # the latest speculative plan that won
         self.spec_trimmed_steps = 0
 
     def _alpha(self, r) -> float:
@@ -54,17 +68,19 @@ class SpecSLOsServeScheduler(SLOsServeScheduler):
         best = super().plan(cands, now_s, stretch_only)
         if not self.spec_planned or stretch_only or self.config.fixed_batch_tokens:
             return best
-        best_key = (best[0].feasible, best[0].value, best[0].min_leftover_tokens) if best[0].feasible else None
+        res = best.admission
+        best_key = (res.feasible, res.value, res.min_leftover_tokens) if res.feasible else None
         won = None
         for spec in self._spec_plans(cands, now_s):
-            res = spec[0]
+            res = spec.admission
             key = (res.feasible, res.value, res.min_leftover_tokens)
             if res.feasible and (best_key is None or key > best_key):
-                best, best_key, won = spec, key, spec
+                best_key, won = key, spec
         self.reasons["spec_plan_won" if won is not None else "spec_plan_lost"] += 1
-        if won is not None:
-            self._last_spec = (won[2], won[3])
-        return best[:3]
+        if won is None:
+            return best
+        self._last_spec = won
+        return won.plan()
 
     def _spec_plans(self, cands, now_s):
         """Speculative plans, one per cap on the length (2..K; the fixed length in mode fixed):
@@ -100,7 +116,7 @@ class SpecSLOsServeScheduler(SLOsServeScheduler):
                 self.config.max_front,
                 self.config.max_states,
             )
-            yield res, tiers.step_len_s, grid, tiers
+            yield SpecChoice(res, tiers.step_len_s, grid, tiers)
 
     def _split_cost_tokens(self, tiers: TierSpecPlan) -> int:
         """Tokens one cut-short step costs. A prefill that completes starts a decode whose
@@ -115,7 +131,8 @@ class SpecSLOsServeScheduler(SLOsServeScheduler):
     def _commit(self, res, step, grid, cands, now_s):
         admitted = super()._commit(res, step, grid, cands, now_s)
         if res.feasible and grid is not None:
-            self.spec_tiers = self._last_spec[1] if grid is self._last_spec[0] else NO_SPEC
+            last = self._last_spec
+            self.spec_tiers = last.tiers if last is not None and grid is last.grid else NO_SPEC
         return admitted
 
     def _may_stretch(self) -> bool:
