@@ -35,9 +35,7 @@ def server(cluster, server_factory):
     # total-requests judges by each replica's published summary; a pending-dispatch TTL of 1 ms
     # means the router's own ledger cannot stand in for a summary that did not arrive.
     args = ("--ray-address", cluster.address, "--dp-size", "2", "--router", "total-requests")
-    return server_factory(
-        *LONG, *args, "--router-opt", "pending_ttl_s=0.001", "--time-scale", "0.2", timeout_s=HANG_S
-    )
+    return server_factory(*LONG, *args, "--router-opt", "pending_ttl_s=0.001", "--time-scale", "0.2", timeout_s=HANG_S)
 
 
 def health(srv) -> dict:
