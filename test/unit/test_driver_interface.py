@@ -98,3 +98,40 @@ def test_the_proxy_catches_a_driver_that_reaches_past_the_interface():
     view = FrozenRequest(types.SimpleNamespace(request_id="r", segments=()))
     with pytest.raises(InterfaceViolation, match="segments"):
         view.segments = ()  # drivers call update_segments
+
+
+@pytest.mark.parametrize("policy", sorted(__import__("sloserve.runtime.config", fromlist=["x"]).servable_policies()))
+def test_the_runtime_scheduler_process_uses_only_the_interface(monkeypatch, tmp_path, policy):
+    import os
+
+    import sloserve.runtime.scheduler_proc as proc_mod
+    from sloserve.core.request import Request
+    from sloserve.core.slo import DecodeSegment
+    from sloserve.runtime import wire
+    from sloserve.runtime.scheduler_proc import SchedulerArgs, SchedulerProcess
+    from sloserve.runtime.warmup import warm_up
+
+    built = strict_factory(monkeypatch, proc_mod)
+    ipc = f"ipc://{tmp_path}"
+    args = SchedulerArgs(
+        0, "opt-13b-tp2-a100", policy, {}, 8192, 16, 2048, 0.0, 0, True, 0.0, os.getpid(),
+        f"{ipc}/in", f"{ipc}/query", f"{ipc}/front", f"{ipc}/router",
+    )  # fmt: skip
+    proc = SchedulerProcess(args)
+    try:
+        assert built
+        warm_up(proc.sched, proc.ctx, proc.engine, proc.timer, proc.now)
+        for i in range(4):
+            req = Request(f"r{i}", proc.now(), 40 + i, 6, 5.0, (DecodeSegment(100.0, 4), DecodeSegment(100.0)))
+            proc.handle({"type": "add", "req": wire.request_to_wire(req)})
+        segments = wire.segments_to_wire((DecodeSegment(100.0, 2), DecodeSegment(100.0)))
+        proc.handle({"type": "segments", "rid": "r0", "segments": segments})
+        proc.handle({"type": "abort", "rid": "r3"})
+        for _ in range(200):  # a hang guard: six output tokens take a few steps
+            if not proc.step():
+                break
+            proc.publish(force=True)
+        proc.handle({"type": "abort_all"})
+        proc.publish(force=True)
+    finally:
+        proc.close()

@@ -42,8 +42,8 @@ def test_step_time_runs_from_planning_or_the_previous_step_end():
     timer.begin()
     clock.t += predicted
     assert timer.end(PLAN, StepResult(predicted)).step_s == pytest.approx(predicted)
-    assert timer.stats(None)["step_ratio_p50"] == pytest.approx(2.0)
-    assert timer.stats(None)["steps_timed"] == 3
+    assert timer.stats({})["step_ratio_p50"] == pytest.approx(2.0)
+    assert timer.stats({})["steps_timed"] == 3
 
 
 def test_unlearned_and_unfed_steps():
@@ -55,7 +55,7 @@ def test_unlearned_and_unfed_steps():
     timer.begin()
     clock.t += 1.0
     assert timer.end(PLAN, StepResult(0.03), learn=False).step_s == 0.0  # the calibrator skips 0
-    assert timer.stats(None)["steps_timed"] == 1
+    assert timer.stats({})["steps_timed"] == 1
     assert not StepTimer(PERF, feed=True, time_scale=0.0).feed  # a zero-time engine teaches nothing
 
 
@@ -70,7 +70,7 @@ def test_warmup_leaves_an_empty_scheduler_and_a_measured_model():
     sched = create_scheduler("slos-serve", ctx, {})
     engine = SimulatedWallEngine(PERF, time_scale=0.02)
     timer = StepTimer(PERF, feed=True, time_scale=0.02)
-    out = warm_up(sched, engine, timer, now=time.monotonic)
+    out = warm_up(sched, ctx, engine, timer, now=time.monotonic)
     assert out["warmup_steps"] >= 8
     assert not any(rid.startswith(ID_PREFIX) for rid in sched.requests) and sched.kv.used_blocks == 0
     assert timer.steps_timed >= 6  # the cold steps are not learned from
@@ -80,5 +80,5 @@ def test_warmup_skips_a_slow_engine():
     ctx = SchedulerContext(perf=PERF, kv_capacity_tokens=8192, block_size_tokens=16, max_seq_len_tokens=2048)
     sched = create_scheduler("slos-serve", ctx, {})
     engine = SimulatedWallEngine(PERF, time_scale=2000)
-    out = warm_up(sched, engine, StepTimer(PERF, feed=True, time_scale=2000), now=lambda: 0.0)
+    out = warm_up(sched, ctx, engine, StepTimer(PERF, feed=True, time_scale=2000), now=lambda: 0.0)
     assert out == {"warmup_steps": 0, "warmup_s": 0.0} and sched.num_steps == 0

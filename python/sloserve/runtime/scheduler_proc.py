@@ -70,6 +70,7 @@ class SchedulerProcess:
             replica_id=args.replica_id,
         )
         options = policy_options_with_calibration(args.policy, args.policy_options, args.calibrate)
+        self.ctx = ctx
         self.sched = create_scheduler(args.policy, ctx, options)
         self.engine = SimulatedWallEngine(perf, args.time_scale, seed=args.seed + args.replica_id)
         self.timer = StepTimer(perf, feed=args.calibrate, time_scale=args.time_scale)
@@ -162,11 +163,10 @@ class SchedulerProcess:
         elif kind == "abort":
             self.sched.abort(msg["rid"], self.now())
         elif kind == "segments":
-            req = self.sched.requests.get(msg["rid"])
-            if req is not None:  # the end-of-thinking marker fixed the thinking segment's length
-                req.segments = wire.segments_from_wire(msg["segments"])
+            # the end-of-thinking marker fixed the thinking segment's length
+            self.sched.update_segments(msg["rid"], wire.segments_from_wire(msg["segments"]))
         elif kind == "abort_all":  # a restarted router: requests routed before it are orphans
-            for rid in list(self.sched.requests):
+            for rid in list(self.sched.resident):
                 self.sched.abort(rid, self.now())
         elif kind == "shutdown":
             self.running = False
@@ -232,7 +232,8 @@ class SchedulerProcess:
             )
         if force or now - self.last_stats_s >= STATS_PERIOD_S:
             self.last_stats_s = now
-            stats = {**self.sched.stats(), **self.timer.stats(self.sched), **self.warmup_stats}
+            policy_stats = self.sched.stats()
+            stats = {**policy_stats, **self.timer.stats(policy_stats), **self.warmup_stats}
             self.send_front({"type": "stats", "replica": self.args.replica_id, "stats": stats})
 
     # ---- the loop ---------------------------------------------------------------------
@@ -246,7 +247,7 @@ class SchedulerProcess:
             self.timer.idle()
             return False
         start = time.monotonic()
-        result = self.engine.execute(plan, self.sched.requests)
+        result = self.engine.execute(plan, self.sched.resident)
         end = start + self.engine.step_wall_s(result)
         # The simulated GPU is busy. Only the router's can_admit queries are answered mid-step;
         # adds and aborts wait for the step boundary, as in SGLang's event loop. zmq polls in
@@ -273,7 +274,7 @@ class SchedulerProcess:
 
     def run(self) -> None:
         if self.args.warmup:
-            self.warmup_stats = warm_up(self.sched, self.engine, self.timer, self.now)
+            self.warmup_stats = warm_up(self.sched, self.ctx, self.engine, self.timer, self.now)
         self.send_front(
             {
                 "type": "ready",

@@ -70,12 +70,12 @@ class StepTimer:
             self.steps_timed += 1
         return dataclasses.replace(result, step_s=observed_s) if self.feed else result
 
-    def stats(self, scheduler) -> dict:
-        """Flat keys for the replica's stats (``/server_info`` internal_states)."""
-        calib = getattr(scheduler, "calib", None)
+    def stats(self, policy_stats: dict) -> dict:
+        """Flat keys for the replica's stats (``/server_info`` internal_states), given the
+        policy's ``stats()`` (a calibrating policy reports ``calibration_scale`` there)."""
         out = {
-            "calibration_enabled": calib is not None,
-            "calibration_scale": float(getattr(calib, "scale", 1.0)),
+            "calibration_enabled": "calibration_scale" in policy_stats,
+            "calibration_scale": float(policy_stats.get("calibration_scale", 1.0)),
             "steps_timed": self.steps_timed,
         }
         if self.ratios:

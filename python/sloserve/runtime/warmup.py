@@ -51,9 +51,10 @@ def warmup_requests(ctx, perf, now_s: float) -> list[Request]:
     ]
 
 
-def warm_up(sched, engine, timer: StepTimer, now: Callable[[], float], budget_s: float = BUDGET_S) -> dict:
-    """Run the warm-up requests to completion (or until ``budget_s``); returns stats keys."""
-    pending = warmup_requests(sched.ctx, timer.perf, now())
+def warm_up(sched, ctx, engine, timer: StepTimer, now: Callable[[], float], budget_s: float = BUDGET_S) -> dict:
+    """Run the warm-up requests to completion (or until ``budget_s``) through the scheduler
+    interface (``ctx``: the replica's SchedulerContext); returns stats keys."""
+    pending = warmup_requests(ctx, timer.perf, now())
     one_step_s = getattr(engine, "time_scale", 1.0) * timer.perf.batch_time_s(pending[0].prompt_tokens)
     if one_step_s * 2 * WARMUP_REQUESTS > budget_s:
         log.info("warm-up skipped: one step takes %.2f s of wall time", one_step_s)
@@ -67,15 +68,15 @@ def warm_up(sched, engine, timer: StepTimer, now: Callable[[], float], budget_s:
         plan = sched.schedule(now())
         if plan.is_empty:
             timer.idle()
-            if not pending and not any(rid.startswith(ID_PREFIX) for rid in sched.requests):
+            if not pending and not any(rid.startswith(ID_PREFIX) for rid in sched.resident):
                 break
             time.sleep(0.001)  # the policy waits (pacing, memory): as the serving loop would
             continue
-        result = engine.execute(plan, sched.requests)
+        result = engine.execute(plan, sched.resident)
         time.sleep(engine.step_wall_s(result))
         sched.on_step_done(plan, timer.end(plan, result, learn=steps >= COLD_STEPS), now())
         steps += 1
-    for rid in [rid for rid in sched.requests if rid.startswith(ID_PREFIX)]:
+    for rid in [rid for rid in sched.resident if rid.startswith(ID_PREFIX)]:
         sched.abort(rid, now())
     timer.idle()
     elapsed = time.monotonic() - started
