@@ -57,13 +57,13 @@ class SLOsServeScheduler(Scheduler):
         self.kvp = KVProfile(cfg.kv_profile, self.ctx, self.tiers, self.lengths, self.dl)
         self.tiers.on_extended = self.kvp.on_admitted
         self.planner = AdmissionPlanner(cfg, perf, self.tiers, self.lengths, self.dl, self.kvp)
-        feasible = self._feasible
+        feasible = self.plan_feasible
         self.repacer = (
             Repacer(cfg, self.tiers, self.table, self.kvp, self.lengths, feasible, self.reasons) if cfg.repace else None
         )
         self.overruns = OverrunTracker(cfg.kv_profile, self.tiers, self.lengths, self.kvp, feasible, self.reasons)
         self.executor = StepExecutor(
-            cfg, perf, self.tiers, self.dl, self.calib, self.reasons, self.plan, self.preempt, self._may_stretch
+            cfg, perf, self.tiers, self.dl, self.calib, self.reasons, self.plan, self.preempt, self.may_stretch
         )
         self.publisher = SummaryPublisher(cfg, perf, self.tiers, self.planner)
         self.next_replan_s = 0.0
@@ -73,11 +73,12 @@ class SLOsServeScheduler(Scheduler):
         """Pure: the best admission over step lengths and first-step shapes (no state changes)."""
         return self.planner.plan(cands, now_s, stretch_only)
 
-    def _feasible(self, now_s: float) -> bool:
+    def plan_feasible(self, now_s: float) -> bool:
         """The admitted plan alone is feasible (re-pacing and length extensions keep only then)."""
         return self.plan([], now_s).admission.feasible
 
-    def _may_stretch(self) -> bool:
+    def may_stretch(self) -> bool:
+        """Whether the executor may stretch a step (slos-serve+spec: not under a speculative plan)."""
         return True
 
     def _commit(
@@ -191,4 +192,6 @@ class SLOsServeScheduler(Scheduler):
         out = super().stats()
         tiers = self.tiers
         out.update({"num_slo": len(tiers.slo), "num_best_effort": len(tiers.be), "step_len_s": tiers.step_len_s})
+        if self.calib is not None:  # the batch-time correction drivers report (observed / modelled)
+            out["calibration_scale"] = float(self.calib.scale)
         return out

@@ -169,19 +169,17 @@ def speculative(cls: type) -> type:
 
 
 def speculative_policy(base: str) -> str:
-    """Register ``<base>+spec`` (the policy ``base`` wrapped by ``speculative``; for ``slos-serve``
-    the planner-integrated ``spec.slos`` policy) and return the name, for drivers that pick
-    policies by name (benchmarks, the CLI)."""
+    """The name of ``<base>+spec``, for drivers that pick policies by name (benchmarks, the CLI):
+    a policy registered under that name (``slos-serve+spec``, the planner-integrated
+    ``spec.slos``), else ``base`` itself when it speculates by itself, else ``base`` wrapped by
+    ``speculative`` and registered now."""
     from sloserve.core.scheduler import SCHEDULERS  # noqa: PLC0415
 
-    if base == "slos-serve":
-        from sloserve.spec.slos import register_slos_spec  # noqa: PLC0415 (imports the planner)
-
-        return register_slos_spec()
+    name = f"{base}+spec"
+    if name in SCHEDULERS.names():  # loads the registry's plugins, spec.slos among them
+        return name
     cls = SCHEDULERS.get(base)
     if getattr(cls, "handles_spec", False):
         return base  # the policy speculates by itself
-    name = f"{base}+spec"
-    if name not in SCHEDULERS.names():
-        SCHEDULERS.register(name)(speculative(cls))
+    SCHEDULERS.register(name)(speculative(cls))
     return name

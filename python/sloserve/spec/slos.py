@@ -135,7 +135,7 @@ class SpecSLOsServeScheduler(SLOsServeScheduler):
             self.spec_tiers = last.tiers if last is not None and grid is last.grid else NO_SPEC
         return admitted
 
-    def _may_stretch(self) -> bool:
+    def may_stretch(self) -> bool:
         return self.spec_tiers is NO_SPEC  # a stretched step is checked on the non-speculative grid only
 
     def on_removed(self, request) -> None:
@@ -279,8 +279,3 @@ class SpecSLOsServeScheduler(SLOsServeScheduler):
             positions={str(k): v for k, v in sorted(self.spec_tiers.positions_by_tpot.items())},
         )
         return out
-
-
-def register_slos_spec() -> str:
-    """The registered name (registration happens when this module is imported)."""
-    return SpecSLOsServeScheduler.registry_name
