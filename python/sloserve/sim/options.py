@@ -160,11 +160,10 @@ def output_len_known(args: SimOptions | argparse.Namespace) -> bool:
 
 
 def _disaggregated() -> dict:
-    try:
-        from sloserve.policies.distserve import DISAGGREGATED  # noqa: PLC0415
-    except ImportError:
-        return {}
-    return DISAGGREGATED
+    """Registered topologies (core/topology.py): names the simulator serves on prefill and decode replicas."""
+    from sloserve.core.topology import disaggregated_names  # noqa: PLC0415
+
+    return disaggregated_names()
 
 
 def workload_config(args: SimOptions | argparse.Namespace, rate: float):
