@@ -61,11 +61,13 @@ async def _warmup(cfg: BenchConfig, opts: ClientOptions) -> None:
                 raise BenchError(f"warm-up request to {opts.url} failed: {out.error or 'no tokens'}")
 
 
-async def run_async(cfg: BenchConfig, url: str, rate_rps: float, progress=None) -> dict[str, Any]:
+async def run_async(cfg: BenchConfig, url: str, rate_rps: float, progress=None, workload=None) -> dict[str, Any]:
+    """``workload(rate_rps) -> BenchWorkload`` replaces the flags' dataset (a caller's own programs,
+    e.g. benchmark/real_vs_sim.py's, which the simulator runs too)."""
     info = await probe(url)
     opts = client_options(cfg, url, info)
     await _warmup(cfg, opts)
-    wl = build_bench_workload(cfg, rate_rps)
+    wl = workload(rate_rps) if workload is not None else build_bench_workload(cfg, rate_rps)
     outcomes, duration = await run_programs(opts, wl, on_done=progress)
     result = summarize_run(outcomes, wl.programs, duration, get_model(cfg.model), cfg.tolerance, cfg.output_details)
     if outcomes and all(o.error for o in outcomes) and not any(o.status == 429 for o in outcomes):
@@ -99,9 +101,9 @@ async def run_async(cfg: BenchConfig, url: str, rate_rps: float, progress=None) 
     return {**head, **result}
 
 
-def run_benchmark(cfg: BenchConfig, url: str, rate_rps: float, progress=None) -> dict[str, Any]:
+def run_benchmark(cfg: BenchConfig, url: str, rate_rps: float, progress=None, workload=None) -> dict[str, Any]:
     """Synchronous wrapper: one fresh run. Raises BenchError when the server cannot be used."""
-    return asyncio.run(run_async(cfg, url, rate_rps, progress))
+    return asyncio.run(run_async(cfg, url, rate_rps, progress, workload))
 
 
 def append_result(path: str, result: dict) -> None:

@@ -10,12 +10,14 @@ passed in: given the same snapshots every TP rank computes the same decision.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Iterable, Mapping
 
 from sloserve.core.plan import AdmitDecision, ReplicaSummary, ScheduledItem, StepPlan, StepResult
 from sloserve.core.request import Request
 from sloserve.core.scheduler import Scheduler, SchedulerContext, create_scheduler
 from sloserve.metrics.report import TokenLog
+from sloserve.sglang.step_log import ENV_STEP_LOG, StepLog, step_log_path
 from sloserve.sglang.translate import (
     PlanDecision,
     ReqSnapshot,
@@ -40,6 +42,7 @@ class ShadowPlanner:
         self.admissions: dict[str, AdmitDecision] = {}  # live requests only
         self.token_logs: dict[str, TokenLog] = {}  # live requests only
         self._last_observe_s: float | None = None  # when SGLang last had work, for step times
+        self.step_sink = None  # (plan, observed_s, now_s) per busy step: sglang/step_log.py
 
     @classmethod
     def create(
@@ -59,7 +62,11 @@ class ShadowPlanner:
             max_seq_len_tokens=max_seq_len_tokens,
             replica_id=replica_id,
         )
-        return cls(create_scheduler(name, ctx, options), replica_id)
+        shadow = cls(create_scheduler(name, ctx, options), replica_id)
+        directory = os.environ.get(ENV_STEP_LOG)
+        if directory:  # a profile of the engine as it serves (benchmark/real_vs_sim.py)
+            shadow.step_sink = StepLog(step_log_path(directory, replica_id), perf, shadow.calibration_scale)
+        return shadow
 
     # ---- arrivals -------------------------------------------------------------------------
     def add(self, request: Request, now_s: float) -> AdmitDecision:
@@ -97,7 +104,10 @@ class ShadowPlanner:
         # an idle spell there is no previous busy iteration, and no step to learn from.
         step_s = now_s - self._last_observe_s if items and self._last_observe_s is not None else 0.0
         self._last_observe_s = now_s if snaps else None
-        events = self.policy.on_step_done(StepPlan(tuple(items)), StepResult(step_s, produced, frozenset(gone)), now_s)
+        plan = StepPlan(tuple(items))
+        if self.step_sink is not None and step_s > 0:
+            self.step_sink(plan, step_s, now_s)
+        events = self.policy.on_step_done(plan, StepResult(step_s, produced, frozenset(gone)), now_s)
         for rid in list(self.known):
             if rid not in self.policy.requests:  # finished, aborted, or rejected by the policy
                 self.finished[rid] = self._report(rid, done=True)

@@ -1,0 +1,331 @@
+"""Close the loop on a real engine: profile, fit, predict capacity in the simulator, measure it live.
+
+    python benchmark/real_vs_sim.py --json real_vs_sim.json [--plot real_vs_sim.png]
+
+On SGLang's CPU engine with the tiny model (``python -m sloserve.sglang.tiny_model``, built if
+missing), with the sloserve plugin (issue 16; method and results in docs/perf_model.md, "Closing
+the loop"):
+
+(a) profile: SGLang + plugin (``--policy sglang``) serves the workload at a few rates while the
+    plugin logs every step (sglang/step_log.py); the steps, binned by shape, are the profile
+    (cached in --work-dir; ``--profile-csv`` reuses any profile, e.g. scripts/profile_sglang.py's);
+(b) fit: ``scripts/fit_perf_model.py`` with a held-out split (a refused fit is forced, and says so);
+(c) predict: the simulator's capacity search (sim/capacity.py) with the fitted model, the
+    workload's SLOs scaled to the fit (bench/loop.py) and the engine noise the profile showed;
+(d) measure: SGLang + plugin (``--policy slos-serve --perf-model fit.json``) and bench_serving's
+    capacity search (bench/capacity.py) on the same workload, around the prediction; then one
+    run at the measured capacity with the planner's calibration off;
+(e) write the JSON and one plot of attainment against rate, simulated and live.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from sloserve.bench import loop
+from sloserve.bench.capacity import capacity_search as live_capacity_search
+from sloserve.bench.config import BenchConfig
+from sloserve.bench.plots import plot_attainment_vs_rate
+from sloserve.bench.runner import run_benchmark
+from sloserve.perf import get_model
+from sloserve.sglang import process
+from sloserve.sim.capacity import capacity_search as sim_capacity_search
+from sloserve.sim.config import SimConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+KV_TOKENS = 32768  # the CPU mode's --max-total-tokens: the live replica's KV pool
+CONTEXT_TOKENS = 4096  # the tiny model's context length
+PROFILE_RATE_RPS = 1000.0  # arrivals while profiling: at once, gated by the concurrency limit
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", required=True, help="write the results here")
+    ap.add_argument("--plot", help="attainment-vs-rate figure (default: the JSON path with .png)")
+    ap.add_argument("--work-dir", default=str(Path.home() / ".cache" / "sloserve" / "real_vs_sim"))
+    ap.add_argument("--model-dir", help="tiny model directory (default: WORK_DIR/tiny, built if missing)")
+    ap.add_argument("--profile-csv", help="reuse this profile CSV instead of WORK_DIR/profile.csv")
+    ap.add_argument("--reprofile", action="store_true", help="profile again even when a cached profile exists")
+    ap.add_argument(
+        "--profile-concurrency", default="1,4,12,24", help="requests in flight at each profiling level (closed loop)"
+    )
+    ap.add_argument("--profile-rounds", type=int, default=5, help="requests per profiling level, per request in flight")
+    ap.add_argument("--fit-lines", type=int, default=1)
+    ap.add_argument("--time-column", default="time_ms", help="profile column the fit is made on (the median)")
+    ap.add_argument("--max-mape-pct", type=float, default=25.0, help="the fitter's refusal threshold")
+    ap.add_argument("--ttft-slowdown", type=float, default=8.0, help="TTFT SLO in zero-load prefills of the fit")
+    ap.add_argument("--tpot-steps", type=float, default=5.0, help="TPOT SLO in one-request decode steps of the fit")
+    ap.add_argument("--duration-s", type=float, default=20.0, help="seconds of arrivals per run")
+    ap.add_argument("--target", type=float, default=0.9, help="attainment that defines capacity")
+    ap.add_argument("--iters", type=int, default=4, help="live bisection steps after the bracket ends")
+    ap.add_argument("--bracket", default="0.4,1.6", help="live search bracket, as fractions of the prediction")
+    ap.add_argument(
+        "--sim-noise", action="store_true", help="predict with the profile's step-time noise (default: the fit alone)"
+    )
+    ap.add_argument("--skip-calibration-off", action="store_true")
+    ap.add_argument("--startup-timeout-s", type=float, default=400.0)
+    ap.add_argument("--seed", type=int, default=1)
+    return ap.parse_args(argv)
+
+
+def log(msg: str) -> None:
+    print(f"[real_vs_sim {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def ensure_model(args, work: Path) -> Path:
+    model = Path(args.model_dir) if args.model_dir else work / "tiny"
+    if not (model / "sloserve-tiny-model.json").exists():
+        log(f"building the tiny model in {model}")
+        subprocess.run([sys.executable, "-m", "sloserve.sglang.tiny_model", str(model)], check=True)
+    return model
+
+
+def start_server(name: str, model: Path, work: Path, extra: list[str], steps_dir: Path, timeout_s: float):
+    shutil.rmtree(steps_dir, ignore_errors=True)
+    steps_dir.mkdir(parents=True)
+    t0 = time.monotonic()
+    srv = process.start(
+        name,
+        model,
+        work / "logs",
+        extra,
+        plugin=True,
+        device="cpu",
+        env_overrides={"SLOSERVE_SGLANG_STEP_LOG": str(steps_dir)},
+    )
+    try:
+        srv.wait_ready(timeout_s)
+    except Exception:
+        srv.stop()
+        raise
+    log(f"{name} server ready in {time.monotonic() - t0:.0f} s ({srv.url})")
+    return srv
+
+
+def bench_config(url: str, model: str) -> BenchConfig:
+    return BenchConfig(base_url=(url,), model=model, warmup_requests=2, disable_tqdm=True, request_timeout_s=120.0)
+
+
+def live_point(cfg: BenchConfig, url: str, workload: loop.LoopWorkload, rate: float) -> dict:
+    res = run_benchmark(cfg, url, rate, workload=workload.bench_workload)
+    n = workload.num_requests(rate)
+    point = {
+        "rate_rps": rate,
+        "attainment": res["attainment"],
+        "admitted_fraction": res["admitted_fraction"],
+        "admitted_attainment": loop.admitted_attainment(n, res["admitted_fraction"], res["num_admitted_slo_misses"]),
+        "num_requests": n,
+        "num_admitted": round((res["admitted_fraction"] or 0) * n),
+        "num_admitted_slo_misses": res["num_admitted_slo_misses"],
+        "num_errors": res["num_errors"],
+        "median_ttft_ms": res["median_ttft_ms"],
+        "p99_ttft_ms": res["p99_ttft_ms"],
+        "median_tpot_ms": res["median_tpot_ms"],
+        "p99_tpot_ms": res["p99_tpot_ms"],
+        "loadavg": loadavg(),
+    }
+    log(
+        f"  live {rate:.2f} rps: attainment {point['attainment']:.3f}, admitted {point['admitted_fraction']}, "
+        f"admitted attainment {point['admitted_attainment']}"
+    )
+    return point
+
+
+def profile(args, work: Path, model: Path) -> tuple[Path, Path | None]:
+    """(profile CSV, directory of raw steps or None)."""
+    if args.profile_csv:
+        return Path(args.profile_csv), None
+    csv_path, steps_dir = work / "profile.csv", work / "profile-steps"
+    if csv_path.exists() and steps_dir.is_dir() and not args.reprofile:
+        log(f"reusing the cached profile {csv_path}")
+        return csv_path, steps_dir
+    srv = start_server("profile", model, work, ["--policy", "sglang"], steps_dir, args.startup_timeout_s)
+    try:
+        for c in (int(x) for x in args.profile_concurrency.split(",")):
+            # closed loop: c requests in flight, the shapes of a steady load without a growing queue
+            shape = loop.LoopWorkload(duration_s=0.0, min_requests=args.profile_rounds * c + 4, seed=args.seed + c)
+            cfg = replace(bench_config(srv.url, "opt-13b-tp2-a100"), max_concurrency=c)  # SLOs play no part here
+            run_benchmark(cfg, srv.url, PROFILE_RATE_RPS, workload=shape.bench_workload)
+            log(f"  profiled at {c} requests in flight")
+    finally:
+        srv.stop()
+    rows = loop.profile_rows(loop.read_steps(steps_dir))
+    if not rows:
+        raise SystemExit("profiling logged no steps")
+    loop.write_profile(rows, csv_path)
+    log(f"profile: {len(rows)} rows from {len(loop.read_steps(steps_dir)['time_ms'])} steps -> {csv_path}")
+    return csv_path, steps_dir
+
+
+def fit(args, csv_path: Path, out: Path) -> dict:
+    cmd = [sys.executable, str(ROOT / "scripts" / "fit_perf_model.py"), str(csv_path), "--lines", str(args.fit_lines)]
+    cmd += ["--holdout-frac", "0.25", "--seed", "0", "--max-mape-pct", str(args.max_mape_pct), "--out", str(out)]
+    cmd += ["--time-column", args.time_column] if args.time_column != "time_ms" else []
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    refused = None
+    if proc.returncode == 2 and "--force" in proc.stderr:
+        refused = proc.stderr.strip().splitlines()[-1]
+        proc = subprocess.run([*cmd, "--force"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"fit failed: {proc.stderr.strip()}")
+    text = proc.stdout
+    log("fit:\n" + text.strip())
+
+    def scores(tag: str) -> dict:
+        m = re.search(r"R\^2 (\S+)\s+MAPE (\S+)%.*\[" + tag, text)
+        return {"r2": float(m.group(1)), "mape_pct": float(m.group(2))} if m else {}
+
+    doc = json.loads(out.read_text())
+    return {
+        "json": str(out),
+        "lines": doc["lines"],
+        "fitted_rows": scores("fitted"),
+        "held_out_rows": scores("held-out"),
+        "refused": refused,
+    }
+
+
+def predict(args, fit_path: Path, workload: loop.LoopWorkload, noise: dict) -> tuple[dict, SimConfig]:
+    perf = get_model(str(fit_path))
+    cfg = SimConfig(
+        model=str(fit_path), policy="slos-serve", kv_tokens=KV_TOKENS, max_seq_len=CONTEXT_TOKENS, seed=args.seed
+    )
+    noisy = replace(cfg, step_time_noise=noise["step_time_noise"], step_time_bias=noise["step_time_bias"])
+    res = sim_capacity_search(workload.programs, noisy if args.sim_noise else cfg, args.target, 2.0, perf=perf)
+    other = sim_capacity_search(workload.programs, cfg if args.sim_noise else noisy, args.target, 2.0, perf=perf)
+    log(
+        f"simulator capacity {res.capacity_rps:.2f} rps ({len(res.points)} runs); the other noise choice: {other.capacity_rps:.2f}"
+    )
+    return {
+        "capacity_rps": res.capacity_rps,
+        "with_noise": args.sim_noise,
+        "other_noise_choice_capacity_rps": other.capacity_rps,
+        "search": res.to_dict(),
+    }, (noisy if args.sim_noise else cfg)
+
+
+def measure(args, model: Path, work: Path, fit_path: Path, workload, lo: float, hi: float, calibrate: bool):
+    extra = ["--policy", "slos-serve", "--perf-model", str(fit_path)]
+    extra += [] if calibrate else ["--policy-opt", "calibrate=false"]
+    name = "live" if calibrate else "live-calibration-off"
+    steps_dir = work / f"{name}-steps"
+    srv = start_server(name, model, work, extra, steps_dir, args.startup_timeout_s)
+    cfg = bench_config(srv.url, str(fit_path))
+    try:
+        if calibrate:
+            res = live_capacity_search(lambda r: live_point(cfg, srv.url, workload, r), lo, hi, args.target, args.iters)
+            points = [p.result for p in res.points]
+            capacity = res.capacity_rps
+        else:
+            points, capacity = [live_point(cfg, srv.url, workload, lo)], None
+    finally:
+        srv.stop()
+    return capacity, points, loop.step_error(loop.read_steps(steps_dir))
+
+
+def pooled_admitted(points: list[dict]) -> float | None:
+    """Admitted requests that met their SLO, over every live run (the planner's promise holds at
+    any rate, not only at capacity)."""
+    admitted = sum(p["num_admitted"] for p in points)
+    return 1.0 - sum(p["num_admitted_slo_misses"] for p in points) / admitted if admitted else None
+
+
+def write_plot(path: str, sim_points: list[dict], live_points: list[dict], off_points: list[dict], out: dict) -> None:
+    series = {
+        "simulated": [(p["rate_rps"], p["attainment"]) for p in sim_points],
+        "live SGLang + sloserve": [(p["rate_rps"], p["attainment"]) for p in live_points],
+        "live, admitted requests": [(p["rate_rps"], p["admitted_attainment"] or 0.0) for p in live_points],
+    }
+    if off_points:
+        series["live, calibration off"] = [(p["rate_rps"], p["attainment"]) for p in off_points]
+        series["live, calibration off, admitted"] = [
+            (p["rate_rps"], p["admitted_attainment"] or 0.0) for p in off_points
+        ]
+    capacity = {"simulated": out["predicted_capacity_rps"], "live SGLang + sloserve": out["measured_capacity_rps"]}
+    plot_attainment_vs_rate(
+        series, path, capacity, out["target_attainment"], "CPU SGLang, tiny model: simulated vs live"
+    )
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    started, load_start = time.monotonic(), loadavg()
+    work = Path(args.work_dir)
+    (work / "logs").mkdir(parents=True, exist_ok=True)
+    model = ensure_model(args, work)
+    csv_path, profile_steps = profile(args, work, model)
+    fitted = fit(args, csv_path, work / "fit.json")
+    fit_path = Path(fitted["json"])
+    perf = get_model(str(fit_path))
+    ratios = loop.step_ratios(loop.read_steps(profile_steps), perf) if profile_steps else None
+    noise = loop.noise_model(ratios) if ratios is not None else loop.noise_model(loop.np.zeros(0))
+    base = loop.LoopWorkload(duration_s=args.duration_s, ttft_slowdown=args.ttft_slowdown, seed=args.seed)
+    workload = replace(base, tpot_ms=loop.scaled_tpot_ms(perf, base, args.tpot_steps))
+    log(f"workload: {workload.describe(1.0)}; simulator noise {noise}")
+    prediction, sim_cfg = predict(args, fit_path, workload, noise)
+    predicted = prediction["capacity_rps"]
+    lo_frac, hi_frac = (float(x) for x in args.bracket.split(","))
+    capacity, live_points, live_error = measure(
+        args, model, work, fit_path, workload, max(predicted * lo_frac, 0.1), max(predicted * hi_frac, 0.2), True
+    )
+    log(f"measured capacity {capacity:.2f} rps (predicted {predicted:.2f})")
+    off_points, off_error = [], None
+    if not args.skip_calibration_off:
+        off_rate = capacity or live_points[0]["rate_rps"]
+        _, off_points, off_error = measure(args, model, work, fit_path, workload, off_rate, off_rate, False)
+    rates = sorted({p["rate_rps"] for p in live_points} | {predicted * f for f in (0.25, 0.5, 0.75, 1.0, 1.25, 1.5)})
+    sim_points = [loop.simulate(workload, r, sim_cfg, perf) for r in rates if r > 0]
+    at_capacity = next((p for p in live_points if p["rate_rps"] == capacity), None)
+    elapsed = time.monotonic() - started
+    out = {
+        "command": "python benchmark/real_vs_sim.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "loadavg_start": load_start,
+        "loadavg_end": loadavg(),
+        "elapsed_s": round(elapsed, 1),
+        "target_attainment": args.target,
+        "predicted_capacity_rps": predicted,
+        "measured_capacity_rps": capacity,
+        "prediction_error_pct": (predicted / capacity - 1) * 100 if capacity else None,
+        "admitted_attainment": pooled_admitted(live_points),
+        "admitted_fraction": at_capacity["admitted_fraction"] if at_capacity else None,
+        "admitted_attainment_at_capacity": at_capacity["admitted_attainment"] if at_capacity else None,
+        "calibration_off": {
+            "points": off_points,
+            "admitted_attainment": pooled_admitted(off_points) if off_points else None,
+            "step_error": off_error,
+        },
+        "step_error": live_error,
+        "workload": {**workload.__dict__, "tpot_steps": args.tpot_steps, "description": workload.describe(1.0)},
+        "profile": {"csv": str(csv_path), "steps_dir": str(profile_steps) if profile_steps else None},
+        "fit": fitted,
+        "sim_noise": noise,
+        "simulated": {"search": prediction["search"], "points": sim_points},
+        "live": {"points": live_points},
+    }
+    out["targets"] = {
+        "under_20_min": elapsed < 1200,
+        "prediction_within_15pct": out["prediction_error_pct"] is not None and abs(out["prediction_error_pct"]) <= 15,
+        "admitted_attainment_ge_99pct": (out["admitted_attainment"] or 0) >= 0.99,
+    }
+    Path(args.json).write_text(json.dumps(out, indent=2, default=float) + "\n")
+    plot = args.plot or str(Path(args.json).with_suffix(".png"))
+    write_plot(plot, sim_points, live_points, off_points, out)
+    log(f"wrote {args.json} and {plot}; targets {out['targets']}; {elapsed / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
