@@ -107,7 +107,7 @@ def test_the_runtime_scheduler_process_uses_only_the_interface(monkeypatch, tmp_
     import sloserve.runtime.scheduler_proc as proc_mod
     from sloserve.core.request import Request
     from sloserve.core.slo import DecodeSegment
-    from sloserve.runtime import wire
+    from sloserve.runtime import messages as m
     from sloserve.runtime.scheduler_proc import SchedulerArgs, SchedulerProcess
     from sloserve.runtime.warmup import warm_up
 
@@ -123,15 +123,14 @@ def test_the_runtime_scheduler_process_uses_only_the_interface(monkeypatch, tmp_
         warm_up(proc.sched, proc.ctx, proc.engine, proc.timer, proc.now)
         for i in range(4):
             req = Request(f"r{i}", proc.now(), 40 + i, 6, 5.0, (DecodeSegment(100.0, 4), DecodeSegment(100.0)))
-            proc.handle({"type": "add", "req": wire.request_to_wire(req)})
-        segments = wire.segments_to_wire((DecodeSegment(100.0, 2), DecodeSegment(100.0)))
-        proc.handle({"type": "segments", "rid": "r0", "segments": segments})
-        proc.handle({"type": "abort", "rid": "r3"})
+            proc.handle(m.decode(m.encode(m.Add(req))))
+        proc.handle(m.decode(m.encode(m.Segments("r0", (DecodeSegment(100.0, 2), DecodeSegment(100.0))))))
+        proc.handle(m.decode(m.encode(m.Abort("r3"))))
         for _ in range(200):  # a hang guard: six output tokens take a few steps
             if not proc.step():
                 break
             proc.publish(force=True)
-        proc.handle({"type": "abort_all"})
+        proc.handle(m.AbortAll())
         proc.publish(force=True)
     finally:
         proc.close()

@@ -174,12 +174,12 @@ def test_admit_all_publishes_no_curve():
 
 def test_spare_curve_round_trips_through_the_runtime_wire():
     from sloserve.routing.summary import spare_at
-    from sloserve.runtime.wire import decode, encode, summary_from_wire, summary_to_wire
+    from sloserve.runtime.messages import Summary, decode, encode
 
     s, t = busy()
     summary = s.summary(t)
     assert summary.spare_prefill_tokens and any(n for _, n in summary.spare_prefill_tokens)
-    back = summary_from_wire(decode(encode({"summary": summary_to_wire(summary)}))["summary"])
+    back = decode(encode(Summary(0, summary))).summary
     assert back == summary
     assert isinstance(back.spare_prefill_tokens, tuple) and all(isinstance(p, tuple) for p in back.spare_prefill_tokens)
     assert all(isinstance(h, float) and isinstance(n, int) for h, n in back.spare_prefill_tokens)

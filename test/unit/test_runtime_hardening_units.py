@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import zmq
 
-from sloserve.runtime import wire
+from sloserve.runtime import messages, wire
 from sloserve.runtime.protocol import (
     MAX_STOP_LEN,
     MAX_STOP_STRINGS,
@@ -76,7 +76,7 @@ def test_wire_rejects_non_finite_and_malformed_requests():
             wire.request_from_wire(bad)
     for frame in (b"", b"\xff", b"[1]", b"null"):
         with pytest.raises(wire.WireError):
-            wire.decode(frame)
+            messages.decode(frame)
 
 
 @pytest.mark.parametrize("stop", [["s"] * (MAX_STOP_STRINGS + 1), "x" * (MAX_STOP_LEN + 1)])
@@ -134,7 +134,7 @@ def test_receive_loop_yields_while_messages_are_queued(tmp_path):
         push.setsockopt(zmq.SNDHWM, 0)
         push.connect(procs.addrs.front)
         for i in range(n):  # all queued before the loop starts
-            push.send(wire.encode({"type": "stats", "replica": i, "stats": {}}))
+            push.send(messages.encode(messages.Stats(i, {})))
         push.send(b"garbage that is dropped")
         await asyncio.sleep(0.2)
         turns = 0

@@ -186,9 +186,10 @@ def test_cli_generated_from_config():
 def test_wire_encodes_what_policies_put_in_stats():
     import numpy as np
 
-    from sloserve.runtime.wire import decode, encode
+    from sloserve.runtime.messages import Stats, decode, encode
 
-    msg = decode(encode({"n": np.int64(3), 1: {2, 1}, "f": np.float32(0.5), "arr": np.arange(2), "o": object}))
+    stats = {"n": np.int64(3), 1: {2, 1}, "f": np.float32(0.5), "arr": np.arange(2), "o": object}
+    msg = decode(encode(Stats(0, stats))).stats
     assert msg["n"] == 3 and msg["1"] == [1, 2] and msg["f"] == 0.5 and msg["arr"] == [0, 1]
     assert isinstance(msg["o"], str)
 

@@ -16,7 +16,9 @@ from typing import Callable
 import zmq
 import zmq.asyncio
 
+from sloserve.core.plan import EventKind
 from sloserve.core.request import Request
+from sloserve.runtime import messages as m
 from sloserve.runtime import wire
 from sloserve.runtime.config import ServerConfig
 from sloserve.runtime.launcher import ProcessGroup
@@ -31,8 +33,8 @@ from sloserve.runtime.tokenizer import Tokenizer, synthetic_output_ids
 log = logging.getLogger("sloserve.front")
 MONITOR_PERIOD_S = 0.1
 RECV_BATCH = 16  # ZMQ messages handled before the receive loop yields to the event loop
-FROM_SCHEDULER = frozenset({"events", "admit", "stats", "ready", "heartbeat"})
-FROM_ROUTER = frozenset({"routed", "router_heartbeat"})
+FROM_SCHEDULER = (m.Events, m.Admit, m.Stats, m.Ready, m.Heartbeat)  # what counts as a scheduler heartbeat
+FROM_ROUTER = (m.Routed, m.RouterHeartbeat)
 
 
 class FrontEnd:
@@ -48,7 +50,7 @@ class FrontEnd:
         self.replica_up = [True] * cfg.dp_size
         self.replica_exit: dict[int, int | None] = {}
         self.router_up = True
-        self.ready: dict[int, dict] = {}
+        self.ready: dict[int, m.Ready] = {}
         self.stats: dict[int, dict] = {}
         self.shutting_down = False
         self.draining = False
@@ -70,6 +72,15 @@ class FrontEnd:
         self.push.setsockopt(zmq.LINGER, 0)
         transport.connect(self.push, procs.addrs.router)
         self._tasks: list[asyncio.Task] = []
+        self._handlers: dict[type, Callable] = {
+            m.Events: self._on_events,
+            m.Admit: self._on_admit,
+            m.Routed: self._on_routed,
+            m.Stats: self._on_stats,
+            m.Ready: self._on_ready,
+            m.Heartbeat: lambda msg: None,  # _dispatch notes that it heard from the sender
+            m.RouterHeartbeat: lambda msg: None,
+        }
 
     def now(self) -> float:
         return time.monotonic() - self.epoch
@@ -94,7 +105,7 @@ class FrontEnd:
         for state in list(self.states.values()):
             self._terminal(state, {"type": "abort", "message": "server shutting down"}, 503)
         try:
-            self.push.send(wire.encode({"type": "shutdown"}), zmq.NOBLOCK)
+            self.push.send(m.encode(m.Shutdown()), zmq.NOBLOCK)
         except zmq.ZMQError:
             pass
         for task in self._tasks:
@@ -116,7 +127,7 @@ class FrontEnd:
 
     def _abort_all(self, message: str) -> None:
         for state in list(self.states.values()):
-            self._terminal(state, {"type": "abort", "message": message, "status_code": 503}, 503, notify="abort")
+            self._terminal(state, {"type": "abort", "message": message, "status_code": 503}, 503, notify=m.Abort)
 
     @property
     def healthy(self) -> bool:
@@ -191,7 +202,7 @@ class FrontEnd:
         self.states[state.rid] = state
         self.metrics.running.set(len(self.states))
         self.metrics.prompt_tokens.inc(len(state.prompt_ids))
-        self.push.send(wire.encode({"type": "add", "req": wire.request_to_wire(state.request)}))
+        self.push.send(m.encode(m.Add(state.request)))
 
     async def wait_admission(self, state: ReqState) -> None:
         while state.admit_status == 0 and not state.done:
@@ -200,7 +211,7 @@ class FrontEnd:
 
     def abort(self, state: ReqState, message: str, status: int = 499) -> bool:
         """Client-side abort (disconnect, /abort_request): free the request everywhere."""
-        if not self._terminal(state, {"type": "abort", "message": message}, status, notify="abort"):
+        if not self._terminal(state, {"type": "abort", "message": message}, status, notify=m.Abort):
             return False
         self.metrics.admissions.labels("aborted", "client").inc()
         return True
@@ -216,7 +227,7 @@ class FrontEnd:
         while True:
             frame = await self.pull.recv()
             try:
-                self._dispatch(wire.decode(frame))
+                self._dispatch(m.decode(frame))
             except Exception as exc:  # noqa: BLE001 - one bad frame or message must not stop the front
                 log.warning(
                     "dropped a message that could not be handled (%s: %s; frame %s)",
@@ -229,49 +240,41 @@ class FrontEnd:
                 # zmq.asyncio returns queued messages without suspending: give HTTP handlers a turn
                 await asyncio.sleep(0)
 
-    def _dispatch(self, msg: dict) -> None:
-        kind = msg["type"]
-        replica = msg.get("replica")
-        # the watchdog's heartbeats: only what a process sends itself ("routed" names a target replica)
-        if kind in FROM_SCHEDULER and isinstance(replica, int) and 0 <= replica < len(self.health):
-            self.health[replica].last_heard_s = self.now()
-        elif kind in FROM_ROUTER:
+    def _dispatch(self, msg: m.Message) -> None:
+        handler = self._handlers.get(type(msg))
+        if handler is None:
+            raise wire.WireError(f"the front takes no {msg.KIND!r} messages")
+        # the watchdog's heartbeats: only what a process sends itself (Routed names a target replica)
+        if isinstance(msg, FROM_SCHEDULER) and 0 <= msg.replica < len(self.health):
+            self.health[msg.replica].last_heard_s = self.now()
+        elif isinstance(msg, FROM_ROUTER):
             self.router_health.last_heard_s = self.now()
-        if kind == "events":
-            self._on_events(msg["replica"], msg["events"])
-        elif kind == "admit":
-            self._on_admit(msg)
-        elif kind == "routed":
-            self._on_routed(msg)
-        elif kind == "stats":
-            self.stats[msg["replica"]] = msg["stats"]
-        elif kind == "ready":
-            self.ready[msg["replica"]] = msg
-            if msg["replica"] >= 0:
-                self.health[msg["replica"]].node = str(msg.get("node") or "")
-            self._on_ready(msg["replica"], msg.get("addrs"))
+        handler(msg)
 
-    def _on_routed(self, msg: dict) -> None:
-        state = self.states.get(msg["rid"])
+    def _on_stats(self, msg: m.Stats) -> None:
+        self.stats[msg.replica] = msg.stats
+
+    def _on_routed(self, msg: m.Routed) -> None:
+        state = self.states.get(msg.rid)
         if state is None:
             return
-        replica = msg["replica"]
+        replica = msg.replica
         if replica < 0:
-            self._terminal(state, {"type": "abort", "message": f"routing failed: {msg.get('error')}"}, 503)
+            self._terminal(state, {"type": "abort", "message": f"routing failed: {msg.error}"}, 503)
             return
         state.replica = replica
         if not self.replica_up[replica]:
             self._fail_replica_request(state, replica)
 
-    def _on_admit(self, msg: dict) -> None:
-        state = self.states.get(msg["rid"])
+    def _on_admit(self, msg: m.Admit) -> None:
+        state = self.states.get(msg.rid)
         if state is None:
             return
-        state.replica, state.tier, state.reason = msg["replica"], msg["tier"], msg["reason"]
-        self.metrics.admission(state.tier, state.reason, msg["refused"])
-        if msg["refused"]:
+        state.replica, state.tier, state.reason = msg.replica, msg.tier, msg.reason
+        self.metrics.admission(state.tier, state.reason, msg.refused)
+        if msg.refused:
             status = {"too_long": 400, "error": 500}.get(state.reason, 429)
-            text = f"request not admitted ({state.reason}{': ' + msg['detail'] if msg['detail'] else ''})"
+            text = f"request not admitted ({state.reason}{': ' + msg.detail if msg.detail else ''})"
             state.admit_message = text
             state.admit_status = status
             self._terminal(state, {"type": "abort", "message": text, "status_code": status}, status)
@@ -279,27 +282,32 @@ class FrontEnd:
             state.admit_status = 200
             state.changed.set()
 
-    def _on_events(self, replica: int, rows: list) -> None:
+    def _on_events(self, msg: m.Events) -> None:
         now = self.now()
-        for kind, rid, num, _t, tier, reason in rows:
-            state = self.states.get(rid)
+        for event in msg.events:
+            state = self.states.get(event.request_id)
             if state is None:
                 continue
-            if kind in ("first_token", "tokens"):
-                self._on_tokens(state, num, now)
-            elif kind == "finished":
+            kind, tier = event.kind, event.tier
+            if kind in (EventKind.FIRST_TOKEN, EventKind.TOKENS):
+                self._on_tokens(state, event.num_tokens, now)
+            elif kind is EventKind.FINISHED:
                 self._terminal(state, {"type": "length", "length": state.visible})
-            elif kind == "preempted":
+            elif kind is EventKind.PREEMPTED:
                 state.num_preemptions += 1
-            elif kind == "tier":
+            elif kind is EventKind.TIER:
                 state.tier = tier or state.tier
-            elif kind in ("rejected", "aborted"):
+            elif kind in (EventKind.REJECTED, EventKind.ABORTED):
                 self._terminal(
                     state,
-                    {"type": "abort", "message": f"dropped by the scheduler ({reason or kind})", "status_code": 429},
+                    {
+                        "type": "abort",
+                        "message": f"dropped by the scheduler ({event.reason or kind.value})",
+                        "status_code": 429,
+                    },
                     429,
                 )
-            if kind == "first_token" and tier:
+            if kind is EventKind.FIRST_TOKEN and tier:
                 state.tier = tier
 
     def _on_tokens(self, state: ReqState, num: int, now: float) -> None:
@@ -308,18 +316,16 @@ class FrontEnd:
         state.add_tokens(num, now)
         end = state.find_marker(self.tok, before)
         if end is not None:
-            self.push.send(
-                wire.encode(
-                    {"type": "segments", "rid": state.rid, "segments": wire.segments_to_wire(state.request.segments)}
-                )
-            )
+            self.push.send(m.encode(m.Segments(state.rid, state.request.segments)))
         matched = state.check_stop(self.tok, before)
         if matched is not None:
-            self._terminal(state, {"type": "stop", "matched": matched}, notify="abort")
+            self._terminal(state, {"type": "stop", "matched": matched}, notify=m.Abort)
         else:
             state.changed.set()
 
-    def _terminal(self, state: ReqState, reason: dict, status: int = 0, notify: str = "done") -> bool:
+    def _terminal(
+        self, state: ReqState, reason: dict, status: int = 0, notify: type[m.Done] | type[m.Abort] = m.Done
+    ) -> bool:
         """The one place a request ends: metrics, router notification, wake the HTTP handler."""
         if not state.finish(self.now(), reason, status):
             return False
@@ -333,7 +339,7 @@ class FrontEnd:
             )
         if self.router_up and not self.shutting_down:
             try:
-                self.push.send(wire.encode({"type": notify, "rid": state.rid}), zmq.NOBLOCK)
+                self.push.send(m.encode(notify(state.rid)), zmq.NOBLOCK)
             except zmq.ZMQError:
                 log.warning("could not notify the router about %s", state.rid)
         return True
@@ -388,7 +394,7 @@ class FrontEnd:
         for state in expired:
             self.metrics.admissions.labels("rejected", "queue_timeout").inc()
             message = f"no first token within {timeout:g} s (--queue-timeout-s); retry later"
-            self._terminal(state, {"type": "abort", "message": message, "status_code": 429}, 429, notify="abort")
+            self._terminal(state, {"type": "abort", "message": message, "status_code": 429}, 429, notify=m.Abort)
 
     def _restart_or_fail(self, what: str) -> bool:
         """True when a restart is within budget; else the server fails fast (exit code 1)."""
@@ -409,7 +415,7 @@ class FrontEnd:
         h.exit_code, h.reason, h.state = exitcode, why, "restarting"
         self.metrics.replicas_up.set(sum(self.replica_up))
         log.error("scheduler process of replica %d %s; failing its requests and restarting it", replica, why)
-        self.push.send(wire.encode({"type": "replica_down", "replica": replica}))
+        self.push.send(m.encode(m.ReplicaDown(replica)))
         for state in list(self.states.values()):
             if state.replica == replica:
                 self._fail_replica_request(state, replica)
@@ -429,8 +435,12 @@ class FrontEnd:
             h.restarts += 1
             self.procs.restart_router()
 
-    def _on_ready(self, who: int, addrs=None) -> None:
+    def _on_ready(self, msg: m.Ready) -> None:
         """A (re)started process reports ready: route to it again (at its new address, for a Ray replica)."""
+        who, addrs = msg.replica, msg.addrs
+        self.ready[who] = msg
+        if who >= 0:
+            self.health[who].node = msg.node
         if who == -1:
             self.router_health.last_heard_s = self.now()
             if self.router_health.state == "restarting":
@@ -438,13 +448,13 @@ class FrontEnd:
                 self.router_up = True
                 for i, up in enumerate(self.replica_up):  # the new router starts with every replica healthy
                     if not up:
-                        self.push.send(wire.encode({"type": "replica_down", "replica": i}))
+                        self.push.send(m.encode(m.ReplicaDown(i)))
                 log.info("router process restarted")
             return
         h = self.health[who]
         moved = self.procs.scheduler_ready(who, addrs, h.node)
         if moved or h.state == "restarting":
-            self.push.send(wire.encode({"type": "replica_up", "replica": who, "addrs": list(addrs or ())}))
+            self.push.send(m.encode(m.ReplicaUp(who, addrs)))
         if h.state == "restarting":
             h.state = "up"
             self.replica_up[who] = True

@@ -277,21 +277,21 @@ def add_info_routes(app: FastAPI, front_of: Callable[[], FrontEnd]) -> None:
                 "replica": i,
                 "up": front.replica_up[i],
                 **front.stats.get(i, {}),
-                "pid": front.ready.get(i, {}).get("pid"),
+                "pid": front.ready[i].pid if i in front.ready else None,
             }
             for i in range(cfg.dp_size)
         ]
         return {
             "backend": "embedded",
             "engine": "simulated",
-            "engine_description": front.ready.get(0, {}).get("engine", "simulated"),
+            "engine_description": front.ready[0].engine if 0 in front.ready else "simulated",
             "model": cfg.model,
             "served_model_name": cfg.model_name,
             "policy": cfg.policy,
             "policy_options": cfg.policy_options(),
             "router": cfg.router,
             "router_options": cfg.router_options(),
-            "router_pid": front.ready.get(-1, {}).get("pid"),
+            "router_pid": front.ready[-1].pid if -1 in front.ready else None,
             "dp_size": cfg.dp_size,
             "kv_tokens": cfg.kv_tokens,
             "context_length": cfg.context_len,
@@ -394,7 +394,9 @@ def build_app(
         await front.start()
         holder["started"] = front
         # "ready" is logged once the port is bound (runtime/server.py), not here
-        log.info("router and schedulers up: engine is SIMULATED (%s)", front.ready.get(0, {}).get("engine"))
+        log.info(
+            "router and schedulers up: engine is SIMULATED (%s)", front.ready[0].engine if 0 in front.ready else None
+        )
         try:
             yield
         finally:

@@ -18,12 +18,14 @@ import signal
 import time
 import traceback
 from dataclasses import dataclass
+from typing import Callable
 
 import zmq
 
 from sloserve.core.plan import AdmitDecision, AdmitReason, ReplicaSummary
 from sloserve.core.request import Request
 from sloserve.routing.base import create_router
+from sloserve.runtime import messages as m
 from sloserve.runtime import wire
 from sloserve.runtime.transport import Transport
 
@@ -85,22 +87,25 @@ class RemoteReplica:
         if self.dealer is None:
             return AdmitDecision(AdmitReason.QUEUED, detail=f"replica {self.replica_id} is not connected")
         qid = next(self._qids)
-        self.dealer.send(wire.encode({"qid": qid, "req": wire.request_to_wire(request)}))
+        self.dealer.send(m.encode(m.CanAdmit(qid, request)))
         deadline = time.monotonic() + self.timeout_s
         while (left := deadline - time.monotonic()) > 0:
             if not self.dealer.poll(max(int(left * 1000), 1)):
                 break
             try:
-                reply = wire.decode(self.dealer.recv())
-                if reply.get("qid") == qid:  # earlier timed-out answers are dropped here
-                    return AdmitDecision(AdmitReason(reply["reason"]), float(reply["slack_s"]), reply.get("detail", ""))
-            except (wire.WireError, KeyError, TypeError, ValueError) as exc:
+                reply = m.decode(self.dealer.recv())
+                if not isinstance(reply, m.CanAdmitReply):
+                    raise wire.WireError(f"expected a can_admit_reply, got {reply.KIND!r}")
+            except wire.WireError as exc:
                 log.warning("dropped a malformed can_admit reply from replica %d (%s)", self.replica_id, exc)
+                continue
+            if reply.qid == qid:  # earlier timed-out answers are dropped here
+                return AdmitDecision(reply.reason, reply.slack_s, reply.detail)
         return AdmitDecision(AdmitReason.QUEUED, detail=f"replica {self.replica_id} did not answer in time")
 
-    def send(self, msg: dict) -> None:
+    def send(self, msg: m.Message) -> None:
         if self.push is not None:
-            self.push.send(wire.encode(msg))
+            self.push.send(m.encode(msg))
 
     def close(self) -> None:
         for sock in (self.push, self.dealer):
@@ -129,12 +134,22 @@ class RouterProcess:
                 r.connect(addr_in, addr_query)
         self.owner: dict[str, tuple[int, Request]] = {}
         self.running = True
+        self._handlers: dict[type, Callable] = {
+            m.Add: self.route,
+            m.Abort: self._on_finished,
+            m.Done: self._on_finished,
+            m.Segments: self._on_segments,
+            m.Summary: self._on_summary,
+            m.ReplicaDown: self._on_replica_down,
+            m.ReplicaUp: self._on_replica_up,
+            m.Shutdown: self._on_shutdown,
+        }
 
     def now(self) -> float:
         return time.monotonic() - self.args.epoch_monotonic
 
-    def route(self, d: dict) -> None:
-        req = wire.request_from_wire(d)
+    def route(self, msg: m.Add) -> None:
+        req = msg.request
         healthy = [r for r in self.replicas if r.healthy]
         try:
             if not healthy:
@@ -144,95 +159,90 @@ class RouterProcess:
             if not target.healthy:
                 raise RuntimeError(f"router chose replica {decision.replica_id}, which is down")
         except Exception as exc:  # a policy error fails this request, not the server
-            self.front.send(wire.encode({"type": "routed", "rid": req.request_id, "replica": -1, "error": str(exc)}))
+            self._routing_failed(req.request_id, str(exc))
             return
-        if decision.best_effort:
-            d = {**d, "best_effort": True}
         self.owner[req.request_id] = (target.replica_id, req)
         self.front.send(
-            wire.encode(
-                {
-                    "type": "routed",
-                    "rid": req.request_id,
-                    "replica": target.replica_id,
-                    "best_effort": decision.best_effort,
-                    "reason": decision.reason,
-                }
-            )
+            m.encode(m.Routed(req.request_id, target.replica_id, decision.best_effort, decision.reason or ""))
         )
-        target.send({"type": "add", "req": d})
+        # a best-effort decision travels on the replica's copy; the policy's request stays as it routed it
+        target.send(m.Add(dataclasses.replace(req, route_best_effort=True) if decision.best_effort else req))
 
-    def _replica(self, msg: dict) -> int:
-        i = msg["replica"]
-        if not isinstance(i, int) or not 0 <= i < len(self.replicas):
+    def _routing_failed(self, rid: str, error: str) -> None:
+        self.front.send(m.encode(m.Routed(rid, -1, error=error)))
+
+    def _replica(self, i: int) -> int:
+        if not 0 <= i < len(self.replicas):
             raise wire.WireError(f"no replica {i!r}")
         return i
 
-    def handle(self, msg: dict) -> None:
-        kind = msg["type"]
-        if kind == "add":
-            self.route(msg["req"])
-        elif kind in ("abort", "done"):
-            owner = self.owner.pop(msg["rid"], None)
-            if owner is not None:
-                replica_id, req = owner
-                if kind == "abort" and self.replicas[replica_id].healthy:
-                    self.replicas[replica_id].send(msg)
-                self.policy.on_finished(req, replica_id, self.now())
-        elif kind == "segments":
-            owner = self.owner.get(msg["rid"])
-            if owner is not None:
-                self.replicas[owner[0]].send(msg)
-        elif kind == "summary":
-            self.replicas[self._replica(msg)].latest = wire.summary_from_wire(msg["summary"])
-        elif kind == "replica_down":
-            i = self._replica(msg)
-            self.replicas[i].healthy = False
-            self.owner = {rid: o for rid, o in self.owner.items() if o[0] != i}
-        elif kind == "replica_up":  # a (re)started scheduler process is serving again
-            i = self._replica(msg)
-            if msg.get("addrs"):
-                addr_in, addr_query = msg["addrs"]
-                self.replicas[i].connect(str(addr_in), str(addr_query))
-            self.replicas[i].healthy = self.replicas[i].push is not None
-            self.replicas[i].latest = ReplicaSummary(i)
-        elif kind == "shutdown":
-            for r in self.replicas:
-                if r.healthy:
-                    r.send(msg)
-            self.running = False
+    def handle(self, msg: m.Message) -> None:
+        handler = self._handlers.get(type(msg))
+        if handler is None:
+            raise wire.WireError(f"the router takes no {msg.KIND!r} messages")
+        handler(msg)
+
+    def _on_finished(self, msg: m.Abort | m.Done) -> None:
+        owner = self.owner.pop(msg.rid, None)
+        if owner is not None:
+            replica_id, req = owner
+            if isinstance(msg, m.Abort) and self.replicas[replica_id].healthy:
+                self.replicas[replica_id].send(msg)
+            self.policy.on_finished(req, replica_id, self.now())
+
+    def _on_segments(self, msg: m.Segments) -> None:
+        owner = self.owner.get(msg.rid)
+        if owner is not None:
+            self.replicas[owner[0]].send(msg)
+
+    def _on_summary(self, msg: m.Summary) -> None:
+        self.replicas[self._replica(msg.replica)].latest = msg.summary
+
+    def _on_replica_down(self, msg: m.ReplicaDown) -> None:
+        i = self._replica(msg.replica)
+        self.replicas[i].healthy = False
+        self.owner = {rid: o for rid, o in self.owner.items() if o[0] != i}
+
+    def _on_replica_up(self, msg: m.ReplicaUp) -> None:
+        """A (re)started scheduler process is serving again (at new addresses when it moved)."""
+        i = self._replica(msg.replica)
+        if msg.addrs:
+            addr_in, addr_query = msg.addrs
+            self.replicas[i].connect(addr_in, addr_query)
+        self.replicas[i].healthy = self.replicas[i].push is not None
+        self.replicas[i].latest = ReplicaSummary(i)
+
+    def _on_shutdown(self, msg: m.Shutdown) -> None:
+        for r in self.replicas:
+            if r.healthy:
+                r.send(msg)
+        self.running = False
 
     def handle_frame(self, frame: bytes) -> None:
         """One frame off the wire: a bad frame or a request that fails is logged and dropped;
         nothing a single message carries may stop the router."""
         try:
-            msg = wire.decode(frame)
+            msg = m.decode(frame)
         except wire.WireError as exc:
             log.warning("dropped a malformed frame (%s)", exc)
+            if exc.kind == m.Add.KIND and exc.rid is not None:  # fail it at the front, not leave it hanging
+                self._routing_failed(exc.rid, f"bad request ({exc})")
             return
         try:
             self.handle(msg)
         except Exception as exc:  # noqa: BLE001 - the router must outlive any one message
             log.warning(
-                "dropped a %r message that could not be handled (%s: %s)",
-                str(msg.get("type"))[:32],
-                type(exc).__name__,
-                str(exc)[:200],
+                "dropped a %r message that could not be handled (%s: %s)", msg.KIND, type(exc).__name__, str(exc)[:200]
             )
-            rid = msg.get("req", {}).get("rid") if isinstance(msg.get("req"), dict) else None
-            if msg.get("type") == "add" and isinstance(rid, str):
-                self.front.send(
-                    wire.encode(
-                        {"type": "routed", "rid": rid, "replica": -1, "error": f"bad request ({type(exc).__name__})"}
-                    )
-                )
+            if isinstance(msg, m.Add):
+                self._routing_failed(msg.request.request_id, f"bad request ({type(exc).__name__})")
 
     def run(self) -> None:
         # A restarted router knows nothing of what its predecessor routed (the front failed those
         # requests): the schedulers drop them before anything new arrives (same socket, in order).
         for r in self.replicas:
-            r.send({"type": "abort_all"})
-        self.front.send(wire.encode({"type": "ready", "replica": -1, "pid": os.getpid(), "router": self.args.router}))
+            r.send(m.AbortAll())
+        self.front.send(m.encode(m.Ready(-1, os.getpid(), router=self.args.router)))
         beat = time.monotonic()
         while self.running and wire.parent_alive(self.args.parent_pid):
             if self.pull.poll(100):
@@ -240,7 +250,7 @@ class RouterProcess:
                     self.handle_frame(self.pull.recv())
             if time.monotonic() - beat >= HEARTBEAT_PERIOD_S:  # for the front's watchdog
                 beat = time.monotonic()
-                self.front.send(wire.encode({"type": "router_heartbeat"}))
+                self.front.send(m.encode(m.RouterHeartbeat()))
 
     def close(self) -> None:
         for r in self.replicas:

@@ -15,12 +15,14 @@ import signal
 import time
 import traceback
 from dataclasses import dataclass
+from typing import Callable
 
 import zmq
 
 from sloserve.core.plan import AdmitReason, StepPlan
 from sloserve.core.scheduler import SchedulerContext, create_scheduler
 from sloserve.perf import get_model
+from sloserve.runtime import messages as m
 from sloserve.runtime import wire
 from sloserve.runtime.engine import SimulatedWallEngine
 from sloserve.runtime.step_timing import StepTimer, policy_options_with_calibration
@@ -89,6 +91,14 @@ class SchedulerProcess:
         self.last_stats_s = -1.0
         self.wakeup_s: float | None = None
         self.last_heartbeat = time.monotonic()
+        self._handlers: dict[type, Callable] = {
+            m.Add: self.add,
+            m.Abort: lambda msg: self.sched.abort(msg.rid, self.now()),
+            # the end-of-thinking marker fixed the thinking segment's length
+            m.Segments: lambda msg: self.sched.update_segments(msg.rid, msg.segments),
+            m.AbortAll: self._abort_all,
+            m.Shutdown: lambda msg: setattr(self, "running", False),
+        }
 
     def _sock(self, kind: int, addr: str) -> zmq.Socket:
         sock = self.zctx.socket(kind)
@@ -118,8 +128,7 @@ class SchedulerProcess:
     def handle_frame(self, frame: bytes) -> None:
         """A bad frame, or a message that fails, is logged and dropped: it must not stop the replica."""
         try:
-            msg = wire.decode(frame)
-            self.handle(msg)
+            self.handle(m.decode(frame))
         except Exception as exc:  # noqa: BLE001
             log.warning(
                 "dropped a message that could not be handled (%s: %s; frame %s)",
@@ -132,8 +141,10 @@ class SchedulerProcess:
         frames = self.query.recv_multipart()
         try:
             ident, payload = frames
-            msg = wire.decode(payload)
-            req = wire.request_from_wire(msg["req"])
+            msg = m.decode(payload)
+            if not isinstance(msg, m.CanAdmit):
+                raise wire.WireError(f"expected a can_admit query, got {msg.KIND!r}")
+            req = msg.request
         except Exception as exc:  # noqa: BLE001 - a malformed query gets no answer (the router times out)
             log.warning("dropped a malformed can_admit query (%s: %s)", type(exc).__name__, str(exc)[:200])
             return
@@ -142,52 +153,35 @@ class SchedulerProcess:
         except Exception:  # noqa: BLE001 - unanswered: the router counts the replica as queued
             log.exception("can_admit failed for %s", req.request_id)
             return
-        self.query.send_multipart(
-            [
-                ident,
-                wire.encode(
-                    {
-                        "qid": msg["qid"],
-                        "reason": decision.reason.value,
-                        "slack_s": decision.slack_s,
-                        "detail": decision.detail,
-                    }
-                ),
-            ]
-        )
+        reply = m.CanAdmitReply(msg.qid, decision.reason, decision.slack_s, decision.detail)
+        self.query.send_multipart([ident, m.encode(reply)])
 
-    def handle(self, msg: dict) -> None:
-        kind = msg["type"]
-        if kind == "add":
-            self.add(msg["req"])
-        elif kind == "abort":
-            self.sched.abort(msg["rid"], self.now())
-        elif kind == "segments":
-            # the end-of-thinking marker fixed the thinking segment's length
-            self.sched.update_segments(msg["rid"], wire.segments_from_wire(msg["segments"]))
-        elif kind == "abort_all":  # a restarted router: requests routed before it are orphans
-            for rid in list(self.sched.resident):
-                self.sched.abort(rid, self.now())
-        elif kind == "shutdown":
-            self.running = False
+    def handle(self, msg: m.Message) -> None:
+        handler = self._handlers.get(type(msg))
+        if handler is None:
+            raise wire.WireError(f"a scheduler takes no {msg.KIND!r} messages")
+        handler(msg)
 
-    def add(self, d: dict) -> None:
-        req = wire.request_from_wire(d)  # a malformed request raises: handle_frame drops it
+    def _abort_all(self, msg: m.AbortAll) -> None:
+        """A restarted router: requests routed before it are orphans."""
+        for rid in list(self.sched.resident):
+            self.sched.abort(rid, self.now())
+
+    def add(self, msg: m.Add) -> None:
+        req = msg.request
         try:
             decision = self.sched.add(req, self.now())
         except Exception as exc:  # a request the policy cannot take must not kill the replica
             log.exception("policy failed to add %s", req.request_id)
             self.send_front(
-                {
-                    "type": "admit",
-                    "rid": req.request_id,
-                    "replica": self.args.replica_id,
-                    "reason": "error",
-                    "tier": "rejected",
-                    "refused": True,
-                    "detail": f"{type(exc).__name__}: {exc}",
-                    "slack_s": 0.0,
-                }
+                m.Admit(
+                    req.request_id,
+                    self.args.replica_id,
+                    reason="error",
+                    tier="rejected",
+                    refused=True,
+                    detail=f"{type(exc).__name__}: {exc}",
+                )
             )
             return
         reason = decision.reason
@@ -197,44 +191,35 @@ class SchedulerProcess:
             self.sched.abort(req.request_id, self.now())  # 429 instead of best effort
             refused = True
         self.send_front(
-            {
-                "type": "admit",
-                "rid": req.request_id,
-                "replica": self.args.replica_id,
-                "reason": reason.value,
-                "tier": req.tier.value,
-                "refused": refused,
-                "detail": decision.detail,
-                "slack_s": decision.slack_s,
-            }
+            m.Admit(
+                req.request_id,
+                self.args.replica_id,
+                reason=reason.value,
+                tier=req.tier.value,
+                refused=refused,
+                detail=decision.detail,
+                slack_s=decision.slack_s,
+            )
         )
 
-    def send_front(self, msg: dict) -> None:
-        self.front.send(wire.encode(msg))
+    def send_front(self, msg: m.Message) -> None:
+        self.front.send(m.encode(msg))
 
     def flush_events(self, events) -> None:
-        rows = [[e.kind.value, e.request_id, e.num_tokens, e.time_s, e.tier, e.reason] for e in events]
-        if rows:
-            self.send_front({"type": "events", "replica": self.args.replica_id, "events": rows})
+        events = tuple(events)
+        if events:
+            self.send_front(m.Events(self.args.replica_id, events))
 
     def publish(self, force: bool = False) -> None:
         now = self.now()
         if force or now - self.last_summary_s >= SUMMARY_PERIOD_S:
             self.last_summary_s = now
-            self.router.send(
-                wire.encode(
-                    {
-                        "type": "summary",
-                        "replica": self.args.replica_id,
-                        "summary": wire.summary_to_wire(self.sched.summary(now)),
-                    }
-                )
-            )
+            self.router.send(m.encode(m.Summary(self.args.replica_id, self.sched.summary(now))))
         if force or now - self.last_stats_s >= STATS_PERIOD_S:
             self.last_stats_s = now
             policy_stats = self.sched.stats()
             stats = {**policy_stats, **self.timer.stats(policy_stats), **self.warmup_stats}
-            self.send_front({"type": "stats", "replica": self.args.replica_id, "stats": stats})
+            self.send_front(m.Stats(self.args.replica_id, stats))
 
     # ---- the loop ---------------------------------------------------------------------
     def step(self) -> bool:
@@ -258,7 +243,7 @@ class SchedulerProcess:
                     self.answer_query()
             if time.monotonic() - self.last_heartbeat >= HEARTBEAT_PERIOD_S:  # alive through a long step
                 self.last_heartbeat = time.monotonic()
-                self.send_front({"type": "heartbeat", "replica": self.args.replica_id})
+                self.send_front(m.Heartbeat(self.args.replica_id))
         if (left := end - time.monotonic()) > 0:
             time.sleep(left)
         result = self.timer.end(plan, result)  # step_s: the wall time it really took
@@ -276,15 +261,14 @@ class SchedulerProcess:
         if self.args.warmup:
             self.warmup_stats = warm_up(self.sched, self.ctx, self.engine, self.timer, self.now)
         self.send_front(
-            {
-                "type": "ready",
-                "replica": self.args.replica_id,
-                "pid": os.getpid(),
-                "policy": self.sched.registry_name,
-                "engine": self.engine.description,
-                "addrs": [self.addr_in, self.addr_query],  # where the router reaches it (tcp: a fresh port)
-                "node": self.args.node,
-            }
+            m.Ready(
+                self.args.replica_id,
+                os.getpid(),
+                policy=self.sched.registry_name,
+                engine=self.engine.description,
+                addrs=(self.addr_in, self.addr_query),  # where the router reaches it (tcp: a fresh port)
+                node=self.args.node,
+            )
         )
         self.publish(force=True)
         busy = False

@@ -1,8 +1,9 @@
-"""What travels over ZMQ between the front, the router and the schedulers: orjson dicts.
+"""The wire layer under ``runtime/messages.py``: orjson objects, and the plain-data forms of the
+core types a message carries.
 
-Every message is a JSON object with a ``type``. Requests travel as plain dicts and are rebuilt
-into ``core.request.Request`` objects on the other side (plans and requests are plain data, so
-any process can rebuild them).
+Every message is a JSON object with a ``type`` (``messages.encode``/``decode`` build and check
+them). Requests travel as plain dicts and are rebuilt into ``core.request.Request`` objects on
+the other side (plans and requests are plain data, so any process can rebuild them).
 """
 
 from __future__ import annotations
@@ -31,16 +32,24 @@ def _fallback(obj: Any) -> Any:
     return str(obj)
 
 
-def encode(msg: dict) -> bytes:
-    return orjson.dumps(msg, default=_fallback, option=_OPTS)
+def dumps(obj: dict) -> bytes:
+    return orjson.dumps(obj, default=_fallback, option=_OPTS)
 
 
 class WireError(ValueError):
-    """A frame that is not a message of this protocol (every process drops it with a log line)."""
+    """A frame that is not a message of this protocol (every process drops it with a log line).
+
+    ``kind`` and ``rid``: the message type and request id the frame claimed, when it did.
+    """
+
+    def __init__(self, text: str, kind: str | None = None, rid: str | None = None) -> None:
+        super().__init__(text)
+        self.kind = kind
+        self.rid = rid
 
 
-def decode(data: bytes) -> dict:
-    """A message: a JSON object (handlers check its ``type`` and fields)."""
+def loads(data: bytes) -> dict:
+    """A JSON object (``messages.decode`` checks that it is a message)."""
     try:
         msg = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -127,6 +136,8 @@ def summary_from_wire(d: dict) -> ReplicaSummary:
     kw = {k: v for k, v in d.items() if k in _SUMMARY_FIELDS}
     if "spare_prefill_tokens" in kw and kw["spare_prefill_tokens"] is not None:
         kw["spare_prefill_tokens"] = tuple(tuple(x) for x in kw["spare_prefill_tokens"])
+    if "slack_s" in kw and kw["slack_s"] is None:  # orjson writes inf as null
+        kw["slack_s"] = math.inf
     return ReplicaSummary(**kw)
 
 
