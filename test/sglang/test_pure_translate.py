@@ -217,3 +217,17 @@ def test_an_idle_gap_is_not_a_step():
         shadow.observe([ReqSnapshot(f"r{k}", 64, 1, 64, True)], t)
         shadow.observe([], t + 1e-4)  # finished; then idle again
     assert shadow.calibration_scale() == 1.0  # the 100 s gaps were never taken for steps
+
+
+def test_a_request_sglang_aborts_is_an_abort_not_a_completion():
+    shadow = ShadowPlanner.create("slos-serve", {}, PERF, 4096)
+    sp = {"slo_ttft_ms": 1000.0, "slo_tpot_ms": 100.0}
+    done, gone = (build_request(r, 20, 5, sp, 0.0, PERF.zero_load_prefill_s) for r in ("done", "gone"))
+    shadow.add(done, 0.0), shadow.add(gone, 0.0)
+    shadow.observe([ReqSnapshot("done", 20, 1, 20, True), ReqSnapshot("gone", 20, 1, 20, True)], 0.1)
+    shadow.observe([ReqSnapshot("done", 20, 2, 21, True), ReqSnapshot("gone", 20, 2, 21, True, aborting=True)], 0.2)
+    shadow.observe([], 0.3)  # both left SGLang's queues
+    reasons = shadow.policy.stats()["reasons"]
+    assert reasons.get("aborted") == 1  # only the one SGLang was aborting
+    assert done.finish_s == 0.3 and gone.finish_s is None
+    assert not shadow.known and not shadow.aborting

@@ -134,3 +134,24 @@ def test_the_runtime_scheduler_process_uses_only_the_interface(monkeypatch, tmp_
         proc.publish(force=True)
     finally:
         proc.close()
+
+
+@pytest.mark.parametrize("policy", ["slos-serve", "fcfs", "sglang"])
+def test_the_sglang_shadow_uses_only_the_interface(policy):
+    from sloserve.core.scheduler import SchedulerContext, create_scheduler
+    from sloserve.perf import get_model
+    from sloserve.sglang.shadow import ShadowPlanner
+    from sloserve.sglang.translate import ReqSnapshot, build_request
+
+    perf = get_model("opt-13b-tp2-a100")
+    shadow = ShadowPlanner(StrictScheduler(create_scheduler(policy, SchedulerContext(perf, 4096))))
+    for rid in ("a", "b", "c"):
+        shadow.add(build_request(rid, 40, 4, {"slo_tpot_ms": 100.0}, 0.0, perf.zero_load_prefill_s), 0.0)
+    shadow.plan(0.0, ["a", "b", "c"], False)
+    shadow.observe([ReqSnapshot(r, 40, 1, 40, True) for r in "abc"], 0.1)
+    shadow.observe([ReqSnapshot("a", 40, 1, 10, False), ReqSnapshot("b", 40, 2, 41, True)], 0.2)  # a retracted
+    shadow.observe([ReqSnapshot("a", 40, 2, 41, True), ReqSnapshot("b", 40, 2, 41, True, aborting=True)], 0.3)
+    shadow.plan(0.3, [], True, {})
+    shadow.observe([], 0.4)  # b aborted, a finished, c finished earlier (it left at 0.2)
+    assert not shadow.known
+    shadow.summary(0.4), shadow.calibration_scale(), shadow.report("a", 2, True, 0.4)

@@ -46,7 +46,12 @@ def req_snapshot(req, running: bool) -> ReqSnapshot:
         if prefix is None:
             prefix = len(getattr(req, "prefix_indices", ()) or ())
         computed = min(int(prefix), prompt + outputs)
-    return ReqSnapshot(req.rid, prompt, outputs, computed, running)
+    # an abort SGLang has decided on (to_finish) or reached (finished_reason): when the request
+    # leaves its queues the shadow reports an abort, not a completion
+    aborting = any(
+        type(getattr(req, name, None)).__name__ == "FINISH_ABORT" for name in ("to_finish", "finished_reason")
+    )
+    return ReqSnapshot(req.rid, prompt, outputs, computed, running, aborting)
 
 
 def attach_slo(req, now_s: float, zero_load_prefill_s, defaults: SloDefaults):

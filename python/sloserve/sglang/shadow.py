@@ -42,6 +42,7 @@ class ShadowPlanner:
         self.admissions: dict[str, AdmitDecision] = {}  # live requests only
         self.token_logs: dict[str, TokenLog] = {}  # live requests only
         self._last_observe_s: float | None = None  # when SGLang last had work, for step times
+        self.aborting: set[str] = set()  # seen ending with an abort: their departure is an abort
         self.step_sink = None  # (plan, observed_s, now_s) per busy step: sglang/step_log.py
 
     @classmethod
@@ -85,8 +86,10 @@ class ShadowPlanner:
             snap = snaps.get(rid)
             if snap is None:
                 continue
+            if snap.aborting:
+                self.aborting.add(rid)
             if snap.num_computed_tokens < req.num_computed_tokens and snap.num_output_tokens <= req.num_output_tokens:
-                self.policy.preempt(req, now_s)  # SGLang retracted it: its KV is gone
+                self.policy.sync_external(now_s, retracted=[rid])  # SGLang retracted it: its KV is gone
             d_out = snap.num_output_tokens - req.num_output_tokens
             self._log(rid).note(snap.num_output_tokens, now_s)
             if d_out > 0:
@@ -97,7 +100,12 @@ class ShadowPlanner:
             elif snap.num_computed_tokens > req.num_computed_tokens:
                 delta = min(snap.num_computed_tokens, req.num_tokens) - req.num_computed_tokens
                 items.append(ScheduledItem(rid, delta, context_tokens=req.num_computed_tokens))
-        gone = [rid for rid in self.known if rid not in snaps and rid in self.policy.requests]
+        resident = self.policy.resident
+        left = [rid for rid in self.known if rid not in snaps and rid in resident]
+        aborted = [rid for rid in left if rid in self.aborting]
+        if aborted:  # dropped by SGLang, not completed: the policy counts aborts as aborts
+            self.policy.sync_external(now_s, aborted=aborted)
+        gone = [rid for rid in left if rid not in self.aborting]
         items.extend(ScheduledItem(rid, 0) for rid in gone if rid not in produced)
         # The wall time since the previous busy iteration is the step SGLang just ran (its own
         # overhead and ours included): the policy's online calibration learns from it. After
@@ -108,15 +116,17 @@ class ShadowPlanner:
         if self.step_sink is not None and step_s > 0:
             self.step_sink(plan, step_s, now_s)
         events = self.policy.on_step_done(plan, StepResult(step_s, produced, frozenset(gone)), now_s)
+        resident = self.policy.resident  # after the step: what finished has left
         for rid in list(self.known):
-            if rid not in self.policy.requests:  # finished, aborted, or rejected by the policy
+            if rid not in resident:  # finished, aborted, or rejected by the policy
+                self.aborting.discard(rid)
                 self.finished[rid] = self._report(rid, done=True)
                 self.known.pop(rid)
                 self.admissions.pop(rid, None)
                 self.token_logs.pop(rid, None)
         while len(self.finished) > RECENT_REPORTS:
             self.finished.pop(next(iter(self.finished)))
-        self._resync_kv()
+        self._resync_kv(now_s)
         return events
 
     def _log(self, rid: str) -> TokenLog:
@@ -125,13 +135,10 @@ class ShadowPlanner:
             log_ = self.token_logs[rid] = TokenLog()
         return log_
 
-    def _resync_kv(self) -> None:
+    def _resync_kv(self, now_s: float) -> None:
         """Hold exactly the KV SGLang holds, so the next plan starts from reality."""
-        kv = self.policy.kv
-        for rid, req in self.known.items():
-            kv.free(rid)
-            if req.num_computed_tokens and not kv.grow(rid, req.num_computed_tokens):
-                log.debug("shadow KV short for %s (%d tokens)", rid, req.num_computed_tokens)
+        held = {rid: r.num_computed_tokens for rid, r in self.policy.resident.items()}
+        self.policy.sync_external(now_s, kv_tokens=held)
 
     # ---- decisions ------------------------------------------------------------------------
     def plan(
@@ -172,8 +179,7 @@ class ShadowPlanner:
 
     def calibration_scale(self) -> float:
         """The policy's current batch-time correction (observed / modelled; 1 without one)."""
-        calib = getattr(self.policy, "calib", None)
-        return float(getattr(calib, "scale", 1.0))
+        return float(self.policy.stats().get("calibration_scale", 1.0))
 
     def tightest_tpot_s(self, rids: Iterable[str]) -> float | None:
         """Smallest current TPOT SLO among ``rids`` in the SLO tier (None when there is none)."""

@@ -30,6 +30,7 @@ class ReqSnapshot:
     num_output_tokens: int
     num_computed_tokens: int  # tokens with KV (prefix hits included)
     running: bool  # in SGLang's running batch (decoding) rather than waiting/chunked
+    aborting: bool = False  # SGLang is ending it with an abort (client gone, bad input, engine error)
 
 
 @dataclass(frozen=True)
