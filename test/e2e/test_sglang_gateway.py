@@ -7,30 +7,14 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 import pytest
 from e2e_helpers import REQUEST_S, generate
-from prometheus_client.parser import text_string_to_metric_families
+
+from gateway_probe import loads, samples
 
 pytestmark = pytest.mark.slow
 REQUESTS = 8
 OUTPUT_TOKENS = 160  # long enough for SGLang's decode-stats ticks (every 40 steps) to publish gauges
-
-
-def loads(server, query: str = "") -> dict:
-    resp = httpx.get(server.url + "/v1/loads" + query, timeout=30)
-    assert resp.status_code == 200, resp.text
-    return resp.json()
-
-
-def samples(server, name: str) -> dict[tuple, float]:
-    text = httpx.get(server.url + "/metrics", timeout=30).text
-    return {
-        tuple(sorted(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name == name
-    }
 
 
 def lengths(finished: dict[tuple, float]) -> float:

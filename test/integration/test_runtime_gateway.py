@@ -8,7 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+
+from gateway_probe import loads, samples
 
 MODEL = "opt-13b-tp2-a100"
 PROMPT_TOKENS = 900  # two prompts fill a replica's 2048-token pool: the third one waits
@@ -25,23 +26,6 @@ def server(server_factory):
     return server_factory(
         "--model", MODEL, "--policy", "fcfs", "--dp-size", "2", "--kv-tokens", "2048", "--max-seq-len", "2048"
     )
-
-
-def loads(server, query: str = "") -> dict:
-    resp = httpx.get(server.url + "/v1/loads" + query, timeout=10)
-    assert resp.status_code == 200, resp.text
-    return resp.json()
-
-
-def samples(server, name: str) -> dict[tuple, float]:
-    """``{sorted label items: value}`` of every sample called ``name`` on /metrics."""
-    text = httpx.get(server.url + "/metrics", timeout=10).text
-    return {
-        tuple(sorted(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name == name
-    }
 
 
 def generate(server) -> httpx.Response:
