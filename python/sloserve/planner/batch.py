@@ -304,6 +304,21 @@ def batches(grid: StepGrid, load: DecodeLoad, num_steps: int) -> list[PlannedBat
     return out
 
 
+def reads_kv(perf) -> bool:
+    """Whether the model charges the KV a step reads (a fitted or roofline KV term; the paper
+    form has none): only then do step caps and grids pay for the residents' contexts."""
+    return perf.batch_time_s(1, 0, 1 << 20) > perf.batch_time_s(1, 0, 0)
+
+
+def kv_bucket(kv_read_tokens: int) -> int:
+    """``kv_read_tokens`` rounded up to 4 significant bits (at most 1/8 more): a burst of
+    arrivals that moves the KV bound a little keeps planning on the same grids and their caches."""
+    if kv_read_tokens <= 16:
+        return max(kv_read_tokens, 0)
+    q = 1 << (kv_read_tokens.bit_length() - 4)
+    return -(-kv_read_tokens // q) * q
+
+
 def make_grid(
     perf,
     start_s: float,

@@ -156,6 +156,12 @@ class SLOsServeConfig:
             "help": "with calibrate: the model's scale from the first step that differs from the model until 8 steps were observed (protects the first admissions on an engine not yet measured)"
         },
     )
+    count_kv_read: bool = field(
+        default=True,
+        metadata={
+            "help": "charge each step the KV its attention reads (the model's KV-read term, if any) when sizing steps and admission grids; false: the behaviour before issue 16's fix (ablation)"
+        },
+    )
     idle_step_s: float = field(
         default=0.05, metadata={"help": "step length when no SLO request is resident (best effort only)"}
     )

@@ -4,7 +4,9 @@ Order of filling a step that starts at t and may last until ``end_s = min(t + L,
 decode deadline)``: forced SLO decodes (due by t + 2L), admitted prefills in deadline order
 (chunked), SLO decodes that are not due yet, then best-effort requests in FIFO order. The token
 cap is the batch-time model's inverse of ``end_s - t``, so a batch that carries a big prefill
-chunk still ends before the next decode deadline (the gap bug of the authors' code).
+chunk still ends before the next decode deadline (the gap bug of the authors' code). With a
+model that charges the KV a step reads, the cap is taken again at the KV read of the items so far
+plus the next one's context (``cap_at``): each request in a step costs its context too.
 """
 
 from __future__ import annotations
@@ -19,28 +21,42 @@ from sloserve.planner.batch import EPS_S
 
 @dataclass
 class StepBuilder:
-    """Accumulates items against a token cap; ``reserve`` returns False when KV cannot be had."""
+    """Accumulates items against a token cap; ``reserve`` returns False when KV cannot be had.
+
+    ``cap_at`` (models with a KV term): the token cap at a KV read; the cap is then
+    ``max(cap_at(kv_read), cap_tokens)``, ``cap_tokens`` being the floor that keeps every
+    forced decode in the step."""
 
     cap_tokens: int
     reserve: Callable[[Request, int, bool], bool]
     items: list[ScheduledItem] = field(default_factory=list)
     used: int = 0
     ids: set = field(default_factory=set)
+    cap_at: Callable[[int], int] | None = None
+    kv_read: int = 0
+
+    def room_with(self, context_tokens: int) -> int:
+        """Tokens left for an item that reads ``context_tokens`` of KV."""
+        if self.cap_at is None:
+            return self.cap_tokens - self.used
+        return max(self.cap_at(self.kv_read + context_tokens), self.cap_tokens) - self.used
 
     @property
     def room(self) -> int:
-        return self.cap_tokens - self.used
+        return self.room_with(0)
 
     def add(self, req: Request, want: int, slo: bool) -> int:
         """Schedule up to ``want`` tokens of ``req``; returns how many were scheduled."""
-        n = min(want, self.room)
+        context = req.num_computed_tokens
+        n = min(want, self.room_with(context))
         if n <= 0 or req.request_id in self.ids:
             return 0
         if not self.reserve(req, n, slo):
             return 0
-        self.items.append(ScheduledItem(req.request_id, n, context_tokens=req.num_computed_tokens))
+        self.items.append(ScheduledItem(req.request_id, n, context_tokens=context))
         self.ids.add(req.request_id)
         self.used += n
+        self.kv_read += context
         return n
 
 

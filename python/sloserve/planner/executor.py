@@ -13,7 +13,7 @@ from typing import Callable
 
 from sloserve.core.plan import RequestEvent, StepPlan
 from sloserve.core.request import Request
-from sloserve.planner.batch import EPS_S
+from sloserve.planner.batch import EPS_S, reads_kv
 from sloserve.planner.execute import StepBuilder, fill_step, is_decoding, step_window
 from sloserve.planner.state import TierState
 
@@ -33,9 +33,11 @@ class StepExecutor:
     ) -> None:
         self.config, self.perf, self.tiers, self.dl, self.calib = config, perf, tiers, dl, calib
         self.reasons, self.plan, self.preempt, self.may_stretch = reasons, plan, preempt, may_stretch
+        # a step reads the KV of every request in it: the cap follows the items' contexts (issue 16)
+        self.count_kv = config.count_kv_read and reads_kv(perf)
 
     def step(self, now_s: float) -> StepPlan:
-        tiers, dl, cfg = self.tiers, self.dl, self.config
+        tiers, dl = self.tiers, self.dl
         events: list[RequestEvent] = []
         step = tiers.step_len_s if tiers.step_len_s is not None else self.idle_step_s()
         decoders = [(dl.next_token_s(r), r) for r in tiers.slo.values() if is_decoding(r)]
@@ -53,13 +55,15 @@ class StepExecutor:
             stretch_end = now_s + (stretch_end - now_s) * tail
             end_s, forced, optional = stretch_end, sorted(decoders, key=lambda x: x[0]), []
         tiers.first_step = None
-        cap = self.perf.max_tokens_within_s(end_s - now_s - EPS_S) if end_s > now_s + EPS_S else 0
-        if cfg.fixed_batch_tokens:
-            cap = min(cap, cfg.fixed_batch_tokens)
-        if cap < max(len(forced), 1):
+        cap_at = self._cap_at(end_s - now_s)
+        floor = max(len(forced), 1)
+        if cap_at(sum(r.num_computed_tokens for _, r in forced) if self.count_kv else 0) < floor:
             self.reasons["step_overdue"] += 1
-            cap = max(len(forced), 1)
-        builder = StepBuilder(cap, lambda r, n, slo: self._reserve(r, n, slo, builder, events, now_s))
+        builder = StepBuilder(floor, lambda r, n, slo: self._reserve(r, n, slo, builder, events, now_s))
+        if self.count_kv:
+            builder.cap_at = cap_at
+        else:
+            builder.cap_tokens = max(cap_at(0), floor)
         dropped = fill_step(builder, forced, prefills, best_effort, optional)
         if dropped:
             self.reasons["decode_overload"] += dropped
@@ -70,6 +74,15 @@ class StepExecutor:
         else:
             tiers.set_inflight(plan, now_s + self.perf.plan_time_s(plan))
         return plan
+
+    def _cap_at(self, length_s: float) -> Callable[[int], int]:
+        """The step's token cap as a function of its KV read."""
+        if length_s <= EPS_S:
+            return lambda kv: 0
+        fixed, perf, limit = self.config.fixed_batch_tokens, self.perf, length_s - EPS_S
+        if fixed:
+            return lambda kv: min(perf.max_tokens_within_s(limit, 0, kv), fixed)
+        return lambda kv: perf.max_tokens_within_s(limit, 0, kv)
 
     def idle_step_s(self) -> float:
         """Step length while no SLO-tier request is resident (best effort only): ``idle_step_s``
@@ -110,7 +123,8 @@ class StepExecutor:
             return None
         demand = sum(r.remaining_compute_tokens for r in prefills)
         demand += sum(r.remaining_compute_tokens for r in best_effort)
-        if demand <= self.perf.max_tokens_within_s(std_end_s - now_s - EPS_S):
+        kv = sum(r.num_computed_tokens for r in (*self.tiers.slo.values(), *best_effort)) if self.count_kv else 0
+        if demand <= self.perf.max_tokens_within_s(std_end_s - now_s - EPS_S, 0, kv):
             return None  # a standard step already holds all the work
         res, _, grid = self.plan([], now_s, stretch_only=True)
         if grid is None or not grid.first_all or not res.feasible:

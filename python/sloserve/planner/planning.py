@@ -14,7 +14,7 @@ from typing import NamedTuple
 from sloserve.core.plan import AdmitReason
 from sloserve.core.request import Request
 from sloserve.planner.admission import Admission, Item, admit_arrays, admit_cached
-from sloserve.planner.batch import EPS_S, StepGrid, make_grid
+from sloserve.planner.batch import EPS_S, StepGrid, kv_bucket, make_grid, reads_kv
 from sloserve.planner.spare import stretch_limit_s
 from sloserve.planner.view import TierView
 
@@ -37,6 +37,8 @@ class AdmissionPlanner:
         self.fixed_tokens = fixed or None
         self.fixed_step_s = perf.batch_time_s(fixed) if fixed else None
         self._grid_cache: dict[tuple, StepGrid] = {}
+        # steps read the KV of the requests in them: grids hold fewer tokens as contexts grow
+        self.count_kv = config.count_kv_read and reads_kv(perf)
 
     def item(self, r: Request) -> Item:
         left = r.num_tokens - r.num_computed_tokens - self.tiers.inflight.get(r.request_id, 0)
@@ -78,7 +80,8 @@ class AdmissionPlanner:
             if step is None:
                 continue
             elig = [c for c in items if c.tpot_s >= step - EPS_S]
-            for grid in self._grids(view, elig, start, step, stretch_only):
+            kv = self.kv_read(view, [c for c, it in zip(cands, items) if it.tpot_s >= step - EPS_S])
+            for grid in self._grids(view, elig, start, step, stretch_only, kv):
                 cap = min(grid.first_tokens, grid.step_tokens) - len(view.load)
                 if len(elig) <= 1:  # every arrival, can_admit, and re-plans with nothing to promote
                     res = admit_cached(view.mandatory_rows(grid), elig, free, cap)
@@ -103,15 +106,25 @@ class AdmissionPlanner:
             return PlanChoice(Admission((), 0.0, True, math.inf), None, None)
         return best
 
+    def kv_read(self, view: TierView, cands: list[Request]) -> int:
+        """The KV read a grid's steps are sized with: a bound over the plan's horizon on the
+        contexts of the admitted requests and of the candidates (as if all were admitted), so
+        that steps hold what the grid promised while contexts grow (issue 16). 0 when the model
+        has no KV term."""
+        if not self.count_kv:
+            return 0
+        planned = self.lengths.planned_output
+        return kv_bucket(view.kv_read_bound + sum(c.prompt_tokens + planned(c) for c in cands))
+
     def _grids(
-        self, view: TierView, items: list[Item], start: float, step: float, stretch_only: bool
+        self, view: TierView, items: list[Item], start: float, step: float, stretch_only: bool, kv: int = 0
     ) -> list[StepGrid]:
         fixed = self.fixed_tokens
-        grids = [] if stretch_only else [self.grid(start, step, view.earliest_due_s, fixed)]
+        grids = [] if stretch_only else [self.grid(start, step, view.earliest_due_s, fixed, kv=kv)]
         soonest = min((it.deadline_s for it in items), default=math.inf)
         if grids and start < soonest < grids[0].first_end_s - EPS_S:
             # a tight TTFT inside step 0: a shorter step 0 that ends by it can still serve it
-            grids.append(self.grid(start, step, min(view.earliest_due_s, soonest), fixed))
+            grids.append(self.grid(start, step, min(view.earliest_due_s, soonest), fixed, kv=kv))
         first = self.tiers.first_step
         if (
             first is not None
@@ -122,28 +135,32 @@ class AdmissionPlanner:
             # the first step the last plan committed to is known feasible: keep it an option
             # (grid options are not monotone in the state: a different stretch can lose a step)
             due = first.end_s if not first.carries_all else view.earliest_due_s
-            kept = self.grid(start, step, due, fixed, first.end_s if first.carries_all else None)
+            kept = self.grid(start, step, due, fixed, first.end_s if first.carries_all else None, kv)
             if kept not in grids:
                 grids.append(kept)
         if self.config.stretch_steps and fixed is None:
             end = min([stretch_limit_s(start, view, self.config.max_step_s)] + [it.deadline_s for it in items])
-            stretched = self.grid(start, step, view.earliest_due_s, None, end)
+            stretched = self.grid(start, step, view.earliest_due_s, None, end, kv)
             if end - start > step * STRETCH_MIN and stretched not in grids:
                 grids.append(stretched)
         return grids
 
     def grid(
-        self, start: float, step: float, earliest_due_s: float, fixed: int | None, stretch_end_s: float | None = None
+        self,
+        start: float,
+        step: float,
+        earliest_due_s: float,
+        fixed: int | None,
+        stretch_end_s: float | None = None,
+        kv: int = 0,
     ) -> StepGrid:
         """``make_grid``, memoized: the arrivals of one step ask for the same few grids."""
-        key = (start, step, earliest_due_s, fixed, stretch_end_s)
+        key = (start, step, earliest_due_s, fixed, stretch_end_s, kv)
         got = self._grid_cache.get(key)
         if got is None:
             if len(self._grid_cache) >= 256:
                 self._grid_cache.clear()
-            got = self._grid_cache[key] = make_grid(
-                self.perf, start, step, earliest_due_s, fixed_tokens=fixed, stretch_end_s=stretch_end_s
-            )
+            got = self._grid_cache[key] = make_grid(self.perf, start, step, earliest_due_s, kv, fixed, stretch_end_s)
         return got
 
     def clear_grids(self) -> None:

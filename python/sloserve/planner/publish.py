@@ -53,11 +53,12 @@ class SummaryPublisher:
         start = tiers.plan_start_s(now_s)
         fixed = planner.fixed_tokens
         stretch = Stretch(self.config.max_step_s, STRETCH_MIN) if self.config.stretch_steps and fixed is None else None
+        kv = planner.kv_read(view, [])  # the residents' KV read, as the admission grids count it
         return spare_curve(
             view,
             now_s,
             stretch=stretch,
-            grid_for=lambda due, end: planner.grid(start, step, due, fixed if end is None else None, end),
+            grid_for=lambda due, end: planner.grid(start, step, due, fixed if end is None else None, end, kv),
         )
 
     def prefill_rate_tps(self) -> float:

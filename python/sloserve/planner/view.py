@@ -38,6 +38,9 @@ class TierView:
     earliest_due_s: float  # earliest next-token deadline of a decoding admitted request
     min_tpot_s: float  # tightest TPOT in the SLO tier (inf when empty)
     num_requests: int
+    # an upper bound on the KV one step's attention reads: every stream's final context (prompt
+    # plus planned output), as if every admitted request ran in every step of the plan
+    kv_read_bound: int = 0
     tables: dict = field(default_factory=dict)  # StepGrid -> ForcedTable cache
     rows: dict = field(default_factory=dict)  # StepGrid -> MandatoryRows cache
     # the view this one extends and what it added: a grid's caches are derived from the parent's
@@ -81,6 +84,7 @@ def build_view(
     earliest = float("inf")
     min_tpot = float("inf")
     n = 0
+    kv_bound = 0
     get_inflight, min_tpot_of, token_s = inflight.get, dl.min_tpot_s, dl.token_s  # hot loop: hundreds of requests
     for r in slo:
         n += 1
@@ -96,6 +100,7 @@ def build_view(
             # still prefilling: mandatory prefill by the TTFT deadline, then decodes from D + tpot
             pending.append((dl.ttft_s(r), num_tokens - computed))
             rows.append((dl.decode_origin_s(r) + tpot, tpot, max(total_out - 1, 0)))
+            kv_bound += r.prompt_tokens + max(total_out, out)
             continue
         if step_tokens is not None:
             out += 1  # the step in flight produces this token
@@ -106,10 +111,11 @@ def build_view(
         if due < earliest:
             earliest = due
         rows.append((due, tpot, left))
+        kv_bound += r.prompt_tokens + total_out
     pending.sort()
     pd = np.array([p[0] for p in pending], dtype=np.float64)
     pp = np.array([p[1] for p in pending], dtype=np.float64)
-    return TierView(DecodeLoad.of(rows), pd, pp, earliest, min_tpot, n)
+    return TierView(DecodeLoad.of(rows), pd, pp, earliest, min_tpot, n, kv_bound)
 
 
 def extend_view(view: TierView, r: Request, planned_output: int, dl: Deadlines = Deadlines()) -> TierView:
@@ -133,6 +139,7 @@ def extend_view(view: TierView, r: Request, planned_output: int, dl: Deadlines =
         view.earliest_due_s,
         min(view.min_tpot_s, tpot),
         view.num_requests + 1,
+        view.kv_read_bound + r.prompt_tokens + max(planned_output, r.num_output_tokens),
         parent=view,
         added=Admitted(due, tpot, cap, deadline, prefill),
     )
