@@ -10,8 +10,8 @@ from dataclasses import asdict, replace
 import pytest
 
 import sloserve.planner.batch as batch
+from forced_tables import forced_tables
 from sloserve.core.slo import TTFTSLO
-from sloserve.planner.batch import ForcedTable
 from sloserve.sim import SimConfig, simulate
 from sloserve.spec import SpecConfig, speculative_policy
 from sloserve.workloads import WorkloadConfig, build_workload
@@ -23,21 +23,11 @@ ALL_DENSE = 10**12  # no sparse part: the table before the fix
 def run(programs, policy: str = "slos-serve", options=None, spec=None) -> tuple[str, int]:
     """(the simulation as JSON: summary without wall times, every record, every step;
     how many far step counts the planner's tables held in all)."""
-    tables: list[ForcedTable] = []
-    init = ForcedTable.__init__
-
-    def counted_init(self, *args, **kwargs):
-        init(self, *args, **kwargs)
-        tables.append(self)
-
-    ForcedTable.__init__ = counted_init
-    try:
+    with forced_tables() as tables:
         cfg = SimConfig(
             model="opt-13b-tp2-a100", policy=policy, policy_options=options or {}, max_seq_len=2038, spec=spec
         )
         res = simulate(programs, cfg)
-    finally:
-        ForcedTable.__init__ = init
     summary = {k: v for k, v in res.summary.items() if "wall" not in k}
     out = json.dumps([summary, [asdict(r) for r in res.records], res.steps], sort_keys=True, default=str)
     return out, sum(t.far_m.size for t in tables)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import sloserve.planner.batch as batch
+from forced_tables import forced_tables
 from sloserve.core.request import Request
 from sloserve.core.scheduler import SchedulerContext, create_scheduler
 from sloserve.core.slo import DecodeSegment
@@ -78,24 +79,16 @@ def _run(ttft_ms: float, policy: str = "slos-serve", options=None, spec=None) ->
         sched.add(Request(f"r{i}", now, 200, 500, 1.0, (DecodeSegment(100.0),)), now)
     for _ in range(5):
         step()
-    tables: list[ForcedTable] = []
-    init = ForcedTable.__init__
-
-    def counted_init(self, *args, **kwargs):
-        init(self, *args, **kwargs)
-        tables.append(self)
-
-    ForcedTable.__init__ = counted_init
-    tracemalloc.start()
-    try:
-        far = sched.add(Request("far", now, 1500, 50, ttft_ms / 1e3, (DecodeSegment(100.0),)), now)
-        for k in range(3):
-            sched.add(Request(f"n{k}", now, 300, 50, 1.0, (DecodeSegment(100.0),)), now)
-            step()
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-        ForcedTable.__init__ = init
+    with forced_tables() as tables:
+        tracemalloc.start()
+        try:
+            far = sched.add(Request("far", now, 1500, 50, ttft_ms / 1e3, (DecodeSegment(100.0),)), now)
+            for k in range(3):
+                sched.add(Request(f"n{k}", now, 300, 50, 1.0, (DecodeSegment(100.0),)), now)
+                step()
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
     return {
         "reason": far.reason.value,
         "cells": sum(t.cells for t in tables),
