@@ -96,7 +96,6 @@ class Scheduler(ABC):
         if req is None:
             return False
         req.segments = tuple(segments)
-        self.on_segments_changed(req)
         return True
 
     def sync_external(
@@ -123,9 +122,6 @@ class Scheduler(ABC):
                     if tokens:
                         self.kv.grow(rid, tokens)
         return events
-
-    def on_segments_changed(self, request: Request) -> None:
-        """Hook: a resident request's decode segments were replaced (``update_segments``)."""
 
     # ---- the interface ------------------------------------------------------------------
     def add(self, request: Request, now_s: float) -> AdmitDecision:
