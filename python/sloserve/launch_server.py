@@ -6,7 +6,8 @@ serves the real SGLang engine on this CPU (docs/sglang.md, "CPU mode"). ``--back
 embedded runtime: an SGLang-compatible HTTP front,
 a ZMQ router and ``--dp-size`` scheduler processes against a *simulated* GPU. ``--backend
 sglang`` hands every argument to the SGLang integration (SGLang's own server arguments
-included), so ``--backend`` is read before anything else is parsed.
+included), so ``--backend`` is read before anything else is parsed. With ``--ray-address`` either
+backend runs its replicas as Ray actors across nodes (docs/routing.md, "Multi-node (Ray)").
 """
 
 from __future__ import annotations
@@ -82,13 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     wants_help = "-h" in argv or "--help" in argv
     chosen = requested if requested != "auto" or wants_help else choose_backend("auto")
     if chosen == "sglang" and any(a == "--ray-address" or a.startswith("--ray-address=") for a in argv):
-        print(
-            "error: --ray-address serves the embedded runtime's replicas across nodes; the SGLang backend "
-            "does not run under Ray yet: use --backend embedded, or put a gateway in front of SGLang "
-            "servers on each node (docs/routing.md, 'Multi-node')",
-            file=sys.stderr,
-        )
-        return 2
+        # Replicas as Ray actors behind an SLO-aware ingress here; the ingress node needs no GPU.
+        from sloserve.sglang.ray_launch import main as ray_main
+
+        return ray_main(argv)
     if chosen == "sglang":
         if requested == "auto":
             log.info("--backend auto: SGLang and a CUDA GPU found, serving with SGLang")

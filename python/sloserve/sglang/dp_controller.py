@@ -16,13 +16,12 @@ from typing import Iterable, Mapping
 
 from sglang.srt.managers import data_parallel_controller as dpc
 
-from sloserve.core.plan import AdmitDecision, AdmitReason, ReplicaSummary
-from sloserve.core.request import Request
+from sloserve.core.plan import ReplicaSummary
 from sloserve.perf import get_model
 from sloserve.routing.base import create_router
 from sloserve.runtime.slo_params import SloDefaults, SloParamError
 from sloserve.sglang.config import load_config
-from sloserve.sglang.summaries import ENV_SUMMARY_DIR, read_summaries
+from sloserve.sglang.summaries import ENV_SUMMARY_DIR, SnapshotReplicaView, read_summaries
 from sloserve.sglang.translate import build_request
 
 log = logging.getLogger(__name__)
@@ -54,26 +53,6 @@ def summary_from_load(load, plan: ReplicaSummary | None, now_s: float) -> Replic
         kv_capacity_tokens=base.kv_capacity_tokens or plan.kv_capacity_tokens,
         outstanding_tokens=max(plan.outstanding_tokens, base.outstanding_tokens),
     )
-
-
-@dataclasses.dataclass
-class SnapshotReplicaView:
-    """A ReplicaView over a published summary: admission is judged from KV headroom alone."""
-
-    replica_id: int
-    published: ReplicaSummary
-
-    def summary(self) -> ReplicaSummary:
-        return self.published
-
-    def can_admit(self, request: Request, now_s: float) -> AdmitDecision:
-        need = request.prompt_tokens + request.planning_output_tokens
-        s = self.published
-        if not s.healthy:
-            return AdmitDecision(AdmitReason.REJECTED, detail="unhealthy")
-        if s.kv_capacity_tokens and need > s.free_kv_tokens:
-            return AdmitDecision(AdmitReason.NO_KV, detail=f"needs {need} KV tokens, {s.free_kv_tokens} free")
-        return AdmitDecision(AdmitReason.ADMITTED, slack_s=s.slack_s)
 
 
 def build_views(

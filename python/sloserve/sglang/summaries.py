@@ -4,6 +4,8 @@ SGLang's own load snapshots say how busy a rank is; the sloserve routers also wa
 replica's plan summary (admitted requests by tier, slack). Scheduler rank 0 of each DP replica
 writes its ``ReplicaSummary`` as JSON into a directory the launcher creates; the controller
 reads the latest ones. Writes are atomic renames, so a reader never sees half a file.
+``SnapshotReplicaView`` is how a router sees such a summary, in the DP controller (one host)
+and in the Ray ingress (``ray_ingress.py``, replicas on several nodes).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sloserve.core.plan import ReplicaSummary
+from sloserve.core.plan import AdmitDecision, AdmitReason, ReplicaSummary
+from sloserve.core.request import Request
 
 ENV_SUMMARY_DIR = "SLOSERVE_SGLANG_SUMMARY_DIR"
 
@@ -100,3 +103,23 @@ def read_summaries(directory: str | os.PathLike | None) -> dict[int, ReplicaSumm
             continue
         out[summary.replica_id] = summary
     return out
+
+
+@dataclasses.dataclass
+class SnapshotReplicaView:
+    """A ReplicaView over a published summary: admission is judged from KV headroom alone."""
+
+    replica_id: int
+    published: ReplicaSummary
+
+    def summary(self) -> ReplicaSummary:
+        return self.published
+
+    def can_admit(self, request: Request, now_s: float) -> AdmitDecision:
+        need = request.prompt_tokens + request.planning_output_tokens
+        s = self.published
+        if not s.healthy:
+            return AdmitDecision(AdmitReason.REJECTED, detail="unhealthy")
+        if s.kv_capacity_tokens and need > s.free_kv_tokens:
+            return AdmitDecision(AdmitReason.NO_KV, detail=f"needs {need} KV tokens, {s.free_kv_tokens} free")
+        return AdmitDecision(AdmitReason.ADMITTED, slack_s=s.slack_s)
