@@ -25,11 +25,18 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m sloserve.launch_server --backend sglang --ray-address ADDR",
         add_help=False,
+        allow_abbrev=False,  # a prefix of one of SGLang's arguments must reach the replicas, not match ours
         description="The SGLang backend's replicas as Ray actors behind one SLO-aware ingress.",
     )
     p.add_argument("--backend", default="sglang")
     p.add_argument("--ray-address", required=True, help="Ray cluster (host:port, 'auto', or 'local')")
-    p.add_argument("--dp-size", type=int, default=1, help="replicas: one SGLang server (dp 1) per Ray actor")
+    p.add_argument(
+        "--dp-size",
+        "--data-parallel-size",
+        type=int,
+        default=1,
+        help="replicas: one SGLang server (dp 1) per Ray actor",
+    )
     p.add_argument("--ray-replica-cpus", type=float, default=1.0, help="CPUs Ray reserves for each replica")
     p.add_argument(
         "--ray-replica-gpus",
@@ -49,11 +56,11 @@ def parser() -> argparse.ArgumentParser:
 
 def server_facts(rest: Sequence[str]) -> argparse.Namespace:
     """What the ingress reads from SGLang's own arguments (they still go to the replicas)."""
-    p = argparse.ArgumentParser(add_help=False)
+    p = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     p.add_argument("--model-path", "--model")
     p.add_argument("--tokenizer-path")
     p.add_argument("--device", default="cuda")
-    p.add_argument("--tp-size", "--tp", type=int, default=1)
+    p.add_argument("--tp-size", "--tensor-parallel-size", type=int, default=1)
     return p.parse_known_args(list(rest))[0]
 
 
