@@ -11,11 +11,17 @@ the loop"):
     (cached in --work-dir; ``--profile-csv`` reuses any profile, e.g. scripts/profile_sglang.py's);
 (b) fit: ``scripts/fit_perf_model.py`` with a held-out split (a refused fit is forced, and says so);
 (c) predict: the simulator's capacity search (sim/capacity.py) with the fitted model, the
-    workload's SLOs scaled to the fit (bench/loop.py) and the engine noise the profile showed;
+    workload's SLOs scaled to the fit (bench/loop.py) and the engine the profile showed: its
+    observed/fitted step-time ratios replayed in order (``--sim-noise trace``, the default;
+    ``SimConfig.step_time_trace``), slow runs and stalls included;
 (d) measure: SGLang + plugin (``--policy slos-serve --perf-model fit.json``) and bench_serving's
     capacity search (bench/capacity.py) on the same workload, around the prediction; then one
     run at the measured capacity with the planner's calibration off;
 (e) write the JSON and one plot of attainment against rate, simulated and live.
+
+``--cpu-hogs N`` (default 1) keeps N busy-loop processes running through (a) to (d): the
+acceptance condition of issue 16 is a machine with another CPU-bound process beside the server.
+``--policy-opt KEY=VALUE`` reaches the planner in the simulator and in the live server alike.
 """
 
 from __future__ import annotations
@@ -36,15 +42,18 @@ from sloserve.bench.capacity import capacity_search as live_capacity_search
 from sloserve.bench.config import BenchConfig
 from sloserve.bench.plots import plot_attainment_vs_rate
 from sloserve.bench.runner import run_benchmark
+from sloserve.core.options import parse_kv
 from sloserve.perf import get_model
 from sloserve.sglang import process
 from sloserve.sim.capacity import capacity_search as sim_capacity_search
 from sloserve.sim.config import SimConfig
+from sloserve.sim.engine import write_ratio_trace
 
 ROOT = Path(__file__).resolve().parents[1]
 KV_TOKENS = 32768  # the CPU mode's --max-total-tokens: the live replica's KV pool
 CONTEXT_TOKENS = 4096  # the tiny model's context length
 PROFILE_RATE_RPS = 1000.0  # arrivals while profiling: at once, gated by the concurrency limit
+WARMUP_STEPS = 16  # the profile's first steps (cold caches, the client's warm-up) left out of the trace
 
 
 def parse_args(argv):
@@ -69,7 +78,26 @@ def parse_args(argv):
     ap.add_argument("--iters", type=int, default=4, help="live bisection steps after the bracket ends")
     ap.add_argument("--bracket", default="0.4,1.6", help="live search bracket, as fractions of the prediction")
     ap.add_argument(
-        "--sim-noise", action="store_true", help="predict with the profile's step-time noise (default: the fit alone)"
+        "--sim-noise",
+        choices=("trace", "lognormal", "none"),
+        default="trace",
+        help="the simulated engine: the profile's step-time ratios replayed in order (trace), a lognormal "
+        "matched to their median and spread, or the fit alone (none)",
+    )
+    ap.add_argument("--cpu-hogs", type=int, default=1, help="busy-loop processes running beside the server")
+    ap.add_argument(
+        "--engine-threads",
+        type=int,
+        default=1,
+        help="the engine's torch threads (OMP_NUM_THREADS): with more threads than free cores every "
+        "parallel region waits on a thread the other process preempted",
+    )
+    ap.add_argument(
+        "--policy-opt",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="planner option (repeatable), simulator and live alike",
     )
     ap.add_argument("--skip-calibration-off", action="store_true")
     ap.add_argument("--startup-timeout-s", type=float, default=400.0)
@@ -93,7 +121,8 @@ def ensure_model(args, work: Path) -> Path:
     return model
 
 
-def start_server(name: str, model: Path, work: Path, extra: list[str], steps_dir: Path, timeout_s: float):
+def start_server(name: str, model: Path, work: Path, extra: list[str], steps_dir: Path, args):
+    timeout_s, threads = args.startup_timeout_s, args.engine_threads
     shutil.rmtree(steps_dir, ignore_errors=True)
     steps_dir.mkdir(parents=True)
     t0 = time.monotonic()
@@ -104,7 +133,7 @@ def start_server(name: str, model: Path, work: Path, extra: list[str], steps_dir
         extra,
         plugin=True,
         device="cpu",
-        env_overrides={"SLOSERVE_SGLANG_STEP_LOG": str(steps_dir)},
+        env_overrides={"SLOSERVE_SGLANG_STEP_LOG": str(steps_dir), "OMP_NUM_THREADS": str(threads)},
     )
     try:
         srv.wait_ready(timeout_s)
@@ -148,11 +177,12 @@ def profile(args, work: Path, model: Path) -> tuple[Path, Path | None]:
     """(profile CSV, directory of raw steps or None)."""
     if args.profile_csv:
         return Path(args.profile_csv), None
-    csv_path, steps_dir = work / "profile.csv", work / "profile-steps"
+    tag = f"-hogs{args.cpu_hogs}-threads{args.engine_threads}"
+    csv_path, steps_dir = work / f"profile{tag}.csv", work / f"profile{tag}-steps"
     if csv_path.exists() and steps_dir.is_dir() and not args.reprofile:
         log(f"reusing the cached profile {csv_path}")
         return csv_path, steps_dir
-    srv = start_server("profile", model, work, ["--policy", "sglang"], steps_dir, args.startup_timeout_s)
+    srv = start_server("profile", model, work, ["--policy", "sglang"], steps_dir, args)
     try:
         for c in (int(x) for x in args.profile_concurrency.split(",")):
             # closed loop: c requests in flight, the shapes of a steady load without a growing queue
@@ -198,31 +228,72 @@ def fit(args, csv_path: Path, out: Path) -> dict:
     }
 
 
-def predict(args, fit_path: Path, workload: loop.LoopWorkload, noise: dict) -> tuple[dict, SimConfig]:
+def policy_options(args) -> dict:
+    return parse_kv(args.policy_opt, "--policy-opt")
+
+
+def predict(args, fit_path: Path, workload: loop.LoopWorkload, noise: dict, trace: Path | None):
     perf = get_model(str(fit_path))
     cfg = SimConfig(
-        model=str(fit_path), policy="slos-serve", kv_tokens=KV_TOKENS, max_seq_len=CONTEXT_TOKENS, seed=args.seed
+        model=str(fit_path),
+        policy="slos-serve",
+        policy_options=policy_options(args),
+        kv_tokens=KV_TOKENS,
+        max_seq_len=CONTEXT_TOKENS,
+        seed=args.seed,
     )
-    noisy = replace(cfg, step_time_noise=noise["step_time_noise"], step_time_bias=noise["step_time_bias"])
-    res = sim_capacity_search(workload.programs, noisy if args.sim_noise else cfg, args.target, 2.0, perf=perf)
-    other = sim_capacity_search(workload.programs, cfg if args.sim_noise else noisy, args.target, 2.0, perf=perf)
-    log(
-        f"simulator capacity {res.capacity_rps:.2f} rps ({len(res.points)} runs); the other noise choice: {other.capacity_rps:.2f}"
-    )
+    engines = {
+        "none": cfg,
+        "lognormal": replace(cfg, step_time_noise=noise["step_time_noise"], step_time_bias=noise["step_time_bias"]),
+    }
+    if trace is not None:
+        engines["trace"] = replace(cfg, step_time_trace=str(trace))
+    chosen = args.sim_noise if args.sim_noise in engines else "none"
+    capacities, res = {}, None
+    for name, c in engines.items():
+        r = sim_capacity_search(workload.programs, c, args.target, 2.0, perf=perf)
+        capacities[name] = r.capacity_rps
+        res = r if name == chosen else res
+    log(f"simulator capacity {res.capacity_rps:.2f} rps (engine: {chosen}); every engine: {capacities}")
     return {
         "capacity_rps": res.capacity_rps,
-        "with_noise": args.sim_noise,
-        "other_noise_choice_capacity_rps": other.capacity_rps,
+        "engine": chosen,
+        "by_engine": capacities,
         "search": res.to_dict(),
-    }, (noisy if args.sim_noise else cfg)
+    }, engines[chosen]
+
+
+def sim_ablation(args, workload: loop.LoopWorkload, sim_cfg: SimConfig, perf) -> dict:
+    """The chosen simulated engine under the planner options given and under the same options
+    with each calibration and best-effort guard switched back: capacity, and admitted attainment
+    at 0.5, 1, 1.5 and 2 x that capacity (the planner's promise holds past capacity too)."""
+    base = dict(sim_cfg.policy_options)
+    variants = {
+        "as given": base,
+        "best_effort_step_frac=0": {**base, "best_effort_step_frac": 0.0},
+        "calibrate_form=affine": {**base, "calibrate_form": "affine"},
+        "calibrate=false": {**base, "calibrate": False},
+    }
+    out = {}
+    for name, opts in variants.items():
+        cfg = replace(sim_cfg, policy_options=opts)
+        cap = sim_capacity_search(workload.programs, cfg, args.target, 2.0, perf=perf).capacity_rps
+        points = [loop.simulate(workload, f * cap, cfg, perf) for f in (0.5, 1.0, 1.5, 2.0)] if cap else []
+        out[name] = {"capacity_rps": cap, "points": points, "admitted_attainment": pooled_admitted(points)}
+        log(
+            f"  simulated, {name}: capacity {cap:.2f} rps, admitted attainment to 2x {out[name]['admitted_attainment']}"
+        )
+    return out
 
 
 def measure(args, model: Path, work: Path, fit_path: Path, workload, lo: float, hi: float, calibrate: bool):
     extra = ["--policy", "slos-serve", "--perf-model", str(fit_path)]
+    for opt in args.policy_opt:
+        extra += ["--policy-opt", opt]
     extra += [] if calibrate else ["--policy-opt", "calibrate=false"]
     name = "live" if calibrate else "live-calibration-off"
     steps_dir = work / f"{name}-steps"
-    srv = start_server(name, model, work, extra, steps_dir, args.startup_timeout_s)
+    srv = start_server(name, model, work, extra, steps_dir, args)
     cfg = bench_config(srv.url, str(fit_path))
     try:
         if calibrate:
@@ -260,22 +331,44 @@ def write_plot(path: str, sim_points: list[dict], live_points: list[dict], off_p
     )
 
 
+def start_cpu_hogs(count: int) -> list[subprocess.Popen]:
+    """Busy-loop processes, the 'other CPU-bound process' beside the server."""
+    code = "while True: pass"
+    return [subprocess.Popen([sys.executable, "-c", code]) for _ in range(count)]
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    policy_options(args)  # a bad --policy-opt fails here, before minutes of profiling
+    hogs = start_cpu_hogs(args.cpu_hogs)
+    try:
+        return run(args, argv)
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+
+
+def run(args, argv) -> int:
     started, load_start = time.monotonic(), loadavg()
     work = Path(args.work_dir)
     (work / "logs").mkdir(parents=True, exist_ok=True)
     model = ensure_model(args, work)
     csv_path, profile_steps = profile(args, work, model)
-    fitted = fit(args, csv_path, work / "fit.json")
+    fitted = fit(args, csv_path, work / csv_path.with_suffix(".fit.json").name)
     fit_path = Path(fitted["json"])
     perf = get_model(str(fit_path))
     ratios = loop.step_ratios(loop.read_steps(profile_steps), perf) if profile_steps else None
     noise = loop.noise_model(ratios) if ratios is not None else loop.noise_model(loop.np.zeros(0))
+    trace = None
+    if ratios is not None and ratios.size > WARMUP_STEPS:
+        trace = work / "profile-ratios.trace"
+        write_ratio_trace(ratios[WARMUP_STEPS:], str(trace), f"profile {csv_path.name} against {fit_path.name}")
     base = loop.LoopWorkload(duration_s=args.duration_s, ttft_slowdown=args.ttft_slowdown, seed=args.seed)
     workload = replace(base, tpot_ms=loop.scaled_tpot_ms(perf, base, args.tpot_steps))
     log(f"workload: {workload.describe(1.0)}; simulator noise {noise}")
-    prediction, sim_cfg = predict(args, fit_path, workload, noise)
+    prediction, sim_cfg = predict(args, fit_path, workload, noise, trace)
+    ablation = sim_ablation(args, workload, sim_cfg, perf)
     predicted = prediction["capacity_rps"]
     lo_frac, hi_frac = (float(x) for x in args.bracket.split(","))
     capacity, live_points, live_error = measure(
@@ -312,7 +405,11 @@ def main(argv=None) -> int:
         "profile": {"csv": str(csv_path), "steps_dir": str(profile_steps) if profile_steps else None},
         "fit": fitted,
         "sim_noise": noise,
-        "simulated": {"search": prediction["search"], "points": sim_points},
+        "sim_engine": prediction["engine"],
+        "predicted_capacity_by_engine_rps": prediction["by_engine"],
+        "cpu_hogs": args.cpu_hogs,
+        "policy_options": policy_options(args),
+        "simulated": {"search": prediction["search"], "points": sim_points, "planner_options": ablation},
         "live": {"points": live_points},
     }
     out["targets"] = {

@@ -88,3 +88,23 @@ def test_calibration_is_a_no_op_on_an_exact_engine_and_plans_with_the_scale_on_a
     assert blind.summary["num_admitted_slo_misses"] > 0
     s = create_scheduler("slos-serve", SchedulerContext(PERF, 97648, 16), {})
     assert s.ctx.perf.base is PERF  # every planner module reads the calibrated model via ctx
+
+
+def test_affine_form_learns_a_fixed_per_step_cost():
+    """An engine that adds 4 ms to every step, small or large: the affine form learns scale 1 and
+    a 4 ms offset, so a large step is planned at its real time; the scale form multiplies every
+    step by the small steps' ratio and over-plans the large ones (the control)."""
+    affine, scale = CalibratedModel(PERF, quantile=0.99, affine=True), CalibratedModel(PERF, quantile=0.99)
+    sizes = [1, 8, 64, 512, 2048]
+    for i in range(200):
+        n = sizes[i % len(sizes)]
+        pred = PERF.batch_time_s(n)
+        affine.observe(pred, pred + 0.004)
+        scale.observe(pred, pred + 0.004)
+    big = PERF.batch_time_s(2048)
+    assert affine.scale == pytest.approx(1.0) and affine.offset_s == pytest.approx(0.004, rel=1e-6)
+    assert affine.batch_time_s(2048) == pytest.approx(big + 0.004)
+    assert scale.batch_time_s(2048) > big + 0.004 * 3
+    assert affine.max_tokens_within_s(big + 0.004) in (2047, 2048)  # float rounding of the offset
+    assert scale.max_tokens_within_s(big + 0.004) < 1900  # over-planned by the small steps' ratio
+    assert affine.max_tokens_within_s(0.004) == 0  # the offset alone fills the time

@@ -32,6 +32,7 @@ SHARED = {
     "--oracle-output-len": (False, None, None),
     "--step-time-noise": (None, float, None),
     "--step-time-bias": (None, float, None),
+    "--step-time-trace": ("", str, None),
     "--client-timeout": (False, None, None),
     "--charge-scheduler-time": (False, None, None),
     "--realistic": (False, None, None),

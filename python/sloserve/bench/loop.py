@@ -198,4 +198,6 @@ def simulate(workload: LoopWorkload, rate_rps: float, config, perf) -> dict:
             s["num_requests"], s["admitted_fraction"], s["num_admitted_slo_misses"]
         ),
         "num_requests": s["num_requests"],
+        "num_admitted": round((s["admitted_fraction"] or 0) * s["num_requests"]),
+        "num_admitted_slo_misses": s["num_admitted_slo_misses"],
     }

@@ -39,6 +39,7 @@ class CalibratedModel(BatchTimeModel):
         max_scale: float = 3.0,
         prior_scale: float = 1.0,
         tail_quantile: float = 0.0,
+        affine: bool = False,
     ) -> None:
         if not 0 < quantile <= 1 or window < min_samples or min_samples < 1 or every < 1 or prior_scale < 1:
             raise ValueError("need 0 < quantile <= 1, 1 <= min_samples <= window, every >= 1, prior_scale >= 1")
@@ -46,6 +47,9 @@ class CalibratedModel(BatchTimeModel):
         self.name = f"{getattr(base, 'name', '')}+calibrated"
         self.quantile, self.min_samples, self.every, self.max_scale = quantile, min_samples, every, max_scale
         self.tail_quantile = tail_quantile
+        self.affine = affine
+        self.offset_s = 0.0  # affine form: seconds added to every step (a fixed cost, stalls)
+        self.pairs: deque = deque(maxlen=window)  # (predicted, observed) seconds, for the affine form
         self.tail = 1.0  # the tail quantile's ratio (>= scale)
         self.ratios: deque = deque(maxlen=window)
         self.prior_scale = prior_scale
@@ -62,6 +66,7 @@ class CalibratedModel(BatchTimeModel):
             cfg.calibrate_window,
             prior_scale=cfg.calibrate_prior,
             tail_quantile=cfg.calibrate_tail_quantile,
+            affine=cfg.calibrate_form == "affine",
         )
 
     def observe(self, predicted_s: float, observed_s: float) -> bool:
@@ -70,6 +75,7 @@ class CalibratedModel(BatchTimeModel):
             return False
         ratio = observed_s / predicted_s
         self.ratios.append(ratio)
+        self.pairs.append((predicted_s, observed_s))
         self.low = min(self.low, ratio)
         self._since += 1
         if len(self.ratios) < self.min_samples:
@@ -80,6 +86,8 @@ class CalibratedModel(BatchTimeModel):
         if self._since < self.every and len(self.ratios) > self.min_samples:
             return False
         self._since = 0
+        if self.affine:
+            return self._fit_affine()
         arr = np.fromiter(self.ratios, dtype=np.float64)
         q = float(np.quantile(arr, self.quantile, method="higher"))
         new = min(max(q, 1.0), self.max_scale)
@@ -87,6 +95,28 @@ class CalibratedModel(BatchTimeModel):
             self.tail = max(float(np.quantile(arr, self.tail_quantile, method="higher")), new)
         changed = new != self.scale
         self.scale = new
+        return changed
+
+    def _fit_affine(self) -> bool:
+        """``observed = scale x predicted + offset``: the scale is the least-squares slope over the
+        window (the median ratio when the steps are all one size), clamped to [1, max_scale]; the
+        offset the ``quantile`` of what steps took beyond ``scale x predicted`` (never below 0).
+        A host that preempts the engine adds milliseconds to a step whatever its size; a
+        multiplier fitted to that tail scales big steps far past what they take and leaves the
+        planner cutting steps small, each paying the stall again (live, issue 16: the scale ran
+        to its cap)."""
+        both = np.asarray(self.pairs, dtype=np.float64)
+        pred, obs = both[:, 0], both[:, 1]
+        if float(np.std(pred)) > 1e-3 * float(np.mean(pred)):
+            slope = float(np.polyfit(pred, obs, 1)[0])
+        else:
+            slope = float(np.median(obs / pred))
+        scale = min(max(slope, 1.0), self.max_scale)
+        excess = obs - scale * pred
+        offset = max(float(np.quantile(excess, self.quantile, method="higher")), 0.0)
+        offset = min(offset, float(np.median(pred)) * (self.max_scale - 1.0) + 1e-3)  # bounded like the scale
+        changed = (scale, offset) != (self.scale, self.offset_s)
+        self.scale, self.offset_s = scale, offset
         return changed
 
     @property
@@ -98,10 +128,13 @@ class CalibratedModel(BatchTimeModel):
     def batch_time_s(
         self, num_tokens: int, spec_steps: int = 0, kv_read_tokens: int = 0, attn_pairs: float = 0.0
     ) -> float:
-        return self.base.batch_time_s(num_tokens, spec_steps, kv_read_tokens, attn_pairs) * self.scale
+        t = self.base.batch_time_s(num_tokens, spec_steps, kv_read_tokens, attn_pairs)
+        return t * self.scale + self.offset_s
 
     def max_tokens_within_s(self, time_s: float, spec_steps: int = 0, kv_read_tokens: int = 0) -> int:
-        return self.base.max_tokens_within_s(time_s / self.scale, spec_steps, kv_read_tokens)
+        if time_s <= self.offset_s:
+            return 0
+        return self.base.max_tokens_within_s((time_s - self.offset_s) / self.scale, spec_steps, kv_read_tokens)
 
     def shortest_step_s(self) -> float:
         return self.base.batch_time_s(1) * min(self.low, 1.0)

@@ -147,6 +147,20 @@ class SLOsServeConfig:
             "help": "with calibrate, experiment: a step that ends at a decode deadline is sized to end in time even at this quantile of observed/predicted ratios, the rest at calibrate_quantile (<= calibrate_quantile: off)"
         },
     )
+    # On by default: +6% / +7% / +17% capacity on synthetic chatbot / coder / mixed, authors'
+    # summarizer +8%, chatbot -2% (one search step); docs/planner.md §4b.
+    best_effort_step_frac: float = field(
+        default=0.25,
+        metadata={
+            "help": "best-effort work pads a step to at most this fraction of the tightest TTFT SLO among recent requests, so an SLO arrival waits little for the running step (0: up to the full step)"
+        },
+    )
+    calibrate_form: str = field(
+        default="scale",
+        metadata={
+            "help": "with calibrate: 'scale' multiplies the model by the quantile of observed/predicted; 'affine' fits observed = median ratio x predicted + the quantile of the excess (a fixed per-step cost, stalls)"
+        },
+    )
     calibrate_window: int = field(
         default=512, metadata={"help": "with calibrate: recent steps the quantile is taken over"}
     )
@@ -199,5 +213,9 @@ class SLOsServeConfig:
             or self.calibrate_prior < 1
         ):
             raise ValueError("calibrate_quantile must be in (0, 1], calibrate_window >= 32 and calibrate_prior >= 1")
+        if not 0 <= self.best_effort_step_frac <= 1:
+            raise ValueError("best_effort_step_frac must be in [0, 1]")
+        if self.calibrate_form not in ("scale", "affine"):
+            raise ValueError("calibrate_form must be 'scale' or 'affine'")
         if not (self.idle_step_s > 0 and self.max_step_s > 0):
             raise ValueError("idle_step_s and max_step_s must be positive")

@@ -77,9 +77,15 @@ def step_window(now_s: float, step_len_s: float, decoders: list[tuple[float, Req
 
 
 def fill_step(
-    builder: StepBuilder, forced: list, prefills: list[Request], best_effort: list[Request], optional: list
+    builder: StepBuilder,
+    forced: list,
+    prefills: list[Request],
+    best_effort: list[Request],
+    optional: list,
+    best_effort_cap: Callable[[int], int] | None = None,
 ) -> int:
-    """Fill in priority order; returns the number of forced decodes that did not fit."""
+    """Fill in priority order; returns the number of forced decodes that did not fit.
+    ``best_effort_cap`` (the token cap at a KV read) bounds the step once best effort joins."""
     dropped = 0
     for _, r in forced:
         if builder.add(r, 1, True) == 0:
@@ -94,6 +100,8 @@ def fill_step(
         if builder.room <= 0:
             break
         builder.add(r, 1, True)
+    if best_effort_cap is not None and best_effort:
+        builder.cap_at, builder.cap_tokens = best_effort_cap, 0  # forced decodes are in already
     for r in best_effort:
         if builder.room <= 0:
             break

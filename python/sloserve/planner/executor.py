@@ -8,7 +8,7 @@ first step the last plan was checked with, or later when a stretched step is kep
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, OrderedDict
 from typing import Callable
 
 from sloserve.core.plan import RequestEvent, StepPlan
@@ -16,6 +16,8 @@ from sloserve.core.request import Request
 from sloserve.planner.batch import EPS_S, reads_kv
 from sloserve.planner.execute import StepBuilder, fill_step, is_decoding, step_window
 from sloserve.planner.state import TierState
+
+RECENT_TTFT_REQUESTS = 256  # the window the tightest TTFT SLO is taken over (a workload's mix changes)
 
 
 class StepExecutor:
@@ -35,6 +37,7 @@ class StepExecutor:
         self.reasons, self.plan, self.preempt, self.may_stretch = reasons, plan, preempt, may_stretch
         # a step reads the KV of every request in it: the cap follows the items' contexts (issue 16)
         self.count_kv = config.count_kv_read and reads_kv(perf)
+        self.recent_ttft_s: OrderedDict[str, float] = OrderedDict()  # TTFT SLOs of recent requests
 
     def step(self, now_s: float) -> StepPlan:
         tiers, dl = self.tiers, self.dl
@@ -64,7 +67,8 @@ class StepExecutor:
             builder.cap_at = cap_at
         else:
             builder.cap_tokens = max(cap_at(0), floor)
-        dropped = fill_step(builder, forced, prefills, best_effort, optional)
+        be_cap = self._best_effort_cap(now_s, end_s, cap_at) if best_effort else None
+        dropped = fill_step(builder, forced, prefills, best_effort, optional, be_cap)
         if dropped:
             self.reasons["decode_overload"] += dropped
         events = tiers.take_events() + events
@@ -74,6 +78,26 @@ class StepExecutor:
         else:
             tiers.set_inflight(plan, now_s + self.perf.plan_time_s(plan))
         return plan
+
+    def _best_effort_cap(self, now_s: float, end_s: float, cap_at: Callable[[int], int]) -> Callable[[int], int]:
+        """Best effort fills a step only up to ``best_effort_step_frac`` of the tightest TTFT SLO
+        among the last ``RECENT_TTFT_REQUESTS`` requests seen: an SLO request that arrives while the step runs waits for its end, and a step
+        padded with best-effort work to the full step length left a tight TTFT no time to be
+        admitted (measured: half the arrivals of an overload turned away, issue 16)."""
+        frac = self.config.best_effort_step_frac
+        recent = self.recent_ttft_s
+        for r in (*self.tiers.slo.values(), *self.tiers.be.values()):
+            if r.request_id not in recent:
+                recent[r.request_id] = r.ttft_slo_s
+                if len(recent) > RECENT_TTFT_REQUESTS:
+                    recent.popitem(last=False)
+        # never below two one-token steps: best effort alone must still get a step (cf. idle_step_s)
+        pad_s = max(frac * min(recent.values(), default=float("inf")), 2.0 * self.perf.batch_time_s(1))
+        limit = now_s + pad_s
+        if frac <= 0 or limit >= end_s:
+            return cap_at if self.count_kv else (lambda kv: cap_at(0))
+        be_cap = self._cap_at(limit - now_s)
+        return be_cap if self.count_kv else (lambda kv: be_cap(0))
 
     def _cap_at(self, length_s: float) -> Callable[[int], int]:
         """The step's token cap as a function of its KV read."""

@@ -194,4 +194,5 @@ class SLOsServeScheduler(Scheduler):
         out.update({"num_slo": len(tiers.slo), "num_best_effort": len(tiers.be), "step_len_s": tiers.step_len_s})
         if self.calib is not None:  # the batch-time correction drivers report (observed / modelled)
             out["calibration_scale"] = float(self.calib.scale)
+            out["calibration_offset_ms"] = float(self.calib.offset_s * 1e3)
         return out

@@ -76,6 +76,7 @@ class StepTimer:
         out = {
             "calibration_enabled": "calibration_scale" in policy_stats,
             "calibration_scale": float(policy_stats.get("calibration_scale", 1.0)),
+            "calibration_offset_ms": float(policy_stats.get("calibration_offset_ms", 0.0)),
             "steps_timed": self.steps_timed,
         }
         if self.ratios:

@@ -31,6 +31,12 @@ class SimConfig:
         default=0.0,
         metadata={"help": "the engine's steps take (1 + bias) x the model's time (the planner is not told)"},
     )
+    step_time_trace: str = field(
+        default="",
+        metadata={
+            "help": "file of a real engine's observed/predicted step-time ratios (one per line, in run order): the engine replays them from a seeded offset (sim/engine.py)"
+        },
+    )
     client_timeout: bool = field(
         default=False,
         metadata={

@@ -15,11 +15,30 @@ from sloserve.core.plan import StepPlan, StepResult
 from sloserve.core.request import Request
 
 
+def read_ratio_trace(path: str) -> np.ndarray:
+    """A ratio trace file: one observed/predicted ratio per line ('#' lines are comments)."""
+    try:
+        ratios = np.loadtxt(path, dtype=np.float64, comments="#", ndmin=1)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"step-time trace {path!r}: {exc}") from None
+    return ratios
+
+
+def write_ratio_trace(ratios: np.ndarray, path: str, note: str = "") -> None:
+    header = "observed/predicted step-time ratios, in run order (sloserve sim --step-time-trace)"
+    np.savetxt(path, np.asarray(ratios, dtype=np.float64), fmt="%.5f", header=header + (f"; {note}" if note else ""))
+
+
 class SimulatedEngine:
     """``noise_cv`` > 0 or ``bias`` != 0 make the engine differ from the model the planner uses:
     a step takes ``plan_time_s x (1 + bias) x X`` with X lognormal of mean 1 and that coefficient
     of variation, drawn from ``noise_rng`` (its own seeded stream, so draft acceptance draws are
-    the same with and without noise)."""
+    the same with and without noise).
+
+    ``ratio_trace`` (observed / predicted step times of a real engine, in the order it ran them)
+    replays a measured engine instead: step i takes ``plan_time_s x trace[(start + i) % len]``,
+    ``start`` drawn from ``noise_rng``. In order, because a shared host's contention comes in runs
+    of slow steps (the ratios' autocorrelation), which i.i.d. noise of the same spread misses."""
 
     def __init__(
         self,
@@ -30,9 +49,12 @@ class SimulatedEngine:
         noise_cv: float = 0.0,
         bias: float = 0.0,
         noise_rng: np.random.Generator | None = None,
+        ratio_trace: np.ndarray | None = None,
     ) -> None:
         if noise_cv < 0 or bias <= -1:
             raise ValueError("step-time noise must be >= 0 and bias > -1")
+        if ratio_trace is not None and (ratio_trace.size == 0 or not np.all(ratio_trace > 0)):
+            raise ValueError("a step-time ratio trace needs at least one ratio, all > 0")
         self.perf = perf
         self.rng = rng if rng is not None else np.random.default_rng(0)
         self.default_alpha = default_alpha
@@ -41,6 +63,8 @@ class SimulatedEngine:
         self.noise_sigma = float(np.sqrt(np.log1p(noise_cv * noise_cv)))
         self.noise_rng = noise_rng if noise_rng is not None else np.random.default_rng(1)
         self.extra_s = 0.0  # charged to the next step (the scheduler's own CPU time), then reset
+        self.ratio_trace = ratio_trace
+        self._trace_pos = int(self.noise_rng.integers(ratio_trace.size)) if ratio_trace is not None else 0
 
     def step_time_s(self, plan: StepPlan) -> float:
         if plan.is_empty:
@@ -49,6 +73,9 @@ class SimulatedEngine:
         if self.noise_sigma > 0:
             s = self.noise_sigma
             t *= float(np.exp(self.noise_rng.normal(-0.5 * s * s, s)))
+        if self.ratio_trace is not None:
+            t *= float(self.ratio_trace[self._trace_pos % self.ratio_trace.size])
+            self._trace_pos += 1
         extra, self.extra_s = self.extra_s, 0.0
         return t + extra
 

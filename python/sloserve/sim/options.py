@@ -75,6 +75,12 @@ class SimOptions:
     step_time_bias: float | None = _opt(
         None, "the engine's steps take (1 + B) x the batch-time model's time (default 0)", metavar="B"
     )
+    step_time_trace: str = _opt(
+        "",
+        "replay a real engine's observed/predicted step-time ratios (file, one per line, run order; "
+        "benchmark/real_vs_sim.py writes one) on the engine's step time",
+        metavar="FILE",
+    )
     client_timeout: bool = _opt(
         False, "clients abort a request without a first token past its TTFT deadline (a miss; every policy)"
     )
@@ -143,6 +149,7 @@ def sim_config(opts: SimOptions, spec: SpecOptions) -> SimConfig:
         tolerance=opts.tolerance,
         step_time_noise=(REALISTIC_NOISE_CV if opts.realistic else 0.0) if noise is None else noise,
         step_time_bias=opts.step_time_bias or 0.0,
+        step_time_trace=opts.step_time_trace,
         client_timeout=opts.realistic or opts.client_timeout,
         charge_scheduler_time=opts.realistic or opts.charge_scheduler_time,
         spec=spec_config,

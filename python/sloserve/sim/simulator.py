@@ -28,7 +28,7 @@ from sloserve.metrics.summary import summarize
 from sloserve.perf.presets import get_model
 from sloserve.routing.base import create_router
 from sloserve.sim.config import SimConfig
-from sloserve.sim.engine import SimulatedEngine
+from sloserve.sim.engine import SimulatedEngine, read_ratio_trace
 from sloserve.sim.overhead import scheduler_cost
 from sloserve.sim.replica import SimReplica
 
@@ -69,6 +69,7 @@ class Simulator:
         self.disagg = disaggregation(config.policy, dict(config.policy_options))
         self.cost = scheduler_cost(config.policy) if config.charge_scheduler_time else None
         self.num_timeouts = self.num_admitted_timeouts = 0
+        self._ratio_trace = read_ratio_trace(config.step_time_trace) if config.step_time_trace else None
         self.replicas = self._build_replicas()
         for prog in programs:
             self._push(prog.arrival_s, ARRIVAL, (prog.program_id, 0))
@@ -92,6 +93,7 @@ class Simulator:
             noise_cv=cfg.step_time_noise,
             bias=cfg.step_time_bias,
             noise_rng=np.random.default_rng((cfg.seed, rid, 1)),
+            ratio_trace=self._ratio_trace,
         )
         # summaries are computed after every step: skip the fields no router here reads
         return SimReplica(rid, sched, engine, role, publish_spare=self.router.reads_spare_budget)
