@@ -6,8 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
-python -m pip install -q --no-warn-conflicts -e '.[test,ray]'
-echo "installed sloserve (editable) with its test and ray extras"
+python -m pip install -q --no-warn-conflicts -e '.[test,ray,gateway]'
+echo "installed sloserve (editable) with its test, ray and gateway extras"
 if [ -f scripts/install_sglang_cpu.sh ]; then
   bash scripts/install_sglang_cpu.sh
   python - <<'PYEOF'

@@ -1,6 +1,7 @@
 """What lets an existing gateway sit in front of embedded sloserve servers unchanged:
 ``GET /v1/loads`` in SGLang 0.5.23's schema (SGLang's model gateway polls it for its load-aware
-policies) and SGLang-named Prometheus series (llm-d / the Gateway API inference extension scrape
+policies), the older ``GET /get_load`` (what ``sglang-router`` 0.3.2's ``power_of_two`` polls
+instead) and SGLang-named Prometheus series (llm-d / the Gateway API inference extension scrape
 them). See docs/routing.md, "Putting a gateway in front".
 """
 
@@ -27,6 +28,16 @@ def attach_gateway(front) -> LoadTracker:
     return tracker
 
 
+def legacy_load(load: dict) -> dict:
+    """A ``/v1/loads`` entry in the pre-``/v1/loads`` ``GetLoadReqOutput`` schema."""
+    return {
+        "dp_rank": load["dp_rank"],
+        "num_reqs": load["num_running_reqs"] + load["num_waiting_reqs"],
+        "num_waiting_reqs": load["num_waiting_reqs"],
+        "num_tokens": load["num_total_tokens"],
+    }
+
+
 def add_gateway_routes(app: FastAPI, front_of: Callable, tracker_of: Callable[[], LoadTracker]) -> None:
     @app.get("/v1/loads")
     async def v1_loads(dp_rank: int | None = None, include: str | None = None, format: str | None = None):
@@ -43,3 +54,11 @@ def add_gateway_routes(app: FastAPI, front_of: Callable, tracker_of: Callable[[]
         if format == "prometheus":
             return Response(loads_prometheus(loads), media_type="text/plain; version=0.0.4; charset=utf-8")
         return loads_body(loads)
+
+    @app.get("/get_load")
+    async def get_load():
+        """The load route of SGLang releases before ``/v1/loads`` (gone in 0.5.23), still the one
+        ``sglang-router`` 0.3.2's load monitor polls for ``power_of_two``: one entry per replica,
+        ``num_tokens`` = KV tokens in use + prompt tokens waiting (``num_total_tokens``)."""
+        front = front_of()
+        return [legacy_load(load) for load in tracker_of().snapshot(front.states.values(), front.stats)]

@@ -309,6 +309,42 @@ def _first_set(body: dict, neutral: dict[str, tuple]) -> str | None:
     return next((key for key, ok in neutral.items() if key in body and body[key] not in ok), None)
 
 
+_TEXT_SLO_KEYS = frozenset({"slo_class", "slo_stage", "slo_program_id"})
+_INT_SLO_KEYS = frozenset({"slo_stage_index"})
+
+
+def _metadata_value(key: str, value: Any) -> Any:
+    """One ``metadata`` value (OpenAI allows strings only) as the JSON value ``custom_params``
+    would carry: ``"40"`` -> 40.0, ``"true"`` -> True; anything else is left to the SLO checks."""
+    if not isinstance(value, str) or key in _TEXT_SLO_KEYS:
+        return value
+    if key == "slo_best_effort":
+        return {"true": True, "false": False}.get(value.strip().lower(), value)
+    if key in _INT_SLO_KEYS or (key == "slo_think_tokens" and value.strip().isdigit()):
+        try:
+            return int(value)
+        except ValueError:
+            return value
+    if key == "slo_think_tokens":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def metadata_slo(body: Mapping) -> dict[str, Any]:
+    """The ``slo_*`` keys of a chat request's OpenAI ``metadata``: the one place a gateway that
+    rebuilds chat bodies from the OpenAI schema (``sglang-router`` 0.3.2 drops ``custom_params``
+    there) keeps them. Explicit ``custom_params`` keys win."""
+    meta = body.get("metadata")
+    if meta is None:
+        return {}
+    if not isinstance(meta, dict):
+        raise BadRequest("metadata must be an object", "metadata")
+    return {k: _metadata_value(k, v) for k, v in meta.items() if isinstance(k, str) and k.startswith("slo_")}
+
+
 def parse_chat(body: Any, default_max: int) -> GenInput:
     """POST /v1/chat/completions."""
     if not isinstance(body, dict):
@@ -321,6 +357,9 @@ def parse_chat(body: Any, default_max: int) -> GenInput:
         raise BadRequest(f"{unsupported} is not supported by this server", unsupported)
     stream, usage = _stream_flags(body)
     sampling = _openai_sampling(body, ("max_completion_tokens", "max_tokens"), default_max)
+    from_metadata = metadata_slo(body)
+    if from_metadata:
+        sampling.custom_params = {**from_metadata, **(sampling.custom_params or {})}
     return GenInput(
         body.get("rid") if isinstance(body.get("rid"), str) else None,
         text,
