@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+import sloserve.sglang.shadow as shadow_mod
 from sloserve.core.plan import ScheduledItem, StepPlan
 from sloserve.core.request import Tier
 from sloserve.metrics.report import SLO_REPORT_KEYS
@@ -207,10 +208,32 @@ def test_shadow_calibrates_the_model_from_sglangs_step_times():
     assert ShadowPlanner.create("fcfs", {}, PERF, 4096).calibration_scale() == 1.0
 
 
+COLD = shadow_mod.COLD_STEPS
+
+
+@pytest.mark.parametrize("cold_steps", [COLD, 0])
+def test_the_servers_cold_first_steps_are_not_learned(monkeypatch, cold_steps):
+    """The server's first steps run 10x the model (its warm-up); then every step keeps to the
+    model. Learned from, the cold steps would hold the 0.99-quantile scale at its cap for the
+    calibration's whole window (the control, with no cold steps skipped)."""
+    monkeypatch.setattr(shadow_mod, "COLD_STEPS", cold_steps)
+    shadow = ShadowPlanner.create("slos-serve", {}, PERF, 32768)
+    req = build_request("a", 64, 400, {"slo_tpot_ms": 5000.0, "slo_ttft_ms": 50000.0}, 0.0, PERF.zero_load_prefill_s)
+    shadow.add(req, 0.0)
+    shadow.observe([ReqSnapshot("a", 64, 0, 0, False)], 0.0)
+    t = 0.0
+    for i in range(1, 200):
+        slow = 10.0 if i <= COLD else 1.0
+        step = slow * PERF.batch_time_s(1, 0, 64 + i)
+        shadow.observe([ReqSnapshot("a", 64, i, 64 + i - 1, True)], t := t + step)
+    expected = 1.0 if cold_steps else 3.0
+    assert shadow.calibration_scale() == pytest.approx(expected, rel=0.1)
+
+
 def test_an_idle_gap_is_not_a_step():
     shadow = ShadowPlanner.create("slos-serve", {}, PERF, 32768)
     shadow.observe([], 0.0)  # idle
-    for k in range(12):  # each request arrives after 100 s of idleness and is first seen prefilled
+    for k in range(40):  # each request arrives after 100 s of idleness and is first seen prefilled
         t = 100.0 * (k + 1)
         req = build_request(f"r{k}", 64, 1, {"slo_tpot_ms": 500.0}, t, PERF.zero_load_prefill_s)
         shadow.add(req, t)

@@ -108,3 +108,20 @@ def test_affine_form_learns_a_fixed_per_step_cost():
     assert affine.max_tokens_within_s(big + 0.004) in (2047, 2048)  # float rounding of the offset
     assert scale.max_tokens_within_s(big + 0.004) < 1900  # over-planned by the small steps' ratio
     assert affine.max_tokens_within_s(0.004) == 0  # the offset alone fills the time
+
+
+def test_small_moves_keep_the_correction():
+    """A quantile that wanders by a percent does not drop the planner's grids every few steps;
+    without the dead band (min_change=0, the control) it changes again and again."""
+    rng = np.random.default_rng(1)
+    steady, jumpy = CalibratedModel(PERF, quantile=0.9), CalibratedModel(PERF, quantile=0.9, min_change=0.0)
+    changes = {"steady": 0, "jumpy": 0}
+    for _ in range(2000):
+        ratio = 1.5 * float(np.exp(rng.normal(0.0, 0.05)))
+        changes["steady"] += steady.observe(0.02, 0.02 * ratio)
+        changes["jumpy"] += jumpy.observe(0.02, 0.02 * ratio)
+    assert changes["steady"] <= 4 < 20 < changes["jumpy"]
+    assert steady.scale == pytest.approx(jumpy.scale, rel=0.05)
+    for _ in range(600):  # a real shift is followed
+        steady.observe(0.02, 0.02 * 2.0)
+    assert steady.scale == pytest.approx(2.0)

@@ -40,6 +40,7 @@ class CalibratedModel(BatchTimeModel):
         prior_scale: float = 1.0,
         tail_quantile: float = 0.0,
         affine: bool = False,
+        min_change: float = 0.05,
     ) -> None:
         if not 0 < quantile <= 1 or window < min_samples or min_samples < 1 or every < 1 or prior_scale < 1:
             raise ValueError("need 0 < quantile <= 1, 1 <= min_samples <= window, every >= 1, prior_scale >= 1")
@@ -48,6 +49,7 @@ class CalibratedModel(BatchTimeModel):
         self.quantile, self.min_samples, self.every, self.max_scale = quantile, min_samples, every, max_scale
         self.tail_quantile = tail_quantile
         self.affine = affine
+        self.min_change = min_change  # a smaller move keeps the current correction (see _settle)
         self.offset_s = 0.0  # affine form: seconds added to every step (a fixed cost, stalls)
         self.pairs: deque = deque(maxlen=window)  # (predicted, observed) seconds, for the affine form
         self.tail = 1.0  # the tail quantile's ratio (>= scale)
@@ -93,9 +95,7 @@ class CalibratedModel(BatchTimeModel):
         new = min(max(q, 1.0), self.max_scale)
         if self.tail_quantile > self.quantile:
             self.tail = max(float(np.quantile(arr, self.tail_quantile, method="higher")), new)
-        changed = new != self.scale
-        self.scale = new
-        return changed
+        return self._settle(new, 0.0)
 
     def _fit_affine(self) -> bool:
         """``observed = scale x predicted + offset``: the scale is the least-squares slope over the
@@ -115,8 +115,21 @@ class CalibratedModel(BatchTimeModel):
         excess = obs - scale * pred
         offset = max(float(np.quantile(excess, self.quantile, method="higher")), 0.0)
         offset = min(offset, float(np.median(pred)) * (self.max_scale - 1.0) + 1e-3)  # bounded like the scale
-        changed = (scale, offset) != (self.scale, self.offset_s)
-        self.scale, self.offset_s = scale, offset
+        return self._settle(scale, offset)
+
+    def _settle(self, scale: float, offset_s: float) -> bool:
+        """Adopt a new correction only when it moved by more than ``min_change`` (relative): every
+        change drops the planner's memoized grids, and a quantile that wanders by a percent each
+        recomputation had the live planner rebuilding them every few steps, its own CPU time
+        then slowing the steps it plans (issue 16). A move to or from the model as given, or to
+        the cap, always counts."""
+        tol = self.min_change
+        same_scale = abs(scale - self.scale) <= tol * self.scale and scale != self.max_scale
+        same_offset = abs(offset_s - self.offset_s) <= tol * max(offset_s, self.offset_s, 1e-3)
+        if same_scale and same_offset and self.scale != 1.0 and scale != 1.0:
+            return False
+        changed = (scale, offset_s) != (self.scale, self.offset_s)
+        self.scale, self.offset_s = scale, offset_s
         return changed
 
     @property

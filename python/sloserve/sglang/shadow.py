@@ -30,6 +30,10 @@ from sloserve.sglang.translate import (
 
 log = logging.getLogger(__name__)
 RECENT_REPORTS = 4096  # final reports kept for late meta_info (bounded memory)
+# The server's first busy steps run cold (its own warm-up request, first allocations: 3-10x the
+# steady step, issue 16): logged, not learned from, or the 0.99-quantile calibration holds them
+# for its whole window.
+COLD_STEPS = 16
 
 
 class ShadowPlanner:
@@ -44,6 +48,7 @@ class ShadowPlanner:
         self._last_observe_s: float | None = None  # when SGLang last had work, for step times
         self.aborting: set[str] = set()  # seen ending with an abort: their departure is an abort
         self.step_sink = None  # (plan, observed_s, now_s) per busy step: sglang/step_log.py
+        self.busy_steps = 0  # steps with a measured time (the first COLD_STEPS are not learned)
 
     @classmethod
     def create(
@@ -115,6 +120,9 @@ class ShadowPlanner:
         plan = StepPlan(tuple(items))
         if self.step_sink is not None and step_s > 0:
             self.step_sink(plan, step_s, now_s)
+        if step_s > 0:
+            self.busy_steps += 1
+            step_s = step_s if self.busy_steps > COLD_STEPS else 0.0
         events = self.policy.on_step_done(plan, StepResult(step_s, produced, frozenset(gone)), now_s)
         resident = self.policy.resident  # after the step: what finished has left
         for rid in list(self.known):
