@@ -44,6 +44,7 @@ from sloserve.bench.plots import plot_attainment_vs_rate
 from sloserve.bench.runner import run_benchmark
 from sloserve.core.options import parse_kv
 from sloserve.perf import get_model
+from sloserve.runtime.step_timing import live_policy_options
 from sloserve.sglang import process
 from sloserve.sim.capacity import capacity_search as sim_capacity_search
 from sloserve.sim.config import SimConfig
@@ -229,7 +230,9 @@ def fit(args, csv_path: Path, out: Path) -> dict:
 
 
 def policy_options(args) -> dict:
-    return parse_kv(args.policy_opt, "--policy-opt")
+    """The planner options of the live server (the SGLang plugin's live defaults included), for
+    the simulator's prediction too."""
+    return live_policy_options("slos-serve", parse_kv(args.policy_opt, "--policy-opt"))
 
 
 def predict(args, fit_path: Path, workload: loop.LoopWorkload, noise: dict, trace: Path | None):
@@ -271,7 +274,7 @@ def sim_ablation(args, workload: loop.LoopWorkload, sim_cfg: SimConfig, perf) ->
     variants = {
         "as given": base,
         "best_effort_step_frac=0": {**base, "best_effort_step_frac": 0.0},
-        "calibrate_form=affine": {**base, "calibrate_form": "affine"},
+        "calibrate_form=scale": {**base, "calibrate_form": "scale"},
         "calibrate=false": {**base, "calibrate": False},
     }
     out = {}

@@ -125,3 +125,13 @@ def test_small_moves_keep_the_correction():
     for _ in range(600):  # a real shift is followed
         steady.observe(0.02, 0.02 * 2.0)
     assert steady.scale == pytest.approx(2.0)
+
+
+def test_affine_form_takes_a_scale_for_proportional_noise():
+    """Steps 30% slower whatever their size: the affine form finds the scale, no offset (an
+    offset big enough for the large steps would overcharge every small one)."""
+    m = CalibratedModel(PERF, quantile=0.99, affine=True)
+    for i in range(200):
+        pred = PERF.batch_time_s([1, 8, 64, 512, 2048][i % 5])
+        m.observe(pred, pred * 1.3)
+    assert m.scale == pytest.approx(1.3, abs=0.03) and m.offset_s == pytest.approx(0.0, abs=1e-3)

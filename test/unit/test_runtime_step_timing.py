@@ -82,3 +82,11 @@ def test_warmup_skips_a_slow_engine():
     engine = SimulatedWallEngine(PERF, time_scale=2000)
     out = warm_up(sched, ctx, engine, StepTimer(PERF, feed=True, time_scale=2000), now=lambda: 0.0)
     assert out == {"warmup_steps": 0, "warmup_s": 0.0} and sched.num_steps == 0
+
+
+def test_the_sglang_plugin_defaults_to_the_affine_form_unless_told():
+    from sloserve.runtime.step_timing import live_policy_options
+
+    assert live_policy_options("slos-serve", {})["calibrate_form"] == "affine"
+    assert live_policy_options("slos-serve", {"calibrate_form": "scale"})["calibrate_form"] == "scale"
+    assert "calibrate_form" not in live_policy_options("fcfs", {})  # a policy without the option

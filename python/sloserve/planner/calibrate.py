@@ -27,6 +27,8 @@ import numpy as np
 
 from sloserve.perf.base import BatchTimeModel
 
+AFFINE_GRID = 41  # scales tried by the affine form: 1 to max_scale in 5% steps (the default cap 3)
+
 
 class CalibratedModel(BatchTimeModel):
     def __init__(
@@ -98,24 +100,27 @@ class CalibratedModel(BatchTimeModel):
         return self._settle(new, 0.0)
 
     def _fit_affine(self) -> bool:
-        """``observed = scale x predicted + offset``: the scale is the least-squares slope over the
-        window (the median ratio when the steps are all one size), clamped to [1, max_scale]; the
-        offset the ``quantile`` of what steps took beyond ``scale x predicted`` (never below 0).
-        A host that preempts the engine adds milliseconds to a step whatever its size; a
-        multiplier fitted to that tail scales big steps far past what they take and leaves the
-        planner cutting steps small, each paying the stall again (live, issue 16: the scale ran
-        to its cap)."""
+        """``observed <= scale x predicted + offset`` for all but a ``1 - quantile`` fraction of
+        recent steps, the pair that makes the recent steps' planned time smallest: for each
+        scale on a grid from 1 to ``max_scale`` the offset is the ``quantile`` of what steps took
+        beyond ``scale x predicted`` (never below 0). Noise proportional to the step (a slower
+        engine) gives a scale and no offset; a fixed cost per step or a host that preempts the
+        engine for milliseconds whatever the step's size gives an offset and a scale near 1.
+        A multiplier alone, fitted to such a tail, scales big steps far past what they take and
+        leaves the planner cutting steps small, each paying the stall again (live, issue 16:
+        the scale ran to its cap)."""
         both = np.asarray(self.pairs, dtype=np.float64)
         pred, obs = both[:, 0], both[:, 1]
-        if float(np.std(pred)) > 1e-3 * float(np.mean(pred)):
-            slope = float(np.polyfit(pred, obs, 1)[0])
-        else:
-            slope = float(np.median(obs / pred))
-        scale = min(max(slope, 1.0), self.max_scale)
-        excess = obs - scale * pred
-        offset = max(float(np.quantile(excess, self.quantile, method="higher")), 0.0)
-        offset = min(offset, float(np.median(pred)) * (self.max_scale - 1.0) + 1e-3)  # bounded like the scale
-        return self._settle(scale, offset)
+        scales = np.linspace(1.0, self.max_scale, AFFINE_GRID)
+        excess = obs[None, :] - scales[:, None] * pred[None, :]
+        offsets = np.maximum(np.quantile(excess, self.quantile, axis=1, method="higher"), 0.0)
+        # bounded like the scale: at most what max_scale adds to the median step
+        offsets = np.minimum(offsets, float(np.median(pred)) * (self.max_scale - 1.0))
+        planned = scales * float(pred.mean()) + offsets  # the window's mean step as planned
+        # ties (steps all of one size fit a scale or an offset alike) go to the larger scale,
+        # which extrapolates to a bigger step safely
+        best = int(np.nonzero(planned <= planned.min() * (1.0 + 1e-3))[0][-1])
+        return self._settle(float(scales[best]), float(offsets[best]))
 
     def _settle(self, scale: float, offset_s: float) -> bool:
         """Adopt a new correction only when it moved by more than ``min_change`` (relative): every

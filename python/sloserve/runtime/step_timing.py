@@ -24,6 +24,18 @@ from sloserve.core.plan import StepPlan, StepResult
 from sloserve.core.scheduler import SCHEDULERS
 
 RATIO_WINDOW_STEPS = 512  # the calibrator's default window: /server_info describes the same span
+# What the SGLang plugin sets unless the user did: a real engine's step pays a fixed cost (the
+# serving loop, the host preempting the engine) whatever its size, which the affine form learns
+# as an offset; a multiplier fitted to it ran to its cap live (docs/perf_model.md, "Closing the
+# loop"). The simulator's synthetic noise and the embedded runtime's simulated engine
+# (--time-scale) are proportional and keep "scale".
+LIVE_POLICY_DEFAULTS = {"calibrate_form": "affine"}
+
+
+def live_policy_options(policy: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` with ``LIVE_POLICY_DEFAULTS`` for the keys the policy has and the user left unset."""
+    fields = {f.name for f in dataclasses.fields(SCHEDULERS.get(policy).Config)}
+    return {**{k: v for k, v in LIVE_POLICY_DEFAULTS.items() if k in fields}, **options}
 
 
 def policy_options_with_calibration(policy: str, options: Mapping[str, Any], enabled: bool) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from sglang.srt.managers.scheduler import Scheduler
 
 from sloserve.perf import get_model
 from sloserve.runtime.slo_params import SloDefaults, SloParamError
+from sloserve.runtime.step_timing import live_policy_options
 from sloserve.sglang.config import load_config
 from sloserve.sglang.policy import SloPrefillAdder, SloSchedulePolicy
 from sloserve.sglang.shadow import ShadowPlanner
@@ -94,7 +95,7 @@ class SloScheduler(Scheduler):
             replica = self._slo_parallel_rank("dp_rank")
             self._slo_shadow = ShadowPlanner.create(
                 cfg.policy,
-                dict(cfg.policy_options),
+                live_policy_options(cfg.policy, dict(cfg.policy_options)),
                 self._slo_perf,
                 capacity,
                 cfg.block_size_tokens,
@@ -235,11 +236,7 @@ class SloScheduler(Scheduler):
         try:
             summary = self._slo().summary(now)
             write_summary(directory, summary)
-            write_stats(
-                directory,
-                summary.replica_id,
-                {**self._slo_timer.stats(), "calibration_scale": self._slo().calibration_scale()},
-            )
+            write_stats(directory, summary.replica_id, {**self._slo_timer.stats(), **self._slo().calibration()})
         except OSError as exc:  # a full /dev/shm must not stop serving
             log.warning("sloserve: cannot publish plan summary: %s", exc)
 

@@ -185,6 +185,14 @@ class ShadowPlanner:
     def summary(self, now_s: float) -> ReplicaSummary:
         return self.policy.summary(now_s)
 
+    def calibration(self) -> dict:
+        """The current batch-time correction: scale and, with the affine form, offset."""
+        stats = self.policy.stats()
+        return {
+            "calibration_scale": float(stats.get("calibration_scale", 1.0)),
+            "calibration_offset_ms": float(stats.get("calibration_offset_ms", 0.0)),
+        }
+
     def calibration_scale(self) -> float:
         """The policy's current batch-time correction (observed / modelled; 1 without one)."""
         return float(self.policy.stats().get("calibration_scale", 1.0))
