@@ -23,7 +23,8 @@ from e2e_helpers import REQUEST_S, STARTUP_S
 
 from sloserve.runtime.transport import free_port
 
-ray_cluster_utils = pytest.importorskip("ray.cluster_utils", reason="Ray is optional: pip install -e .[ray]")
+pytest.importorskip("ray.cluster_utils", reason="Ray is optional: pip install -e .[ray]")
+from ray_cluster import two_worker_cluster  # noqa: E402 - needs Ray, skipped above without it
 
 pytestmark = pytest.mark.slow
 LONG_TOKENS = 3500  # a stream that runs for the whole fault sequence (the tiny model's context is 4096)
@@ -86,12 +87,8 @@ class Stream:
 
 @pytest.fixture(scope="module")
 def cluster():
-    c = ray_cluster_utils.Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
-    for _ in range(2):
-        c.add_node(num_cpus=2)
-    c.wait_for_nodes()
-    yield c
-    c.shutdown()
+    """A head node with no CPUs for actors and two worker nodes with two CPUs each."""
+    yield from two_worker_cluster()
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ import httpx
 import pytest
 from test_runtime_reliability import HANG_S, LONG, replica_state, start_streams, wait_for
 
-ray_cluster_utils = pytest.importorskip("ray.cluster_utils", reason="Ray is optional: pip install -e .[ray]")
+pytest.importorskip("ray.cluster_utils", reason="Ray is optional: pip install -e .[ray]")
+from ray_cluster import two_worker_cluster  # noqa: E402 - needs Ray, skipped above without it
 
 pytestmark = pytest.mark.slow
 
@@ -22,12 +23,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def cluster():
     """A head node with no CPUs for actors and two worker nodes with two CPUs each."""
-    c = ray_cluster_utils.Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
-    for _ in range(2):
-        c.add_node(num_cpus=2)
-    c.wait_for_nodes()
-    yield c
-    c.shutdown()
+    yield from two_worker_cluster()
 
 
 @pytest.fixture(scope="module")
