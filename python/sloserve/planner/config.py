@@ -155,6 +155,12 @@ class SLOsServeConfig:
             "help": "best-effort work pads a step to at most this fraction of the tightest TTFT SLO among recent requests, so an SLO arrival waits little for the running step (0: up to the full step)"
         },
     )
+    best_effort_decodes_forced: bool = field(
+        default=False,
+        metadata={
+            "help": "plan running best-effort decodes as forced items of every step, before SLO prefills: for an engine that decodes every running request each step (SGLang; the plugin's default)"
+        },
+    )
     calibrate_form: str = field(
         default="scale",
         metadata={

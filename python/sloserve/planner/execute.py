@@ -12,7 +12,7 @@ plus the next one's context (``cap_at``): each request in a step costs its conte
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 from sloserve.core.plan import ScheduledItem
 from sloserve.core.request import Request
@@ -83,13 +83,17 @@ def fill_step(
     best_effort: list[Request],
     optional: list,
     best_effort_cap: Callable[[int], int] | None = None,
+    forced_best_effort: Sequence[Request] = (),
 ) -> int:
     """Fill in priority order; returns the number of forced decodes that did not fit.
-    ``best_effort_cap`` (the token cap at a KV read) bounds the step once best effort joins."""
+    ``best_effort_cap`` (the token cap at a KV read) bounds the step once best effort joins;
+    ``forced_best_effort``: best-effort decodes the engine runs anyway, right after the SLO ones."""
     dropped = 0
     for _, r in forced:
         if builder.add(r, 1, True) == 0:
             dropped += 1
+    for r in forced_best_effort:
+        builder.add(r, 1, False)
     for r in prefills:
         if builder.room <= 0:
             break

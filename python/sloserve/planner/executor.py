@@ -59,7 +59,10 @@ class StepExecutor:
             end_s, forced, optional = stretch_end, sorted(decoders, key=lambda x: x[0]), []
         tiers.first_step = None
         cap_at = self._cap_at(end_s - now_s)
-        floor = max(len(forced), 1)
+        # an engine that decodes every running request each step (SGLang) runs the best-effort
+        # decodes whatever the plan says: plan them as forced, or the step's cost is understated
+        be_running = [r for r in tiers.be.values() if is_decoding(r)] if self.config.best_effort_decodes_forced else []
+        floor = max(len(forced) + len(be_running), 1)
         if cap_at(sum(r.num_computed_tokens for _, r in forced) if self.count_kv else 0) < floor:
             self.reasons["step_overdue"] += 1
         builder = StepBuilder(floor, lambda r, n, slo: self._reserve(r, n, slo, builder, events, now_s))
@@ -68,11 +71,12 @@ class StepExecutor:
         else:
             builder.cap_tokens = max(cap_at(0), floor)
         be_cap = self._best_effort_cap(now_s, end_s, cap_at) if best_effort else None
-        dropped = fill_step(builder, forced, prefills, best_effort, optional, be_cap)
+        dropped = fill_step(builder, forced, prefills, best_effort, optional, be_cap, be_running)
         if dropped:
             self.reasons["decode_overload"] += dropped
         events = tiers.take_events() + events
-        plan = StepPlan(tuple(self._fit(builder.items, len(forced), end_s - now_s)), tuple(events))
+        num_forced = len(forced) + len(be_running)
+        plan = StepPlan(tuple(self._fit(builder.items, num_forced, end_s - now_s)), tuple(events))
         if plan.is_empty:
             tiers.clear_inflight()
         else:
@@ -118,18 +122,35 @@ class StepExecutor:
 
     def _fit(self, items: list, num_forced: int, limit_s: float) -> list:
         """Trim trailing non-forced items until the exact batch time fits (models whose time
-        depends on attention terms that the token cap ignores); a no-op for the paper form."""
+        depends on attention terms that the token cap ignores); a no-op for the paper form.
+
+        The last item keeps the most tokens that fit (a search on the exact time): halving it,
+        as before, threw away up to half a step that the admission grid had counted on, and
+        admitted TTFTs were missed on the roofline presets (issue 17)."""
         perf = self.perf
         keep = num_forced if num_forced or self.tiers.slo else 1  # nothing else runs: best effort keeps a token
-        while len(items) > num_forced and perf.plan_time_s(StepPlan(tuple(items))) > limit_s + 1e-12:
+
+        def with_last(n: int) -> list:
             last = items[-1]
-            if last.num_tokens > 1:
-                items[-1] = type(last)(
-                    last.request_id, last.num_tokens // 2, last.spec_draft_tokens, last.context_tokens
-                )
+            return items[:-1] + [type(last)(last.request_id, n, last.spec_draft_tokens, last.context_tokens)]
+
+        def fits(trial: list) -> bool:
+            return perf.plan_time_s(StepPlan(tuple(trial))) <= limit_s + 1e-12
+
+        while len(items) > num_forced and not fits(items):
+            lo, hi = 0, items[-1].num_tokens  # hi does not fit; find the largest n < hi that does
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if fits(with_last(mid)):
+                    lo = mid
+                else:
+                    hi = mid
+            if lo >= 1:
+                items = with_last(lo)
             elif len(items) > keep:
                 items.pop()
             else:
+                items = with_last(1) if items[-1].num_tokens > 1 else items
                 break
         return items
 

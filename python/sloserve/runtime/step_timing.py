@@ -28,8 +28,9 @@ RATIO_WINDOW_STEPS = 512  # the calibrator's default window: /server_info descri
 # serving loop, the host preempting the engine) whatever its size, which the affine form learns
 # as an offset; a multiplier fitted to it ran to its cap live (docs/perf_model.md, "Closing the
 # loop"). The simulator's synthetic noise and the embedded runtime's simulated engine
-# (--time-scale) are proportional and keep "scale".
-LIVE_POLICY_DEFAULTS = {"calibrate_form": "affine"}
+# (--time-scale) are proportional and keep "scale". SGLang decodes every running request in
+# each decode batch, best effort included, whatever the plan: the plugin plans them as forced.
+LIVE_POLICY_DEFAULTS = {"calibrate_form": "affine", "best_effort_decodes_forced": True}
 
 
 def live_policy_options(policy: str, options: Mapping[str, Any]) -> dict[str, Any]:
