@@ -310,6 +310,40 @@ def reads_kv(perf) -> bool:
     return perf.batch_time_s(1, 0, 1 << 20) > perf.batch_time_s(1, 0, 0)
 
 
+def reads_attn(perf) -> bool:
+    """Whether the model charges prefill attention (``attn_pairs``; the roofline form): only
+    then do grids bound each token's attention by the longest prefill context (docs/planner.md §2)."""
+    return perf.batch_time_s(1, 0, 0, float(1 << 20)) > perf.batch_time_s(1, 0, 0)
+
+
+def tokens_within(perf, time_s: float, kv_read_tokens: int = 0, attn_context_tokens: int = 0) -> int:
+    """Largest n whose batch time is at most ``time_s`` when every token attends to
+    ``attn_context_tokens`` keys beyond the KV read: ``batch_time_s(n, 0, K, K + n X)``.
+
+    With ``X`` at least the longest context a prefill token can reach (the longest prompt being
+    prefilled) and at least 1 (a decode's own pair), that charge is an upper bound of any step's
+    real attention: a chunk of ``n`` tokens at context ``c`` pairs ``n (c + (n + 1)/2) <= n X``.
+    So a step of ``time_s`` really holds at least this many tokens (the executor fits its items
+    to the exact time). ``X = 0`` is ``max_tokens_within_s``."""
+    n = int(perf.max_tokens_within_s(time_s, 0, kv_read_tokens))
+    if attn_context_tokens <= 0 or n <= 0:
+        return n
+
+    def fits(k: int) -> bool:
+        return perf.batch_time_s(k, 0, kv_read_tokens, kv_read_tokens + k * float(attn_context_tokens)) <= time_s
+
+    if fits(n):
+        return n  # the model ignores attention (or the bound costs nothing here)
+    lo, hi = 0, n  # fits(lo) (0 tokens: the caller's floors apply), not fits(hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
 def kv_bucket(kv_read_tokens: int) -> int:
     """``kv_read_tokens`` rounded up to 4 significant bits (at most 1/8 more): a burst of
     arrivals that moves the KV bound a little keeps planning on the same grids and their caches."""
@@ -327,8 +361,12 @@ def make_grid(
     kv_read_tokens: int = 0,
     fixed_tokens: int | None = None,
     stretch_end_s: float | None = None,
+    attn_context_tokens: int = 0,
 ) -> StepGrid:
     """The grid from ``start_s``: step 0 ends by the earliest decode deadline (and by start+L).
+
+    Steps are sized at the KV read ``kv_read_tokens`` and, with a model that charges prefill
+    attention, with every token attending to ``attn_context_tokens`` keys (``tokens_within``).
 
     With ``stretch_end_s`` step 0 instead runs until then (the caller keeps it at or before the
     earliest decode deadline and every admitted prefill deadline) and carries every decode:
@@ -341,7 +379,7 @@ def make_grid(
     first = max(first, 1e-6)
 
     def tokens(length_s: float) -> int:
-        n = int(perf.max_tokens_within_s(length_s - EPS_S, 0, kv_read_tokens))
+        n = tokens_within(perf, length_s - EPS_S, kv_read_tokens, attn_context_tokens)
         return min(n, fixed_tokens) if fixed_tokens else n
 
     return StepGrid(start_s, first, step_len_s, tokens(first), tokens(step_len_s), stretch_end_s is not None)

@@ -126,7 +126,7 @@ class StepExecutor:
 
         The last item keeps the most tokens that fit (a search on the exact time): halving it,
         as before, threw away up to half a step that the admission grid had counted on, and
-        admitted TTFTs were missed on the roofline presets (issue 17)."""
+        admitted TTFTs were missed on the roofline presets (docs/planner.md §2, prefill attention)."""
         perf = self.perf
         keep = num_forced if num_forced or self.tiers.slo else 1  # nothing else runs: best effort keeps a token
 

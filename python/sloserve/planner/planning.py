@@ -14,7 +14,7 @@ from typing import NamedTuple
 from sloserve.core.plan import AdmitReason
 from sloserve.core.request import Request
 from sloserve.planner.admission import Admission, Item, admit_arrays, admit_cached
-from sloserve.planner.batch import EPS_S, StepGrid, kv_bucket, make_grid, reads_kv
+from sloserve.planner.batch import EPS_S, StepGrid, kv_bucket, make_grid, reads_attn, reads_kv
 from sloserve.planner.spare import stretch_limit_s
 from sloserve.planner.view import TierView
 
@@ -39,6 +39,8 @@ class AdmissionPlanner:
         self._grid_cache: dict[tuple, StepGrid] = {}
         # steps read the KV of the requests in them: grids hold fewer tokens as contexts grow
         self.count_kv = config.count_kv_read and reads_kv(perf)
+        # prefill attention grows with the context: grids bound it by the longest prefill (docs/planner.md §2)
+        self.count_attn = config.count_kv_read and reads_attn(perf)
 
     def item(self, r: Request) -> Item:
         left = r.num_tokens - r.num_computed_tokens - self.tiers.inflight.get(r.request_id, 0)
@@ -80,8 +82,10 @@ class AdmissionPlanner:
             if step is None:
                 continue
             elig = [c for c in items if c.tpot_s >= step - EPS_S]
-            kv = self.kv_read(view, [c for c, it in zip(cands, items) if it.tpot_s >= step - EPS_S])
-            for grid in self._grids(view, elig, start, step, stretch_only, kv):
+            elig_reqs = [c for c, it in zip(cands, items) if it.tpot_s >= step - EPS_S]
+            kv = self.kv_read(view, elig_reqs)
+            attn = self.attn_context(elig_reqs)
+            for grid in self._grids(view, elig, start, step, stretch_only, kv, attn):
                 cap = min(grid.first_tokens, grid.step_tokens) - len(view.load)
                 if len(elig) <= 1:  # every arrival, can_admit, and re-plans with nothing to promote
                     res = admit_cached(view.mandatory_rows(grid), elig, free, cap)
@@ -104,6 +108,13 @@ class AdmissionPlanner:
                     best_key, best = key, PlanChoice(res, step, grid)
         if best is None:
             return PlanChoice(Admission((), 0.0, True, math.inf), None, None)
+        if items and self.count_attn and not best.admission.feasible:
+            # a candidate's longer prompt raised the grids' attention bound (``attn_context``) so
+            # that the admitted prefills no longer fit them: the candidates are refused, the
+            # admitted plan itself is fine (plan_infeasible stays a model/engine disagreement)
+            alone = self.plan([], now_s, stretch_only)
+            if alone.admission.feasible:
+                return alone
         return best
 
     def kv_read(self, view: TierView, cands: list[Request]) -> int:
@@ -116,15 +127,36 @@ class AdmissionPlanner:
         planned = self.lengths.planned_output
         return kv_bucket(view.kv_read_bound + sum(c.prompt_tokens + planned(c) for c in cands))
 
+    def attn_context(self, cands: list[Request]) -> int:
+        """The attention context a grid's tokens are charged (``batch.tokens_within``): the
+        longest context a prefill token of an admitted request or a candidate reaches (its
+        ``num_tokens``), at least 1 (a decode's own pair), rounded up like the KV read. A chunk
+        of ``n`` tokens at context ``c`` attends ``n (c + (n + 1)/2)`` pairs, quadratic in its
+        context: sized without it, steps carrying long prompts overran their time, the executor
+        cut their chunks and admitted TTFTs were missed (docs/planner.md §2). 0 when the model charges no
+        prefill attention (the paper form): grids are then unchanged."""
+        if not self.count_attn:
+            return 0
+        longest = max((r.num_tokens for r in self.tiers.slo.values() if r.is_prefilling), default=1)
+        longest = max([longest] + [c.num_tokens for c in cands])
+        return kv_bucket(max(longest, 1))
+
     def _grids(
-        self, view: TierView, items: list[Item], start: float, step: float, stretch_only: bool, kv: int = 0
+        self,
+        view: TierView,
+        items: list[Item],
+        start: float,
+        step: float,
+        stretch_only: bool,
+        kv: int = 0,
+        attn: int = 0,
     ) -> list[StepGrid]:
         fixed = self.fixed_tokens
-        grids = [] if stretch_only else [self.grid(start, step, view.earliest_due_s, fixed, kv=kv)]
+        grids = [] if stretch_only else [self.grid(start, step, view.earliest_due_s, fixed, kv=kv, attn=attn)]
         soonest = min((it.deadline_s for it in items), default=math.inf)
         if grids and start < soonest < grids[0].first_end_s - EPS_S:
             # a tight TTFT inside step 0: a shorter step 0 that ends by it can still serve it
-            grids.append(self.grid(start, step, min(view.earliest_due_s, soonest), fixed, kv=kv))
+            grids.append(self.grid(start, step, min(view.earliest_due_s, soonest), fixed, kv=kv, attn=attn))
         first = self.tiers.first_step
         if (
             first is not None
@@ -135,12 +167,12 @@ class AdmissionPlanner:
             # the first step the last plan committed to is known feasible: keep it an option
             # (grid options are not monotone in the state: a different stretch can lose a step)
             due = first.end_s if not first.carries_all else view.earliest_due_s
-            kept = self.grid(start, step, due, fixed, first.end_s if first.carries_all else None, kv)
+            kept = self.grid(start, step, due, fixed, first.end_s if first.carries_all else None, kv, attn)
             if kept not in grids:
                 grids.append(kept)
         if self.config.stretch_steps and fixed is None:
             end = min([stretch_limit_s(start, view, self.config.max_step_s)] + [it.deadline_s for it in items])
-            stretched = self.grid(start, step, view.earliest_due_s, None, end, kv)
+            stretched = self.grid(start, step, view.earliest_due_s, None, end, kv, attn)
             if end - start > step * STRETCH_MIN and stretched not in grids:
                 grids.append(stretched)
         return grids
@@ -153,14 +185,17 @@ class AdmissionPlanner:
         fixed: int | None,
         stretch_end_s: float | None = None,
         kv: int = 0,
+        attn: int = 0,
     ) -> StepGrid:
         """``make_grid``, memoized: the arrivals of one step ask for the same few grids."""
-        key = (start, step, earliest_due_s, fixed, stretch_end_s, kv)
+        key = (start, step, earliest_due_s, fixed, stretch_end_s, kv, attn)
         got = self._grid_cache.get(key)
         if got is None:
             if len(self._grid_cache) >= 256:
                 self._grid_cache.clear()
-            got = self._grid_cache[key] = make_grid(self.perf, start, step, earliest_due_s, kv, fixed, stretch_end_s)
+            got = self._grid_cache[key] = make_grid(
+                self.perf, start, step, earliest_due_s, kv, fixed, stretch_end_s, attn
+            )
         return got
 
     def clear_grids(self) -> None:
