@@ -266,10 +266,11 @@ def predict(args, fit_path: Path, workload: loop.LoopWorkload, noise: dict, trac
     }, engines[chosen]
 
 
-def sim_ablation(args, workload: loop.LoopWorkload, sim_cfg: SimConfig, perf) -> dict:
+def sim_ablation(args, workload: loop.LoopWorkload, sim_cfg: SimConfig, perf, given_capacity_rps: float) -> dict:
     """The chosen simulated engine under the planner options given and under the same options
     with each calibration and best-effort guard switched back: capacity, and admitted attainment
-    at 0.5, 1, 1.5 and 2 x that capacity (the planner's promise holds past capacity too)."""
+    at 0.5, 1, 1.5 and 2 x that capacity (the planner's promise holds past capacity too). The
+    options as given are the prediction's own run: its capacity is not searched again."""
     base = dict(sim_cfg.policy_options)
     variants = {
         "as given": base,
@@ -280,7 +281,10 @@ def sim_ablation(args, workload: loop.LoopWorkload, sim_cfg: SimConfig, perf) ->
     out = {}
     for name, opts in variants.items():
         cfg = replace(sim_cfg, policy_options=opts)
-        cap = sim_capacity_search(workload.programs, cfg, args.target, 2.0, perf=perf).capacity_rps
+        if name == "as given":
+            cap = given_capacity_rps
+        else:
+            cap = sim_capacity_search(workload.programs, cfg, args.target, 2.0, perf=perf).capacity_rps
         points = [loop.simulate(workload, f * cap, cfg, perf) for f in (0.5, 1.0, 1.5, 2.0)] if cap else []
         out[name] = {"capacity_rps": cap, "points": points, "admitted_attainment": pooled_admitted(points)}
         log(
@@ -371,7 +375,7 @@ def run(args, argv) -> int:
     workload = replace(base, tpot_ms=loop.scaled_tpot_ms(perf, base, args.tpot_steps))
     log(f"workload: {workload.describe(1.0)}; simulator noise {noise}")
     prediction, sim_cfg = predict(args, fit_path, workload, noise, trace)
-    ablation = sim_ablation(args, workload, sim_cfg, perf)
+    ablation = sim_ablation(args, workload, sim_cfg, perf, prediction["capacity_rps"])
     predicted = prediction["capacity_rps"]
     lo_frac, hi_frac = (float(x) for x in args.bracket.split(","))
     capacity, live_points, live_error = measure(

@@ -79,7 +79,8 @@ class CalibratedModel(BatchTimeModel):
             return False
         ratio = observed_s / predicted_s
         self.ratios.append(ratio)
-        self.pairs.append((predicted_s, observed_s))
+        if self.affine:
+            self.pairs.append((predicted_s, observed_s))
         self.low = min(self.low, ratio)
         self._since += 1
         if len(self.ratios) < self.min_samples:

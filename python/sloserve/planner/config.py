@@ -164,7 +164,7 @@ class SLOsServeConfig:
     calibrate_form: str = field(
         default="scale",
         metadata={
-            "help": "with calibrate: 'scale' multiplies the model by the quantile of observed/predicted; 'affine' fits observed = median ratio x predicted + the quantile of the excess (a fixed per-step cost, stalls)"
+            "help": "with calibrate: 'scale' multiplies the model by the quantile of observed/predicted; 'affine' plans scale x model + offset, the pair on a grid of scales (offset: the quantile of the excess) with the smallest planned mean step (a fixed per-step cost, stalls; the SGLang plugin's default)"
         },
     )
     calibrate_window: int = field(

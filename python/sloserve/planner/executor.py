@@ -63,7 +63,7 @@ class StepExecutor:
         # decodes whatever the plan says: plan them as forced, or the step's cost is understated
         be_running = [r for r in tiers.be.values() if is_decoding(r)] if self.config.best_effort_decodes_forced else []
         floor = max(len(forced) + len(be_running), 1)
-        if cap_at(sum(r.num_computed_tokens for _, r in forced) if self.count_kv else 0) < floor:
+        if cap_at(sum(r.num_computed_tokens for _, r in forced)) < floor:
             self.reasons["step_overdue"] += 1
         builder = StepBuilder(floor, lambda r, n, slo: self._reserve(r, n, slo, builder, events, now_s))
         if self.count_kv:
@@ -85,9 +85,10 @@ class StepExecutor:
 
     def _best_effort_cap(self, now_s: float, end_s: float, cap_at: Callable[[int], int]) -> Callable[[int], int]:
         """Best effort fills a step only up to ``best_effort_step_frac`` of the tightest TTFT SLO
-        among the last ``RECENT_TTFT_REQUESTS`` requests seen: an SLO request that arrives while the step runs waits for its end, and a step
-        padded with best-effort work to the full step length left a tight TTFT no time to be
-        admitted (measured: half the arrivals of an overload turned away, issue 16)."""
+        among the last ``RECENT_TTFT_REQUESTS`` requests seen resident while best effort waits:
+        an SLO request that arrives while the step runs waits for its end, and a step padded with
+        best-effort work to the full step length left a tight TTFT no time to be admitted
+        (measured: half the arrivals of an overload turned away, issue 16)."""
         frac = self.config.best_effort_step_frac
         recent = self.recent_ttft_s
         for r in (*self.tiers.slo.values(), *self.tiers.be.values()):
@@ -99,18 +100,18 @@ class StepExecutor:
         pad_s = max(frac * min(recent.values(), default=float("inf")), 2.0 * self.perf.batch_time_s(1))
         limit = now_s + pad_s
         if frac <= 0 or limit >= end_s:
-            return cap_at if self.count_kv else (lambda kv: cap_at(0))
-        be_cap = self._cap_at(limit - now_s)
-        return be_cap if self.count_kv else (lambda kv: be_cap(0))
+            return cap_at
+        return self._cap_at(limit - now_s)
 
     def _cap_at(self, length_s: float) -> Callable[[int], int]:
-        """The step's token cap as a function of its KV read."""
+        """The step's token cap as a function of its KV read (which it ignores unless the model
+        charges the KV a step reads and ``count_kv_read`` is on)."""
         if length_s <= EPS_S:
             return lambda kv: 0
-        fixed, perf, limit = self.config.fixed_batch_tokens, self.perf, length_s - EPS_S
+        fixed, perf, limit, count_kv = self.config.fixed_batch_tokens, self.perf, length_s - EPS_S, self.count_kv
         if fixed:
-            return lambda kv: min(perf.max_tokens_within_s(limit, 0, kv), fixed)
-        return lambda kv: perf.max_tokens_within_s(limit, 0, kv)
+            return lambda kv: min(perf.max_tokens_within_s(limit, 0, kv if count_kv else 0), fixed)
+        return lambda kv: perf.max_tokens_within_s(limit, 0, kv if count_kv else 0)
 
     def idle_step_s(self) -> float:
         """Step length while no SLO-tier request is resident (best effort only): ``idle_step_s``

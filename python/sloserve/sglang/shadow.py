@@ -194,8 +194,8 @@ class ShadowPlanner:
         }
 
     def calibration_scale(self) -> float:
-        """The policy's current batch-time correction (observed / modelled; 1 without one)."""
-        return float(self.policy.stats().get("calibration_scale", 1.0))
+        """The policy's current batch-time scale (observed / modelled; 1 without one)."""
+        return self.calibration()["calibration_scale"]
 
     def tightest_tpot_s(self, rids: Iterable[str]) -> float | None:
         """Smallest current TPOT SLO among ``rids`` in the SLO tier (None when there is none)."""
