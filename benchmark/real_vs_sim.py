@@ -72,11 +72,24 @@ def parse_args(argv):
     ap.add_argument("--fit-lines", type=int, default=1)
     ap.add_argument("--time-column", default="time_ms", help="profile column the fit is made on (the median)")
     ap.add_argument("--max-mape-pct", type=float, default=25.0, help="the fitter's refusal threshold")
-    ap.add_argument("--ttft-slowdown", type=float, default=8.0, help="TTFT SLO in zero-load prefills of the fit")
-    ap.add_argument("--tpot-steps", type=float, default=5.0, help="TPOT SLO in one-request decode steps of the fit")
+    ap.add_argument("--ttft-slowdown", type=float, default=8.0, help="TTFT SLO in zero-load TTFTs (--slo-unit)")
+    ap.add_argument("--tpot-steps", type=float, default=5.0, help="TPOT SLO in zero-load token gaps (--slo-unit)")
+    ap.add_argument(
+        "--slo-unit",
+        choices=("zero-load", "fit"),
+        default="zero-load",
+        help="zero-load: the unloaded server's TTFT and token gap as the client sees them (measured by the "
+        "profile); fit: the fit's prefill and one-request decode step (the engine alone)",
+    )
     ap.add_argument("--duration-s", type=float, default=20.0, help="seconds of arrivals per run")
     ap.add_argument("--target", type=float, default=0.9, help="attainment that defines capacity")
     ap.add_argument("--iters", type=int, default=4, help="live bisection steps after the bracket ends")
+    ap.add_argument(
+        "--widen",
+        type=int,
+        default=2,
+        help="times the live bracket may move (by its width) when it missed the capacity",
+    )
     ap.add_argument("--bracket", default="0.4,1.6", help="live search bracket, as fractions of the prediction")
     ap.add_argument(
         "--sim-noise",
@@ -146,7 +159,13 @@ def start_server(name: str, model: Path, work: Path, extra: list[str], steps_dir
 
 
 def bench_config(url: str, model: str) -> BenchConfig:
-    return BenchConfig(base_url=(url,), model=model, warmup_requests=2, disable_tqdm=True, request_timeout_s=120.0)
+    return BenchConfig(
+        base_url=(url,), model=model, warmup_requests=2, disable_tqdm=True, request_timeout_s=120.0, output_details=True
+    )
+
+
+def zero_load_path(csv_path: Path) -> Path:
+    return csv_path.with_suffix(".zero_load.json")
 
 
 def live_point(cfg: BenchConfig, url: str, workload: loop.LoopWorkload, rate: float) -> dict:
@@ -160,6 +179,11 @@ def live_point(cfg: BenchConfig, url: str, workload: loop.LoopWorkload, rate: fl
         "num_requests": n,
         "num_admitted": round((res["admitted_fraction"] or 0) * n),
         "num_admitted_slo_misses": res["num_admitted_slo_misses"],
+        # of those, the server met its deadlines where its tokens left the scheduler: late on the
+        # way out (detokenizer, HTTP, the client's own loop), where the planner cannot see
+        "num_admitted_misses_server_met": sum(
+            1 for d in res["details"] if d["tier"] == "slo" and not d["attained"] and d["server_slo_met"]
+        ),
         "num_errors": res["num_errors"],
         "median_ttft_ms": res["median_ttft_ms"],
         "p99_ttft_ms": res["p99_ttft_ms"],
@@ -180,7 +204,8 @@ def profile(args, work: Path, model: Path) -> tuple[Path, Path | None]:
         return Path(args.profile_csv), None
     tag = f"-hogs{args.cpu_hogs}-threads{args.engine_threads}"
     csv_path, steps_dir = work / f"profile{tag}.csv", work / f"profile{tag}-steps"
-    if csv_path.exists() and steps_dir.is_dir() and not args.reprofile:
+    zero_path = zero_load_path(csv_path)
+    if csv_path.exists() and steps_dir.is_dir() and zero_path.exists() and not args.reprofile:
         log(f"reusing the cached profile {csv_path}")
         return csv_path, steps_dir
     srv = start_server("profile", model, work, ["--policy", "sglang"], steps_dir, args)
@@ -189,8 +214,15 @@ def profile(args, work: Path, model: Path) -> tuple[Path, Path | None]:
             # closed loop: c requests in flight, the shapes of a steady load without a growing queue
             shape = loop.LoopWorkload(duration_s=0.0, min_requests=args.profile_rounds * c + 4, seed=args.seed + c)
             cfg = replace(bench_config(srv.url, "opt-13b-tp2-a100"), max_concurrency=c)  # SLOs play no part here
-            run_benchmark(cfg, srv.url, PROFILE_RATE_RPS, workload=shape.bench_workload)
+            res = run_benchmark(cfg, srv.url, PROFILE_RATE_RPS, workload=shape.bench_workload)
             log(f"  profiled at {c} requests in flight")
+            if c == 1:
+                ok = [d for d in res["details"] if d["status"] == 200 and d["ttft_ms"] is not None and d["tpot_ms"]]
+                zero = loop.ZeroLoad.from_requests(
+                    *zip(*((d["prompt_tokens"], d["ttft_ms"], d["tpot_ms"]) for d in ok))
+                )
+                zero_path.write_text(json.dumps(zero.to_dict(), indent=2) + "\n")
+                log(f"  zero load, as the client sees it: {zero}")
     finally:
         srv.stop()
     rows = loop.profile_rows(loop.read_steps(steps_dir))
@@ -304,7 +336,9 @@ def measure(args, model: Path, work: Path, fit_path: Path, workload, lo: float, 
     cfg = bench_config(srv.url, str(fit_path))
     try:
         if calibrate:
-            res = live_capacity_search(lambda r: live_point(cfg, srv.url, workload, r), lo, hi, args.target, args.iters)
+            res = live_capacity_search(
+                lambda r: live_point(cfg, srv.url, workload, r), lo, hi, args.target, args.iters, widen=args.widen
+            )
             points = [p.result for p in res.points]
             capacity = res.capacity_rps
         else:
@@ -372,7 +406,12 @@ def run(args, argv) -> int:
         trace = work / "profile-ratios.trace"
         write_ratio_trace(ratios[WARMUP_STEPS:], str(trace), f"profile {csv_path.name} against {fit_path.name}")
     base = loop.LoopWorkload(duration_s=args.duration_s, ttft_slowdown=args.ttft_slowdown, seed=args.seed)
-    workload = replace(base, tpot_ms=loop.scaled_tpot_ms(perf, base, args.tpot_steps))
+    zero = None
+    if args.slo_unit == "zero-load" and zero_load_path(csv_path).exists():
+        zero = loop.ZeroLoad(**json.loads(zero_load_path(csv_path).read_text()))
+        workload = zero.apply(base, args.tpot_steps)
+    else:  # the fit's forward pass (--slo-unit fit, or a --profile-csv without the measurement)
+        workload = replace(base, tpot_ms=loop.scaled_tpot_ms(perf, base, args.tpot_steps))
     log(f"workload: {workload.describe(1.0)}; simulator noise {noise}")
     prediction, sim_cfg = predict(args, fit_path, workload, noise, trace)
     ablation = sim_ablation(args, workload, sim_cfg, perf, prediction["capacity_rps"])
@@ -409,6 +448,8 @@ def run(args, argv) -> int:
         },
         "step_error": live_error,
         "workload": {**workload.__dict__, "tpot_steps": args.tpot_steps, "description": workload.describe(1.0)},
+        "slo_unit": args.slo_unit if zero is not None or args.slo_unit == "fit" else "fit (no zero-load measurement)",
+        "zero_load": zero.to_dict() if zero is not None else None,
         "profile": {"csv": str(csv_path), "steps_dir": str(profile_steps) if profile_steps else None},
         "fit": fitted,
         "sim_noise": noise,

@@ -123,6 +123,15 @@ def test_capacity_bisection_finds_the_threshold():
     assert seen[:2] == [0.5, 16.0] and len(res.points) == 10
     assert capacity_search(lambda r: {"attainment": 0.1}, 1, 2, 0.9, 3).capacity_rps == 0.0
     assert capacity_search(lambda r: {"attainment": 1.0}, 1, 2, 0.9, 3).capacity_rps == 2.0
+    # a bracket that missed the capacity moves by its own ratio when allowed to
+    up: list[float] = []
+    res = capacity_search(lambda r: up.append(r) or {"attainment": 1.0 if r <= 5.0 else 0.5}, 1, 2, 0.9, 3, widen=3)
+    assert up[:4] == [1, 2, 4, 8] and 4.0 <= res.capacity_rps <= 5.0
+    down: list[float] = []
+    res = capacity_search(lambda r: down.append(r) or {"attainment": 1.0 if r <= 0.3 else 0.5}, 1, 2, 0.9, 3, widen=3)
+    assert down[:3] == [1, 0.5, 0.25] and 0.25 <= res.capacity_rps <= 0.3
+    assert capacity_search(lambda r: {"attainment": 1.0}, 1, 2, 0.9, 3, widen=2).capacity_rps == 8.0  # censored
+    assert capacity_search(lambda r: {"attainment": 0.0}, 1, 2, 0.9, 3, widen=2).capacity_rps == 0.0
 
 
 def test_sharegpt_json_and_lengths_csv(tmp_path):

@@ -145,3 +145,21 @@ def test_retraction_order_prefers_best_effort_then_slack(sglang_published):
     assert [reqs[i].rid for i in order] == ["tight", "loose", "be"]  # SGLang retracts from the end
     plain = [make_req("p1", 10), make_req("p2", 20)]
     assert plugin.slo_retraction_order(original, plain) == original(plain)
+
+
+def test_the_hooked_tokenizer_manager_stamps_generate_requests_not_embeddings(registry, monkeypatch):
+    from sglang.srt.managers.io_struct import EmbeddingReqInput, GenerateReqInput
+    from sglang.srt.managers.tokenizer_manager import TokenizerManager
+
+    monkeypatch.setenv("SLOSERVE_SGLANG_PLUGIN", "1")
+    plugin.load_plugin()
+    registry.apply_hooks()
+    gen = GenerateReqInput(text="hi", sampling_params={"max_new_tokens": 4, "custom_params": {"slo_tpot_ms": 50}})
+    emb = EmbeddingReqInput(text="hi")
+    for obj in (gen, emb):
+        obj.normalize_batch_and_arguments()
+        with pytest.raises(AttributeError):  # the hook runs first, then SGLang's body on a bare manager
+            TokenizerManager._init_req_state(object(), obj)
+    assert gen.sampling_params["custom_params"]["slo_arrival_s"] > 0
+    assert gen.sampling_params["custom_params"]["slo_tpot_ms"] == 50
+    assert not (emb.sampling_params or {}).get("custom_params")

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from sloserve.bench.loop import LoopWorkload, noise_model, profile_rows, read_steps, step_error, step_ratios
+from sloserve.bench.loop import (
+    LoopWorkload,
+    ZeroLoad,
+    noise_model,
+    profile_rows,
+    read_steps,
+    step_error,
+    step_ratios,
+)
 from sloserve.perf import get_model
 from sloserve.sglang.shadow import ShadowPlanner
 from sloserve.sglang.step_log import ENV_STEP_LOG
@@ -61,3 +69,22 @@ def test_workload_runs_share_their_lengths_across_rates():
     assert len(slow) == 10 and len(fast) == 40
     assert [p.stages[0].prompt_tokens for p in slow] == [p.stages[0].prompt_tokens for p in fast[:10]]
     assert fast[9].arrival_s == pytest.approx(slow[9].arrival_s / 4)
+
+
+def test_slos_are_slowdowns_of_the_unloaded_server_when_it_was_measured():
+    # requests served one at a time: TTFT = 12 ms + 0.05 ms per prompt token, 6 ms between tokens
+    prompts = [64, 128, 256, 384]
+    zero = ZeroLoad.from_requests(prompts, [12 + 0.05 * p for p in prompts], [6.0, 5.0, 7.0, 6.0])
+    assert zero.ttft_base_ms == pytest.approx(12.0) and zero.ttft_per_token_ms == pytest.approx(0.05)
+    assert zero.tpot_ms == 6.0 and zero.num_requests == 4
+    wl = zero.apply(LoopWorkload(duration_s=5.0, ttft_slowdown=8.0), tpot_steps=5.0)
+    stage = wl.programs(2.0)[0].stages[0]
+    assert stage.ttft.absolute_ms == pytest.approx(8.0 * (12 + 0.05 * stage.prompt_tokens))
+    assert stage.segments[0].tpot_ms == 30.0
+    # without the measurement the SLO stays a slowdown of the fit's prefill
+    assert LoopWorkload().programs(1.0)[0].stages[0].ttft.slowdown == 8.0
+    # noise that tilts the line downwards never makes a longer prompt's SLO tighter
+    tilted = ZeroLoad.from_requests(prompts, [30, 25, 22, 20], [5.0] * 4)
+    assert tilted.ttft_per_token_ms == 0.0 and tilted.ttft_base_ms == pytest.approx(23.5)
+    with pytest.raises(ValueError, match="3\\+ requests"):
+        ZeroLoad.from_requests([100, 100], [10, 11], [5, 5])

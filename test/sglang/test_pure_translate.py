@@ -20,6 +20,7 @@ from sloserve.sglang.translate import (
     build_request,
     plan_to_decision,
     slo_report,
+    stamp_arrival,
     waiting_order,
     with_aborted,
 )
@@ -45,6 +46,21 @@ def test_build_request_uses_front_arrival_and_rejects_bad_keys():
         build_request("d", 10, 5, {"slo_tpot_ms": -1}, 0.0, PERF.zero_load_prefill_s)
     with pytest.raises(SloParamError, match="slo_bogus"):
         build_request("e", 10, 5, {"slo_bogus": 1}, 0.0, PERF.zero_load_prefill_s)
+
+
+def test_the_http_front_stamps_arrival_only_where_the_client_gave_none():
+    single = {"max_new_tokens": 8, "custom_params": {"slo_tpot_ms": 50.0}}
+    assert stamp_arrival(single, 123.5) == 1 and single["custom_params"]["slo_arrival_s"] == 123.5
+    bare: dict = {}
+    assert stamp_arrival(bare, 7.0) == 1 and bare == {"custom_params": {"slo_arrival_s": 7.0}}
+    upstream = {"custom_params": {"slo_arrival_s": 100.0}}  # a gateway's earlier stamp is kept
+    nulled = {"custom_params": {"slo_arrival_s": None}}  # SGLang clients send nulls: not a stamp
+    batch = [upstream, nulled, None, {"custom_params": "not a dict"}]
+    assert stamp_arrival(batch, 200.0) == 1
+    assert upstream["custom_params"]["slo_arrival_s"] == 100.0 and nulled["custom_params"]["slo_arrival_s"] == 200.0
+    assert batch[3] == {"custom_params": "not a dict"}  # left for the scheduler's 400 naming the field
+    req = build_request("f", 10, 5, single["custom_params"], 124.0, PERF.zero_load_prefill_s)
+    assert req.arrival_s == 123.5  # the deadline counts from the front, not the scheduler
 
 
 def test_plan_to_decision_and_queue_order():

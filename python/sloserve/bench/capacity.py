@@ -26,9 +26,18 @@ class CapacityResult:
 
 
 def capacity_search(
-    run_at: Callable[[float], dict], lo_rps: float, hi_rps: float, target: float, iters: int, progress=None
+    run_at: Callable[[float], dict],
+    lo_rps: float,
+    hi_rps: float,
+    target: float,
+    iters: int,
+    progress=None,
+    widen: int = 0,
 ) -> CapacityResult:
-    """Bisect [lo, hi]: check lo, then hi, then ``iters`` midpoints."""
+    """Bisect [lo, hi]: check lo, then hi, then ``iters`` midpoints. With ``widen`` > 0 a bracket
+    that missed the capacity is moved, at most that many times, by its own width ratio: down
+    while lo misses the target, up while hi meets it (a prediction can be off by more than the
+    bracket); the capacity stays censored at the last hi (or 0) when it never turns."""
     points: list[CapacityPoint] = []
 
     def probe(rate: float) -> bool:
@@ -38,11 +47,18 @@ def capacity_search(
             progress(rate, res["attainment"])
         return res["attainment"] >= target
 
-    if not probe(lo_rps):
-        return CapacityResult(0.0, target, tuple(points))
-    if probe(hi_rps):
-        return CapacityResult(hi_rps, target, tuple(points))
-    good, bad = lo_rps, hi_rps
+    ratio, moves, bad = hi_rps / lo_rps, widen, None
+    while not probe(lo_rps):  # the low end misses: move the bracket down
+        if moves <= 0:
+            return CapacityResult(0.0, target, tuple(points))
+        moves, bad, lo_rps = moves - 1, lo_rps, lo_rps / ratio
+    good = lo_rps
+    if bad is None:  # the low end holds: is the high end still below capacity?
+        while probe(hi_rps):
+            if moves <= 0:
+                return CapacityResult(hi_rps, target, tuple(points))
+            moves, good, hi_rps = moves - 1, hi_rps, hi_rps * ratio
+        bad = hi_rps
     for _ in range(iters):
         mid = (good * bad) ** 0.5 if bad / good > 4 else (good + bad) / 2  # geometric while the bracket is wide
         if probe(mid):

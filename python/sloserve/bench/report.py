@@ -170,9 +170,10 @@ def _detail(o: StageOutcome, r: StageRecord) -> dict:
         "attained": r.attained(),
         "server_slo_met": (o.meta or {}).get("slo_met"),
         "admission": (o.meta or {}).get("admission"),
-        # the SLO as the server resolved it (docs/slo-api.md), to check tags travelled intact
+        # the SLO as the server resolved it (docs/slo-api.md), to check tags travelled intact, and
+        # the TTFT/TPOT it measured where its tokens left the scheduler (the client adds the way out)
         **{f"server_{k}": (o.meta or {}).get(k) for k in _SERVER_SLO_KEYS},
     }
 
 
-_SERVER_SLO_KEYS = ("slo_ttft_ms", "slo_tpot_ms", "slo_think_tpot_ms", "slo_think_tokens", "tier")
+_SERVER_SLO_KEYS = ("slo_ttft_ms", "slo_tpot_ms", "slo_think_tpot_ms", "slo_think_tokens", "tier", "ttft_ms", "tpot_ms")

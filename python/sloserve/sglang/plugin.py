@@ -20,9 +20,10 @@ DP_CONTROLLER_TARGET = "sglang.srt.managers.data_parallel_controller.DataParalle
 SPEC_TARGET = "sglang.srt.speculative.adaptive_spec_params.AdaptiveSpeculativeParams"
 RETRACTION_TARGET = "sglang.srt.managers.schedule_batch.ScheduleBatch._get_decode_retraction_order"
 META_INFO_TARGET = "sglang.srt.managers.tokenizer_manager.TokenizerManager.update_request_meta_info"
+ARRIVAL_TARGET = "sglang.srt.managers.tokenizer_manager.TokenizerManager._init_req_state"
 # Every target string, and the SGLang methods our subclasses override (checked by the tests
 # against the installed SGLang and the 0.5.16 wheel, so an upstream rename fails loudly).
-HOOK_TARGETS = (SCHEDULER_TARGET, DP_CONTROLLER_TARGET, SPEC_TARGET, RETRACTION_TARGET)
+HOOK_TARGETS = (SCHEDULER_TARGET, DP_CONTROLLER_TARGET, SPEC_TARGET, RETRACTION_TARGET, ARRIVAL_TARGET)
 # Targets that exist only in newer SGLang (0.5.23): registered when the installed one has them.
 NEWER_HOOK_TARGETS = (META_INFO_TARGET,)
 NEWER_SINCE = (0, 5, 17)
@@ -51,6 +52,20 @@ def slo_retraction_order(original, reqs):
     return retraction_order([r.rid for r in reqs], tagged, 0.0)
 
 
+def stamp_http_arrival(manager, obj, *args, **kwargs):
+    """BEFORE hook on ``TokenizerManager._init_req_state`` (the first thing SGLang does with a
+    normalized generate request): the request's deadlines start now, at the HTTP front, not
+    when the scheduler first sees it (``translate.stamp_arrival``)."""
+    import time
+
+    from sglang.srt.managers.io_struct import GenerateReqInput
+
+    from sloserve.sglang.translate import stamp_arrival
+
+    if isinstance(obj, GenerateReqInput):  # embeddings are not planned
+        stamp_arrival(obj.sampling_params, time.time())
+
+
 def register_hooks(registry=None) -> list[str]:
     """Register every hook with SGLang's HookRegistry; returns the targets registered."""
     if registry is None:
@@ -68,6 +83,7 @@ def register_hooks(registry=None) -> list[str]:
         (SPEC_TARGET, SloSpeculativeParams, HookType.REPLACE),
         (RETRACTION_TARGET, slo_retraction_order, HookType.AROUND),
         (META_INFO_TARGET, plain_meta_info, HookType.AROUND),
+        (ARRIVAL_TARGET, stamp_http_arrival, HookType.BEFORE),
     )
     if sglang_version() < NEWER_SINCE:
         hooks = tuple(h for h in hooks if h[0] not in NEWER_HOOK_TARGETS)

@@ -47,6 +47,29 @@ class PlanDecision:
         return sum(self.prefill_tokens.values())
 
 
+def stamp_arrival(sampling_params: Any, now_unix_s: float) -> int:
+    """Stamp ``slo_arrival_s`` into each request's ``custom_params`` where the client gave none.
+
+    Called at the HTTP front (SGLang's tokenizer manager) as a request comes in, so its TTFT
+    deadline starts where the client's clock starts: tokenizing, queueing in front of the
+    scheduler and the scheduler's current step all count against it, as they do for the client.
+    ``sampling_params`` is one request's dict or a batch's list of them (anything else is left
+    for SGLang's own validation); returns how many were stamped.
+    """
+    items = sampling_params if isinstance(sampling_params, list) else [sampling_params]
+    stamped = 0
+    for params in items:
+        if not isinstance(params, dict):
+            continue
+        custom = params.get("custom_params")
+        if custom is None:
+            custom = params["custom_params"] = {}
+        if isinstance(custom, dict) and custom.get("slo_arrival_s") is None:
+            custom["slo_arrival_s"] = now_unix_s
+            stamped += 1
+    return stamped
+
+
 def build_request(
     rid: str,
     prompt_tokens: int,
