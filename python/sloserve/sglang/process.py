@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from sloserve.runtime.transport import free_port
 from sloserve.sglang import cpu_mode
@@ -25,6 +25,9 @@ from sloserve.sglang.summaries import ENV_SUMMARY_DIR, read_stats
 
 class ServerStartError(RuntimeError):
     pass
+
+
+BIND_FAILED = b"error while attempting to bind on address"  # uvicorn's words when the port is taken
 
 
 def _die_with_parent() -> None:
@@ -44,6 +47,10 @@ class SglangProcess:
     log_path: Path
     summary_dir: Path
     ready: bool = field(default=False)
+    # starts the same server on another port: SGLang picks its internal ports after ours was
+    # chosen and released, and can take it (the HTTP bind then fails and the process hangs on)
+    relaunch: Callable[[int], subprocess.Popen] | None = field(default=None, repr=False)
+    port_retries: int = 2
 
     @property
     def url(self) -> str:
@@ -62,6 +69,14 @@ class SglangProcess:
         """Until ``/health`` answers 200 (SGLang's warm-up request is done by then)."""
         deadline = time.monotonic() + timeout_s
         while not self.ready:
+            if self._port_taken():
+                if self.relaunch is None or self.port_retries <= 0:
+                    raise ServerStartError(f"{self.name} server could not bind port {self.port}:\n{self.log_tail()}")
+                self.stop()
+                self.port_retries -= 1
+                self.port = free_port()
+                self.proc = self.relaunch(self.port)
+                continue
             if not self.alive():
                 raise ServerStartError(f"{self.name} server exited with {self.proc.returncode}:\n{self.log_tail()}")
             if time.monotonic() > deadline:
@@ -74,6 +89,14 @@ class SglangProcess:
             if not self.ready:
                 time.sleep(1.0)
         return self
+
+    def _port_taken(self) -> bool:
+        try:
+            with open(self.log_path, "rb") as fh:
+                fh.seek(max(fh.seek(0, os.SEEK_END) - 4096, 0))
+                return BIND_FAILED in fh.read()
+        except OSError:
+            return False
 
     def plan_stats(self) -> dict[int, dict]:
         """The plugin's per-iteration planning time, per replica (``PlanTimer.stats``)."""
@@ -118,8 +141,12 @@ def start(
     else:
         cmd = [sys.executable, "-m", "sglang.launch_server", *args]
     log_path = log_dir / f"{name}.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, preexec_fn=_die_with_parent
-        )
-    return SglangProcess(name, proc, port, log_path, summary_dir)
+
+    def launch(on_port: int) -> subprocess.Popen:
+        argv = [str(on_port) if i and cmd[i - 1] == "--port" else a for i, a in enumerate(cmd)]
+        with open(log_path, "wb") as log:
+            return subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, preexec_fn=_die_with_parent
+            )
+
+    return SglangProcess(name, launch(port), port, log_path, summary_dir, relaunch=launch)
