@@ -2,7 +2,7 @@
 
 Cells are (mode, scenario, replicas, policy). Each is a capacity search (highest rate with
 attainment >= target) on the seeded workload, then one run at that rate for admitted misses,
-client timeouts and goodput. Modes (docs/simulator.md "Realistic mode"):
+client timeouts, goodput and smooth goodput (metrics/smooth.py). Modes (docs/simulator.md "Realistic mode"):
 
 * ``paper``: true output lengths, the engine runs the model's time, no timeouts, free scheduler.
 * ``realistic``: hidden lengths, 10% step-time noise, client timeouts, scheduler time charged
@@ -15,6 +15,12 @@ tolerance (``planning_tolerance=0.05``). Capacity is per GPU.
 
     python benchmark/headline.py --out headline/                      # every cell: hours
     python benchmark/headline.py --out headline/ --scenarios coder --replicas 1 --num-requests 100
+    python benchmark/headline.py --out headline4/ --replicas-list 4 --num-requests-per-replica 300
+
+``--num-requests-per-replica N`` gives a cell of R replicas N x R programs, so its arrivals last as
+long as a one-replica cell's at the same per-GPU rate (a fixed count at 4 replicas measures a
+transient). Each cell also records goodput and smooth goodput (requests/s), shown per GPU for the
+full system and the best baseline in a second table per mode.
 
 Each finished cell is written to ``--out/<mode>_<scenario>_r<replicas>_<policy>.json``; a rerun
 skips those (resumable), and the table is printed and written to ``--out/table.md``.
@@ -43,6 +49,8 @@ def cell_args(args, mode: str, scenario: str, replicas: int, policy: str) -> tup
     a.scenario, a.replicas, a.policy_opt, a.router_opt = scenario, replicas, [], []
     a.realistic, a.oracle_output_len, a.unknown_output_len = mode == "realistic", mode == "paper", False
     a.spec, a.router, a.policy = "off", "round-robin", policy
+    if getattr(args, "num_requests_per_replica", None):
+        a.num_requests = args.num_requests_per_replica * replicas  # the cell's count, distserve's too
     options: dict = {}
     if policy in (FULL, "slos-serve"):
         a.policy = "slos-serve"
@@ -86,6 +94,8 @@ def run_cell(job: tuple) -> tuple[str, dict]:
         "num_admitted_slo_misses": at.get("num_admitted_slo_misses"),
         "num_client_timeouts": at.get("num_client_timeouts"),
         "goodput_rps": at.get("goodput_rps"),
+        "smooth_goodput_rps": at.get("smooth_goodput_rps"),
+        "num_requests": a.num_requests,
         "points": res.to_dict()["points"],
     }
 
@@ -121,7 +131,33 @@ def table(cells: dict, modes, scenarios, replicas, policies) -> str:
                     f"\nGeo-mean of full / best baseline at {r} replica(s), {mode} mode, over "
                     f"{len(ratios)} scenario(s): **{geo:.2f}x** (the paper reports 2.2x)\n"
                 )
+        out += goodput_table(cells, mode, scenarios, replicas, policies)
     return "\n".join(out)
+
+
+def goodput_table(cells: dict, mode: str, scenarios, replicas, policies) -> list[str]:
+    """Goodput / smooth goodput per GPU in the run at the capacity rate: full and best baseline."""
+    out = [
+        f"\nGoodput / smooth goodput, {mode} mode (requests/s per GPU, in the run at each policy's capacity rate;"
+        " best baseline by capacity)\n",
+        "| scenario | replicas | full | best baseline |",
+        "|---|---|---|---|",
+    ]
+    for r in replicas:
+        for s in scenarios:
+            got = {p: c for p in policies if (c := cells.get(cell_key(mode, s, r, p)))}
+            base = [p for p in got if p != FULL]
+            best = max(base, key=lambda p: got[p]["capacity_rps_per_gpu"], default=None)
+            full = _goodputs(got.get(FULL))
+            out.append(f"| {s} | {r} | {full} | {_goodputs(got.get(best)) + f' ({best})' if best else '-'} |")
+    return out
+
+
+def _goodputs(cell: dict | None) -> str:
+    if not cell or not cell.get("num_gpus"):
+        return "-"
+    shown = [cell.get(k) for k in ("goodput_rps", "smooth_goodput_rps")]
+    return " / ".join("-" if v is None else f"{v / cell['num_gpus']:.3g}" for v in shown)
 
 
 def cell_key(mode: str, scenario: str, replicas: int, policy: str) -> str:
@@ -137,6 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
     ap.add_argument("--replicas-list", dest="replicas_list", default="1,4", help="replica counts (paper: 4)")
+    ap.add_argument(
+        "--num-requests-per-replica",
+        type=int,
+        help="programs per replica: a cell with R replicas gets N x R (overrides --num-requests), so arrivals "
+        "last as long at every replica count at the same per-GPU rate",
+    )
     ap.add_argument("--policies", default=",".join([FULL] + BASELINES), help=f"'{FULL}' is the full system")
     ap.add_argument("--full-alpha", type=float, default=0.7, help="draft acceptance rate of the full system's engine")
     ap.add_argument("--attainment", type=float, default=0.9)

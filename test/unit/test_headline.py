@@ -27,7 +27,7 @@ def test_headline_writes_cells_and_the_table_then_resumes(tmp_path, capsys):
         "coder",
         "--replicas-list",
         "1",
-        "--num-requests",
+        "--num-requests-per-replica",
         "20",
         "--policies",
         "full,vllm",
@@ -46,8 +46,13 @@ def test_headline_writes_cells_and_the_table_then_resumes(tmp_path, capsys):
     ]
     real = json.loads((tmp_path / "realistic_coder_r1_full.json").read_text())
     assert real["capacity_rps_per_gpu"] > 0 and real["num_admitted_slo_misses"] is not None
+    assert real["num_requests"] == 20  # 20 per replica, one replica
+    for name in cells:
+        cell = json.loads((tmp_path / name).read_text())
+        assert cell["smooth_goodput_rps"] >= cell["goodput_rps"] > 0  # same run, at the capacity rate
     table = (tmp_path / "table.md").read_text()
     assert "### paper mode" in table and "### realistic mode" in table and "full / best baseline" in table
+    assert table.count("Goodput / smooth goodput") == 2 and "(vllm) |" in table
 
     def boom(job):
         raise AssertionError("a cached cell was recomputed")
@@ -74,5 +79,11 @@ def test_cell_arguments_per_mode_and_policy():
     assert a.replicas == 1 and opts == {"prefill_replicas": 4, "decode_replicas": 4} and a.oracle_output_len
     a, opts = hl.cell_args(args, "paper", "chatbot", 1, "vllm")
     assert (a.policy, a.spec, a.router, opts) == ("vllm", "off", "round-robin", {})
+    assert a.num_requests is None  # --num-requests as given
+    args.num_requests_per_replica = 50  # N x the cell's replicas, distserve's included
+    assert hl.cell_args(args, "paper", "chatbot", 1, "vllm")[0].num_requests == 50
+    assert hl.cell_args(args, "paper", "chatbot", 4, "full")[0].num_requests == 200
+    a, _ = hl.cell_args(args, "paper", "chatbot", 4, "distserve")
+    assert (a.replicas, a.num_requests) == (1, 200)
     with pytest.raises(SystemExit):
         hl.main([])  # --out is required

@@ -1,4 +1,4 @@
-"""Aggregate stage records into the run summary (attainment, latency percentiles, goodput)."""
+"""Aggregate stage records into the run summary (attainment, latency percentiles, goodput, smooth goodput)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import numpy as np
 
 from sloserve.metrics.attainment import DEFAULT_TOLERANCE
 from sloserve.metrics.records import StageRecord
+from sloserve.metrics.smooth import smooth_totals
 
 PERCENTILES = (50, 90, 99)
 
@@ -62,6 +63,7 @@ def summarize(
     for rec in records:
         tiers[rec.tier] += 1
     n = max(num_programs, 1)
+    benefit_total, idles_s = smooth_totals(programs, stages_per_program, tolerance)
     return {
         "num_requests": num_programs,
         "num_stages": len(records),
@@ -82,4 +84,8 @@ def summarize(
         "tpot_ms": percentiles_ms(r.tpot_s for r in records),
         "goodput_rps": ok / duration_s if duration_s > 0 else 0.0,
         "num_preemptions": sum(r.num_preemptions for r in records),
+        # smooth goodput (metrics/smooth.py): each program scores by how long its user idled
+        "smooth_goodput_rps": benefit_total / duration_s if duration_s > 0 else 0.0,
+        "smooth_attainment": benefit_total / n,
+        "idle_latency_ms": percentiles_ms(idles_s),
     }
