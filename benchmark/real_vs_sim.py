@@ -93,10 +93,11 @@ def parse_args(argv):
     ap.add_argument("--bracket", default="0.4,1.6", help="live search bracket, as fractions of the prediction")
     ap.add_argument(
         "--sim-noise",
-        choices=("trace", "lognormal", "none"),
-        default="trace",
-        help="the simulated engine: the profile's step-time ratios replayed in order (trace), a lognormal "
-        "matched to their median and spread, or the fit alone (none)",
+        choices=("steps", "trace", "lognormal", "none"),
+        default="steps",
+        help="the simulated engine: the profile's steps as a step cost with a per-request term and its "
+        "residuals replayed in order (steps), the fit with the profile's ratios to it replayed (trace), a "
+        "lognormal matched to those ratios, or the fit alone (none); the planner uses the fit in every case",
     )
     ap.add_argument("--cpu-hogs", type=int, default=1, help="busy-loop processes running beside the server")
     ap.add_argument(
@@ -267,7 +268,7 @@ def policy_options(args) -> dict:
     return live_policy_options("slos-serve", parse_kv(args.policy_opt, "--policy-opt"))
 
 
-def predict(args, fit_path: Path, workload: loop.LoopWorkload, noise: dict, trace: Path | None):
+def predict(args, fit_path: Path, workload: loop.LoopWorkload, noise: dict, trace: Path | None, engine: dict | None):
     perf = get_model(str(fit_path))
     cfg = SimConfig(
         model=str(fit_path),
@@ -283,6 +284,8 @@ def predict(args, fit_path: Path, workload: loop.LoopWorkload, noise: dict, trac
     }
     if trace is not None:
         engines["trace"] = replace(cfg, step_time_trace=str(trace))
+    if engine is not None:  # the engine's own step cost, its residuals replayed; the planner keeps the fit
+        engines["steps"] = replace(cfg, engine_model=engine["json"], step_time_trace=engine["trace"])
     chosen = args.sim_noise if args.sim_noise in engines else "none"
     capacities, res = {}, None
     for name, c in engines.items():
@@ -405,6 +408,14 @@ def run(args, argv) -> int:
     if ratios is not None and ratios.size > WARMUP_STEPS:
         trace = work / "profile-ratios.trace"
         write_ratio_trace(ratios[WARMUP_STEPS:], str(trace), f"profile {csv_path.name} against {fit_path.name}")
+    engine = None
+    if profile_steps and ratios is not None and ratios.size > WARMUP_STEPS + 8:
+        cost, cost_ratios, quality = loop.engine_cost(loop.read_steps(profile_steps), WARMUP_STEPS, args.seed)
+        cost_path, cost_trace = work / "profile-engine.json", work / "profile-engine-ratios.trace"
+        cost.save(cost_path)
+        write_ratio_trace(cost_ratios, str(cost_trace), f"profile {csv_path.name} against {cost_path.name}")
+        engine = {"json": str(cost_path), "trace": str(cost_trace), "cost": cost.__dict__, **quality}
+        log(f"engine step cost (per request, token, KV token; for the simulated engine): {engine}")
     base = loop.LoopWorkload(duration_s=args.duration_s, ttft_slowdown=args.ttft_slowdown, seed=args.seed)
     zero = None
     if args.slo_unit == "zero-load" and zero_load_path(csv_path).exists():
@@ -413,7 +424,7 @@ def run(args, argv) -> int:
     else:  # the fit's forward pass (--slo-unit fit, or a --profile-csv without the measurement)
         workload = replace(base, tpot_ms=loop.scaled_tpot_ms(perf, base, args.tpot_steps))
     log(f"workload: {workload.describe(1.0)}; simulator noise {noise}")
-    prediction, sim_cfg = predict(args, fit_path, workload, noise, trace)
+    prediction, sim_cfg = predict(args, fit_path, workload, noise, trace, engine)
     ablation = sim_ablation(args, workload, sim_cfg, perf, prediction["capacity_rps"])
     predicted = prediction["capacity_rps"]
     lo_frac, hi_frac = (float(x) for x in args.bracket.split(","))
@@ -454,6 +465,7 @@ def run(args, argv) -> int:
         "fit": fitted,
         "sim_noise": noise,
         "sim_engine": prediction["engine"],
+        "engine_step_cost": engine,
         "predicted_capacity_by_engine_rps": prediction["by_engine"],
         "cpu_hogs": args.cpu_hogs,
         "policy_options": policy_options(args),

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from sloserve.bench.loop import (
     LoopWorkload,
     ZeroLoad,
+    engine_cost,
     noise_model,
     profile_rows,
     read_steps,
@@ -88,3 +90,17 @@ def test_slos_are_slowdowns_of_the_unloaded_server_when_it_was_measured():
     assert tilted.ttft_per_token_ms == 0.0 and tilted.ttft_base_ms == pytest.approx(23.5)
     with pytest.raises(ValueError, match="3\\+ requests"):
         ZeroLoad.from_requests([100, 100], [10, 11], [5, 5])
+
+
+def test_the_engine_step_cost_prices_requests_apart_from_tokens():
+    # a served engine where each request in a step costs 0.6 ms and each token 0.04 ms
+    rng = np.random.default_rng(1)
+    items = rng.integers(1, 24, 200).astype(float)
+    tokens = items + (rng.random(200) < 0.3) * rng.integers(50, 400, 200)
+    kv = items * rng.integers(60, 400, 200)
+    time_ms = 2.0 + 0.6 * items + 0.04 * tokens + 0.001 * kv
+    steps = {"num_items": items, "num_tokens": tokens, "kv_read_tokens": kv, "time_ms": time_ms}
+    cost, ratios, quality = engine_cost(steps, skip=10)
+    assert cost.per_item_s == pytest.approx(0.6e-3) and cost.per_token_s == pytest.approx(0.04e-6 * 1e3)
+    assert ratios.size == 190 and ratios == pytest.approx(1.0)  # residuals of an exact fit
+    assert quality["held_out_mape_pct"] == pytest.approx(0.0, abs=1e-6) and quality["held_out_steps"] > 20

@@ -33,6 +33,7 @@ SHARED = {
     "--step-time-noise": (None, float, None),
     "--step-time-bias": (None, float, None),
     "--step-time-trace": ("", str, None),
+    "--engine-model": ("", str, None),
     "--client-timeout": (False, None, None),
     "--charge-scheduler-time": (False, None, None),
     "--realistic": (False, None, None),

@@ -27,6 +27,7 @@ import numpy as np
 
 from sloserve.bench.dataset import BenchWorkload
 from sloserve.core.slo import TTFTSLO, DecodeSegment, ProgramSpec, StageSpec
+from sloserve.sim.step_cost import StepCost
 from sloserve.workloads import arrival_times_s
 
 SLO_CLASS = "chatbot"  # a known class name; every SLO value is sent explicitly
@@ -190,6 +191,24 @@ def step_ratios(steps: dict[str, np.ndarray], perf) -> np.ndarray:
     pred = np.array([perf.batch_time_s(int(n), 0, int(k)) for n, k in zip(tokens, kv)]) * 1e3
     ok = pred > 0
     return steps["time_ms"][ok] / pred[ok]
+
+
+def engine_cost(steps: dict[str, np.ndarray], skip: int = 0, seed: int = 0) -> tuple[StepCost, np.ndarray, dict]:
+    """The served engine's own step time (sim/step_cost.py: per request, per token, per KV token)
+    fitted to the logged steps after the first ``skip``; its observed/fitted ratios in run order;
+    and its per-step MAPE on a seeded quarter of the steps held out of the fit."""
+    items, tokens = steps["num_items"][skip:], steps["num_tokens"][skip:]
+    kv, t_s = steps["kv_read_tokens"][skip:], steps["time_ms"][skip:] / 1e3
+    held = np.random.default_rng(seed).random(t_s.size) < 0.25
+    probe = StepCost.fit(items[~held], tokens[~held], kv[~held], t_s[~held])
+    pred = np.array([probe.step_time_s(*shape) for shape in zip(items[held], tokens[held], kv[held])])
+    cost = StepCost.fit(items, tokens, kv, t_s)
+    fitted = np.array([cost.step_time_s(*shape) for shape in zip(items, tokens, kv)])
+    quality = {
+        "held_out_steps": int(held.sum()),
+        "held_out_mape_pct": float(np.mean(np.abs(pred / t_s[held] - 1)) * 100),
+    }
+    return cost, t_s / fitted, quality
 
 
 def noise_model(ratios: np.ndarray) -> dict:

@@ -37,6 +37,12 @@ class SimConfig:
             "help": "file of a real engine's observed/predicted step-time ratios (one per line, in run order): the engine replays them from a seeded offset (sim/engine.py)"
         },
     )
+    engine_model: str = field(
+        default="",
+        metadata={
+            "help": "the simulated engine's own step-time model (a sim/step_cost.py JSON with a per-request term; the planner keeps `model`); empty: the planner's model"
+        },
+    )
     client_timeout: bool = field(
         default=False,
         metadata={

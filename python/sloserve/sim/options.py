@@ -81,6 +81,12 @@ class SimOptions:
         "benchmark/real_vs_sim.py writes one) on the engine's step time",
         metavar="FILE",
     )
+    engine_model: str = _opt(
+        "",
+        "the simulated engine's own step time: a step-cost JSON (sim/step_cost.py, per request + per token + "
+        "per KV token; benchmark/real_vs_sim.py fits one); the planner keeps --model",
+        metavar="FILE",
+    )
     client_timeout: bool = _opt(
         False, "clients abort a request without a first token past its TTFT deadline (a miss; every policy)"
     )
@@ -150,6 +156,7 @@ def sim_config(opts: SimOptions, spec: SpecOptions) -> SimConfig:
         step_time_noise=(REALISTIC_NOISE_CV if opts.realistic else 0.0) if noise is None else noise,
         step_time_bias=opts.step_time_bias or 0.0,
         step_time_trace=opts.step_time_trace,
+        engine_model=opts.engine_model,
         client_timeout=opts.realistic or opts.client_timeout,
         charge_scheduler_time=opts.realistic or opts.charge_scheduler_time,
         spec=spec_config,

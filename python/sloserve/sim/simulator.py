@@ -31,6 +31,7 @@ from sloserve.sim.config import SimConfig
 from sloserve.sim.engine import SimulatedEngine, read_ratio_trace
 from sloserve.sim.overhead import scheduler_cost
 from sloserve.sim.replica import SimReplica
+from sloserve.sim.step_cost import StepCost
 
 # Event kinds, in tie-break order at equal times (a client gives up only after the step that
 # would have brought its first token at that time).
@@ -70,6 +71,7 @@ class Simulator:
         self.cost = scheduler_cost(config.policy) if config.charge_scheduler_time else None
         self.num_timeouts = self.num_admitted_timeouts = 0
         self._ratio_trace = read_ratio_trace(config.step_time_trace) if config.step_time_trace else None
+        self._engine_perf = StepCost.load(config.engine_model) if config.engine_model else self.perf
         self.replicas = self._build_replicas()
         for prog in programs:
             self._push(prog.arrival_s, ARRIVAL, (prog.program_id, 0))
@@ -87,7 +89,7 @@ class Simulator:
         sched = create_scheduler(policy, ctx, options)
         cfg = self.config
         engine = SimulatedEngine(
-            self.perf,
+            self._engine_perf,
             np.random.default_rng((cfg.seed, rid)),
             cfg.alpha,
             noise_cv=cfg.step_time_noise,

@@ -1,0 +1,82 @@
+"""A measured engine's step time with a per-request term, for the simulated engine only.
+
+The planner's batch-time models (perf/) price a step by its tokens and KV read, the form their
+inverse needs. A real serving loop also pays per request in the batch (sampling, bookkeeping,
+the output path): on SGLang's CPU engine with the tiny model about 0.6 ms per request against
+45 us per token, so a decode token costs 15x a prefill token and one coefficient cannot price
+both. ``StepCost`` is a line in (requests, tokens, KV read) fitted to a served engine's step log,
+so the simulator can run *that* engine while the planner keeps its own model, as it does live
+(``SimConfig.engine_model``, ``sloserve sim --engine-model FILE``; benchmark/real_vs_sim.py
+fits one from its profile). Draft steps are not priced (the step logs have none).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sloserve.core.plan import StepPlan
+
+KIND = "sloserve-step-cost"
+
+
+@dataclass(frozen=True)
+class StepCost:
+    base_s: float
+    per_item_s: float  # each request in the step
+    per_token_s: float  # each token computed (prefill chunk tokens; 1 per decode)
+    per_kv_token_s: float  # each token of context read
+
+    def __post_init__(self) -> None:
+        if min(self.base_s, self.per_item_s, self.per_token_s, self.per_kv_token_s) < 0:
+            raise ValueError(f"step-cost coefficients must be >= 0: {self}")
+
+    def step_time_s(self, num_items: int, num_tokens: int, kv_read_tokens: int) -> float:
+        return (
+            self.base_s
+            + self.per_item_s * num_items
+            + self.per_token_s * num_tokens
+            + self.per_kv_token_s * kv_read_tokens
+        )
+
+    def plan_time_s(self, plan: StepPlan) -> float:
+        """The simulated engine's step duration (the interface SimulatedEngine calls)."""
+        items = plan.items
+        return self.step_time_s(len(items), sum(i.num_tokens for i in items), sum(i.context_tokens for i in items))
+
+    @classmethod
+    def fit(cls, num_items, num_tokens, kv_read_tokens, time_s) -> "StepCost":
+        """Least squares with every coefficient >= 0 (a coefficient that comes out negative is
+        timing noise: it is fixed at 0 and the rest refitted)."""
+        cols = [np.asarray(c, dtype=float) for c in (np.ones(len(time_s)), num_items, num_tokens, kv_read_tokens)]
+        x, y = np.column_stack(cols), np.asarray(time_s, dtype=float)
+        if y.size < x.shape[1] or not np.all(np.isfinite(y)):
+            raise ValueError(f"a step-cost fit needs {x.shape[1]}+ finite step times, got {y.size}")
+        free = list(range(x.shape[1]))
+        coef = np.zeros(x.shape[1])
+        while free:
+            sol, *_ = np.linalg.lstsq(x[:, free], y, rcond=None)
+            if np.all(sol >= 0):
+                coef[free] = sol
+                break
+            free.pop(int(np.argmin(sol)))
+        return cls(*(float(c) for c in coef))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps({"kind": KIND, **asdict(self)}, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "StepCost":
+        try:
+            doc = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"engine model {str(path)!r}: {exc}") from None
+        if not isinstance(doc, dict) or doc.get("kind") != KIND:
+            raise ValueError(f"engine model {str(path)!r} is not a {KIND} file")
+        try:
+            return cls(**{k: float(doc[k]) for k in ("base_s", "per_item_s", "per_token_s", "per_kv_token_s")})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"engine model {str(path)!r}: {exc}") from None
