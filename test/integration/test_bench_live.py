@@ -34,6 +34,7 @@ SLO_FIELDS = (
     "attainment_by_stage",
     "attainment_by_segment",
     "goodput_rps",
+    "smooth_goodput_rps",
     "admitted_fraction",
     "num_rejected",
     "request_rate",
@@ -129,6 +130,10 @@ def test_impossible_slos_are_measured_as_misses(server):
     assert loose["attainment"] == 1.0 and loose["goodput_rps"] > 0
     assert tight["attainment"] == 0.0 and tight["goodput_rps"] == 0.0
     assert tight["completed"] == 3  # served, just late
+    # counted with partial credit: all of it when on time, something (not nothing) when late
+    assert loose["smooth_goodput_rps"] == pytest.approx(loose["goodput_rps"])
+    assert 0 < tight["smooth_goodput_rps"] and 0 < tight["smooth_attainment"] < 1
+    assert tight["idle_latency_ms"]["mean"] > loose["idle_latency_ms"]["mean"] == 0
 
 
 def test_no_slo_tags_still_measures(server):

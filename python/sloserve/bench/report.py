@@ -116,6 +116,10 @@ def summarize_run(
         "attainment_by_stage": summary["attainment_by_stage"],
         "attainment_by_segment": segment_attainment(records, tolerance),
         "goodput_rps": summary["goodput_rps"],
+        # "Revisiting SLO and goodput metrics" (metrics/smooth.py): partial credit by idle latency
+        "smooth_goodput_rps": summary["smooth_goodput_rps"],
+        "smooth_attainment": summary["smooth_attainment"],
+        "idle_latency_ms": summary["idle_latency_ms"],
         # what the server says it admitted (meta_info tier); None when it reports no tier
         "admitted_fraction": _admitted_fraction(outcomes, len(programs)) if reported else None,
         "num_rejected": summary["num_rejected"],
