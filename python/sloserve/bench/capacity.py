@@ -35,8 +35,8 @@ def capacity_search(
     widen: int = 0,
 ) -> CapacityResult:
     """Bisect [lo, hi]: check lo, then hi, then ``iters`` midpoints. With ``widen`` > 0 a bracket
-    that missed the capacity is moved, at most that many times, by its own width ratio: down
-    while lo misses the target, up while hi meets it (a prediction can be off by more than the
+    that missed the capacity is moved, at most that many times, by its width ratio or 2, whichever
+    is less: down while lo misses the target, up while hi meets it (a prediction can be off by more than the
     bracket); the capacity stays censored at the last hi (or 0) when it never turns."""
     points: list[CapacityPoint] = []
 
@@ -47,7 +47,7 @@ def capacity_search(
             progress(rate, res["attainment"])
         return res["attainment"] >= target
 
-    ratio, moves, bad = hi_rps / lo_rps, widen, None
+    ratio, moves, bad = min(hi_rps / lo_rps, 2.0), widen, None  # a move past the bracket doubles or halves
     while not probe(lo_rps):  # the low end misses: move the bracket down
         if moves <= 0:
             return CapacityResult(0.0, target, tuple(points))
