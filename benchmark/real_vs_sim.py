@@ -10,10 +10,12 @@ the loop"):
     plugin logs every step (sglang/step_log.py); the steps, binned by shape, are the profile
     (cached in --work-dir; ``--profile-csv`` reuses any profile, e.g. scripts/profile_sglang.py's);
 (b) fit: ``scripts/fit_perf_model.py`` with a held-out split (a refused fit is forced, and says so);
-(c) predict: the simulator's capacity search (sim/capacity.py) with the fitted model, the
-    workload's SLOs scaled to the fit (bench/loop.py) and the engine the profile showed: its
-    observed/fitted step-time ratios replayed in order (``--sim-noise trace``, the default;
-    ``SimConfig.step_time_trace``), slow runs and stalls included;
+(c) predict: the simulator's capacity search (sim/capacity.py), its planner on the fitted model,
+    the workload's SLOs scaled to the unloaded server (bench/loop.py) and the engine the profile
+    showed: by default (``--sim-noise steps``) the engine's own step cost with a per-request term
+    fitted to the profile's steps (``SimConfig.engine_model``) with its residuals replayed in order
+    (``SimConfig.step_time_trace``), slow runs and stalls included; ``trace`` replays the ratios
+    to the fit instead;
 (d) measure: SGLang + plugin (``--policy slos-serve --perf-model fit.json``) and bench_serving's
     capacity search (bench/capacity.py) on the same workload, around the prediction; then one
     run at the measured capacity with the planner's calibration off;
