@@ -404,15 +404,16 @@ def run(args, argv) -> int:
     fitted = fit(args, csv_path, work / csv_path.with_suffix(".fit.json").name)
     fit_path = Path(fitted["json"])
     perf = get_model(str(fit_path))
-    ratios = loop.step_ratios(loop.read_steps(profile_steps), perf) if profile_steps else None
+    steps = loop.read_steps(profile_steps) if profile_steps else None
+    ratios = loop.step_ratios(steps, perf) if steps is not None else None
     noise = loop.noise_model(ratios) if ratios is not None else loop.noise_model(loop.np.zeros(0))
     trace = None
     if ratios is not None and ratios.size > WARMUP_STEPS:
         trace = work / "profile-ratios.trace"
         write_ratio_trace(ratios[WARMUP_STEPS:], str(trace), f"profile {csv_path.name} against {fit_path.name}")
     engine = None
-    if profile_steps and ratios is not None and ratios.size > WARMUP_STEPS + 8:
-        cost, cost_ratios, quality = loop.engine_cost(loop.read_steps(profile_steps), WARMUP_STEPS, args.seed)
+    if steps is not None and ratios.size > WARMUP_STEPS + 8:
+        cost, cost_ratios, quality = loop.engine_cost(steps, WARMUP_STEPS, args.seed)
         cost_path, cost_trace = work / "profile-engine.json", work / "profile-engine-ratios.trace"
         cost.save(cost_path)
         write_ratio_trace(cost_ratios, str(cost_trace), f"profile {csv_path.name} against {cost_path.name}")

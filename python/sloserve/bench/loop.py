@@ -47,8 +47,13 @@ class LoopWorkload:
     ttft_base_ms: float = 0.0
     ttft_per_token_ms: float = 0.0
 
+    @property
+    def zero_load_ttft(self) -> bool:
+        """TTFT SLOs from the measured zero-load TTFT line (else the fit's prefill)."""
+        return self.ttft_base_ms > 0 or self.ttft_per_token_ms > 0
+
     def ttft(self, prompt_tokens: int) -> TTFTSLO:
-        if self.ttft_base_ms > 0 or self.ttft_per_token_ms > 0:
+        if self.zero_load_ttft:
             return TTFTSLO(
                 absolute_ms=self.ttft_slowdown * (self.ttft_base_ms + self.ttft_per_token_ms * prompt_tokens)
             )
@@ -79,7 +84,7 @@ class LoopWorkload:
         )
 
     def _ttft_unit(self) -> str:
-        if self.ttft_base_ms > 0 or self.ttft_per_token_ms > 0:
+        if self.zero_load_ttft:
             return f"zero-load TTFT ({self.ttft_base_ms:.2f} ms + {self.ttft_per_token_ms * 1e3:.2f} us/token)"
         return "the fit's zero-load prefill"
 
@@ -201,9 +206,9 @@ def engine_cost(steps: dict[str, np.ndarray], skip: int = 0, seed: int = 0) -> t
     kv, t_s = steps["kv_read_tokens"][skip:], steps["time_ms"][skip:] / 1e3
     held = np.random.default_rng(seed).random(t_s.size) < 0.25
     probe = StepCost.fit(items[~held], tokens[~held], kv[~held], t_s[~held])
-    pred = np.array([probe.step_time_s(*shape) for shape in zip(items[held], tokens[held], kv[held])])
+    pred = probe.step_time_s(items[held], tokens[held], kv[held])  # elementwise over the arrays
     cost = StepCost.fit(items, tokens, kv, t_s)
-    fitted = np.array([cost.step_time_s(*shape) for shape in zip(items, tokens, kv)])
+    fitted = cost.step_time_s(items, tokens, kv)
     quality = {
         "held_out_steps": int(held.sum()),
         "held_out_mape_pct": float(np.mean(np.abs(pred / t_s[held] - 1)) * 100),

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from sloserve.core.plan import StepPlan
+from sloserve.perf.base import plan_shape
 
 KIND = "sloserve-step-cost"
 
@@ -34,7 +35,8 @@ class StepCost:
         if min(self.base_s, self.per_item_s, self.per_token_s, self.per_kv_token_s) < 0:
             raise ValueError(f"step-cost coefficients must be >= 0: {self}")
 
-    def step_time_s(self, num_items: int, num_tokens: int, kv_read_tokens: int) -> float:
+    def step_time_s(self, num_items, num_tokens, kv_read_tokens):
+        """Seconds; scalars or numpy arrays of step shapes alike."""
         return (
             self.base_s
             + self.per_item_s * num_items
@@ -44,8 +46,8 @@ class StepCost:
 
     def plan_time_s(self, plan: StepPlan) -> float:
         """The simulated engine's step duration (the interface SimulatedEngine calls)."""
-        items = plan.items
-        return self.step_time_s(len(items), sum(i.num_tokens for i in items), sum(i.context_tokens for i in items))
+        num_tokens, _, kv_read_tokens, _ = plan_shape(plan.items)
+        return self.step_time_s(len(plan.items), num_tokens, kv_read_tokens)
 
     @classmethod
     def fit(cls, num_items, num_tokens, kv_read_tokens, time_s) -> "StepCost":
