@@ -110,3 +110,32 @@ def test_chunked_request_continues_with_its_planned_tokens(sglang_published):
     req.prefix_len = 128  # what SGLang's stash_chunked_request records after the chunk ran
     adder = SloPrefillAdder.bind(PlanDecision({"long": 100}, ("long",)))(1, cache, allocator, None, 0.5, 4096, 1024, 0)
     assert adder.rem_chunk_tokens == 100
+
+
+def test_no_second_chunk_while_a_chunked_request_continues(sglang_published):
+    # SGLang tracks one chunked request: a plan that caps the ongoing chunk and also chunks a new
+    # prompt made its scheduler assert (live, real_vs_sim with a per-request model); the new
+    # request waits unless it fits whole
+    allocator, cache = make_pools()
+    long = make_req("long", 300)
+    run_prefill([long], PlanDecision({"long": 128}, ("long",)), cache, allocator)
+    long.prefix_len = 128
+    decision = PlanDecision({"long": 64, "new": 50, "small": 40}, ("long", "new", "small"))
+    adder = SloPrefillAdder.bind(decision)(1, cache, allocator, None, 0.5, 4096, 1024, 0)
+    long.init_next_round_input(cache)
+    still = adder.add_chunked_req(long)
+    assert still is long  # 64 of its 172 left: it continues after this batch
+    new, small = make_req("new", 200, first_token=5001), make_req("small", 40, first_token=9001)
+    new.init_next_round_input(cache)
+    assert adder.add_one_req(new, has_chunked_req=True, truncation_align_size=None) == AddReqResult.OTHER
+    assert adder.new_chunked_req is None and new not in adder.can_run_list
+    small.init_next_round_input(cache)
+    adder.add_one_req(small, has_chunked_req=True, truncation_align_size=None)
+    assert small in adder.can_run_list and adder.new_chunked_req is None  # whole: no chunk to track
+    # with no chunk in progress the same plan chunks the new request, as before
+    fresh = SloPrefillAdder.bind(PlanDecision({"new": 50}, ("new",)))(1, cache, allocator, None, 0.5, 4096, 1024, 0)
+    other = make_req("other", 200, first_token=13001)
+    other.init_next_round_input(cache)
+    fresh.decision = PlanDecision({"other": 50}, ("other",))
+    fresh.add_one_req(other, has_chunked_req=False, truncation_align_size=None)
+    assert fresh.new_chunked_req is other

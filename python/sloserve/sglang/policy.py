@@ -85,6 +85,12 @@ class SloPrefillAdder(PrefillAdder):
             return AddReqResult.OTHER  # the plan does not prefill it now (queue is plan-ordered)
         if self.new_chunked_req is not None:
             return AddReqResult.OTHER  # SGLang tracks one chunked request per batch
+        if has_chunked_req and self._would_chunk(req, want):
+            # a chunked request still unfinished after this batch holds SGLang's one chunked
+            # slot: a second chunk crashed its scheduler (``assert self.chunked_req is None``).
+            # Its own default never gets here, the ongoing chunk using the whole chunk budget;
+            # ours is capped at the plan's tokens and leaves room.
+            return AddReqResult.OTHER
         result = self._with_cap(
             want,
             lambda: super(SloPrefillAdder, self).add_one_req(
@@ -96,6 +102,12 @@ class SloPrefillAdder(PrefillAdder):
         admitted = bool(self.can_run_list) and self.can_run_list[-1] is req
         # SGLang judged the budget with our per-request cap in place; judge it again uncapped.
         return self.budget_state() if admitted else result
+
+    def _would_chunk(self, req, want: int) -> bool:
+        """Whether admitting ``req`` now would leave part of its prompt for a later batch: the
+        plan gives it less than the rest of its prompt, or the chunk budget left is smaller."""
+        rest = len(req.full_untruncated_fill_ids) - req.prefix_len
+        return want < rest or (self.rem_chunk_tokens is not None and self.rem_chunk_tokens < rest)
 
     def add_chunked_req(self, req):
         want = self.decision.prefill_tokens.get(req.rid)
