@@ -209,8 +209,20 @@ def profile(args, work: Path, model: Path) -> tuple[Path, Path | None]:
     csv_path, steps_dir = work / f"profile{tag}.csv", work / f"profile{tag}-steps"
     zero_path = zero_load_path(csv_path)
     if csv_path.exists() and steps_dir.is_dir() and zero_path.exists() and not args.reprofile:
-        log(f"reusing the cached profile {csv_path}")
-        return csv_path, steps_dir
+        log(f"reusing the cached profile's steps {steps_dir}")  # the rows are binned anew below
+    else:
+        serve_profile(args, work, model, steps_dir, zero_path)
+    rows = loop.profile_rows(loop.read_steps(steps_dir))
+    if not rows:
+        raise SystemExit("profiling logged no steps")
+    loop.write_profile(rows, csv_path)
+    log(f"profile: {len(rows)} rows from {len(loop.read_steps(steps_dir)['time_ms'])} steps -> {csv_path}")
+    return csv_path, steps_dir
+
+
+def serve_profile(args, work: Path, model: Path, steps_dir: Path, zero_path: Path) -> None:
+    """Serve closed loops at each profile concurrency with SGLang's own scheduler, logging its
+    steps; the one-request level also measures the zero-load TTFT line and token gap."""
     srv = start_server("profile", model, work, ["--policy", "sglang"], steps_dir, args)
     try:
         for c in (int(x) for x in args.profile_concurrency.split(",")):
@@ -228,12 +240,6 @@ def profile(args, work: Path, model: Path) -> tuple[Path, Path | None]:
                 log(f"  zero load, as the client sees it: {zero}")
     finally:
         srv.stop()
-    rows = loop.profile_rows(loop.read_steps(steps_dir))
-    if not rows:
-        raise SystemExit("profiling logged no steps")
-    loop.write_profile(rows, csv_path)
-    log(f"profile: {len(rows)} rows from {len(loop.read_steps(steps_dir)['time_ms'])} steps -> {csv_path}")
-    return csv_path, steps_dir
 
 
 def fit(args, csv_path: Path, out: Path) -> dict:
@@ -418,7 +424,9 @@ def run(args, argv) -> int:
         cost.save(cost_path)
         write_ratio_trace(cost_ratios, str(cost_trace), f"profile {csv_path.name} against {cost_path.name}")
         engine = {"json": str(cost_path), "trace": str(cost_trace), "cost": cost.__dict__, **quality}
-        log(f"engine step cost (per request, token, KV token; for the simulated engine): {engine}")
+        log(
+            f"engine step cost (per request, per request in an extend batch, token, KV token; for the simulated engine): {engine}"
+        )
     base = loop.LoopWorkload(duration_s=args.duration_s, ttft_slowdown=args.ttft_slowdown, seed=args.seed)
     zero = None
     if args.slo_unit == "zero-load" and zero_load_path(csv_path).exists():

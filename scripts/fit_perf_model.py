@@ -11,10 +11,12 @@ roofline preset, or to try the workflow without a GPU).
 
 Trust: a seeded share of the rows (``--holdout-frac``, default 0.2; 0 fits all rows) is held
 out, the fit is made on the rest and R^2/MAPE are reported on both. A fit with a negative
-per-token, per-draft-step or per-KV-token coefficient, a non-positive empty-step time, or a
+per-token, per-draft-step, per-KV-token or per-request coefficient, a non-positive empty-step time, or a
 MAPE above ``--max-mape-pct`` (on the held-out rows when there are any) is refused with one line
 and exit code 2 and nothing written; ``--force`` writes it anyway with a warning. The KV term
-(``per_kv_token_s``) is fitted whenever ``kv_read_tokens`` varies in the profile.
+(``per_kv_token_s``) is fitted whenever ``kv_read_tokens`` varies in the profile, the per-request
+terms (``per_request_s``, and ``per_extend_request_s`` for batches that compute prefill tokens)
+whenever a ``num_requests`` column varies apart from ``num_tokens``.
 """
 
 from __future__ import annotations
@@ -99,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     for i, line in enumerate(fit.lines):
         print(
             f"  line {i}: {line.per_token_s:.6e} * tokens + {line.per_spec_step_s:.6e} * spec_steps"
-            f" + {line.per_kv_token_s:.6e} * kv_read_tokens + {line.base_s:.6e}  (seconds)"
+            f" + {line.per_kv_token_s:.6e} * kv_read_tokens + {line.per_request_s:.6e} * requests"
+            f" + {line.per_extend_request_s:.6e} * requests in an extend batch + {line.base_s:.6e}  (seconds)"
         )
     print(
         f"R^2 {fit.r2:.5f}   MAPE {fit.mape_pct:.2f}%   under-predicted {fit.under_share:.1%} of rows"

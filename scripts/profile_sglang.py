@@ -52,7 +52,7 @@ from typing import Iterable, Sequence
 
 from sloserve.sglang import cpu_mode  # no sglang import: usable before SGLang starts
 
-COLUMNS = ("num_tokens", "spec_steps", "kv_read_tokens", "time_ms")
+COLUMNS = ("num_tokens", "spec_steps", "kv_read_tokens", "num_requests", "time_ms")
 SPREAD_COLUMNS = ("time_ms_min", "time_ms_max", "repeats")
 ONE_BATCH_ID_BOUND = 10_000  # one_batch draws synthetic prompt ids from [0, 10000)
 
@@ -73,14 +73,14 @@ ob.cli_main()
 """
 
 
-def _shape_rows(rec: dict) -> list[tuple[tuple[str, int, int, int], float]]:
-    """((kind, num_tokens, spec_steps, kv_read_tokens), seconds) for one one_batch record."""
+def _shape_rows(rec: dict) -> list[tuple[tuple[str, int, int, int, int], float]]:
+    """((kind, num_tokens, spec_steps, kv_read_tokens, num_requests), seconds) for one one_batch record."""
     bs, inp, out = int(rec["batch_size"]), int(rec["input_len"]), int(rec.get("output_len", 0))
     rows = []
     if rec.get("prefill_latency") is not None:
-        rows.append((("prefill", bs * inp, 0, 0), float(rec["prefill_latency"])))
+        rows.append((("prefill", bs * inp, 0, 0, bs), float(rec["prefill_latency"])))
     if rec.get("median_decode_latency") is not None and out > 1:
-        rows.append((("decode", bs, 0, bs * (inp + out // 2)), float(rec["median_decode_latency"])))
+        rows.append((("decode", bs, 0, bs * (inp + out // 2), bs), float(rec["median_decode_latency"])))
     return rows
 
 
@@ -102,12 +102,13 @@ def rows_from_results(results: Iterable[dict], warmup: int = 0) -> list[dict]:
         for shape, seconds in _shape_rows(rec):
             times.setdefault((key, shape), []).append(seconds * 1e3)
     rows = []
-    for (_, (_, num_tokens, spec_steps, kv)), ms in times.items():
+    for (_, (_, num_tokens, spec_steps, kv, requests)), ms in times.items():
         rows.append(
             {
                 "num_tokens": num_tokens,
                 "spec_steps": spec_steps,
                 "kv_read_tokens": kv,
+                "num_requests": requests,
                 "time_ms": round(statistics.median(ms), 4),
                 "time_ms_min": round(min(ms), 4),
                 "time_ms_max": round(max(ms), 4),

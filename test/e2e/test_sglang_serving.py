@@ -98,6 +98,7 @@ def test_plugin_publishes_its_time_per_iteration_and_calibration(plugin):
         assert generate(plugin, max_new_tokens=24, custom={"slo_tpot_ms": 1000.0}).status_code == 200
     stats = plugin.handle.plan_stats()[0]
     assert stats["iterations"] > 0 and stats["p50_ms"] > 0
+    assert isinstance(stats["reasons"], dict)  # the planner's decision counters, for operators
     if not cuda():  # the planner's model is an H100's: SGLang's CPU steps are far slower, and it learned so
         # (the plugin's affine form takes it as a scale, a per-step offset, or both)
         assert stats["calibration_scale"] > 1.0 or stats["calibration_offset_ms"] > 0.0

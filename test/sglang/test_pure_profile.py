@@ -32,9 +32,9 @@ def test_results_become_prefill_and_decode_rows_the_fitter_reads(profile, tmp_pa
     ]
     rows = profile.rows_from_results(records)
     assert [{k: r[k] for k in profile.COLUMNS} for r in rows] == [
-        {"num_tokens": 1024, "spec_steps": 0, "kv_read_tokens": 0, "time_ms": 12.5},
-        {"num_tokens": 4, "spec_steps": 0, "kv_read_tokens": 4 * (256 + 16), "time_ms": 8.0},
-        {"num_tokens": 16384, "spec_steps": 0, "kv_read_tokens": 0, "time_ms": 200.0},
+        {"num_tokens": 1024, "spec_steps": 0, "kv_read_tokens": 0, "num_requests": 4, "time_ms": 12.5},
+        {"num_tokens": 4, "spec_steps": 0, "kv_read_tokens": 4 * (256 + 16), "num_requests": 4, "time_ms": 8.0},
+        {"num_tokens": 16384, "spec_steps": 0, "kv_read_tokens": 0, "num_requests": 64, "time_ms": 200.0},
     ]
     assert all(r["repeats"] == 1 and r["time_ms_min"] == r["time_ms"] == r["time_ms_max"] for r in rows)
     out = tmp_path / "p.csv"
@@ -43,6 +43,7 @@ def test_results_become_prefill_and_decode_rows_the_fitter_reads(profile, tmp_pa
 
     data = load_profile_csv(out)
     assert list(data.num_tokens) == [1024, 4, 16384]
+    assert list(data.num_requests) == [4, 4, 64]  # the per-request term's column reaches the fitter
 
 
 def test_dry_run_prints_one_benchmark_per_input_length(profile, capsys):
@@ -97,6 +98,7 @@ def test_repeats_keep_the_median_and_spread_and_drop_the_warm_up(profile, tmp_pa
         "num_tokens": 256,
         "spec_steps": 0,
         "kv_read_tokens": 0,
+        "num_requests": 4,
         "time_ms": 20.0,
         "time_ms_min": 10.0,
         "time_ms_max": 30.0,
@@ -118,7 +120,7 @@ def test_repeats_keep_the_median_and_spread_and_drop_the_warm_up(profile, tmp_pa
     profile.write_csv(rows, str(out))
     assert (
         out.read_text().splitlines()[0]
-        == "num_tokens,spec_steps,kv_read_tokens,time_ms,time_ms_min,time_ms_max,repeats"
+        == "num_tokens,spec_steps,kv_read_tokens,num_requests,time_ms,time_ms_min,time_ms_max,repeats"
     )
     from sloserve.perf.fit import load_profile_csv
 

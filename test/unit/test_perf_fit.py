@@ -265,3 +265,106 @@ def test_two_lines_never_fit_worse_than_one():
     data = ProfileData(n, np.zeros_like(n), kv, t)
     one, two = fit_lines(data, 1), fit_lines(data, 2)
     assert two.r2 >= one.r2 - 1e-12 and two.mape_pct < 1000
+
+
+# SGLang's CPU engine, roughly: a request costs 0.8 ms whatever its tokens, a token 43 us
+PER_REQUEST = FitLine(43e-6, 0.0, 1e-7, 1.9e-3, 0.79e-3)
+
+
+def _served_rows() -> ProfileData:
+    """Prefill rows (one request, many tokens) next to decode rows (as many requests as tokens),
+    the shapes a served step log bins into."""
+    model = FittedLinesModel("true", (PER_REQUEST,))
+    shapes = [(n, 0, 1) for n in (16, 64, 256, 1024)] + [(b, b * 300, b) for b in (1, 4, 12, 24)]
+    shapes += [(b + 128, b * 300, b + 1) for b in (4, 12)]  # decodes with a chunk riding along
+    n, kv, r = (np.array(c, dtype=float) for c in zip(*shapes))
+    t = np.array([model.batch_time_s(int(a), 0, int(b), 0.0, int(c)) for a, b, c in zip(n, kv, r)])
+    return ProfileData(n, np.zeros_like(n), kv, t, r)
+
+
+def test_per_request_term_is_recovered_and_priced_apart_from_tokens():
+    fit = fit_lines(_served_rows(), 1)
+    (line,) = fit.lines
+    assert line.per_request_s == pytest.approx(PER_REQUEST.per_request_s, rel=1e-6)
+    assert line.per_token_s == pytest.approx(PER_REQUEST.per_token_s, rel=1e-6)
+    assert not fit_problems(fit)
+    model = FittedLinesModel("fit", fit.lines)
+    # 12 decodes cost 12 requests; 12 prefill tokens of one request cost one
+    assert model.batch_time_s(12, 0, 0, 0.0, 12) > 3 * model.batch_time_s(12, 0, 0, 0.0, 1)
+    # without the column the term is not fitted (and a profile of decode rows alone cannot tell it apart)
+    blind = dataclasses.replace(_served_rows(), num_requests=None)
+    assert fit_lines(blind, 1).lines[0].per_request_s == 0.0
+    decode_only = subset(_served_rows(), np.arange(4, 8))
+    assert "per_request_s" not in [k for k, v in dataclasses.asdict(fit_lines(decode_only, 1).lines[0]).items() if v]
+
+
+def test_per_request_inverse_is_exact_and_decodes_bound_by_requests():
+    model = FittedLinesModel("m", (PER_REQUEST, FitLine(60e-6, 0.0, 1e-7, 1.0e-3, 0.5e-3)))
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        t, kv, r = float(rng.uniform(1e-3, 0.1)), int(rng.integers(0, 50_000)), int(rng.integers(0, 64))
+        n = model.max_tokens_within_s(t, 0, kv, num_requests=r)
+        if n:
+            assert model.batch_time_s(n, 0, kv, 0.0, r) <= t
+        assert model.batch_time_s(n + 1, 0, kv, 0.0, r) > t
+        d = model.max_decodes_within_s(t, kv)
+        assert d <= model.max_tokens_within_s(t, 0, kv)
+        if d:
+            assert model.batch_time_s(d, 0, kv, 0.0, d) <= t
+        assert model.batch_time_s(d + 1, 0, kv, 0.0, d + 1) > t
+    # a 20 ms step: about 20 decodes at 0.83 ms each, against about 400 tokens of one prefill
+    assert model.max_decodes_within_s(0.020) == 21
+    assert model.max_tokens_within_s(0.020, num_requests=1) > 300
+
+
+def test_per_request_csv_json_round_trip_and_trust(tmp_path):
+    data = _served_rows()
+    write_profile_csv(data, tmp_path / "p.csv")
+    back = load_profile_csv(tmp_path / "p.csv")
+    assert list(back.num_requests) == list(data.num_requests)
+    fit = fit_lines(back, 1)
+    save_fit_json(fit, tmp_path / "f.json", "served")
+    model = get_model(str(tmp_path / "f.json"))
+    assert model.batch_time_s(4, 0, 1200, 0.0, 4) == pytest.approx(
+        FittedLinesModel("t", (PER_REQUEST,)).batch_time_s(4, 0, 1200, 0.0, 4), rel=1e-6
+    )
+    bad = dataclasses.replace(fit, lines=(dataclasses.replace(fit.lines[0], per_request_s=-1e-4),))
+    assert any("per_request_s" in p for p in fit_problems(bad))
+    (tmp_path / "neg.csv").write_text("num_tokens,num_requests,time_ms\n1,-1,2.0\n")
+    with pytest.raises(ValueError, match="num_requests"):
+        load_profile_csv(tmp_path / "neg.csv")
+
+
+def test_extend_request_term_recovered_and_its_inverse_exact():
+    # decode-only batches pay nothing per request; a batch with prefill tokens pays 1.3 ms for each
+    true = FitLine(14e-6, 0.0, 2e-6, 3.3e-3, 0.0, 1.3e-3)
+    model = FittedLinesModel("true", (true,))
+    data = _served_rows()
+    data = dataclasses.replace(
+        data,
+        time_s=np.array(
+            [
+                model.batch_time_s(int(n), 0, int(k), 0.0, int(r))
+                for n, k, r in zip(data.num_tokens, data.kv_read_tokens, data.num_requests)
+            ]
+        ),
+    )
+    (line,) = fit_lines(data, 1).lines
+    assert line.per_extend_request_s == pytest.approx(1.3e-3, rel=1e-6)
+    assert line.per_request_s == pytest.approx(0.0, abs=1e-9)  # fixed at 0 when noise made it negative, or ~0
+    # 12 decodes alone vs the same 12 with one prefill token more: the extend batch pays per request
+    assert model.batch_time_s(13, 0, 0, 0.0, 12) - model.batch_time_s(12, 0, 0, 0.0, 12) > 12 * 1.2e-3
+    two = FittedLinesModel("two", (true, FitLine(40e-6, 0.0, 1e-6, 1.0e-3, 0.2e-3, 0.5e-3)))
+    rng = np.random.default_rng(5)
+    for _ in range(400):
+        t, kv, r = float(rng.uniform(1e-3, 0.08)), int(rng.integers(0, 20_000)), int(rng.integers(0, 40))
+        n = two.max_tokens_within_s(t, 0, kv, num_requests=r)
+        if n:
+            assert two.batch_time_s(n, 0, kv, 0.0, r) <= t
+        # the inverse prices an extend batch (room is asked for prefill tokens): exact past r
+        assert two.batch_time_s(max(n + 1, r + 1), 0, kv, 0.0, r) > t
+    # 12 decodes and room for a chunk in 10 ms: none, although 12 decodes alone fit (a 1-token
+    # chunk would be priced as a 13th decode)
+    assert model.batch_time_s(12, 0, 0, 0.0, 12) <= 0.010 < model.batch_time_s(13, 0, 0, 0.0, 12)
+    assert model.max_tokens_within_s(0.010, num_requests=13) < 12
+    assert model.max_decodes_within_s(0.010) >= 12

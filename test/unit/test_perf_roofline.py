@@ -187,8 +187,8 @@ def test_plan_time_uses_context_and_prefill_attention():
     decodes = tuple(ScheduledItem(f"d{i}", 1, context_tokens=2000) for i in range(32))
     chunk = ScheduledItem("p", 1024, context_tokens=3072)  # second chunk of a long prompt
     plan = StepPlan(items=decodes + (chunk,))
-    n, s, kv, pairs = plan_shape(plan.items)
-    assert (n, kv) == (32 + 1024, 32 * 2000 + 3072)
+    n, s, kv, pairs, reqs = plan_shape(plan.items)
+    assert (n, kv, reqs) == (32 + 1024, 32 * 2000 + 3072, 33)
     assert pairs == pytest.approx(32 * 2001 + 1024 * (3072 + 512.5))
     t = model.plan_time_s(plan)
     assert t == model.batch_time_s(n, 0, kv, pairs)

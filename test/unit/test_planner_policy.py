@@ -261,7 +261,7 @@ def test_steps_are_trimmed_to_the_exact_batch_time():
     class AttnModel(PaperLinesModel):
         """The token cap ignores attention; the exact time charges 1e-7 s per attention pair."""
 
-        def batch_time_s(self, num_tokens, spec_steps=0, kv_read_tokens=0, attn_pairs=0.0):
+        def batch_time_s(self, num_tokens, spec_steps=0, kv_read_tokens=0, attn_pairs=0.0, num_requests=0):
             return super().batch_time_s(num_tokens, spec_steps) + 1e-7 * attn_pairs
 
     perf = AttnModel("attn", (Line(1e-4, 0.0, 0.01),))

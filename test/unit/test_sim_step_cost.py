@@ -43,8 +43,14 @@ def test_fit_recovers_a_line_and_never_a_negative_coefficient():
     # a time that falls with context is noise: that coefficient is held at 0, the rest refitted
     tilted = StepCost.fit(items, tokens, kv, [t - 3e-6 * k for t, k in zip(times, kv)])
     assert tilted.per_kv_token_s == 0.0 and min(tilted.base_s, tilted.per_item_s, tilted.per_token_s) >= 0
-    with pytest.raises(ValueError, match="4\\+ finite"):
+    with pytest.raises(ValueError, match="5\\+ finite"):
         StepCost.fit([1, 2], [1, 2], [0, 0], [0.001, 0.002])
+    # SGLang's CPU path: requests in an extend batch (a chunk, decodes riding along) pay apart
+    extend_engine = StepCost(0.003, 0.0, 0.000015, 0.000002, 0.0013)
+    times = [extend_engine.step_time_s(*shape) for shape in zip(items, tokens, kv)]
+    got = StepCost.fit(items, tokens, kv, times)
+    assert got.per_extend_item_s == pytest.approx(0.0013, rel=1e-6) and got.per_item_s == pytest.approx(0.0, abs=1e-9)
+    assert extend_engine.step_time_s(12, 12, 0) < extend_engine.step_time_s(12, 13, 0) - 0.015
 
 
 def test_file_round_trip_and_refusals(tmp_path):

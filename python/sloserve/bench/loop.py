@@ -95,7 +95,7 @@ class LoopWorkload:
 
 def decode_step_s(perf, context_tokens: int) -> float:
     """The fit's time of a step that decodes one token of one request at ``context_tokens``."""
-    return perf.batch_time_s(1, 0, context_tokens, float(context_tokens + 1))
+    return perf.batch_time_s(1, 0, context_tokens, float(context_tokens + 1), 1)
 
 
 def scaled_tpot_ms(perf, workload: LoopWorkload, tpot_steps: float) -> float:
@@ -154,17 +154,18 @@ def read_steps(directory: str | Path) -> dict[str, np.ndarray]:
 
 
 def profile_rows(steps: dict[str, np.ndarray], min_repeats: int = 5) -> list[dict]:
-    """Steps binned by shape (tokens and KV read, powers of two), one profile row per bin: the
-    median time with its min, max and count, as scripts/profile_sglang.py writes them, and the
+    """Steps binned by shape (tokens, KV read and requests, powers of two), one profile row per
+    bin: the median time with its min, max and count, as scripts/profile_sglang.py writes them, and the
     25th percentile (``time_ms_p25``: the engine's speed when the host leaves it alone; what the
     host's contention adds on top is the noise model's part, ``noise_model``)."""
     if not steps["time_ms"].size:
         return []
     tok_bin = np.floor(np.log2(np.maximum(steps["num_tokens"], 1))).astype(int)
     kv_bin = np.floor(np.log2(steps["kv_read_tokens"] + 1)).astype(int)
+    req_bin = np.floor(np.log2(np.maximum(steps["num_items"], 1))).astype(int)
     rows = []
-    for t, k in sorted(set(zip(tok_bin.tolist(), kv_bin.tolist()))):
-        m = (tok_bin == t) & (kv_bin == k)
+    for t, k, r in sorted(set(zip(tok_bin.tolist(), kv_bin.tolist(), req_bin.tolist()))):
+        m = (tok_bin == t) & (kv_bin == k) & (req_bin == r)
         if m.sum() < min_repeats:
             continue
         times = steps["time_ms"][m]
@@ -173,6 +174,7 @@ def profile_rows(steps: dict[str, np.ndarray], min_repeats: int = 5) -> list[dic
                 "num_tokens": int(np.median(steps["num_tokens"][m])),
                 "spec_steps": 0,
                 "kv_read_tokens": int(np.median(steps["kv_read_tokens"][m])),
+                "num_requests": int(np.median(steps["num_items"][m])),
                 "time_ms": round(float(np.median(times)), 4),
                 "time_ms_min": round(float(times.min()), 4),
                 "time_ms_max": round(float(times.max()), 4),
@@ -193,7 +195,8 @@ def write_profile(rows: list[dict], path: str | Path) -> None:
 def step_ratios(steps: dict[str, np.ndarray], perf) -> np.ndarray:
     """Observed / predicted per step, predicted by ``perf`` from the logged shape."""
     tokens, kv = steps["num_tokens"].astype(int), steps["kv_read_tokens"].astype(int)
-    pred = np.array([perf.batch_time_s(int(n), 0, int(k)) for n, k in zip(tokens, kv)]) * 1e3
+    items = steps["num_items"].astype(int)
+    pred = np.array([perf.batch_time_s(int(n), 0, int(k), 0.0, int(r)) for n, k, r in zip(tokens, kv, items)]) * 1e3
     ok = pred > 0
     return steps["time_ms"][ok] / pred[ok]
 

@@ -1,9 +1,14 @@
 """Fit the paper's max-of-lines batch-time form to a measured profile.
 
-A profile CSV has one row per measured step: ``num_tokens``, optionally ``spec_steps`` and
-``kv_read_tokens``, and ``time_ms`` or ``time_s``. The fitted form is
+A profile CSV has one row per measured step: ``num_tokens``, optionally ``spec_steps``,
+``kv_read_tokens`` and ``num_requests`` (the requests in the batch), and ``time_ms`` or
+``time_s``. The fitted form is
 
-    T = max over lines l of (k1_l * num_tokens + k2_l * spec_steps + k3_l * kv_read_tokens + b_l)
+    T = max over lines l of (k1_l * num_tokens + k2_l * spec_steps + k3_l * kv_read_tokens
+                             + k4_l * num_requests + k5_l * num_requests * [extend] + b_l)
+
+where ``[extend]`` is 1 for a batch that computes prefill tokens (``num_tokens > num_requests``:
+a chunk, alone or with decodes riding along) and 0 for a batch of decodes only.
 
 with one line (ordinary least squares) or two (the breakpoint in num_tokens chosen by search,
 each side fitted by least squares, then refined by reassigning points to the line that
@@ -15,7 +20,12 @@ Trust: ``holdout_split`` splits the rows by a seeded permutation so a fit can be
 it did not see (``score``), and ``fit_problems`` names what makes a fit untrustworthy (a
 negative slope, a non-positive zero-shape time, a MAPE above a threshold);
 scripts/fit_perf_model.py refuses such a fit unless forced. The KV term is fitted whenever the
-profile's ``kv_read_tokens`` varies (decode rows at several contexts).
+profile's ``kv_read_tokens`` varies (decode rows at several contexts), the per-request terms
+whenever a ``num_requests`` column varies apart from ``num_tokens`` (prefill rows next to decode
+rows of many requests). A serving loop pays per request; SGLang's CPU path pays it in extend
+batches (1.0-1.8 ms per request riding along a prefill chunk, against 14 us per token, measured
+on its served steps) and hardly in decode-only ones. A per-request coefficient that comes out
+negative is timing noise: it is fixed at 0 and the rest refitted.
 """
 
 from __future__ import annotations
@@ -39,6 +49,7 @@ class ProfileData:
     spec_steps: np.ndarray
     kv_read_tokens: np.ndarray
     time_s: np.ndarray
+    num_requests: np.ndarray | None = None  # None: the profile does not say (no per-request term)
 
     def __len__(self) -> int:
         return int(self.time_s.size)
@@ -50,6 +61,8 @@ class FitLine:
     per_spec_step_s: float = 0.0
     per_kv_token_s: float = 0.0
     base_s: float = 0.0
+    per_request_s: float = 0.0  # each request in the batch
+    per_extend_request_s: float = 0.0  # each request in a batch that computes prefill tokens
 
 
 @dataclass(frozen=True)
@@ -96,18 +109,26 @@ def load_profile_csv(path: str | Path, time_column: str | None = None) -> Profil
         except (TypeError, ValueError):
             raise ValueError(f"{path}: column {name!r} has a non-numeric value") from None
 
-    data = ProfileData(column("num_tokens"), column("spec_steps"), column("kv_read_tokens"), column(time_col) * scale)
+    requests = column("num_requests") if "num_requests" in columns else None
+    data = ProfileData(
+        column("num_tokens"), column("spec_steps"), column("kv_read_tokens"), column(time_col) * scale, requests
+    )
     if np.any(data.time_s <= 0) or np.any(data.num_tokens < 0):
         raise ValueError(f"{path}: times must be positive and num_tokens non-negative")
+    if requests is not None and np.any(requests < 0):
+        raise ValueError(f"{path}: num_requests must be non-negative")
     return data
 
 
 def write_profile_csv(data: ProfileData, path: str | Path) -> None:
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["num_tokens", "spec_steps", "kv_read_tokens", "time_ms"])
-        for row in zip(data.num_tokens, data.spec_steps, data.kv_read_tokens, data.time_s):
-            w.writerow([int(row[0]), int(row[1]), int(row[2]), f"{row[3] * 1e3:.6f}"])
+        head = ["num_tokens", "spec_steps", "kv_read_tokens", "time_ms"]
+        w.writerow(head + (["num_requests"] if data.num_requests is not None else []))
+        requests = data.num_requests if data.num_requests is not None else [None] * len(data)
+        for row in zip(data.num_tokens, data.spec_steps, data.kv_read_tokens, data.time_s, requests):
+            extra = [int(row[4])] if row[4] is not None else []
+            w.writerow([int(row[0]), int(row[1]), int(row[2]), f"{row[3] * 1e3:.6f}"] + extra)
 
 
 def profile_from_model(model: BatchTimeModel, num_tokens, spec_steps=(0,), kv_read_tokens=(0,)) -> ProfileData:
@@ -126,7 +147,22 @@ def _design(data: ProfileData) -> tuple[np.ndarray, list[str]]:
             names.append(name)
     cols.append(np.ones(len(data)))
     names.append("base_s")
-    return np.column_stack(cols), names
+    requests = data.num_requests
+    if requests is not None:
+        extend = requests * (data.num_tokens > requests)
+        for arr, name in ((requests, "per_request_s"), (extend, "per_extend_request_s")):
+            # only where it adds a direction (decode-only rows have as many requests as tokens)
+            if np.linalg.matrix_rank(np.column_stack(cols + [arr])) > np.linalg.matrix_rank(np.column_stack(cols)):
+                cols.append(arr)
+                names.append(name)
+    x, names = np.column_stack(cols), names
+    while True:  # a negative per-request coefficient is noise: drop it, refit
+        coef = _lstsq(x, data.time_s)
+        bad = [i for i, n in enumerate(names) if n.startswith("per_") and "request" in n and coef[i] < 0]
+        if not bad:
+            return x, names
+        keep = [i for i in range(len(names)) if i != bad[0]]
+        x, names = x[:, keep], [names[i] for i in keep]
 
 
 def _lstsq(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -209,7 +245,8 @@ def _with_stats(lines: tuple[FitLine, ...], data: ProfileData, bp: float | None)
 
 def subset(data: ProfileData, idx: np.ndarray) -> ProfileData:
     """The rows ``idx`` of ``data``."""
-    return ProfileData(data.num_tokens[idx], data.spec_steps[idx], data.kv_read_tokens[idx], data.time_s[idx])
+    requests = data.num_requests[idx] if data.num_requests is not None else None
+    return ProfileData(data.num_tokens[idx], data.spec_steps[idx], data.kv_read_tokens[idx], data.time_s[idx], requests)
 
 
 def holdout_split(num_rows: int, frac: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -231,11 +268,11 @@ def score(fit: FitResult, data: ProfileData) -> FitResult:
 
 def fit_problems(fit: FitResult, max_mape_pct: float | None = None, mape_pct: float | None = None) -> list[str]:
     """Why ``fit`` should not be trusted (empty when it can be): a negative per-token,
-    per-draft-step or per-KV-token coefficient, a zero-shape step time that is not positive,
+    per-draft-step, per-KV-token or per-request coefficient, a zero-shape step time that is not positive,
     or a MAPE (``mape_pct``, default the fit's own) above ``max_mape_pct``."""
     problems = []
     for i, line in enumerate(fit.lines):
-        for field in ("per_token_s", "per_spec_step_s", "per_kv_token_s"):
+        for field in ("per_token_s", "per_spec_step_s", "per_kv_token_s", "per_request_s", "per_extend_request_s"):
             value = getattr(line, field)
             if value < 0:
                 problems.append(f"line {i} has a negative {field} ({value:.3e})")
@@ -258,7 +295,7 @@ def inflate(fit: FitResult, data: ProfileData, max_under_share: float) -> FitRes
 
 
 class FittedLinesModel(BatchTimeModel):
-    """Max-of-lines model with an optional KV-read term per line and a closed-form inverse."""
+    """Max-of-lines model with optional KV-read and per-request terms per line and a closed-form inverse."""
 
     def __init__(self, name: str, lines: tuple[FitLine, ...]) -> None:
         if not lines:
@@ -267,27 +304,56 @@ class FittedLinesModel(BatchTimeModel):
         self.lines = tuple(lines)
 
     def batch_time_s(
-        self, num_tokens: int, spec_steps: int = 0, kv_read_tokens: int = 0, attn_pairs: float = 0.0
+        self,
+        num_tokens: int,
+        spec_steps: int = 0,
+        kv_read_tokens: int = 0,
+        attn_pairs: float = 0.0,
+        num_requests: int = 0,
     ) -> float:
+        extend = num_tokens > num_requests > 0
         return max(
-            l.per_token_s * num_tokens + (l.base_s + l.per_spec_step_s * spec_steps + l.per_kv_token_s * kv_read_tokens)
+            l.per_token_s * num_tokens + self._intercept(l, spec_steps, kv_read_tokens, num_requests, extend)
             for l in self.lines
         )
 
-    def max_tokens_within_s(self, time_s: float, spec_steps: int = 0, kv_read_tokens: int = 0) -> int:
-        return min(
-            line_limit(
-                l.per_token_s, l.base_s + l.per_spec_step_s * spec_steps + l.per_kv_token_s * kv_read_tokens, time_s
-            )
-            for l in self.lines
+    @staticmethod
+    def _intercept(l: FitLine, spec_steps, kv_read_tokens, num_requests, extend: bool):
+        # one expression for the time and its inverse, so that both round alike
+        b = (
+            l.base_s
+            + l.per_spec_step_s * spec_steps
+            + l.per_kv_token_s * kv_read_tokens
+            + l.per_request_s * num_requests
         )
+        return b + l.per_extend_request_s * num_requests if extend else b
+
+    def _line_limit(self, l: FitLine, time_s: float, spec_steps: int, kv_read_tokens: int, num_requests: int) -> int:
+        """One line's inverse. With ``per_extend_request_s`` it prices an extend batch whatever
+        the count: the tokens a caller asks room for are the ones that carry prefill, and a
+        batch of ``R`` requests whose last one is a 1-token chunk has ``R`` tokens, which
+        ``batch_time_s`` cannot tell from ``R`` decodes (an exact inverse handed out such chunks,
+        one token a step, live). So ``batch_time_s(n) <= time_s`` for the answer ``n``, and past
+        ``num_requests`` tokens nothing more fits."""
+        extend = l.per_extend_request_s > 0 and num_requests > 0
+        intercept = self._intercept(l, spec_steps, kv_read_tokens, num_requests, extend)
+        return line_limit(l.per_token_s, intercept, time_s)
+
+    def max_tokens_within_s(
+        self, time_s: float, spec_steps: int = 0, kv_read_tokens: int = 0, num_requests: int = 0
+    ) -> int:
+        return min(self._line_limit(l, time_s, spec_steps, kv_read_tokens, num_requests) for l in self.lines)
 
     def predict(self, data: ProfileData) -> np.ndarray:
+        requests = data.num_requests if data.num_requests is not None else np.zeros(len(data))
+        extend = requests * (data.num_tokens > requests)
         cols = [
             l.per_token_s * data.num_tokens
             + l.per_spec_step_s * data.spec_steps
             + l.per_kv_token_s * data.kv_read_tokens
             + l.base_s
+            + l.per_request_s * requests
+            + l.per_extend_request_s * extend
             for l in self.lines
         ]
         return np.max(np.column_stack(cols), axis=1)

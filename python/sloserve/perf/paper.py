@@ -30,11 +30,18 @@ class PaperLinesModel(BatchTimeModel):
         self.lines = lines
 
     def batch_time_s(
-        self, num_tokens: int, spec_steps: int = 0, kv_read_tokens: int = 0, attn_pairs: float = 0.0
+        self,
+        num_tokens: int,
+        spec_steps: int = 0,
+        kv_read_tokens: int = 0,
+        attn_pairs: float = 0.0,
+        num_requests: int = 0,
     ) -> float:
         return max(l.per_token_s * num_tokens + l.per_spec_step_s * spec_steps + l.base_s for l in self.lines)
 
-    def max_tokens_within_s(self, time_s: float, spec_steps: int = 0, kv_read_tokens: int = 0) -> int:
+    def max_tokens_within_s(
+        self, time_s: float, spec_steps: int = 0, kv_read_tokens: int = 0, num_requests: int = 0
+    ) -> int:
         best = 1 << 30
         for l in self.lines:
             room = time_s - l.base_s - l.per_spec_step_s * spec_steps

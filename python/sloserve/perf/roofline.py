@@ -185,7 +185,12 @@ class RooflineModel(BatchTimeModel):
         return ((self._k_compute, self._b_compute + v), (self._k_memory, self._b_memory + v))
 
     def batch_time_s(
-        self, num_tokens: int, spec_steps: int = 0, kv_read_tokens: int = 0, attn_pairs: float = 0.0
+        self,
+        num_tokens: int,
+        spec_steps: int = 0,
+        kv_read_tokens: int = 0,
+        attn_pairs: float = 0.0,
+        num_requests: int = 0,
     ) -> float:
         v = self._shared_intercept(spec_steps, kv_read_tokens, attn_pairs)
         return max(
@@ -199,6 +204,7 @@ class RooflineModel(BatchTimeModel):
         kv_read_tokens: int = 0,
         attn_pairs: float = 0.0,
         added_context_tokens: float = 0.0,
+        num_requests: int = 0,
     ) -> int:
         """Largest num_tokens with batch_time_s(num_tokens, ...) <= time_s, in closed form.
 
@@ -207,6 +213,7 @@ class RooflineModel(BatchTimeModel):
         for added prefill tokens (pass the longest context a chunk token can see, e.g. the
         prompt length); with it the answer satisfies
         ``batch_time_s(n, s, kv, attn_pairs + n * added_context_tokens) <= time_s``.
+        ``num_requests`` is accepted and not charged (the roofline prices no per-request work).
         """
         v = self._shared_intercept(spec_steps, kv_read_tokens, attn_pairs)
         best = min(

@@ -316,21 +316,31 @@ def reads_attn(perf) -> bool:
     return perf.batch_time_s(1, 0, 0, float(1 << 20)) > perf.batch_time_s(1, 0, 0)
 
 
-def tokens_within(perf, time_s: float, kv_read_tokens: int = 0, attn_context_tokens: int = 0) -> int:
+def reads_requests(perf) -> bool:
+    """Whether the model charges each request in a batch (a fitted per-request term): only then
+    do step caps and grids pay for the requests in them."""
+    return perf.batch_time_s(2048, 0, 0, 0.0, 1024) > perf.batch_time_s(2048, 0, 0, 0.0, 0)
+
+
+def tokens_within(
+    perf, time_s: float, kv_read_tokens: int = 0, attn_context_tokens: int = 0, num_requests: int = 0
+) -> int:
     """Largest n whose batch time is at most ``time_s`` when every token attends to
-    ``attn_context_tokens`` keys beyond the KV read: ``batch_time_s(n, 0, K, K + n X)``.
+    ``attn_context_tokens`` keys beyond the KV read, in a batch of ``num_requests`` requests:
+    ``batch_time_s(n, 0, K, K + n X, R)``.
 
     With ``X`` at least the longest context a prefill token can reach (the longest prompt being
     prefilled) and at least 1 (a decode's own pair), that charge is an upper bound of any step's
     real attention: a chunk of ``n`` tokens at context ``c`` pairs ``n (c + (n + 1)/2) <= n X``.
     So a step of ``time_s`` really holds at least this many tokens (the executor fits its items
     to the exact time). ``X = 0`` is ``max_tokens_within_s``."""
-    n = int(perf.max_tokens_within_s(time_s, 0, kv_read_tokens))
+    n = int(perf.max_tokens_within_s(time_s, 0, kv_read_tokens, num_requests=num_requests))
     if attn_context_tokens <= 0 or n <= 0:
         return n
 
     def fits(k: int) -> bool:
-        return perf.batch_time_s(k, 0, kv_read_tokens, kv_read_tokens + k * float(attn_context_tokens)) <= time_s
+        pairs = kv_read_tokens + k * float(attn_context_tokens)
+        return perf.batch_time_s(k, 0, kv_read_tokens, pairs, num_requests) <= time_s
 
     if fits(n):
         return n  # the model ignores attention (or the bound costs nothing here)
@@ -362,11 +372,13 @@ def make_grid(
     fixed_tokens: int | None = None,
     stretch_end_s: float | None = None,
     attn_context_tokens: int = 0,
+    num_requests: int = 0,
 ) -> StepGrid:
     """The grid from ``start_s``: step 0 ends by the earliest decode deadline (and by start+L).
 
-    Steps are sized at the KV read ``kv_read_tokens`` and, with a model that charges prefill
-    attention, with every token attending to ``attn_context_tokens`` keys (``tokens_within``).
+    Steps are sized at the KV read ``kv_read_tokens`` and ``num_requests`` requests and, with a
+    model that charges prefill attention, with every token attending to ``attn_context_tokens``
+    keys (``tokens_within``).
 
     With ``stretch_end_s`` step 0 instead runs until then (the caller keeps it at or before the
     earliest decode deadline and every admitted prefill deadline) and carries every decode:
@@ -379,7 +391,7 @@ def make_grid(
     first = max(first, 1e-6)
 
     def tokens(length_s: float) -> int:
-        n = tokens_within(perf, length_s - EPS_S, kv_read_tokens, attn_context_tokens)
+        n = tokens_within(perf, length_s - EPS_S, kv_read_tokens, attn_context_tokens, num_requests)
         return min(n, fixed_tokens) if fixed_tokens else n
 
     return StepGrid(start_s, first, step_len_s, tokens(first), tokens(step_len_s), stretch_end_s is not None)

@@ -145,15 +145,24 @@ class CalibratedModel(BatchTimeModel):
         return self.scale / self.tail if self.tail > self.scale else 1.0
 
     def batch_time_s(
-        self, num_tokens: int, spec_steps: int = 0, kv_read_tokens: int = 0, attn_pairs: float = 0.0
+        self,
+        num_tokens: int,
+        spec_steps: int = 0,
+        kv_read_tokens: int = 0,
+        attn_pairs: float = 0.0,
+        num_requests: int = 0,
     ) -> float:
-        t = self.base.batch_time_s(num_tokens, spec_steps, kv_read_tokens, attn_pairs)
+        t = self.base.batch_time_s(num_tokens, spec_steps, kv_read_tokens, attn_pairs, num_requests)
         return t * self.scale + self.offset_s
 
-    def max_tokens_within_s(self, time_s: float, spec_steps: int = 0, kv_read_tokens: int = 0) -> int:
+    def max_tokens_within_s(
+        self, time_s: float, spec_steps: int = 0, kv_read_tokens: int = 0, num_requests: int = 0
+    ) -> int:
         if time_s <= self.offset_s:
             return 0
-        return self.base.max_tokens_within_s((time_s - self.offset_s) / self.scale, spec_steps, kv_read_tokens)
+        return self.base.max_tokens_within_s(
+            (time_s - self.offset_s) / self.scale, spec_steps, kv_read_tokens, num_requests=num_requests
+        )
 
     def shortest_step_s(self) -> float:
-        return self.base.batch_time_s(1) * min(self.low, 1.0)
+        return self.base.batch_time_s(1, num_requests=1) * min(self.low, 1.0)

@@ -179,7 +179,7 @@ class SLOsServeConfig:
     count_kv_read: bool = field(
         default=True,
         metadata={
-            "help": "charge each step the KV its attention reads (the model's KV-read term, if any) and, with a prefill-attention term (roofline), every token the longest prefill context when sizing steps and admission grids; false: the behaviour before issue 16's fix (ablation)"
+            "help": "charge each step the KV its attention reads (the model's KV-read term, if any), the requests in it (a fitted per-request term, if any) and, with a prefill-attention term (roofline), every token the longest prefill context when sizing steps and admission grids; false: the behaviour before issue 16's fix (ablation)"
         },
     )
     idle_step_s: float = field(

@@ -5,8 +5,9 @@ decode deadline)``: forced SLO decodes (due by t + 2L), admitted prefills in dea
 (chunked), SLO decodes that are not due yet, then best-effort requests in FIFO order. The token
 cap is the batch-time model's inverse of ``end_s - t``, so a batch that carries a big prefill
 chunk still ends before the next decode deadline (the gap bug of the authors' code). With a
-model that charges the KV a step reads, the cap is taken again at the KV read of the items so far
-plus the next one's context (``cap_at``): each request in a step costs its context too.
+model that charges the KV a step reads or each request in it, the cap is taken again at the KV
+read and the request count of the items so far plus the next one (``cap_at``): each request in a
+step costs its context and its own share too.
 """
 
 from __future__ import annotations
@@ -23,23 +24,23 @@ from sloserve.planner.batch import EPS_S
 class StepBuilder:
     """Accumulates items against a token cap; ``reserve`` returns False when KV cannot be had.
 
-    ``cap_at`` (models with a KV term): the token cap at a KV read; the cap is then
-    ``max(cap_at(kv_read), cap_tokens)``, ``cap_tokens`` being the floor that keeps every
-    forced decode in the step."""
+    ``cap_at`` (models with a KV or per-request term): the token cap at a KV read and a request
+    count; the cap is then ``max(cap_at(kv_read, requests), cap_tokens)``, ``cap_tokens`` being
+    the floor that keeps every forced decode in the step."""
 
     cap_tokens: int
     reserve: Callable[[Request, int, bool], bool]
     items: list[ScheduledItem] = field(default_factory=list)
     used: int = 0
     ids: set = field(default_factory=set)
-    cap_at: Callable[[int], int] | None = None
+    cap_at: Callable[[int, int], int] | None = None
     kv_read: int = 0
 
     def room_with(self, context_tokens: int) -> int:
-        """Tokens left for an item that reads ``context_tokens`` of KV."""
+        """Tokens left for one more item, which reads ``context_tokens`` of KV."""
         if self.cap_at is None:
             return self.cap_tokens - self.used
-        return max(self.cap_at(self.kv_read + context_tokens), self.cap_tokens) - self.used
+        return max(self.cap_at(self.kv_read + context_tokens, len(self.items) + 1), self.cap_tokens) - self.used
 
     @property
     def room(self) -> int:
@@ -82,11 +83,11 @@ def fill_step(
     prefills: list[Request],
     best_effort: list[Request],
     optional: list,
-    best_effort_cap: Callable[[int], int] | None = None,
+    best_effort_cap: Callable[[int, int], int] | None = None,
     forced_best_effort: Sequence[Request] = (),
 ) -> int:
     """Fill in priority order; returns the number of forced decodes that did not fit.
-    ``best_effort_cap`` (the token cap at a KV read) bounds the step once best effort joins;
+    ``best_effort_cap`` (the token cap at a KV read and a request count) bounds the step once best effort joins;
     ``forced_best_effort``: best-effort decodes the engine runs anyway, right after the SLO ones."""
     dropped = 0
     for _, r in forced:

@@ -13,7 +13,7 @@ from typing import Callable
 
 from sloserve.core.plan import RequestEvent, StepPlan
 from sloserve.core.request import Request
-from sloserve.planner.batch import EPS_S, reads_kv
+from sloserve.planner.batch import EPS_S, reads_kv, reads_requests
 from sloserve.planner.execute import StepBuilder, fill_step, is_decoding, step_window
 from sloserve.planner.state import TierState
 
@@ -37,6 +37,8 @@ class StepExecutor:
         self.reasons, self.plan, self.preempt, self.may_stretch = reasons, plan, preempt, may_stretch
         # a step reads the KV of every request in it: the cap follows the items' contexts (issue 16)
         self.count_kv = config.count_kv_read and reads_kv(perf)
+        # and pays for each request in it (a fitted per-request term): the cap follows their count
+        self.count_requests = config.count_kv_read and reads_requests(perf)
         self.recent_ttft_s: OrderedDict[str, float] = OrderedDict()  # TTFT SLOs of recent requests
 
     def step(self, now_s: float) -> StepPlan:
@@ -63,13 +65,13 @@ class StepExecutor:
         # decodes whatever the plan says: plan them as forced, or the step's cost is understated
         be_running = [r for r in tiers.be.values() if is_decoding(r)] if self.config.best_effort_decodes_forced else []
         floor = max(len(forced) + len(be_running), 1)
-        if cap_at(sum(r.num_computed_tokens for _, r in forced)) < floor:
+        if cap_at(sum(r.num_computed_tokens for _, r in forced), floor) < floor:
             self.reasons["step_overdue"] += 1
         builder = StepBuilder(floor, lambda r, n, slo: self._reserve(r, n, slo, builder, events, now_s))
-        if self.count_kv:
+        if self.count_kv or self.count_requests:
             builder.cap_at = cap_at
         else:
-            builder.cap_tokens = max(cap_at(0), floor)
+            builder.cap_tokens = max(cap_at(0, 0), floor)
         be_cap = self._best_effort_cap(now_s, end_s, cap_at) if best_effort else None
         dropped = fill_step(builder, forced, prefills, best_effort, optional, be_cap, be_running)
         if dropped:
@@ -83,7 +85,9 @@ class StepExecutor:
             tiers.set_inflight(plan, now_s + self.perf.plan_time_s(plan))
         return plan
 
-    def _best_effort_cap(self, now_s: float, end_s: float, cap_at: Callable[[int], int]) -> Callable[[int], int]:
+    def _best_effort_cap(
+        self, now_s: float, end_s: float, cap_at: Callable[[int, int], int]
+    ) -> Callable[[int, int], int]:
         """Best effort fills a step only up to ``best_effort_step_frac`` of the tightest TTFT SLO
         among the last ``RECENT_TTFT_REQUESTS`` requests seen resident while best effort waits:
         an SLO request that arrives while the step runs waits for its end, and a step padded with
@@ -97,21 +101,25 @@ class StepExecutor:
                 if len(recent) > RECENT_TTFT_REQUESTS:
                     recent.popitem(last=False)
         # never below two one-token steps: best effort alone must still get a step (cf. idle_step_s)
-        pad_s = max(frac * min(recent.values(), default=float("inf")), 2.0 * self.perf.batch_time_s(1))
+        pad_s = max(frac * min(recent.values(), default=float("inf")), 2.0 * self.perf.batch_time_s(1, num_requests=1))
         limit = now_s + pad_s
         if frac <= 0 or limit >= end_s:
             return cap_at
         return self._cap_at(limit - now_s)
 
-    def _cap_at(self, length_s: float) -> Callable[[int], int]:
-        """The step's token cap as a function of its KV read (which it ignores unless the model
-        charges the KV a step reads and ``count_kv_read`` is on)."""
+    def _cap_at(self, length_s: float) -> Callable[[int, int], int]:
+        """The step's token cap as a function of its KV read and its request count (each ignored
+        unless the model charges it and ``count_kv_read`` is on)."""
         if length_s <= EPS_S:
-            return lambda kv: 0
-        fixed, perf, limit, count_kv = self.config.fixed_batch_tokens, self.perf, length_s - EPS_S, self.count_kv
-        if fixed:
-            return lambda kv: min(perf.max_tokens_within_s(limit, 0, kv if count_kv else 0), fixed)
-        return lambda kv: perf.max_tokens_within_s(limit, 0, kv if count_kv else 0)
+            return lambda kv, reqs: 0
+        fixed, perf, limit = self.config.fixed_batch_tokens, self.perf, length_s - EPS_S
+        count_kv, count_reqs = self.count_kv, self.count_requests
+
+        def cap(kv: int, reqs: int) -> int:
+            n = perf.max_tokens_within_s(limit, 0, kv if count_kv else 0, num_requests=reqs if count_reqs else 0)
+            return min(n, fixed) if fixed else n
+
+        return cap
 
     def idle_step_s(self) -> float:
         """Step length while no SLO-tier request is resident (best effort only): ``idle_step_s``
@@ -119,7 +127,8 @@ class StepExecutor:
         base step exceeded ``idle_step_s`` the idle step held no token, every plan was empty and
         best-effort work starved forever.)"""
         idle, perf = self.config.idle_step_s, self.perf
-        return idle if perf.max_tokens_within_s(idle - EPS_S) >= 1 else 2.0 * perf.batch_time_s(1)
+        one = perf.max_tokens_within_s(idle - EPS_S, num_requests=1) >= 1
+        return idle if one else 2.0 * perf.batch_time_s(1, num_requests=1)
 
     def _fit(self, items: list, num_forced: int, limit_s: float) -> list:
         """Trim trailing non-forced items until the exact batch time fits (models whose time
@@ -170,7 +179,8 @@ class StepExecutor:
         demand = sum(r.remaining_compute_tokens for r in prefills)
         demand += sum(r.remaining_compute_tokens for r in best_effort)
         kv = sum(r.num_computed_tokens for r in (*self.tiers.slo.values(), *best_effort)) if self.count_kv else 0
-        if demand <= self.perf.max_tokens_within_s(std_end_s - now_s - EPS_S, 0, kv):
+        reqs = len(self.tiers.slo) + len(best_effort) if self.count_requests else 0
+        if demand <= self.perf.max_tokens_within_s(std_end_s - now_s - EPS_S, 0, kv, num_requests=reqs):
             return None  # a standard step already holds all the work
         res, _, grid = self.plan([], now_s, stretch_only=True)
         if grid is None or not grid.first_all or not res.feasible:

@@ -14,7 +14,8 @@ from typing import NamedTuple
 from sloserve.core.plan import AdmitReason
 from sloserve.core.request import Request
 from sloserve.planner.admission import Admission, Item, admit_arrays, admit_cached
-from sloserve.planner.batch import EPS_S, StepGrid, kv_bucket, make_grid, reads_attn, reads_kv
+from sloserve.planner.batch import EPS_S, StepGrid, kv_bucket, make_grid, reads_attn, reads_kv, reads_requests
+from sloserve.planner.execute import is_decoding
 from sloserve.planner.spare import stretch_limit_s
 from sloserve.planner.view import TierView
 
@@ -41,6 +42,9 @@ class AdmissionPlanner:
         self.count_kv = config.count_kv_read and reads_kv(perf)
         # prefill attention grows with the context: grids bound it by the longest prefill (docs/planner.md §2)
         self.count_attn = config.count_kv_read and reads_attn(perf)
+        # each request in a step costs its share too (a fitted per-request term): grids are sized
+        # with every request that may run in their steps
+        self.count_requests = config.count_kv_read and reads_requests(perf)
 
     def item(self, r: Request) -> Item:
         left = r.num_tokens - r.num_computed_tokens - self.tiers.inflight.get(r.request_id, 0)
@@ -85,7 +89,8 @@ class AdmissionPlanner:
             elig_reqs = [c for c, it in zip(cands, items) if it.tpot_s >= step - EPS_S]
             kv = self.kv_read(view, elig_reqs)
             attn = self.attn_context(elig_reqs)
-            for grid in self._grids(view, elig, start, step, stretch_only, kv, attn):
+            reqs = self.requests_bound(view, elig_reqs)
+            for grid in self._grids(view, elig, start, step, stretch_only, kv, attn, reqs):
                 cap = min(grid.first_tokens, grid.step_tokens) - len(view.load)
                 if len(elig) <= 1:  # every arrival, can_admit, and re-plans with nothing to promote
                     res = admit_cached(view.mandatory_rows(grid), elig, free, cap)
@@ -127,6 +132,18 @@ class AdmissionPlanner:
         planned = self.lengths.planned_output
         return kv_bucket(view.kv_read_bound + sum(c.prompt_tokens + planned(c) for c in cands))
 
+    def requests_bound(self, view: TierView, cands: list[Request]) -> int:
+        """The requests a grid's steps are sized with: the admitted ones, the candidates (as if
+        all were admitted) and the best-effort decodes an engine runs whatever the plan says
+        (``best_effort_decodes_forced``), rounded up like the KV read. 0 when the model charges
+        nothing per request."""
+        if not self.count_requests:
+            return 0
+        n = view.num_requests + len(cands)
+        if self.config.best_effort_decodes_forced:
+            n += sum(1 for r in self.tiers.be.values() if is_decoding(r))
+        return kv_bucket(max(n, 1))
+
     def attn_context(self, cands: list[Request]) -> int:
         """The attention context a grid's tokens are charged (``batch.tokens_within``): the
         longest context a prefill token of an admitted request or a candidate reaches (its
@@ -150,13 +167,16 @@ class AdmissionPlanner:
         stretch_only: bool,
         kv: int = 0,
         attn: int = 0,
+        reqs: int = 0,
     ) -> list[StepGrid]:
         fixed = self.fixed_tokens
-        grids = [] if stretch_only else [self.grid(start, step, view.earliest_due_s, fixed, kv=kv, attn=attn)]
+        grids = (
+            [] if stretch_only else [self.grid(start, step, view.earliest_due_s, fixed, kv=kv, attn=attn, reqs=reqs)]
+        )
         soonest = min((it.deadline_s for it in items), default=math.inf)
         if grids and start < soonest < grids[0].first_end_s - EPS_S:
             # a tight TTFT inside step 0: a shorter step 0 that ends by it can still serve it
-            grids.append(self.grid(start, step, min(view.earliest_due_s, soonest), fixed, kv=kv, attn=attn))
+            grids.append(self.grid(start, step, min(view.earliest_due_s, soonest), fixed, kv=kv, attn=attn, reqs=reqs))
         first = self.tiers.first_step
         if (
             first is not None
@@ -167,12 +187,12 @@ class AdmissionPlanner:
             # the first step the last plan committed to is known feasible: keep it an option
             # (grid options are not monotone in the state: a different stretch can lose a step)
             due = first.end_s if not first.carries_all else view.earliest_due_s
-            kept = self.grid(start, step, due, fixed, first.end_s if first.carries_all else None, kv, attn)
+            kept = self.grid(start, step, due, fixed, first.end_s if first.carries_all else None, kv, attn, reqs)
             if kept not in grids:
                 grids.append(kept)
         if self.config.stretch_steps and fixed is None:
             end = min([stretch_limit_s(start, view, self.config.max_step_s)] + [it.deadline_s for it in items])
-            stretched = self.grid(start, step, view.earliest_due_s, None, end, kv, attn)
+            stretched = self.grid(start, step, view.earliest_due_s, None, end, kv, attn, reqs)
             if end - start > step * STRETCH_MIN and stretched not in grids:
                 grids.append(stretched)
         return grids
@@ -186,15 +206,16 @@ class AdmissionPlanner:
         stretch_end_s: float | None = None,
         kv: int = 0,
         attn: int = 0,
+        reqs: int = 0,
     ) -> StepGrid:
         """``make_grid``, memoized: the arrivals of one step ask for the same few grids."""
-        key = (start, step, earliest_due_s, fixed, stretch_end_s, kv, attn)
+        key = (start, step, earliest_due_s, fixed, stretch_end_s, kv, attn, reqs)
         got = self._grid_cache.get(key)
         if got is None:
             if len(self._grid_cache) >= 256:
                 self._grid_cache.clear()
             got = self._grid_cache[key] = make_grid(
-                self.perf, start, step, earliest_due_s, kv, fixed, stretch_end_s, attn
+                self.perf, start, step, earliest_due_s, kv, fixed, stretch_end_s, attn, reqs
             )
         return got
 
@@ -223,4 +244,4 @@ class AdmissionPlanner:
     def infeasible_alone(self, r: Request) -> bool:
         perf = self.perf
         too_slow = perf.zero_load_prefill_s(r.prompt_tokens) > self.dl.ttft_s(r) - r.arrival_s
-        return too_slow or perf.batch_time_s(1) > self.dl.min_tpot_s(r)
+        return too_slow or perf.batch_time_s(1, num_requests=1) > self.dl.min_tpot_s(r)

@@ -67,5 +67,5 @@ class SummaryPublisher:
         step_s = self.tiers.step_len_s or SUMMARY_IDLE_STEP_S
         decoding = [r for r in self.tiers.slo.values() if r.num_output_tokens > 0]
         kv_read = sum(r.num_tokens for r in decoding)
-        room = self.perf.max_tokens_within_s(step_s, 0, kv_read) - len(decoding)
+        room = self.perf.max_tokens_within_s(step_s, 0, kv_read, num_requests=len(decoding) + 1) - len(decoding)
         return max(room, 0) / step_s

@@ -92,7 +92,8 @@ class SarathiScheduler(QueuedScheduler):
         tightest = min(r.min_tpot_s for r in self.requests.values())
         # Attention reads the resident context, so a roofline model shrinks the budget as it grows.
         kv_read = sum(self.requests[rid].num_computed_tokens for rid in self.running)
-        fit = self.ctx.perf.max_tokens_within_s(tightest, 0, kv_read)
+        # and a model with a per-request term charges the running requests and one chunk
+        fit = self.ctx.perf.max_tokens_within_s(tightest, 0, kv_read, num_requests=len(self.running) + 1)
         return max(int(fit), self.config.min_auto_budget)
 
     def schedule(self, now_s: float) -> StepPlan:

@@ -35,7 +35,7 @@ def warmup_requests(ctx, perf, now_s: float) -> list[Request]:
     """Admittable synthetic requests: a prompt that fits the replica, SLOs several steps loose."""
     limit = min(ctx.kv_capacity_tokens // (2 * WARMUP_REQUESTS), ctx.max_seq_len_tokens or ctx.kv_capacity_tokens)
     prompt = max(1, min(WARMUP_PROMPT_TOKENS, limit - WARMUP_OUTPUT_TOKENS))
-    tpot_ms = 4e3 * perf.batch_time_s(WARMUP_REQUESTS)
+    tpot_ms = 4e3 * perf.batch_time_s(WARMUP_REQUESTS, num_requests=WARMUP_REQUESTS)
     ttft_s = 1.0 + 20.0 * perf.zero_load_prefill_s(prompt)
     return [
         Request(
@@ -55,7 +55,7 @@ def warm_up(sched, ctx, engine, timer: StepTimer, now: Callable[[], float], budg
     """Run the warm-up requests to completion (or until ``budget_s``) through the scheduler
     interface (``ctx``: the replica's SchedulerContext); returns stats keys."""
     pending = warmup_requests(ctx, timer.perf, now())
-    one_step_s = getattr(engine, "time_scale", 1.0) * timer.perf.batch_time_s(pending[0].prompt_tokens)
+    one_step_s = getattr(engine, "time_scale", 1.0) * timer.perf.batch_time_s(pending[0].prompt_tokens, num_requests=1)
     if one_step_s * 2 * WARMUP_REQUESTS > budget_s:
         log.info("warm-up skipped: one step takes %.2f s of wall time", one_step_s)
         return {"warmup_steps": 0, "warmup_s": 0.0}

@@ -99,7 +99,8 @@ class SglangProcess:
             return False
 
     def plan_stats(self) -> dict[int, dict]:
-        """The plugin's per-iteration planning time, per replica (``PlanTimer.stats``)."""
+        """The plugin's per-iteration planning time (``PlanTimer.stats``), its batch-time
+        correction and the planner's decision counters (``reasons``), per replica."""
         return read_stats(self.summary_dir)
 
     def stop(self, timeout_s: float = 30.0) -> None:

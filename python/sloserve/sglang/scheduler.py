@@ -221,7 +221,7 @@ class SloScheduler(Scheduler):
         # SGLang's utilization metric divides running requests by this (it has no setter upstream):
         # how many one-token decodes fit in a step of the tightest TPOT at today's KV read.
         tpot_s = tpot if tpot is not None else self._slo_cfg.default_tpot_ms / 1e3
-        self.max_running_requests_under_SLO = max(self._slo_perf.max_tokens_within_s(tpot_s, 0, kv_read), 1)
+        self.max_running_requests_under_SLO = max(self._slo_perf.max_decodes_within_s(tpot_s, kv_read), 1)
         self._slo_timer.add(time.perf_counter() - started)
         # An emptied replica publishes at once: routers and tests must not see a stale load.
         self._slo_publish_summary(now, force=not shadow.known)
@@ -236,7 +236,9 @@ class SloScheduler(Scheduler):
         try:
             summary = self._slo().summary(now)
             write_summary(directory, summary)
-            write_stats(directory, summary.replica_id, {**self._slo_timer.stats(), **self._slo().calibration()})
+            shadow = self._slo()
+            stats = {**self._slo_timer.stats(), **shadow.calibration(), "reasons": shadow.reasons()}
+            write_stats(directory, summary.replica_id, stats)
         except OSError as exc:  # a full /dev/shm must not stop serving
             log.warning("sloserve: cannot publish plan summary: %s", exc)
 

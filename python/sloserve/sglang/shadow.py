@@ -193,6 +193,10 @@ class ShadowPlanner:
             "calibration_offset_ms": float(stats.get("calibration_offset_ms", 0.0)),
         }
 
+    def reasons(self) -> dict:
+        """The planner's decision counters (why requests went to best effort, steps overran...)."""
+        return dict(self.policy.stats().get("reasons", {}))
+
     def calibration_scale(self) -> float:
         """The policy's current batch-time scale (observed / modelled; 1 without one)."""
         return self.calibration()["calibration_scale"]

@@ -29,7 +29,7 @@ def choose_steps(
     bs = max(int(batch_size), 1)
     per_token = {}
     for k in sorted(set(int(c) for c in candidates)):
-        step_s = perf.batch_time_s(bs * (k + 1), k, kv_read_tokens)
+        step_s = perf.batch_time_s(bs * (k + 1), k, kv_read_tokens, 0.0, bs)
         per_token[k] = step_s / expected_tokens(alpha, k)
     fitting = [k for k, t in per_token.items() if t <= tpot_s]
     if fitting:

@@ -43,7 +43,7 @@ class StepLog:
         self._flushed_s = 0.0
 
     def __call__(self, plan: StepPlan, observed_s: float, now_s: float) -> None:
-        num_tokens, _, kv_read, _ = plan_shape(plan.items, plan.spec_steps)
+        num_tokens, _, kv_read, _, _ = plan_shape(plan.items, plan.spec_steps)
         if num_tokens <= 0:  # only requests that left: the step's shape is unknown, no profile row
             return
         scale = self.scale()
