@@ -52,6 +52,29 @@ def test_a_faster_engine_never_scales_below_the_model():
     assert m.scale == 1.0 and m.shortest_step_s() == pytest.approx(0.9 * PERF.batch_time_s(1))
 
 
+def test_runs_of_steps_separate_a_slow_run_from_lone_slow_steps():
+    # a slow step between fast ones (a host preempting the engine now and then): single steps
+    # take its ratio, runs of 4 its share of the run; a run of slow steps is taken whole by both
+    lone = [0.8, 0.8, 0.8, 2.0] * 64
+    single, runs = CalibratedModel(PERF, quantile=0.99), CalibratedModel(PERF, quantile=0.99, run_steps=4)
+    for r in lone:
+        single.observe(0.01, 0.01 * r)
+        runs.observe(0.01, 0.01 * r)
+    assert single.scale == pytest.approx(2.0) and runs.scale == pytest.approx(1.1)
+    slow = CalibratedModel(PERF, quantile=0.99, run_steps=4)
+    for r in [1.0] * 32 + [1.6] * 64:
+        slow.observe(0.01, 0.01 * r)
+    assert slow.scale == pytest.approx(1.6)
+    affine = CalibratedModel(PERF, quantile=0.99, run_steps=4, affine=True)
+    for r in lone:
+        affine.observe(0.01, 0.01 * r)
+    assert affine.scale * 0.01 + affine.offset_s == pytest.approx(0.011, rel=0.06)  # not 0.02
+    with pytest.raises(ValueError):
+        CalibratedModel(PERF, run_steps=0)
+    with pytest.raises(ValueError):
+        create_scheduler("slos-serve", SchedulerContext(PERF, 10_000, 16), {"calibrate_run_steps": 9})
+
+
 def test_bad_options_fail_clearly():
     with pytest.raises(ValueError):
         CalibratedModel(PERF, quantile=0)

@@ -43,9 +43,15 @@ class CalibratedModel(BatchTimeModel):
         tail_quantile: float = 0.0,
         affine: bool = False,
         min_change: float = 0.05,
+        run_steps: int = 1,
     ) -> None:
         if not 0 < quantile <= 1 or window < min_samples or min_samples < 1 or every < 1 or prior_scale < 1:
             raise ValueError("need 0 < quantile <= 1, 1 <= min_samples <= window, every >= 1, prior_scale >= 1")
+        if not 1 <= run_steps <= min_samples:
+            raise ValueError("need 1 <= run_steps <= min_samples")
+        # the quantile is taken over runs of this many consecutive steps (summed): a deadline a few
+        # steps away is missed by a slow run of steps, not by one slow step beside fast ones
+        self.run_steps = run_steps
         self.base = base
         self.name = f"{getattr(base, 'name', '')}+calibrated"
         self.quantile, self.min_samples, self.every, self.max_scale = quantile, min_samples, every, max_scale
@@ -71,6 +77,7 @@ class CalibratedModel(BatchTimeModel):
             prior_scale=cfg.calibrate_prior,
             tail_quantile=cfg.calibrate_tail_quantile,
             affine=cfg.calibrate_form == "affine",
+            run_steps=cfg.calibrate_run_steps,
         )
 
     def observe(self, predicted_s: float, observed_s: float) -> bool:
@@ -79,7 +86,7 @@ class CalibratedModel(BatchTimeModel):
             return False
         ratio = observed_s / predicted_s
         self.ratios.append(ratio)
-        if self.affine:
+        if self.affine or self.run_steps > 1:
             self.pairs.append((predicted_s, observed_s))
         self.low = min(self.low, ratio)
         self._since += 1
@@ -93,7 +100,11 @@ class CalibratedModel(BatchTimeModel):
         self._since = 0
         if self.affine:
             return self._fit_affine()
-        arr = np.fromiter(self.ratios, dtype=np.float64)
+        if self.run_steps > 1:
+            pred, obs = self._runs()
+            arr = obs / pred
+        else:
+            arr = np.fromiter(self.ratios, dtype=np.float64)
         q = float(np.quantile(arr, self.quantile, method="higher"))
         new = min(max(q, 1.0), self.max_scale)
         if self.tail_quantile > self.quantile:
@@ -110,8 +121,7 @@ class CalibratedModel(BatchTimeModel):
         A multiplier alone, fitted to such a tail, scales big steps far past what they take and
         leaves the planner cutting steps small, each paying the stall again (live, issue 16:
         the scale ran to its cap)."""
-        both = np.asarray(self.pairs, dtype=np.float64)
-        pred, obs = both[:, 0], both[:, 1]
+        pred, obs = self._runs()
         scales = np.linspace(1.0, self.max_scale, AFFINE_GRID)
         excess = obs[None, :] - scales[:, None] * pred[None, :]
         offsets = np.maximum(np.quantile(excess, self.quantile, axis=1, method="higher"), 0.0)
@@ -122,6 +132,17 @@ class CalibratedModel(BatchTimeModel):
         # which extrapolates to a bigger step safely
         best = int(np.nonzero(planned <= planned.min() * (1.0 + 1e-3))[0][-1])
         return self._settle(float(scales[best]), float(offsets[best]))
+
+    def _runs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(predicted, observed) seconds per step, averaged over every run of ``run_steps``
+        consecutive recent steps (each step alone when ``run_steps`` is 1)."""
+        both = np.asarray(self.pairs, dtype=np.float64)
+        pred, obs = both[:, 0], both[:, 1]
+        k = self.run_steps
+        if k <= 1 or pred.size < k:
+            return pred, obs
+        kernel = np.full(k, 1.0 / k)
+        return np.convolve(pred, kernel, "valid"), np.convolve(obs, kernel, "valid")
 
     def _settle(self, scale: float, offset_s: float) -> bool:
         """Adopt a new correction only when it moved by more than ``min_change`` (relative): every

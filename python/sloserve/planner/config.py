@@ -167,6 +167,12 @@ class SLOsServeConfig:
             "help": "with calibrate: 'scale' multiplies the model by the quantile of observed/predicted; 'affine' plans scale x model + offset, the pair on a grid of scales (offset: the quantile of the excess) with the smallest planned mean step (a fixed per-step cost, stalls; the SGLang plugin's default)"
         },
     )
+    calibrate_run_steps: int = field(
+        default=1,
+        metadata={
+            "help": "with calibrate: the quantile is taken over runs of this many consecutive steps (observed and predicted summed), not single steps: a deadline several steps away is missed by a slow run of steps; 1: single steps"
+        },
+    )
     calibrate_window: int = field(
         default=512, metadata={"help": "with calibrate: recent steps the quantile is taken over"}
     )
@@ -217,8 +223,12 @@ class SLOsServeConfig:
             or not 0 <= self.calibrate_tail_quantile <= 1
             or self.calibrate_window < 32
             or self.calibrate_prior < 1
+            or not 1 <= self.calibrate_run_steps <= 8
         ):
-            raise ValueError("calibrate_quantile must be in (0, 1], calibrate_window >= 32 and calibrate_prior >= 1")
+            raise ValueError(
+                "calibrate_quantile must be in (0, 1], calibrate_window >= 32, calibrate_prior >= 1"
+                " and calibrate_run_steps in [1, 8]"
+            )
         if not 0 <= self.best_effort_step_frac <= 1:
             raise ValueError("best_effort_step_frac must be in [0, 1]")
         if self.calibrate_form not in ("scale", "affine"):
