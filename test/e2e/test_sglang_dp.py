@@ -26,3 +26,18 @@ def test_two_ranks_publish_two_distinct_replica_summaries(dp2):
     summaries = read_summaries(dp2)
     assert set(summaries) == {0, 1}
     assert all(s.replica_id == rid and s.kv_capacity_tokens > 0 for rid, s in summaries.items())
+
+
+def test_the_dp_controller_waits_instead_of_spinning(dp2):
+    # SGLang's own controller polls its socket in a loop that never sleeps (a core, while idle);
+    # the plugin's waits on it. CPU seconds over an idle stretch, against a loop that spins: a
+    # spinning process gets most of a core even on a busy 2-core machine
+    psutil = pytest.importorskip("psutil")
+    root = psutil.Process(dp2.handle.proc.pid)
+    (ctrl,) = [
+        p for p in root.children(recursive=True) if "data_parallel_controller" in " ".join(p.cmdline() + [p.name()])
+    ]
+    assert generate(dp2, max_new_tokens=4, custom={"slo_tpot_ms": 1000.0}).status_code == 200  # it dispatches
+    before = sum(ctrl.cpu_times()[:2])
+    time.sleep(2.0)
+    assert sum(ctrl.cpu_times()[:2]) - before < 0.3

@@ -4,6 +4,10 @@ The router sees each DP rank through ``SnapshotReplicaView``: SGLang's per-rank 
 (``LoadSnapshot``: running/waiting requests, KV usage) merged with the replica's published plan
 summary (tiers, slack), if a fresh one exists. Requests pinned by ``routed_dp_rank`` keep
 SGLang's direct routing. A router's best-effort verdict travels in ``custom_params``.
+
+The event loop waits on the tokenizer's socket instead of spinning: SGLang 0.5.23's loop polls
+it without sleeping and held a core (80% of one, measured during a DP test on the 2-core CI
+machine), taken from the engines on a CPU host.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import os
 import time
 from typing import Iterable, Mapping
 
+import zmq
 from sglang.srt.managers import data_parallel_controller as dpc
 
 from sloserve.core.plan import ReplicaSummary
@@ -26,6 +31,7 @@ from sloserve.sglang.translate import build_request
 
 log = logging.getLogger(__name__)
 PLAN_SUMMARY_MAX_AGE_S = 1.0  # older plan summaries are ignored (the replica may be stuck)
+IDLE_WAIT_MS = 100  # longest wait for a request before the watchdog is fed again
 
 
 def summary_from_load(load, plan: ReplicaSummary | None, now_s: float) -> ReplicaSummary:
@@ -86,6 +92,22 @@ class SloDataParallelController(dpc.DataParallelController):
         self._slo_summary_dir = os.environ.get(ENV_SUMMARY_DIR)
         self.dispatching = self.slo_dispatch
         log.info("sloserve router %s dispatches across %d DP ranks", cfg.router, len(self.workers))
+
+    def event_loop(self) -> None:
+        """SGLang's loop (drain the socket, dispatch each request), blocking while it is empty."""
+        poller = zmq.Poller()
+        poller.register(self.recv_from_tokenizer, zmq.POLLIN)
+        while True:
+            self.soft_watchdog.feed()
+            if not poller.poll(IDLE_WAIT_MS):
+                continue
+            while True:
+                self.soft_watchdog.feed()
+                try:
+                    recv_req = dpc.sock_recv(self.recv_from_tokenizer, flags=zmq.NOBLOCK)
+                except zmq.ZMQError:
+                    break
+                self._request_dispatcher(recv_req)
 
     def slo_views(self, now_s: float) -> list[SnapshotReplicaView]:
         loads = self.load_snapshot_reader.read_all()
