@@ -201,10 +201,10 @@ def live_point(cfg: BenchConfig, url: str, workload: loop.LoopWorkload, rate: fl
     return point
 
 
-def profile(args, work: Path, model: Path) -> tuple[Path, Path | None]:
-    """(profile CSV, directory of raw steps or None)."""
+def profile(args, work: Path, model: Path) -> tuple[Path, Path | None, dict | None]:
+    """(profile CSV, directory of raw steps or None, the steps read from it or None)."""
     if args.profile_csv:
-        return Path(args.profile_csv), None
+        return Path(args.profile_csv), None, None
     tag = f"-hogs{args.cpu_hogs}-threads{args.engine_threads}"
     csv_path, steps_dir = work / f"profile{tag}.csv", work / f"profile{tag}-steps"
     zero_path = zero_load_path(csv_path)
@@ -212,12 +212,13 @@ def profile(args, work: Path, model: Path) -> tuple[Path, Path | None]:
         log(f"reusing the cached profile's steps {steps_dir}")  # the rows are binned anew below
     else:
         serve_profile(args, work, model, steps_dir, zero_path)
-    rows = loop.profile_rows(loop.read_steps(steps_dir))
+    steps = loop.read_steps(steps_dir)
+    rows = loop.profile_rows(steps)
     if not rows:
         raise SystemExit("profiling logged no steps")
     loop.write_profile(rows, csv_path)
-    log(f"profile: {len(rows)} rows from {len(loop.read_steps(steps_dir)['time_ms'])} steps -> {csv_path}")
-    return csv_path, steps_dir
+    log(f"profile: {len(rows)} rows from {len(steps['time_ms'])} steps -> {csv_path}")
+    return csv_path, steps_dir, steps
 
 
 def serve_profile(args, work: Path, model: Path, steps_dir: Path, zero_path: Path) -> None:
@@ -406,11 +407,10 @@ def run(args, argv) -> int:
     work = Path(args.work_dir)
     (work / "logs").mkdir(parents=True, exist_ok=True)
     model = ensure_model(args, work)
-    csv_path, profile_steps = profile(args, work, model)
+    csv_path, profile_steps, steps = profile(args, work, model)
     fitted = fit(args, csv_path, work / csv_path.with_suffix(".fit.json").name)
     fit_path = Path(fitted["json"])
     perf = get_model(str(fit_path))
-    steps = loop.read_steps(profile_steps) if profile_steps else None
     ratios = loop.step_ratios(steps, perf) if steps is not None else None
     noise = loop.noise_model(ratios) if ratios is not None else loop.noise_model(loop.np.zeros(0))
     trace = None

@@ -202,7 +202,8 @@ def step_ratios(steps: dict[str, np.ndarray], perf) -> np.ndarray:
 
 
 def engine_cost(steps: dict[str, np.ndarray], skip: int = 0, seed: int = 0) -> tuple[StepCost, np.ndarray, dict]:
-    """The served engine's own step time (sim/step_cost.py: per request, per token, per KV token)
+    """The served engine's own step time (sim/step_cost.py: per request, per request in an extend
+    batch, per token, per KV token)
     fitted to the logged steps after the first ``skip``; its observed/fitted ratios in run order;
     and its per-step MAPE on a seeded quarter of the steps held out of the fit."""
     items, tokens = steps["num_items"][skip:], steps["num_tokens"][skip:]

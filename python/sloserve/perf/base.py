@@ -14,6 +14,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Iterable
 
+import numpy as np
+
 from sloserve.core.plan import StepPlan
 
 
@@ -66,6 +68,10 @@ class BatchTimeModel(ABC):
         """Time to prefill ``prompt_tokens`` alone on an idle engine (the TTFT slowdown base)."""
         return self.batch_time_s(prompt_tokens, 0, 0, prompt_tokens * (prompt_tokens + 1) / 2, 1)
 
+    def one_token_step_s(self) -> float:
+        """The shortest step: one token of one request."""
+        return self.batch_time_s(1, num_requests=1)
+
     def max_decodes_within_s(self, time_s: float, kv_read_tokens: int = 0) -> int:
         """Largest ``n`` such that ``n`` one-token decodes (n tokens, n requests, reading
         ``kv_read_tokens`` in all) run within ``time_s``: a decode batch's size, which a model
@@ -96,3 +102,9 @@ def plan_shape(items: Iterable, spec_steps: int = 0) -> tuple[int, int, int, flo
         pairs += item.num_tokens * (item.context_tokens + (item.num_tokens + 1) / 2)
         num_requests += 1
     return num_tokens, spec_steps, kv_read, pairs, num_requests
+
+
+def extend_requests(num_tokens, num_requests):
+    """The requests of an *extend batch*, one that computes prefill tokens (more tokens than
+    requests: a chunk, alone or with decodes riding along), else 0; scalars or arrays alike."""
+    return np.multiply(num_requests, np.greater(num_tokens, num_requests))

@@ -37,10 +37,11 @@ from pathlib import Path
 
 import numpy as np
 
-from sloserve.perf.base import BatchTimeModel
+from sloserve.perf.base import BatchTimeModel, extend_requests
 from sloserve.perf.roofline import line_limit
 
 JSON_FORMAT = "sloserve-perf-lines/1"
+REQUEST_TERMS = ("per_request_s", "per_extend_request_s")
 
 
 @dataclass(frozen=True)
@@ -149,24 +150,36 @@ def _design(data: ProfileData) -> tuple[np.ndarray, list[str]]:
     names.append("base_s")
     requests = data.num_requests
     if requests is not None:
-        extend = requests * (data.num_tokens > requests)
+        extend = extend_requests(data.num_tokens, requests)
         for arr, name in ((requests, "per_request_s"), (extend, "per_extend_request_s")):
             # only where it adds a direction (decode-only rows have as many requests as tokens)
             if np.linalg.matrix_rank(np.column_stack(cols + [arr])) > np.linalg.matrix_rank(np.column_stack(cols)):
                 cols.append(arr)
                 names.append(name)
-    x, names = np.column_stack(cols), names
-    while True:  # a negative per-request coefficient is noise: drop it, refit
-        coef = _lstsq(x, data.time_s)
-        bad = [i for i, n in enumerate(names) if n.startswith("per_") and "request" in n and coef[i] < 0]
-        if not bad:
-            return x, names
-        keep = [i for i in range(len(names)) if i != bad[0]]
-        x, names = x[:, keep], [names[i] for i in keep]
+    x = np.column_stack(cols)
+    # a negative per-request coefficient is noise: held at 0 (its column dropped), the rest refitted
+    _, kept = nonneg_lstsq(x, data.time_s, {i for i, n in enumerate(names) if n in REQUEST_TERMS})
+    return x[:, kept], [names[i] for i in kept]
 
 
 def _lstsq(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.linalg.lstsq(x, y, rcond=None)[0]
+
+
+def nonneg_lstsq(x: np.ndarray, y: np.ndarray, constrained) -> tuple[np.ndarray, list[int]]:
+    """Least squares with the ``constrained`` columns' coefficients >= 0: while one comes out
+    negative (timing noise), the most negative is held at 0 and the rest refitted. Returns every
+    column's coefficient (0 for those held) and the columns kept, in order."""
+    free = list(range(x.shape[1]))
+    coef = np.zeros(x.shape[1])
+    while free:
+        sol = _lstsq(x[:, free], y)
+        neg = [j for j, col in enumerate(free) if col in constrained and sol[j] < 0]
+        if not neg:
+            coef[free] = sol
+            break
+        free.pop(min(neg, key=lambda j: sol[j]))
+    return coef, free
 
 
 def _predict(x: np.ndarray, coefs: list[np.ndarray]) -> np.ndarray:
@@ -272,7 +285,7 @@ def fit_problems(fit: FitResult, max_mape_pct: float | None = None, mape_pct: fl
     or a MAPE (``mape_pct``, default the fit's own) above ``max_mape_pct``."""
     problems = []
     for i, line in enumerate(fit.lines):
-        for field in ("per_token_s", "per_spec_step_s", "per_kv_token_s", "per_request_s", "per_extend_request_s"):
+        for field in ("per_token_s", "per_spec_step_s", "per_kv_token_s", *REQUEST_TERMS):
             value = getattr(line, field)
             if value < 0:
                 problems.append(f"line {i} has a negative {field} ({value:.3e})")
@@ -346,7 +359,7 @@ class FittedLinesModel(BatchTimeModel):
 
     def predict(self, data: ProfileData) -> np.ndarray:
         requests = data.num_requests if data.num_requests is not None else np.zeros(len(data))
-        extend = requests * (data.num_tokens > requests)
+        extend = extend_requests(data.num_tokens, requests)
         cols = [
             l.per_token_s * data.num_tokens
             + l.per_spec_step_s * data.spec_steps

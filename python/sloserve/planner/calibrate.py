@@ -186,4 +186,4 @@ class CalibratedModel(BatchTimeModel):
         )
 
     def shortest_step_s(self) -> float:
-        return self.base.batch_time_s(1, num_requests=1) * min(self.low, 1.0)
+        return self.base.one_token_step_s() * min(self.low, 1.0)

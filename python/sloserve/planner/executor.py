@@ -101,7 +101,7 @@ class StepExecutor:
                 if len(recent) > RECENT_TTFT_REQUESTS:
                     recent.popitem(last=False)
         # never below two one-token steps: best effort alone must still get a step (cf. idle_step_s)
-        pad_s = max(frac * min(recent.values(), default=float("inf")), 2.0 * self.perf.batch_time_s(1, num_requests=1))
+        pad_s = max(frac * min(recent.values(), default=float("inf")), 2.0 * self.perf.one_token_step_s())
         limit = now_s + pad_s
         if frac <= 0 or limit >= end_s:
             return cap_at
@@ -128,7 +128,7 @@ class StepExecutor:
         best-effort work starved forever.)"""
         idle, perf = self.config.idle_step_s, self.perf
         one = perf.max_tokens_within_s(idle - EPS_S, num_requests=1) >= 1
-        return idle if one else 2.0 * perf.batch_time_s(1, num_requests=1)
+        return idle if one else 2.0 * perf.one_token_step_s()
 
     def _fit(self, items: list, num_forced: int, limit_s: float) -> list:
         """Trim trailing non-forced items until the exact batch time fits (models whose time

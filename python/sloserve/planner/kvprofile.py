@@ -183,7 +183,7 @@ class KVProfile:
         the model's scaled by the fastest step observed relative to it (planner/calibrate.py)."""
         perf = self.ctx.perf
         shortest = getattr(perf, "shortest_step_s", None)
-        return shortest() if shortest is not None else perf.batch_time_s(1, num_requests=1)
+        return shortest() if shortest is not None else perf.one_token_step_s()
 
     def on_admitted(self, r: Request, old_view, new_view) -> None:
         """``r`` joined the tier (``new_view`` extends ``old_view``): extend a cached profile."""

@@ -244,4 +244,4 @@ class AdmissionPlanner:
     def infeasible_alone(self, r: Request) -> bool:
         perf = self.perf
         too_slow = perf.zero_load_prefill_s(r.prompt_tokens) > self.dl.ttft_s(r) - r.arrival_s
-        return too_slow or perf.batch_time_s(1, num_requests=1) > self.dl.min_tpot_s(r)
+        return too_slow or perf.one_token_step_s() > self.dl.min_tpot_s(r)

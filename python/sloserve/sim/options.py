@@ -83,8 +83,8 @@ class SimOptions:
     )
     engine_model: str = _opt(
         "",
-        "the simulated engine's own step time: a step-cost JSON (sim/step_cost.py, per request + per token + "
-        "per KV token; benchmark/real_vs_sim.py fits one); the planner keeps --model",
+        "the simulated engine's own step time: a step-cost JSON (sim/step_cost.py, per request + per request in "
+        "an extend batch + per token + per KV token; benchmark/real_vs_sim.py fits one); the planner keeps --model",
         metavar="FILE",
     )
     client_timeout: bool = _opt(

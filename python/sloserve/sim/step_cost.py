@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from sloserve.core.plan import StepPlan
-from sloserve.perf.base import plan_shape
+from sloserve.perf.base import extend_requests, plan_shape
+from sloserve.perf.fit import nonneg_lstsq
 
 KIND = "sloserve-step-cost"
 
@@ -46,7 +47,7 @@ class StepCost:
             + self.per_item_s * num_items
             + self.per_token_s * num_tokens
             + self.per_kv_token_s * kv_read_tokens
-            + self.per_extend_item_s * np.multiply(num_items, np.greater(num_tokens, num_items))
+            + self.per_extend_item_s * extend_requests(num_tokens, num_items)
         )
 
     def plan_time_s(self, plan: StepPlan) -> float:
@@ -59,19 +60,12 @@ class StepCost:
         """Least squares with every coefficient >= 0 (a coefficient that comes out negative is
         timing noise: it is fixed at 0 and the rest refitted)."""
         items, tokens = np.asarray(num_items, dtype=float), np.asarray(num_tokens, dtype=float)
-        extend = items * (tokens > items)
+        extend = extend_requests(tokens, items)
         cols = [np.asarray(c, dtype=float) for c in (np.ones(len(time_s)), items, tokens, kv_read_tokens, extend)]
         x, y = np.column_stack(cols), np.asarray(time_s, dtype=float)
         if y.size < x.shape[1] or not np.all(np.isfinite(y)):
             raise ValueError(f"a step-cost fit needs {x.shape[1]}+ finite step times, got {y.size}")
-        free = list(range(x.shape[1]))
-        coef = np.zeros(x.shape[1])
-        while free:
-            sol, *_ = np.linalg.lstsq(x[:, free], y, rcond=None)
-            if np.all(sol >= 0):
-                coef[free] = sol
-                break
-            free.pop(int(np.argmin(sol)))
+        coef, _ = nonneg_lstsq(x, y, set(range(x.shape[1])))
         return cls(*(float(c) for c in coef))
 
     def save(self, path: str | Path) -> None:
