@@ -10,10 +10,14 @@ the loop"):
     plugin logs every step (sglang/step_log.py); the steps, binned by shape, are the profile
     (cached in --work-dir; ``--profile-csv`` reuses any profile, e.g. scripts/profile_sglang.py's);
 (b) fit: ``scripts/fit_perf_model.py`` with a held-out split (a refused fit is forced, and says so);
+(b') served profile: SGLang + plugin (``--policy slos-serve`` on the fit, calibration on) serves
+    the workload at ``--served-profile`` fractions of the noise-free simulated capacity, logging
+    its steps (cached; '' skips it): the engine as the plugin serves with it;
 (c) predict: the simulator's capacity search (sim/capacity.py), its planner on the fitted model,
-    the workload's SLOs scaled to the unloaded server (bench/loop.py) and the engine the profile
-    showed: by default (``--sim-noise steps``) the engine's own step cost with a per-request term
-    fitted to the profile's steps (``SimConfig.engine_model``) with its residuals replayed in order
+    the workload's SLOs scaled to the unloaded server (bench/loop.py) and the engine the served
+    profile showed (the closed-loop profile without one): by default (``--sim-noise steps``) the
+    engine's own step cost with a per-request term fitted to those steps
+    (``SimConfig.engine_model``) with its residuals replayed in order
     (``SimConfig.step_time_trace``), slow runs and stalls included; ``trace`` replays the ratios
     to the fit instead;
 (d) measure: SGLang + plugin (``--policy slos-serve --perf-model fit.json``) and bench_serving's
@@ -29,6 +33,7 @@ acceptance condition of issue 16 is a machine with another CPU-bound process bes
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -71,6 +76,13 @@ def parse_args(argv):
         "--profile-concurrency", default="1,4,12,24", help="requests in flight at each profiling level (closed loop)"
     )
     ap.add_argument("--profile-rounds", type=int, default=5, help="requests per profiling level, per request in flight")
+    ap.add_argument(
+        "--served-profile",
+        default="0.4,0.8",
+        help="after the fit, the plugin (as measured, calibration on) serves the workload at these fractions of the "
+        "noise-free simulated capacity; its steps make the simulated engine ('' skips: the closed-loop "
+        "profile's steps do)",
+    )
     ap.add_argument("--fit-lines", type=int, default=1)
     ap.add_argument("--time-column", default="time_ms", help="profile column the fit is made on (the median)")
     ap.add_argument("--max-mape-pct", type=float, default=25.0, help="the fitter's refusal threshold")
@@ -171,7 +183,7 @@ def zero_load_path(csv_path: Path) -> Path:
     return csv_path.with_suffix(".zero_load.json")
 
 
-def live_point(cfg: BenchConfig, url: str, workload: loop.LoopWorkload, rate: float) -> dict:
+def live_point(cfg: BenchConfig, url: str, workload: loop.LoopWorkload, rate: float, tag: str = "live") -> dict:
     res = run_benchmark(cfg, url, rate, workload=workload.bench_workload)
     n = workload.num_requests(rate)
     point = {
@@ -195,7 +207,7 @@ def live_point(cfg: BenchConfig, url: str, workload: loop.LoopWorkload, rate: fl
         "loadavg": loadavg(),
     }
     log(
-        f"  live {rate:.2f} rps: attainment {point['attainment']:.3f}, admitted {point['admitted_fraction']}, "
+        f"  {tag} {rate:.2f} rps: attainment {point['attainment']:.3f}, admitted {point['admitted_fraction']}, "
         f"admitted attainment {point['admitted_attainment']}"
     )
     return point
@@ -277,9 +289,9 @@ def policy_options(args) -> dict:
     return live_policy_options("slos-serve", parse_kv(args.policy_opt, "--policy-opt"))
 
 
-def predict(args, fit_path: Path, workload: loop.LoopWorkload, noise: dict, trace: Path | None, engine: dict | None):
-    perf = get_model(str(fit_path))
-    cfg = SimConfig(
+def sim_config(args, fit_path: Path) -> SimConfig:
+    """The simulated replica: the live server's planner options, KV pool and context, on the fit."""
+    return SimConfig(
         model=str(fit_path),
         policy="slos-serve",
         policy_options=policy_options(args),
@@ -287,6 +299,65 @@ def predict(args, fit_path: Path, workload: loop.LoopWorkload, noise: dict, trac
         max_seq_len=CONTEXT_TOKENS,
         seed=args.seed,
     )
+
+
+def server_policy_args(args, fit_path: Path, calibrate: bool) -> list[str]:
+    """The live server's planner flags (``--policy-opt`` as given; calibration off when asked)."""
+    extra = ["--policy", "slos-serve", "--perf-model", str(fit_path)]
+    for opt in args.policy_opt:
+        extra += ["--policy-opt", opt]
+    return extra + ([] if calibrate else ["--policy-opt", "calibrate=false"])
+
+
+def served_profile(args, work: Path, model: Path, csv_path: Path, fit_path: Path, workload) -> dict | None:
+    """(b') The engine as the plugin serves with it: SGLang + plugin (slos-serve on the fit, the
+    planner options of the measurement, calibration on) serves the workload open loop at
+    ``--served-profile`` fractions of the noise-free simulated capacity, logging its steps. Those
+    steps, not the closed-loop profile's, make the simulated engine: live steps pay the plugin's
+    own CPU time (the calibration's, and SGLang's and the plugin's passes over a queue of
+    best-effort requests) and run the shapes the planner makes (a chunk beside a few decodes),
+    which SGLang's scheduler at fixed concurrency does not; a one- or two-request decode step
+    took 5.4 ms with calibration on against 4.1-4.7 ms off in the same run (docs/perf_model.md,
+    "Planning at the p80"). Cached beside the profile, keyed by the fit, the fractions, the
+    planner options and the workload."""
+    fractions = [float(x) for x in args.served_profile.split(",") if x.strip()]
+    if not fractions:
+        return None
+    steps_dir = work / f"{csv_path.stem}-served-steps"
+    marker = steps_dir / "served.json"
+    key = {
+        "fit_sha256": hashlib.sha256(fit_path.read_bytes()).hexdigest(),
+        "fractions": fractions,
+        "policy_options": policy_options(args),
+        "workload": workload.describe(1.0),
+        "calibrate": True,
+    }
+    meta = json.loads(marker.read_text()) if marker.exists() and not args.reprofile else {}
+    if meta.get("key") == key:
+        log(f"reusing the served profile's steps {steps_dir}")
+    else:
+        perf = get_model(str(fit_path))
+        ideal = sim_capacity_search(workload.programs, sim_config(args, fit_path), args.target, 2.0, perf=perf)
+        rates = [max(f * ideal.capacity_rps, 0.1) for f in fractions]
+        log(f"served profile at {[round(r, 2) for r in rates]} rps ({fractions} x {ideal.capacity_rps:g} rps)")
+        srv = start_server("served-profile", model, work, server_policy_args(args, fit_path, True), steps_dir, args)
+        try:
+            cfg = bench_config(srv.url, str(fit_path))
+            points = [live_point(cfg, srv.url, workload, r, "served profile") for r in rates]
+        finally:
+            srv.stop()
+        meta = {"key": key, "noise_free_capacity_rps": ideal.capacity_rps, "rates_rps": rates, "points": points}
+        marker.write_text(json.dumps(meta, indent=2, default=float) + "\n")
+    steps = loop.read_steps(steps_dir)
+    if steps["time_ms"].size <= WARMUP_STEPS + 8:
+        log(f"the served profile logged {steps['time_ms'].size} steps: the closed-loop profile's are used")
+        return None
+    return {**meta, "steps_dir": str(steps_dir), "num_steps": int(steps["time_ms"].size), "steps": steps}
+
+
+def predict(args, fit_path: Path, workload: loop.LoopWorkload, noise: dict, trace: Path | None, engine: dict | None):
+    perf = get_model(str(fit_path))
+    cfg = sim_config(args, fit_path)
     engines = {
         "none": cfg,
         "lognormal": replace(cfg, step_time_noise=noise["step_time_noise"], step_time_bias=noise["step_time_bias"]),
@@ -338,10 +409,7 @@ def sim_ablation(args, workload: loop.LoopWorkload, sim_cfg: SimConfig, perf, gi
 
 
 def measure(args, model: Path, work: Path, fit_path: Path, workload, lo: float, hi: float, calibrate: bool):
-    extra = ["--policy", "slos-serve", "--perf-model", str(fit_path)]
-    for opt in args.policy_opt:
-        extra += ["--policy-opt", opt]
-    extra += [] if calibrate else ["--policy-opt", "calibrate=false"]
+    extra = server_policy_args(args, fit_path, calibrate)
     name = "live" if calibrate else "live-calibration-off"
     steps_dir = work / f"{name}-steps"
     srv = start_server(name, model, work, extra, steps_dir, args)
@@ -411,6 +479,16 @@ def run(args, argv) -> int:
     fitted = fit(args, csv_path, work / csv_path.with_suffix(".fit.json").name)
     fit_path = Path(fitted["json"])
     perf = get_model(str(fit_path))
+    base = loop.LoopWorkload(duration_s=args.duration_s, ttft_slowdown=args.ttft_slowdown, seed=args.seed)
+    zero = None
+    if args.slo_unit == "zero-load" and zero_load_path(csv_path).exists():
+        zero = loop.ZeroLoad(**json.loads(zero_load_path(csv_path).read_text()))
+        workload = zero.apply(base, args.tpot_steps)
+    else:  # the fit's forward pass (--slo-unit fit, or a --profile-csv without the measurement)
+        workload = replace(base, tpot_ms=loop.scaled_tpot_ms(perf, base, args.tpot_steps))
+    served = served_profile(args, work, model, csv_path, fit_path, workload)
+    if served is not None:
+        steps = served["steps"]  # the simulated engine is the one the plugin serves with
     ratios = loop.step_ratios(steps, perf) if steps is not None else None
     noise = loop.noise_model(ratios) if ratios is not None else loop.noise_model(loop.np.zeros(0))
     trace = None
@@ -427,13 +505,6 @@ def run(args, argv) -> int:
         log(
             f"engine step cost (per request, per request in an extend batch, token, KV token; for the simulated engine): {engine}"
         )
-    base = loop.LoopWorkload(duration_s=args.duration_s, ttft_slowdown=args.ttft_slowdown, seed=args.seed)
-    zero = None
-    if args.slo_unit == "zero-load" and zero_load_path(csv_path).exists():
-        zero = loop.ZeroLoad(**json.loads(zero_load_path(csv_path).read_text()))
-        workload = zero.apply(base, args.tpot_steps)
-    else:  # the fit's forward pass (--slo-unit fit, or a --profile-csv without the measurement)
-        workload = replace(base, tpot_ms=loop.scaled_tpot_ms(perf, base, args.tpot_steps))
     log(f"workload: {workload.describe(1.0)}; simulator noise {noise}")
     prediction, sim_cfg = predict(args, fit_path, workload, noise, trace, engine)
     ablation = sim_ablation(args, workload, sim_cfg, perf, prediction["capacity_rps"])
@@ -473,6 +544,7 @@ def run(args, argv) -> int:
         "slo_unit": args.slo_unit if zero is not None or args.slo_unit == "fit" else "fit (no zero-load measurement)",
         "zero_load": zero.to_dict() if zero is not None else None,
         "profile": {"csv": str(csv_path), "steps_dir": str(profile_steps) if profile_steps else None},
+        "served_profile": {k: v for k, v in served.items() if k != "steps"} if served is not None else None,
         "fit": fitted,
         "sim_noise": noise,
         "sim_engine": prediction["engine"],

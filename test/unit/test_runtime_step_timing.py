@@ -84,9 +84,11 @@ def test_warmup_skips_a_slow_engine():
     assert out == {"warmup_steps": 0, "warmup_s": 0.0} and sched.num_steps == 0
 
 
-def test_the_sglang_plugin_defaults_to_the_affine_form_unless_told():
+def test_the_sglang_plugin_defaults_to_the_affine_form_at_the_p80_unless_told():
     from sloserve.runtime.step_timing import live_policy_options
 
     assert live_policy_options("slos-serve", {})["calibrate_form"] == "affine"
+    assert live_policy_options("slos-serve", {})["calibrate_quantile"] == 0.8
+    assert live_policy_options("slos-serve", {"calibrate_quantile": 0.99})["calibrate_quantile"] == 0.99
     assert live_policy_options("slos-serve", {"calibrate_form": "scale"})["calibrate_form"] == "scale"
     assert "calibrate_form" not in live_policy_options("fcfs", {})  # a policy without the option

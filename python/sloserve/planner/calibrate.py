@@ -145,19 +145,34 @@ class CalibratedModel(BatchTimeModel):
         return np.convolve(pred, kernel, "valid"), np.convolve(obs, kernel, "valid")
 
     def _settle(self, scale: float, offset_s: float) -> bool:
-        """Adopt a new correction only when it moved by more than ``min_change`` (relative): every
+        """Adopt a new correction only when it moves a planned step by more than ``min_change``
+        (relative, at ``_reference_steps_s``): every
         change drops the planner's memoized grids, and a quantile that wanders by a percent each
         recomputation had the live planner rebuilding them every few steps, its own CPU time
-        then slowing the steps it plans (issue 16). A move to or from the model as given, or to
-        the cap, always counts."""
-        tol = self.min_change
-        same_scale = abs(scale - self.scale) <= tol * self.scale and scale != self.max_scale
-        same_offset = abs(offset_s - self.offset_s) <= tol * max(offset_s, self.offset_s, 1e-3)
-        if same_scale and same_offset and self.scale != 1.0 and scale != 1.0:
+        then slowing the steps it plans (issue 16). A move to or from the model as given (scale 1,
+        no offset), or to the cap, always counts."""
+        same = all(
+            abs((scale - self.scale) * x + offset_s - self.offset_s)
+            <= self.min_change * (self.scale * x + self.offset_s)
+            for x in self._reference_steps_s()
+        )
+        as_given = (self.scale, self.offset_s) == (1.0, 0.0) or (scale, offset_s) == (1.0, 0.0)
+        if same and scale != self.max_scale and not as_given:
             return False
         changed = (scale, offset_s) != (self.scale, self.offset_s)
         self.scale, self.offset_s = scale, offset_s
         return changed
+
+    def _reference_steps_s(self) -> tuple[float, ...]:
+        """The model times a correction is judged at: the affine form's at a short and the
+        longest recent step (pairs of scale and offset that plan those alike are one correction:
+        the window's mean step cannot tell them apart, and live, at the 0.8 quantile, the fit
+        flipped between such pairs every 8 steps, each flip rebuilding the planner's grids
+        inside SGLang's loop). The scale form's change is relative, the same at any size."""
+        if not self.affine or not self.pairs:
+            return (1.0,)
+        pred = np.fromiter((p for p, _ in self.pairs), dtype=np.float64)
+        return (float(np.quantile(pred, 0.1)), float(pred.max()))
 
     @property
     def tail_factor(self) -> float:
