@@ -314,8 +314,7 @@ def served_profile(args, work: Path, model: Path, csv_path: Path, fit_path: Path
     planner options of the measurement, calibration on) serves the workload open loop at
     ``--served-profile`` fractions of the noise-free simulated capacity, logging its steps. Those
     steps, not the closed-loop profile's, make the simulated engine: live steps pay the plugin's
-    own CPU time (the calibration's, and SGLang's and the plugin's passes over a queue of
-    best-effort requests) and run the shapes the planner makes (a chunk beside a few decodes),
+    own CPU time (the calibration's among it) and run the shapes the planner makes (a chunk beside a few decodes),
     which SGLang's scheduler at fixed concurrency does not; a one- or two-request decode step
     took 5.4 ms with calibration on against 4.1-4.7 ms off in the same run (docs/perf_model.md,
     "Planning at the p80"). Cached beside the profile, keyed by the fit, the fractions, the
