@@ -67,6 +67,18 @@ while True:
 """
 
 
+def replica_command(server_argv: Sequence[str], host: str, port: int, api_key: str) -> list[str]:
+    """The replica's server command. The key travels as ``--api-key=KEY``: a URL-safe token
+    starts with '-' one time in 64, and as a separate word argparse then took it for an option
+    (``--api-key: expected one argument``); the replica never started, nor did its restarts,
+    which reuse the launch's key (a CI run of the Ray e2e test)."""
+    return [
+        sys.executable,
+        *("-m", "sloserve.launch_server", "--backend", "sglang", *server_argv),
+        *("--host", host, "--port", str(port), f"--api-key={api_key}"),
+    ]
+
+
 class ReplicaServerActor:
     """Starts and watches one replica's SGLang server (a threaded actor: ``max_concurrency`` > 1)."""
 
@@ -80,11 +92,7 @@ class ReplicaServerActor:
         self.summary_dir = self.work_dir / "summaries"
         self.summary_dir.mkdir()
         self.log_path = self.work_dir / "server.log"
-        self.cmd = [
-            sys.executable,
-            *("-m", "sloserve.launch_server", "--backend", "sglang", *server_argv),
-            *("--host", self.host, "--port", str(self.port), "--api-key", api_key),
-        ]
+        self.cmd = replica_command(server_argv, self.host, self.port, api_key)
         self.proc: subprocess.Popen | None = None
         self.exit_code: int | None = None
         self.final_log = ""
