@@ -153,8 +153,8 @@ def test_small_moves_keep_the_correction():
 class _ByParameters(CalibratedModel):
     """The control: the rule before, a 5% move of the scale or of the offset counts."""
 
-    def _settle(self, scale: float, offset_s: float) -> bool:
-        tol = self.min_change
+    def _settle(self, scale: float, offset_s: float, steps_s: tuple[float, ...] = (1.0,)) -> bool:
+        tol = self.min_change  # steps_s ignored: the parameters are judged
         same = abs(scale - self.scale) <= tol * self.scale
         same = same and abs(offset_s - self.offset_s) <= tol * max(offset_s, self.offset_s, 1e-3)
         if same and scale != self.max_scale and self.scale != 1.0 and scale != 1.0:

@@ -121,7 +121,8 @@ class CalibratedModel(BatchTimeModel):
         A multiplier alone, fitted to such a tail, scales big steps far past what they take and
         leaves the planner cutting steps small, each paying the stall again (live, issue 16:
         the scale ran to its cap)."""
-        pred, obs = self._runs()
+        both = np.asarray(self.pairs, dtype=np.float64)
+        pred, obs = self._runs(both)
         scales = np.linspace(1.0, self.max_scale, AFFINE_GRID)
         excess = obs[None, :] - scales[:, None] * pred[None, :]
         offsets = np.maximum(np.quantile(excess, self.quantile, axis=1, method="higher"), 0.0)
@@ -131,12 +132,17 @@ class CalibratedModel(BatchTimeModel):
         # ties (steps all of one size fit a scale or an offset alike) go to the larger scale,
         # which extrapolates to a bigger step safely
         best = int(np.nonzero(planned <= planned.min() * (1.0 + 1e-3))[0][-1])
-        return self._settle(float(scales[best]), float(offsets[best]))
+        # judged at a short and the longest recent single step (see _settle)
+        steps_s = both[:, 0]
+        return self._settle(
+            float(scales[best]), float(offsets[best]), (float(np.quantile(steps_s, 0.1)), float(steps_s.max()))
+        )
 
-    def _runs(self) -> tuple[np.ndarray, np.ndarray]:
+    def _runs(self, both: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(predicted, observed) seconds per step, averaged over every run of ``run_steps``
-        consecutive recent steps (each step alone when ``run_steps`` is 1)."""
-        both = np.asarray(self.pairs, dtype=np.float64)
+        consecutive recent steps (each step alone when ``run_steps`` is 1); ``both``: the recent
+        (predicted, observed) pairs as an array, when the caller has it already."""
+        both = np.asarray(self.pairs, dtype=np.float64) if both is None else both
         pred, obs = both[:, 0], both[:, 1]
         k = self.run_steps
         if k <= 1 or pred.size < k:
@@ -144,17 +150,20 @@ class CalibratedModel(BatchTimeModel):
         kernel = np.full(k, 1.0 / k)
         return np.convolve(pred, kernel, "valid"), np.convolve(obs, kernel, "valid")
 
-    def _settle(self, scale: float, offset_s: float) -> bool:
-        """Adopt a new correction only when it moves a planned step by more than ``min_change``
-        (relative, at ``_reference_steps_s``): every
-        change drops the planner's memoized grids, and a quantile that wanders by a percent each
-        recomputation had the live planner rebuilding them every few steps, its own CPU time
-        then slowing the steps it plans (issue 16). A move to or from the model as given (scale 1,
-        no offset), or to the cap, always counts."""
+    def _settle(self, scale: float, offset_s: float, steps_s: tuple[float, ...] = (1.0,)) -> bool:
+        """Adopt a new correction only when it moves the planned time of a step of some model
+        time in ``steps_s`` by more than ``min_change`` (relative): every change drops the
+        planner's memoized grids, and a quantile that wanders by a percent each recomputation had
+        the live planner rebuilding them every few steps, its own CPU time then slowing the steps
+        it plans (issue 16). The scale form's change is relative, the same at any size, so one
+        reference does; the affine form passes a short and the longest recent step, since with
+        steps mostly of one size its scale and offset trade against each other (judged by its
+        parameters the correction flipped live every 8 steps at the 0.8 quantile). A move to or
+        from the model as given (scale 1, no offset), or to the cap, always counts."""
         same = all(
             abs((scale - self.scale) * x + offset_s - self.offset_s)
             <= self.min_change * (self.scale * x + self.offset_s)
-            for x in self._reference_steps_s()
+            for x in steps_s
         )
         as_given = (self.scale, self.offset_s) == (1.0, 0.0) or (scale, offset_s) == (1.0, 0.0)
         if same and scale != self.max_scale and not as_given:
@@ -162,17 +171,6 @@ class CalibratedModel(BatchTimeModel):
         changed = (scale, offset_s) != (self.scale, self.offset_s)
         self.scale, self.offset_s = scale, offset_s
         return changed
-
-    def _reference_steps_s(self) -> tuple[float, ...]:
-        """The model times a correction is judged at: the affine form's at a short and the
-        longest recent step (pairs of scale and offset that plan those alike are one correction:
-        the window's mean step cannot tell them apart, and live, at the 0.8 quantile, the fit
-        flipped between such pairs every 8 steps, each flip rebuilding the planner's grids
-        inside SGLang's loop). The scale form's change is relative, the same at any size."""
-        if not self.affine or not self.pairs:
-            return (1.0,)
-        pred = np.fromiter((p for p, _ in self.pairs), dtype=np.float64)
-        return (float(np.quantile(pred, 0.1)), float(pred.max()))
 
     @property
     def tail_factor(self) -> float:
