@@ -64,3 +64,45 @@ def test_running_best_effort_decodes_are_planned_when_the_engine_runs_them():
     chunk_plain, be_plain = running_best_effort_step(False)
     assert be_forced == 4 and chunk_forced > 0
     assert be_plain < 4 and chunk_plain > chunk_forced
+
+
+def step_after_a_late_step(tight_arrival: bool, late_s: float):
+    """A long prefill fills 200 ms steps beside a decode; a tight-TTFT request (100 ms) may arrive
+    while a step runs, which then ends ``late_s`` after its planned end (an engine that is not
+    the model). Returns (the next step's planned end, the tight request's TTFT deadline, whether
+    the tight request is in that step)."""
+    s = create_scheduler("slos-serve", SchedulerContext(PERF, 1_000_000, 16), {"calibrate": False})
+    engine, t = SimulatedEngine(PERF), 0.0
+    assert s.add(req("dec", prompt=64, output=400, ttft=1.0, tpot_ms=200.0), 0.0).admitted
+    while s.request("dec").num_output_tokens == 0:
+        plan = s.schedule(t)
+        res = engine.execute(plan, s.requests)
+        t += res.step_s
+        s.on_step_done(plan, res, t)
+    assert s.add(req("long", arrival=t, prompt=20_000, output=10, ttft=30.0, tpot_ms=200.0), t).admitted
+    plan = s.schedule(t)
+    res = engine.execute(plan, s.requests)
+    assert res.step_s > 0.1  # the long prefill fills the step
+    planned_end = t + res.step_s
+    deadline = None
+    if tight_arrival:
+        arrival = planned_end - 0.05
+        assert s.add(req("tight", arrival=arrival, prompt=10, output=5, ttft=0.1, tpot_ms=200.0), arrival).admitted
+        deadline = arrival + 0.1
+    now = planned_end + late_s
+    s.on_step_done(plan, res, now)
+    nxt = s.schedule(now)
+    return now + PERF.plan_time_s(nxt), deadline, "tight" in {it.request_id for it in nxt.items}
+
+
+def test_the_first_step_a_plan_promised_holds_when_the_step_in_flight_ends_late():
+    """Admitted while a step ran, a request with a tight TTFT is planned into a short first step
+    that ends by its deadline. The step in flight ends 10 ms late: the short step is still taken
+    (it was ignored unless the step ended exactly on plan, and the next step ran its full 200 ms
+    past the first token the plan had promised). Controls: on plan the same; without the tight
+    request the late step runs long."""
+    for late_s in (0.0, 0.01):
+        end, deadline, included = step_after_a_late_step(True, late_s)
+        assert included and end <= deadline + 1e-9
+    end_alone, _, _ = step_after_a_late_step(False, 0.01)
+    assert end_alone > deadline + 0.1

@@ -92,3 +92,15 @@ def test_the_sglang_plugin_defaults_to_the_affine_form_at_the_p80_unless_told():
     assert live_policy_options("slos-serve", {"calibrate_quantile": 0.99})["calibrate_quantile"] == 0.99
     assert live_policy_options("slos-serve", {"calibrate_form": "scale"})["calibrate_form"] == "scale"
     assert "calibrate_form" not in live_policy_options("fcfs", {})  # a policy without the option
+
+
+def test_the_embedded_runtime_keeps_the_single_p99_it_was_soak_tested_with():
+    from sloserve.runtime.step_timing import EMBEDDED_POLICY_DEFAULTS, live_policy_options
+
+    options = live_policy_options("slos-serve", {}, EMBEDDED_POLICY_DEFAULTS)
+    sched = create_scheduler("slos-serve", SchedulerContext(get_model("opt-13b-tp2-a100"), 97648, 16), options)
+    assert sched.calib.quantile == 0.99 and sched.calib.tail_quantile == 0.0
+    default = create_scheduler("slos-serve", SchedulerContext(get_model("opt-13b-tp2-a100"), 97648, 16), {})
+    assert default.calib.quantile == 0.9 and default.calib.tail_quantile == 0.999  # the simulator's
+    told = live_policy_options("slos-serve", {"calibrate_tail_quantile": 0.999}, EMBEDDED_POLICY_DEFAULTS)
+    assert told["calibrate_tail_quantile"] == 0.999 and told["calibrate_quantile"] == 0.99

@@ -13,6 +13,11 @@ above 1 protects the first admissions on an engine not yet measured), then the q
 recomputed every ``every`` steps (the planner's step grids are memoized and are dropped when it
 changes). With an engine that matches the model (the simulator's default) nothing changes.
 
+``tail_quantile`` (above ``quantile``) is the ratio a single step may run at: the executor sizes a
+step that ends at a decode deadline (or at the end the last plan chose for a first step) for it
+(``tail_factor``), while admission and forecasts, which sum many steps whose noise averages out,
+plan at ``quantile``. Capped like the scale.
+
 ``shortest_step_s`` is the one-token step the KV profile may count on as a lower bound (section
 3b of docs/planner.md): the model's, scaled by the smallest observed ratio when that is below 1.
 
@@ -108,7 +113,9 @@ class CalibratedModel(BatchTimeModel):
         q = float(np.quantile(arr, self.quantile, method="higher"))
         new = min(max(q, 1.0), self.max_scale)
         if self.tail_quantile > self.quantile:
-            self.tail = max(float(np.quantile(arr, self.tail_quantile, method="higher")), new)
+            # capped like the scale: one stall in the window must not shrink every deadline step
+            tail = float(np.quantile(arr, self.tail_quantile, method="higher"))
+            self.tail = min(max(tail, new), max(self.max_scale, new))
         return self._settle(new, 0.0)
 
     def _fit_affine(self) -> bool:

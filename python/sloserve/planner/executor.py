@@ -52,8 +52,12 @@ class StepExecutor:
             decoders = [(now_s + (due - now_s) * tail, r) for due, r in decoders]
         end_s, forced, optional = step_window(now_s, step, decoders)
         first = tiers.first_step
-        if first is not None and abs(first.start_s - now_s) <= EPS_S and not first.carries_all:
-            end_s = min(end_s, first.end_s)  # the first step the plan was checked with (its end may be earlier)
+        if first is not None and not first.carries_all and first.end_s > now_s + EPS_S:
+            # the first step the plan was checked with (its end may be earlier: a tight TTFT
+            # admitted while the step in flight ran). Kept when that step ended off its planned
+            # time too, as an engine that is not the model makes every step do: ignored, the
+            # step ran to its full length past the first token the plan had promised (issue 15)
+            end_s = min(end_s, now_s + (first.end_s - now_s) * tail)
         best_effort = [] if tiers.reserved_kv_binds() else list(tiers.be.values())
         stretch_end = self._stretch_end(now_s, end_s, prefills, best_effort)
         if stretch_end is not None:

@@ -25,7 +25,12 @@ from sloserve.perf import get_model
 from sloserve.runtime import messages as m
 from sloserve.runtime import wire
 from sloserve.runtime.engine import SimulatedWallEngine
-from sloserve.runtime.step_timing import StepTimer, policy_options_with_calibration
+from sloserve.runtime.step_timing import (
+    EMBEDDED_POLICY_DEFAULTS,
+    StepTimer,
+    live_policy_options,
+    policy_options_with_calibration,
+)
 from sloserve.runtime.transport import Transport
 from sloserve.runtime.warmup import warm_up
 
@@ -71,7 +76,8 @@ class SchedulerProcess:
             max_seq_len_tokens=args.max_seq_len,
             replica_id=args.replica_id,
         )
-        options = policy_options_with_calibration(args.policy, args.policy_options, args.calibrate)
+        options = live_policy_options(args.policy, args.policy_options, EMBEDDED_POLICY_DEFAULTS)
+        options = policy_options_with_calibration(args.policy, options, args.calibrate)
         self.ctx = ctx
         self.sched = create_scheduler(args.policy, ctx, options)
         self.engine = SimulatedWallEngine(perf, args.time_scale, seed=args.seed + args.replica_id)
