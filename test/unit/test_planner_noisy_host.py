@@ -17,6 +17,16 @@ def req(rid, arrival=0.0, prompt=200, output=40, ttft=0.1, tpot_ms=40.0):
     return Request(rid, arrival, prompt, output, ttft, (DecodeSegment(tpot_ms),))
 
 
+def steps_until(s, engine, t: float, done) -> float:
+    """Run the engine's steps back to back from ``t`` until ``done()``; the time then."""
+    while not done():
+        plan = s.schedule(t)
+        res = engine.execute(plan, s.requests)
+        t += res.step_s
+        s.on_step_done(plan, res, t)
+    return t
+
+
 def first_step_s(frac: float) -> float:
     """Batch time of the first step with best-effort backlog beside one admitted SLO request."""
     s = create_scheduler("slos-serve", SchedulerContext(PERF, 1_000_000, 16), {"best_effort_step_frac": frac})
@@ -45,11 +55,7 @@ def running_best_effort_step(forced: bool):
         be = req(f"be{i}", prompt=32, output=400, ttft=5.0)
         be.route_best_effort = True
         s.add(be, 0.0)
-    while any(s.request(f"be{i}").num_output_tokens == 0 for i in range(4)):
-        plan = s.schedule(t)
-        res = engine.execute(plan, s.requests)
-        t += res.step_s
-        s.on_step_done(plan, res, t)
+    t = steps_until(s, engine, t, lambda: all(s.request(f"be{i}").num_output_tokens for i in range(4)))
     assert s.add(req("slo", arrival=t, prompt=3000, output=20, ttft=2.0, tpot_ms=40.0), t).admitted
     plan = s.schedule(t)
     items = {it.request_id: it.num_tokens for it in plan.items}
@@ -74,11 +80,7 @@ def step_after_a_late_step(tight_arrival: bool, late_s: float):
     s = create_scheduler("slos-serve", SchedulerContext(PERF, 1_000_000, 16), {"calibrate": False})
     engine, t = SimulatedEngine(PERF), 0.0
     assert s.add(req("dec", prompt=64, output=400, ttft=1.0, tpot_ms=200.0), 0.0).admitted
-    while s.request("dec").num_output_tokens == 0:
-        plan = s.schedule(t)
-        res = engine.execute(plan, s.requests)
-        t += res.step_s
-        s.on_step_done(plan, res, t)
+    t = steps_until(s, engine, t, lambda: s.request("dec").num_output_tokens > 0)
     assert s.add(req("long", arrival=t, prompt=20_000, output=10, ttft=30.0, tpot_ms=200.0), t).admitted
     plan = s.schedule(t)
     res = engine.execute(plan, s.requests)
