@@ -99,6 +99,11 @@ def test_plugin_publishes_its_time_per_iteration_and_calibration(plugin):
     stats = plugin.handle.plan_stats()[0]
     assert stats["iterations"] > 0 and stats["p50_ms"] > 0
     assert isinstance(stats["reasons"], dict)  # the planner's decision counters, for operators
-    if not cuda():  # the planner's model is an H100's: SGLang's CPU steps are far slower, and it learned so
-        # (the plugin's affine form takes it as a scale, a per-step offset, or both)
-        assert stats["calibration_scale"] > 1.0 or stats["calibration_offset_ms"] > 0.0
+    assert stats["calibration_steps"] > 0 and stats["calibration_ratio_p50"] > 0  # it measured steps
+    assert stats["calibration_scale"] >= 1.0 and stats["calibration_offset_ms"] >= 0.0
+    # The planner's model is an H100's. Whether the tiny model's CPU steps are slower than it
+    # depends on the host's load (a quiet host runs them faster: nothing to correct, the
+    # correction never goes below the model); when most steps were clearly slower it learned so
+    # (the plugin's affine form takes it as a scale, a per-step offset, or both).
+    if not cuda() and stats["calibration_ratio_p50"] > 1.1:
+        assert stats["calibration_scale"] > 1.0 or stats["calibration_offset_ms"] > 0.0, stats

@@ -233,7 +233,8 @@ def test_the_servers_cold_first_steps_are_not_learned(monkeypatch, cold_steps):
     model. Learned from, the cold steps would hold the 0.99-quantile scale at its cap for the
     calibration's whole window (the control, with no cold steps skipped)."""
     monkeypatch.setattr(shadow_mod, "COLD_STEPS", cold_steps)
-    shadow = ShadowPlanner.create("slos-serve", {}, PERF, 32768)
+    # the 0.99 quantile, which 16 cold steps of 200 reach (the planner's default 0.9 does not)
+    shadow = ShadowPlanner.create("slos-serve", {"calibrate_quantile": 0.99}, PERF, 32768)
     req = build_request("a", 64, 400, {"slo_tpot_ms": 5000.0, "slo_ttft_ms": 50000.0}, 0.0, PERF.zero_load_prefill_s)
     shadow.add(req, 0.0)
     shadow.observe([ReqSnapshot("a", 64, 0, 0, False)], 0.0)

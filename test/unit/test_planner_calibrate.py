@@ -103,6 +103,8 @@ def test_calibration_is_a_no_op_on_an_exact_engine_and_plans_with_the_scale_on_a
     sim = Simulator(programs(rate=12.0), SimConfig(policy="slos-serve", step_time_bias=0.2))
     biased = sim.run().summary
     assert biased["reasons"]["calibrated"] >= 1 and sim.replicas[0].scheduler.calib.scale == pytest.approx(1.2)
+    stats = sim.replicas[0].scheduler.stats()  # what it learned from, for operators
+    assert stats["calibration_ratio_p50"] == pytest.approx(1.2) and stats["calibration_steps"] > 8
     assert biased["num_admitted_slo_misses"] == 0
     # negative control: the same engine without calibration lets admitted requests miss
     blind = simulate(

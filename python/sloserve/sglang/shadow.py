@@ -191,6 +191,8 @@ class ShadowPlanner:
         return {
             "calibration_scale": float(stats.get("calibration_scale", 1.0)),
             "calibration_offset_ms": float(stats.get("calibration_offset_ms", 0.0)),
+            "calibration_steps": int(stats.get("calibration_steps", 0)),
+            "calibration_ratio_p50": stats.get("calibration_ratio_p50"),
         }
 
     def reasons(self) -> dict:
