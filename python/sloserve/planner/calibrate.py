@@ -179,6 +179,16 @@ class CalibratedModel(BatchTimeModel):
         self.scale, self.offset_s = scale, offset_s
         return changed
 
+    def stats(self) -> dict:
+        """The correction, and what it was learned from: how many recent steps and their median
+        observed / modelled time (below 1: the engine is faster than the model, nothing to correct)."""
+        return {
+            "calibration_scale": float(self.scale),
+            "calibration_offset_ms": float(self.offset_s * 1e3),
+            "calibration_steps": len(self.ratios),
+            "calibration_ratio_p50": float(np.median(self.ratios)) if self.ratios else None,
+        }
+
     @property
     def tail_factor(self) -> float:
         """scale / tail (<= 1): a step planned to end ``x`` seconds from now at the calibrated

@@ -17,8 +17,6 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-import numpy as np
-
 from sloserve.core.plan import AdmitDecision, AdmitReason, EventKind, ReplicaSummary, RequestEvent, StepPlan
 from sloserve.core.request import Request, Tier
 from sloserve.core.scheduler import Scheduler, register
@@ -195,11 +193,5 @@ class SLOsServeScheduler(Scheduler):
         tiers = self.tiers
         out.update({"num_slo": len(tiers.slo), "num_best_effort": len(tiers.be), "step_len_s": tiers.step_len_s})
         if self.calib is not None:  # the batch-time correction drivers report (observed / modelled)
-            out["calibration_scale"] = float(self.calib.scale)
-            out["calibration_offset_ms"] = float(self.calib.offset_s * 1e3)
-            # what the correction was learned from: how many recent steps, and their median
-            # observed / modelled time (below 1: the engine is faster than the model, no correction)
-            ratios = self.calib.ratios
-            out["calibration_steps"] = len(ratios)
-            out["calibration_ratio_p50"] = float(np.median(ratios)) if ratios else None
+            out.update(self.calib.stats())
         return out
