@@ -40,6 +40,7 @@ class StepExecutor:
         # and pays for each request in it (a fitted per-request term): the cap follows their count
         self.count_requests = config.count_kv_read and reads_requests(perf)
         self.recent_ttft_s: OrderedDict[str, float] = OrderedDict()  # TTFT SLOs of recent requests
+        self.end_s = float("inf")  # the latest end of the step ``step`` filled last
 
     def step(self, now_s: float) -> StepPlan:
         tiers, dl = self.tiers, self.dl
@@ -64,6 +65,7 @@ class StepExecutor:
             stretch_end = now_s + (stretch_end - now_s) * tail
             end_s, forced, optional = stretch_end, sorted(decoders, key=lambda x: x[0]), []
         tiers.first_step = None
+        self.end_s = end_s  # the step's latest end: what a decorator adding drafts must keep to
         cap_at = self._cap_at(end_s - now_s)
         # an engine that decodes every running request each step (SGLang) runs the best-effort
         # decodes whatever the plan says: plan them as forced, or the step's cost is understated

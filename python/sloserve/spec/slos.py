@@ -166,7 +166,9 @@ class SpecSLOsServeScheduler(SLOsServeScheduler):
         if not dues or self.tiers.step_len_s is None:
             return plan
         perf, spec = self.ctx.perf, self.ctx.spec
-        limit = min([now_s + self.tiers.step_len_s] + list(dues.values())) - now_s
+        # never past the end the executor chose (a short first step promised to a tight TTFT,
+        # a deadline step sized for the calibration's tail): drafts there made it run long
+        limit = min([now_s + self.tiers.step_len_s, self.executor.end_s] + list(dues.values())) - now_s
         dec = [i for i, it in enumerate(plan.items) if it.request_id in dues and it.num_tokens == 1]
         if not dec or perf.plan_time_s(plan) >= limit:
             return plan
@@ -204,7 +206,7 @@ class SpecSLOsServeScheduler(SLOsServeScheduler):
         perf = self.ctx.perf
         tau = self.spec_tiers.step_len_s
         dues = {r.request_id: r.next_token_deadline_s for r in self.tiers.slo.values() if is_decoding(r)}
-        end = min([now_s + tau] + list(dues.values()))
+        end = min([now_s + tau, self.executor.end_s] + list(dues.values()))
         limit = max(perf.plan_time_s(plan), end - now_s)
         items = list(plan.items)
         horizon = now_s + (2 + self.ctx.spec.lead_steps) * tau + EPS_S
