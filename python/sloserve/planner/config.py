@@ -135,10 +135,11 @@ class SLOsServeConfig:
             "help": "scale the batch-time model by a high quantile of observed/predicted step times (planner/calibrate.py); a no-op while the engine matches the model"
         },
     )
-    # 0.9 + a 0.999 tail (was 0.99 alone): realistic-mode capacity +4% to +40% per synthetic
-    # scenario (full system, 1 replica), authors' coder +28%, admitted misses no more frequent
-    # (docs/planner.md §6b). The forecasts that admit requests sum many steps, whose noise
-    # averages out; only the step that ends at a deadline must survive one slow step.
+    # 0.9 + a 0.999 tail (was 0.99 alone): realistic-mode capacity +4% to +37% per synthetic
+    # scenario, authors' coder +28%, admitted misses 2 against 8 over the six scenarios
+    # (benchmark/calibration_grid.py, docs/planner.md §6b). The forecasts that admit requests sum
+    # many steps, whose noise averages out; only the step that ends at a deadline must survive
+    # one slow step.
     calibrate_quantile: float = field(
         default=0.9,
         metadata={
