@@ -115,7 +115,7 @@ class CalibratedModel(BatchTimeModel):
         if self.tail_quantile > self.quantile:
             # capped like the scale: one stall in the window must not shrink every deadline step
             tail = float(np.quantile(arr, self.tail_quantile, method="higher"))
-            self.tail = min(max(tail, new), max(self.max_scale, new))
+            self.tail = min(max(tail, new), self.max_scale)  # new <= max_scale already
         return self._settle(new, 0.0)
 
     def _fit_affine(self) -> bool:
