@@ -373,6 +373,7 @@ def make_grid(
     stretch_end_s: float | None = None,
     attn_context_tokens: int = 0,
     num_requests: int = 0,
+    tail_factor: float = 1.0,
 ) -> StepGrid:
     """The grid from ``start_s``: step 0 ends by the earliest decode deadline (and by start+L).
 
@@ -383,15 +384,22 @@ def make_grid(
     With ``stretch_end_s`` step 0 instead runs until then (the caller keeps it at or before the
     earliest decode deadline and every admitted prefill deadline) and carries every decode:
     slack banked by early tokens buys one long, efficient step.
+
+    ``tail_factor`` (planner/calibrate.py, <= 1): step 0 holds what the executor puts in a step
+    that ends at a deadline, one sized to end by it even at the calibration's tail ratio. Counted
+    at its full length, a prompt the plan had promised to step 0 was cut short of its TTFT
+    deadline by the executor (issue 15). Its end (``first_end_s``) is the deadline itself.
     """
     if stretch_end_s is not None:
         first = stretch_end_s - start_s
+        held = first * tail_factor
     else:
         first = min(step_len_s, earliest_due_s - start_s) if np.isfinite(earliest_due_s) else step_len_s
-    first = max(first, 1e-6)
+        held = min(step_len_s, (earliest_due_s - start_s) * tail_factor) if np.isfinite(earliest_due_s) else first
+    first, held = max(first, 1e-6), max(held, 1e-6)
 
     def tokens(length_s: float) -> int:
         n = tokens_within(perf, length_s - EPS_S, kv_read_tokens, attn_context_tokens, num_requests)
         return min(n, fixed_tokens) if fixed_tokens else n
 
-    return StepGrid(start_s, first, step_len_s, tokens(first), tokens(step_len_s), stretch_end_s is not None)
+    return StepGrid(start_s, first, step_len_s, tokens(held), tokens(step_len_s), stretch_end_s is not None)

@@ -16,7 +16,9 @@ changes). With an engine that matches the model (the simulator's default) nothin
 ``tail_quantile`` (above ``quantile``) is the ratio a single step may run at: the executor sizes a
 step that ends at a decode deadline (or at the end the last plan chose for a first step) for it
 (``tail_factor``), while admission and forecasts, which sum many steps whose noise averages out,
-plan at ``quantile``. Capped like the scale.
+plan at ``quantile``. It is the larger of the window's empirical quantile and that quantile of a
+lognormal fitted to the window (the empirical one of a short window is its maximum). Capped like
+the scale.
 
 ``shortest_step_s`` is the one-token step the KV profile may count on as a lower bound (section
 3b of docs/planner.md): the model's, scaled by the smallest observed ratio when that is below 1.
@@ -27,6 +29,7 @@ Pure and deterministic: the ratios come from the driver (virtual time in the sim
 from __future__ import annotations
 
 from collections import deque
+from statistics import NormalDist
 
 import numpy as np
 
@@ -61,6 +64,7 @@ class CalibratedModel(BatchTimeModel):
         self.name = f"{getattr(base, 'name', '')}+calibrated"
         self.quantile, self.min_samples, self.every, self.max_scale = quantile, min_samples, every, max_scale
         self.tail_quantile = tail_quantile
+        self._tail_z = NormalDist().inv_cdf(tail_quantile) if 0 < tail_quantile < 1 else 0.0
         self.affine = affine
         self.min_change = min_change  # a smaller move keeps the current correction (see _settle)
         self.offset_s = 0.0  # affine form: seconds added to every step (a fixed cost, stalls)
@@ -114,7 +118,13 @@ class CalibratedModel(BatchTimeModel):
         new = min(max(q, 1.0), self.max_scale)
         if self.tail_quantile > self.quantile:
             # capped like the scale: one stall in the window must not shrink every deadline step
-            tail = float(np.quantile(arr, self.tail_quantile, method="higher"))
+            # the empirical 0.999 quantile of a few hundred steps is their maximum, exceeded by
+            # about one step in the window's size: the lognormal fitted to them bounds it too
+            logs = np.log(arr)
+            tail = max(
+                float(np.quantile(arr, self.tail_quantile, method="higher")),
+                float(np.exp(logs.mean() + self._tail_z * logs.std())),
+            )
             self.tail = min(max(tail, new), self.max_scale)  # new <= max_scale already
         return self._settle(new, 0.0)
 

@@ -59,6 +59,7 @@ class StepExecutor:
             # time too, as an engine that is not the model makes every step do: ignored, the
             # step ran to its full length past the first token the plan had promised (issue 15)
             end_s = min(end_s, now_s + (first.end_s - now_s) * tail)
+        end_s = self._ttft_end_s(now_s, end_s, tail, prefills, forced)
         best_effort = [] if tiers.reserved_kv_binds() else list(tiers.be.values())
         stretch_end = self._stretch_end(now_s, end_s, prefills, best_effort)
         if stretch_end is not None:
@@ -90,6 +91,24 @@ class StepExecutor:
         else:
             tiers.set_inflight(plan, now_s + self.perf.plan_time_s(plan))
         return plan
+
+    def _ttft_end_s(self, now_s: float, end_s: float, tail: float, prefills: list, forced: list) -> float:
+        """A step that can finish an admitted prompt before its TTFT deadline ends by that
+        deadline even at the tail ratio. Padded with later work to the full step length, the step
+        that carried a prompt's last chunk ran past its deadline under noise (issue 15)."""
+        need = len(forced)
+        kv = sum(r.num_computed_tokens for _, r in forced)
+        for i, r in enumerate(prefills):
+            need += r.remaining_compute_tokens
+            kv += r.num_computed_tokens
+            due_s = self.dl.ttft_s(r)
+            if due_s >= end_s:
+                return end_s
+            reqs = len(forced) + i + 1
+            for limit_s in (now_s + (due_s - now_s) * min(tail, 1.0), due_s):
+                if limit_s > now_s and self._cap_at(limit_s - now_s)(kv, reqs) >= need:
+                    return limit_s
+        return end_s
 
     def _best_effort_cap(
         self, now_s: float, end_s: float, cap_at: Callable[[int, int], int]

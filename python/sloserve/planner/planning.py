@@ -209,13 +209,15 @@ class AdmissionPlanner:
         reqs: int = 0,
     ) -> StepGrid:
         """``make_grid``, memoized: the arrivals of one step ask for the same few grids."""
-        key = (start, step, earliest_due_s, fixed, stretch_end_s, kv, attn, reqs)
+        # the executor shrinks a step that ends at a deadline for the calibration's tail
+        tail = getattr(self.perf, "tail_factor", 1.0)
+        key = (start, step, earliest_due_s, fixed, stretch_end_s, kv, attn, reqs, tail)
         got = self._grid_cache.get(key)
         if got is None:
             if len(self._grid_cache) >= 256:
                 self._grid_cache.clear()
             got = self._grid_cache[key] = make_grid(
-                self.perf, start, step, earliest_due_s, kv, fixed, stretch_end_s, attn, reqs
+                self.perf, start, step, earliest_due_s, kv, fixed, stretch_end_s, attn, reqs, tail
             )
         return got
 
