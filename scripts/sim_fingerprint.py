@@ -26,10 +26,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 SCENARIOS = ("chatbot", "coder", "summarizer", "reasoning", "tool-calling", "mixed")
+ORACLE = "--oracle-output-len"  # the paper's setting (output lengths are hidden by default)
 VARIANTS = {
-    "default": ["--policy", "slos-serve", "--rate", "3"],
-    "spec": ["--policy", "slos-serve+spec", "--spec", "adaptive", "--alpha", "0.7", "--rate", "3"],
-    "4-replicas": ["--policy", "slos-serve", "--replicas", "4", "--router", "slo-proactive", "--rate", "12"],
+    "default": ["--policy", "slos-serve", ORACLE, "--rate", "3"],
+    "spec": ["--policy", "slos-serve+spec", ORACLE, "--spec", "adaptive", "--alpha", "0.7", "--rate", "3"],
+    "4-replicas": ["--policy", "slos-serve", ORACLE, "--replicas", "4", "--router", "slo-proactive", "--rate", "12"],
     "realistic": ["--policy", "slos-serve", "--realistic", "--rate", "3"],
 }
 BASELINES = ("vllm", "vllm-v0", "sarathi", "sglang", "edf", "fcfs", "distserve")
@@ -40,7 +41,7 @@ def runs(num_requests: int) -> dict[str, list[str]]:
     common = ["--num-requests", str(num_requests), "--seed", "7"]
     out = {f"{s}/{v}": ["--scenario", s, *args, *common] for s in SCENARIOS for v, args in VARIANTS.items()}
     for policy in BASELINES:
-        out[f"chatbot/{policy}"] = ["--scenario", "chatbot", "--policy", policy, "--rate", "3", *common]
+        out[f"chatbot/{policy}"] = ["--scenario", "chatbot", "--policy", policy, ORACLE, "--rate", "3", *common]
     return out
 
 

@@ -205,9 +205,11 @@ def test_admit_all_and_fixed_batch_ablations():
 
 
 def test_unknown_lengths_reserve_max_new_tokens_or_predict():
-    s = sched(kv_tokens=4096)
+    s = sched(kv_tokens=4096, output_length="reserve")
     r = req("u", prompt=100, output=50, output_tokens_known=False, max_new_tokens=3000)
     assert s.lengths.mem_blocks(r) == s.kv.blocks_for(3100)
+    learned = sched(kv_tokens=4096)  # the default plans a learned length, below the cap
+    assert learned.config.output_length == "learn" and learned.lengths.mem_blocks(r) < s.kv.blocks_for(3100)
     p = sched(kv_tokens=4096, output_length="predict", predict_prior_tokens=64)
     u = req("u", prompt=100, output=300, output_tokens_known=False, max_new_tokens=3000, ttft=1.0)
     assert p.lengths.planned_output(u) == 64

@@ -119,7 +119,8 @@ def parse(*argv):
 def test_cli_realistic_preset_and_oracle_override():
     cfg = build_sim_config(parse())
     assert (cfg.step_time_noise, cfg.client_timeout, cfg.charge_scheduler_time) == (0.0, False, False)
-    assert output_len_known(parse())
+    assert not output_len_known(parse())  # hidden by default: a real server never knows them
+    assert output_len_known(parse("--oracle-output-len"))
     real = parse("--realistic")
     cfg = build_sim_config(real)
     assert (cfg.step_time_noise, cfg.client_timeout, cfg.charge_scheduler_time) == (0.1, True, True)

@@ -32,9 +32,9 @@ class SLOsServeConfig:
         },
     )
     output_length: str = field(
-        default="reserve",
+        default="learn",
         metadata={
-            "help": "unknown output lengths: 'reserve' plans max_new_tokens; 'predict' plans predict_margin x the class mean; 'learn' plans an online upper quantile per class and prompt bucket (planner/lengths.py); both re-plan on overrun"
+            "help": "unknown output lengths: 'learn' (default) plans an online upper quantile per class and prompt bucket (planner/lengths.py); 'predict' plans predict_margin x the class mean; both re-plan on overrun; 'reserve' plans max_new_tokens (the live runtimes' default, runtime/step_timing.py). Known lengths are always planned as they are"
         },
     )
     predict_prior_tokens: int = field(

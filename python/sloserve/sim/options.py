@@ -62,9 +62,11 @@ class SimOptions:
     seed: int = _opt(0, "seed of every random draw")
     num_requests: int | None = _opt(None, "programs (default 1000; all in a trace window)")
     slo_scale: float = _opt(1.0, "multiply every SLO by this")
-    unknown_output_len: bool = _opt(False, "hide output lengths from the scheduler")
+    unknown_output_len: bool = _opt(
+        False, "hide output lengths from the scheduler (the default; kept for old command lines)"
+    )
     oracle_output_len: bool = _opt(
-        False, "show every true output length to the scheduler (the paper's assumption; overrides --realistic)"
+        False, "show every true output length to the scheduler (the paper's assumption; hidden by default)"
     )
     step_time_noise: float | None = _opt(
         None,
@@ -104,9 +106,10 @@ class SimOptions:
 
     @property
     def output_len_known(self) -> bool:
-        """Whether the scheduler sees true output lengths: yes unless --unknown-output-len or
-        --realistic hides them; --oracle-output-len always shows them."""
-        return self.oracle_output_len or not (self.unknown_output_len or self.realistic)
+        """Whether the scheduler sees true output lengths: only with --oracle-output-len (the
+        paper's assumption). A real server never knows them, so by default they are hidden from
+        every policy (issue 15); slos-serve then plans learned lengths (``output_length=learn``)."""
+        return self.oracle_output_len
 
 
 def add_sim_arguments(p: argparse.ArgumentParser) -> None:
