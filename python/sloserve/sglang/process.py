@@ -28,6 +28,9 @@ class ServerStartError(RuntimeError):
 
 
 BIND_FAILED = b"error while attempting to bind on address"  # uvicorn's words when the port is taken
+# torch.distributed's, when the port SGLang picked for a rank's process group was taken between
+# its check and its bind (servers starting side by side, as the e2e suite's do): the server exits
+DIST_BIND_FAILED = b"name: EADDRINUSE"
 
 
 def _die_with_parent() -> None:
@@ -71,7 +74,9 @@ class SglangProcess:
         while not self.ready:
             if self._port_taken():
                 if self.relaunch is None or self.port_retries <= 0:
-                    raise ServerStartError(f"{self.name} server could not bind port {self.port}:\n{self.log_tail()}")
+                    raise ServerStartError(
+                        f"{self.name} server could not bind port {self.port} (or an internal one):\n{self.log_tail()}"
+                    )
                 self.stop()
                 self.port_retries -= 1
                 self.port = free_port()
@@ -93,8 +98,9 @@ class SglangProcess:
     def _port_taken(self) -> bool:
         try:
             with open(self.log_path, "rb") as fh:
-                fh.seek(max(fh.seek(0, os.SEEK_END) - 4096, 0))
-                return BIND_FAILED in fh.read()
+                fh.seek(max(fh.seek(0, os.SEEK_END) - 16384, 0))  # a traceback follows the line
+                tail = fh.read()
+            return BIND_FAILED in tail or DIST_BIND_FAILED in tail
         except OSError:
             return False
 
