@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
+import tempfile
+from pathlib import Path
 
 from sloserve.bench.cli import main
 
 
-def test_two_policies_table_plots_and_output(tmp_path, capsys):
+def test_two_policies_table_plots_and_output(tmp_path, capsys, monkeypatch):
     out, plots = tmp_path / "runs.jsonl", tmp_path / "plots"
+    logs = tmp_path / "tmp"
+    logs.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(logs))  # where the servers' logs go
     rc = main(
         [
             "--policy",
@@ -45,9 +51,13 @@ def test_two_policies_table_plots_and_output(tmp_path, capsys):
     ]
     for name in ("attainment_vs_rate.png", "tier_bars.png"):
         assert (plots / name).stat().st_size > 5000
+    assert list(logs.iterdir()) == []  # each server's log went with it (they piled up in /tmp)
 
 
-def test_failed_server_start_is_one_clear_line(capsys):
+def test_failed_server_start_is_one_clear_line(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     assert main(["--policy", "no-such-policy", "--num-prompts", "2", "--disable-tqdm"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "server exited" in err[0]
+    log = Path(re.search(r"\(log (\S+)\)", err[0]).group(1))
+    assert log.parent == tmp_path and "no-such-policy" in log.read_text()  # kept: the error names it

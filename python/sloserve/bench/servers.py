@@ -57,12 +57,16 @@ def embedded_server(
     log = tempfile.NamedTemporaryFile(prefix=f"sloserve-bench-{policy}-", suffix=".log", delete=False)
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
+    started = False
     try:
         _wait_up(proc, url, log.name, timeout_s)
+        started = True
         yield url
     finally:
         _stop(proc)
         log.close()
+        if started:  # only a server that failed to start keeps its log: the error names it
+            os.unlink(log.name)
 
 
 def _wait_up(proc: subprocess.Popen, url: str, log_path: str, timeout_s: float) -> None:
