@@ -59,7 +59,10 @@ class StepExecutor:
             # time too, as an engine that is not the model makes every step do: ignored, the
             # step ran to its full length past the first token the plan had promised (issue 15)
             end_s = min(end_s, now_s + (first.end_s - now_s) * tail)
-        end_s = self._ttft_end_s(now_s, end_s, tail, prefills, forced)
+        # an engine that decodes every running request each step (SGLang) runs the best-effort
+        # decodes whatever the plan says: plan them as forced, or the step's cost is understated
+        be_running = [r for r in tiers.be.values() if is_decoding(r)] if self.config.best_effort_decodes_forced else []
+        end_s = self._ttft_end_s(now_s, end_s, tail, prefills, len(forced) + len(be_running), forced)
         best_effort = [] if tiers.reserved_kv_binds() else list(tiers.be.values())
         stretch_end = self._stretch_end(now_s, end_s, prefills, best_effort)
         if stretch_end is not None:
@@ -68,9 +71,6 @@ class StepExecutor:
         tiers.first_step = None
         self.end_s = end_s  # the step's latest end: what a decorator adding drafts must keep to
         cap_at = self._cap_at(end_s - now_s)
-        # an engine that decodes every running request each step (SGLang) runs the best-effort
-        # decodes whatever the plan says: plan them as forced, or the step's cost is understated
-        be_running = [r for r in tiers.be.values() if is_decoding(r)] if self.config.best_effort_decodes_forced else []
         floor = max(len(forced) + len(be_running), 1)
         if cap_at(sum(r.num_computed_tokens for _, r in forced), floor) < floor:
             self.reasons["step_overdue"] += 1
@@ -92,11 +92,15 @@ class StepExecutor:
             tiers.set_inflight(plan, now_s + self.perf.plan_time_s(plan))
         return plan
 
-    def _ttft_end_s(self, now_s: float, end_s: float, tail: float, prefills: list, forced: list) -> float:
+    def _ttft_end_s(
+        self, now_s: float, end_s: float, tail: float, prefills: list, num_forced: int, forced: list
+    ) -> float:
         """A step that can finish an admitted prompt before its TTFT deadline ends by that
-        deadline even at the tail ratio. Padded with later work to the full step length, the step
-        that carried a prompt's last chunk ran past its deadline under noise (issue 15)."""
-        need = len(forced)
+        deadline even at the tail ratio (at the calibrated scale when the tail-sized step cannot
+        hold it, with the ``num_forced`` decodes and the prompts due before it). Padded with later
+        work to the full step length, the step that carried a prompt's last chunk ran past its
+        deadline under noise (issue 15)."""
+        need = num_forced
         kv = sum(r.num_computed_tokens for _, r in forced)
         for i, r in enumerate(prefills):
             need += r.remaining_compute_tokens
@@ -104,7 +108,7 @@ class StepExecutor:
             due_s = self.dl.ttft_s(r)
             if due_s >= end_s:
                 return end_s
-            reqs = len(forced) + i + 1
+            reqs = num_forced + i + 1
             for limit_s in (now_s + (due_s - now_s) * min(tail, 1.0), due_s):
                 if limit_s > now_s and self._cap_at(limit_s - now_s)(kv, reqs) >= need:
                     return limit_s
