@@ -37,8 +37,7 @@ SETTINGS = {
 
 
 def one(job: tuple) -> tuple[str, str, dict]:
-    from sloserve.sim import Simulator  # noqa: PLC0415
-    from sloserve.sim.capacity import capacity_search  # noqa: PLC0415
+    from sloserve.sim.capacity import capacity_and_summary  # noqa: PLC0415
     from sloserve.workloads import build_workload  # noqa: PLC0415
 
     args, scenario, name, options = job
@@ -49,8 +48,7 @@ def one(job: tuple) -> tuple[str, str, dict]:
     def programs(rate: float):
         return build_workload(workload_config(a, rate)).programs
 
-    res = capacity_search(programs, config, args.attainment, args.start_rate, args.resolution)
-    at = Simulator(programs(res.capacity_rps), config).run().summary if res.capacity_rps > 0 else {}
+    res, at = capacity_and_summary(programs, config, args.attainment, args.start_rate, args.resolution)
     return (
         scenario,
         name,

@@ -47,7 +47,7 @@ def cell_args(args, mode: str, scenario: str, replicas: int, policy: str) -> tup
     """Parsed simulator arguments and policy options of one cell."""
     a = copy(args)
     a.scenario, a.replicas, a.policy_opt, a.router_opt = scenario, replicas, [], []
-    a.realistic, a.oracle_output_len, a.unknown_output_len = mode == "realistic", mode == "paper", False
+    a.realistic, a.oracle_output_len = mode == "realistic", mode == "paper"
     a.spec, a.router, a.policy = "off", "round-robin", policy
     if getattr(args, "num_requests_per_replica", None):
         a.num_requests = args.num_requests_per_replica * replicas  # the cell's count, distserve's too
@@ -67,8 +67,7 @@ def cell_args(args, mode: str, scenario: str, replicas: int, policy: str) -> tup
 
 
 def run_cell(job: tuple) -> tuple[str, dict]:
-    from sloserve.sim import Simulator  # noqa: PLC0415
-    from sloserve.sim.capacity import capacity_search  # noqa: PLC0415
+    from sloserve.sim.capacity import capacity_and_summary  # noqa: PLC0415
     from sloserve.sim.options import build_sim_config, workload_config  # noqa: PLC0415
     from sloserve.workloads import build_workload  # noqa: PLC0415
 
@@ -79,8 +78,7 @@ def run_cell(job: tuple) -> tuple[str, dict]:
     def programs(rate: float):
         return build_workload(workload_config(a, rate)).programs
 
-    res = capacity_search(programs, config, args.attainment, args.start_rate, args.resolution)
-    at = Simulator(programs(res.capacity_rps), config).run().summary if res.capacity_rps > 0 else {}
+    res, at = capacity_and_summary(programs, config, args.attainment, args.start_rate, args.resolution)
     return key, {
         "mode": mode,
         "scenario": scenario,

@@ -117,7 +117,6 @@ class CalibratedModel(BatchTimeModel):
         q = float(np.quantile(arr, self.quantile, method="higher"))
         new = min(max(q, 1.0), self.max_scale)
         if self.tail_quantile > self.quantile:
-            # capped like the scale: one stall in the window must not shrink every deadline step
             # the empirical 0.999 quantile of a few hundred steps is their maximum, exceeded by
             # about one step in the window's size: the lognormal fitted to them bounds it too
             logs = np.log(arr)
@@ -125,6 +124,7 @@ class CalibratedModel(BatchTimeModel):
                 float(np.quantile(arr, self.tail_quantile, method="higher")),
                 float(np.exp(logs.mean() + self._tail_z * logs.std())),
             )
+            # capped like the scale: one stall in the window must not shrink every deadline step
             self.tail = min(max(tail, new), self.max_scale)  # new <= max_scale already
         return self._settle(new, 0.0)
 

@@ -109,7 +109,7 @@ class StepExecutor:
             if due_s >= end_s:
                 return end_s
             reqs = num_forced + i + 1
-            for limit_s in (now_s + (due_s - now_s) * min(tail, 1.0), due_s):
+            for limit_s in (now_s + (due_s - now_s) * tail, due_s):  # tail_factor <= 1
                 if limit_s > now_s and self._cap_at(limit_s - now_s)(kv, reqs) >= need:
                     return limit_s
         return end_s

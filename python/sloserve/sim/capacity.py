@@ -97,3 +97,17 @@ def capacity_search(
         else:
             hi = mid
     return CapacityResult(lo, lo / num_gpus[0], num_gpus[0], target_attainment, tuple(points))
+
+
+def capacity_and_summary(
+    make_programs: Callable[[float], Sequence[ProgramSpec]],
+    config: SimConfig,
+    target_attainment: float = 0.9,
+    start_rate_rps: float = 1.0,
+    resolution: float = 0.025,
+) -> tuple[CapacityResult, dict]:
+    """``capacity_search``, then one run at the capacity rate: the result and that run's summary
+    (admitted misses, goodput... at capacity; ``{}`` when no rate met the target)."""
+    res = capacity_search(make_programs, config, target_attainment, start_rate_rps, resolution)
+    at = Simulator(make_programs(res.capacity_rps), config).run().summary if res.capacity_rps > 0 else {}
+    return res, at
