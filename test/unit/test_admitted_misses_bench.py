@@ -1,17 +1,13 @@
 """benchmark/admitted_misses.py: one run per seed of the same options, totals that add up, and a
 clear usage error for a rate that is not positive."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-SPEC = importlib.util.spec_from_file_location(
-    "admitted_misses", Path(__file__).resolve().parents[2] / "benchmark" / "admitted_misses.py"
-)
-admitted_misses = importlib.util.module_from_spec(SPEC)
-SPEC.loader.exec_module(admitted_misses)
+from load_script import load_script
+
+admitted_misses = load_script("benchmark/admitted_misses.py")
 
 
 def test_one_run_per_seed_and_totals(tmp_path, capsys):

@@ -1,17 +1,13 @@
 """benchmark/calibration_grid.py: one capacity search and one run per (scenario, setting); a
 setting's options win over the common --policy-opt; an unknown setting is a usage error."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-SPEC = importlib.util.spec_from_file_location(
-    "calibration_grid", Path(__file__).resolve().parents[2] / "benchmark" / "calibration_grid.py"
-)
-calibration_grid = importlib.util.module_from_spec(SPEC)
-SPEC.loader.exec_module(calibration_grid)
+from load_script import load_script
+
+calibration_grid = load_script("benchmark/calibration_grid.py")
 
 
 def test_the_grid_runs_each_setting_with_its_own_options(tmp_path, capsys):

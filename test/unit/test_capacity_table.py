@@ -1,13 +1,8 @@
 """benchmark/capacity_table.py's markdown table: ratios to the best baseline and their geo-mean."""
 
-import importlib.util
-from pathlib import Path
+from load_script import load_script
 
-SPEC = importlib.util.spec_from_file_location(
-    "capacity_table", Path(__file__).resolve().parents[2] / "benchmark" / "capacity_table.py"
-)
-capacity_table = importlib.util.module_from_spec(SPEC)
-SPEC.loader.exec_module(capacity_table)
+capacity_table = load_script("benchmark/capacity_table.py")
 
 
 def test_ratio_to_the_best_baseline_and_geo_mean():

@@ -4,7 +4,6 @@ No timing assertions."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from load_script import load_script  # noqa: E402
 from sloserve.perf.fit import load_profile_csv  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,11 +25,7 @@ TINY = [
 
 
 def load():
-    spec = importlib.util.spec_from_file_location("gpu_step_profile", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # its dataclasses look their module up
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmark/gpu_step_profile.py")
 
 
 def test_cpu_run_writes_a_profile_the_fitter_reads(tmp_path):

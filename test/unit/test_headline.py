@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from load_script import load_script
 
 
 def load():
-    spec = importlib.util.spec_from_file_location("headline", ROOT / "benchmark" / "headline.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmark/headline.py")
 
 
 def test_headline_writes_cells_and_the_table_then_resumes(tmp_path, capsys):

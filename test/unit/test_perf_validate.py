@@ -131,11 +131,9 @@ def test_shipped_constants_are_the_vidur_calibration(gpu, models):
 
 @needs_data
 def test_check_script_writes_markdown_tables(tmp_path, capsys):
-    import importlib.util
+    from load_script import load_script
 
-    spec = importlib.util.spec_from_file_location("check_perf_model", ROOT / "scripts" / "check_perf_model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("scripts/check_perf_model.py")
     out = tmp_path / "check.md"
     assert module.main(["--markdown", str(out)]) == 0
     text = out.read_text()
