@@ -60,7 +60,7 @@ def test_ones_are_the_exact_engine_and_a_constant_is_a_bias(tmp_path):
     ones, twos = tmp_path / "ones", tmp_path / "twos"
     write_ratio_trace(np.ones(50), str(ones))
     write_ratio_trace(np.full(50, 1.3), str(twos))
-    cfg = SimConfig(seed=2)
+    cfg = SimConfig(seed=2, warmup=False)  # the replay itself (a warm-up would count its own steps)
     exact = Simulator(programs(), cfg, PERF).run().summary
     replay = Simulator(programs(), replace(cfg, step_time_trace=str(ones)), PERF).run().summary
     biased = Simulator(programs(), replace(cfg, step_time_bias=0.3), PERF).run().summary

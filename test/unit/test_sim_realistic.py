@@ -12,6 +12,7 @@ import pytest
 
 from sloserve.core.plan import ScheduledItem, StepPlan
 from sloserve.core.slo import TTFTSLO, DecodeSegment, ProgramSpec, StageSpec
+from sloserve.perf.base import ScaledModel
 from sloserve.perf.presets import get_model
 from sloserve.sim import SimConfig, SimulatedEngine, Simulator, simulate
 from sloserve.sim.options import add_sim_arguments, build_sim_config, output_len_known
@@ -131,3 +132,24 @@ def test_cli_realistic_preset_and_oracle_override():
     assert (cfg.step_time_noise, cfg.step_time_bias) == (0.0, 0.05)
     with pytest.raises(ValueError):
         SimConfig(step_time_noise=-1)
+
+
+def test_the_bias_known_oracle_plans_with_the_engines_true_speed():
+    """--step-time-bias-known: the policy's model is the engine's true mean speed, so a
+    calibrating planner finds nothing to correct (every ratio exactly 1); told nothing, it
+    corrects the bias. SLOs resolve with the model as given either way."""
+    base = get_model("opt-13b-tp2-a100")
+    told = Simulator(programs(40), SimConfig(step_time_bias=0.2, step_time_bias_known=True, max_seq_len=2038))
+    assert told.replicas[0].scheduler.ctx.perf.base.batch_time_s(300) == pytest.approx(1.2 * base.batch_time_s(300))
+    blind = Simulator(programs(40), SimConfig(step_time_bias=0.2, max_seq_len=2038))
+    res_told, res_blind = told.run(), blind.run()
+    stats_told = told.replicas[0].scheduler.stats()
+    assert stats_told["calibration_scale"] == 1.0 and stats_told["calibration_ratio_p50"] == pytest.approx(1.0)
+    assert blind.replicas[0].scheduler.stats()["calibration_scale"] >= 1.2
+    assert [r.ttft_slo_s for r in res_told.records] == [r.ttft_slo_s for r in res_blind.records]
+    assert build_sim_config(parse("--step-time-bias", "0.05", "--step-time-bias-known")).step_time_bias_known
+    scaled = ScaledModel(base, 1.2)
+    n = scaled.max_tokens_within_s(0.1)
+    assert scaled.batch_time_s(n) <= 0.1 < scaled.batch_time_s(n + 1)
+    with pytest.raises(ValueError):
+        ScaledModel(base, 0.0)

@@ -65,7 +65,7 @@ def test_file_round_trip_and_refusals(tmp_path):
 
 def test_the_simulator_runs_the_engine_model_while_the_planner_keeps_its_own(tmp_path):
     planner = PaperLinesModel("one-line", (Line(per_token_s=7e-5, per_spec_step_s=0.0, base_s=0.03),))
-    base = SimConfig(seed=2)
+    base = SimConfig(seed=2, warmup=False)  # the engine model itself (a warm-up would count its own steps)
     same = tmp_path / "same.json"
     StepCost(0.03, 0.0, 7e-5, 0.0).save(same)  # the planner's own model restated: the same run
     exact = Simulator(programs(), base, planner).run().summary

@@ -108,3 +108,29 @@ def extend_requests(num_tokens, num_requests):
     """The requests of an *extend batch*, one that computes prefill tokens (more tokens than
     requests: a chunk, alone or with decodes riding along), else 0; scalars or arrays alike."""
     return np.multiply(num_requests, np.greater(num_tokens, num_requests))
+
+
+class ScaledModel(BatchTimeModel):
+    """``base`` with every step ``factor`` times as long: an engine whose true mean speed
+    differs from a fitted model by a known factor (the simulator's ``--step-time-bias-known``)."""
+
+    def __init__(self, base: BatchTimeModel, factor: float) -> None:
+        if not factor > 0:
+            raise ValueError(f"scale factor must be positive, got {factor}")
+        self.base, self.factor = base, factor
+        self.name = f"{getattr(base, 'name', '')}x{factor:g}"
+
+    def batch_time_s(
+        self,
+        num_tokens: int,
+        spec_steps: int = 0,
+        kv_read_tokens: int = 0,
+        attn_pairs: float = 0.0,
+        num_requests: int = 0,
+    ) -> float:
+        return self.factor * self.base.batch_time_s(num_tokens, spec_steps, kv_read_tokens, attn_pairs, num_requests)
+
+    def max_tokens_within_s(
+        self, time_s: float, spec_steps: int = 0, kv_read_tokens: int = 0, num_requests: int = 0
+    ) -> int:
+        return self.base.max_tokens_within_s(time_s / self.factor, spec_steps, kv_read_tokens, num_requests)

@@ -31,6 +31,12 @@ class SimConfig:
         default=0.0,
         metadata={"help": "the engine's steps take (1 + bias) x the model's time (the planner is not told)"},
     )
+    step_time_bias_known: bool = field(
+        default=False,
+        metadata={
+            "help": "an oracle for comparison: the policies plan with the model times (1 + step_time_bias), the engine's true mean speed; SLOs stay those of the model as given"
+        },
+    )
     step_time_trace: str = field(
         default="",
         metadata={
@@ -47,6 +53,12 @@ class SimConfig:
         default=False,
         metadata={
             "help": "clients abort a request still without a first token past its TTFT deadline (with tolerance), every policy alike; a miss"
+        },
+    )
+    warmup: bool = field(
+        default=True,
+        metadata={
+            "help": "each replica runs a served replica's warm-up requests before the first arrival when the engine is not the model (noise, bias, a ratio trace, an engine model), so a calibrating policy has measured it (sim/warmup.py)"
         },
     )
     charge_scheduler_time: bool = field(

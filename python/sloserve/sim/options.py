@@ -77,6 +77,11 @@ class SimOptions:
     step_time_bias: float | None = _opt(
         None, "the engine's steps take (1 + B) x the batch-time model's time (default 0)", metavar="B"
     )
+    step_time_bias_known: bool = _opt(
+        False,
+        "an oracle for comparison: the scheduler plans with the model x (1 + B), the engine's true mean speed "
+        "(what a planner told the bias reaches); SLOs stay those of the model as given",
+    )
     step_time_trace: str = _opt(
         "",
         "replay a real engine's observed/predicted step-time ratios (file, one per line, run order; "
@@ -94,6 +99,11 @@ class SimOptions:
     )
     charge_scheduler_time: bool = _opt(
         False, "charge the scheduler's CPU time (deterministic cost model, sloserve/sim/overhead.py) to the engine"
+    )
+    no_warmup: bool = _opt(
+        False,
+        "start every replica cold: no warm-up requests before the first arrival (by default a replica "
+        "whose engine is not the model runs them, as a served one does; sloserve/sim/warmup.py)",
     )
     realistic: bool = _opt(
         False,
@@ -158,10 +168,12 @@ def sim_config(opts: SimOptions, spec: SpecOptions) -> SimConfig:
         tolerance=opts.tolerance,
         step_time_noise=(REALISTIC_NOISE_CV if opts.realistic else 0.0) if noise is None else noise,
         step_time_bias=opts.step_time_bias or 0.0,
+        step_time_bias_known=opts.step_time_bias_known,
         step_time_trace=opts.step_time_trace,
         engine_model=opts.engine_model,
         client_timeout=opts.realistic or opts.client_timeout,
         charge_scheduler_time=opts.realistic or opts.charge_scheduler_time,
+        warmup=not opts.no_warmup,
         spec=spec_config,
         alpha=spec.alpha,
     )

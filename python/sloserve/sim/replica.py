@@ -31,6 +31,7 @@ class SimReplica:
         self.busy_s = 0.0
         self.pending_cpu_s = 0.0  # scheduler CPU time (cost model) not yet charged to a step
         self.cpu_s = 0.0  # scheduler CPU time charged in all
+        self.warmup_steps = 0  # steps its scheduler ran before time 0 (sim/warmup.py), not served
         self._summary = scheduler.summary(0.0, publish_spare)
 
     def can_admit(self, request: Request, now_s: float) -> AdmitDecision:

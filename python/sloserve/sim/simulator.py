@@ -25,6 +25,7 @@ from sloserve.core.slo import ProgramSpec
 from sloserve.core.topology import find_topology
 from sloserve.metrics.records import StageRecord
 from sloserve.metrics.summary import summarize
+from sloserve.perf.base import ScaledModel
 from sloserve.perf.presets import get_model
 from sloserve.routing.base import create_router
 from sloserve.sim.config import SimConfig
@@ -32,6 +33,7 @@ from sloserve.sim.engine import SimulatedEngine, read_ratio_trace
 from sloserve.sim.overhead import scheduler_cost
 from sloserve.sim.replica import SimReplica
 from sloserve.sim.step_cost import StepCost
+from sloserve.sim.warmup import warm_up
 
 # Event kinds, in tie-break order at equal times (a client gives up only after the step that
 # would have brought its first token at that time).
@@ -72,6 +74,14 @@ class Simulator:
         self.num_timeouts = self.num_admitted_timeouts = 0
         self._ratio_trace = read_ratio_trace(config.step_time_trace) if config.step_time_trace else None
         self._engine_perf = StepCost.load(config.engine_model) if config.engine_model else self.perf
+        # SLOs resolve with the model as given; the policies plan with it too, unless told the bias
+        self._planner_perf = self.perf
+        if config.step_time_bias_known and config.step_time_bias:
+            self._planner_perf = ScaledModel(self.perf, 1.0 + config.step_time_bias)
+        # the engine is not the model: a served replica's warm-up has something to measure
+        self._engine_differs = bool(
+            config.step_time_noise or config.step_time_bias or config.step_time_trace or config.engine_model
+        )
         self.replicas = self._build_replicas()
         for prog in programs:
             self._push(prog.arrival_s, ARRIVAL, (prog.program_id, 0))
@@ -79,7 +89,7 @@ class Simulator:
     # ---- construction -------------------------------------------------------------------
     def _make_replica(self, rid: int, policy: str, options: dict, role: str) -> SimReplica:
         ctx = SchedulerContext(
-            self.perf,
+            self._planner_perf,
             self.config.kv_tokens,
             self.config.block_size_tokens,
             self.config.max_seq_len,
@@ -88,17 +98,29 @@ class Simulator:
         )
         sched = create_scheduler(policy, ctx, options)
         cfg = self.config
-        engine = SimulatedEngine(
+        engine = self._engine((cfg.seed, rid), (cfg.seed, rid, 1))
+        warmup_steps = 0
+        if cfg.warmup and self._engine_differs:
+            # its own random streams: the served run draws what it drew without a warm-up
+            warmup_steps = warm_up(sched, ctx, self._engine((cfg.seed, rid, 2), (cfg.seed, rid, 3)))
+        # summaries are computed after every step: skip the fields no router here reads
+        rep = SimReplica(rid, sched, engine, role, publish_spare=self.router.reads_spare_budget)
+        rep.warmup_steps = warmup_steps
+        return rep
+
+    def _engine(self, draft_seed: tuple, noise_seed: tuple) -> SimulatedEngine:
+        """The replica's simulated engine, drawing draft acceptance and step noise from generators
+        seeded with these tuples."""
+        cfg = self.config
+        return SimulatedEngine(
             self._engine_perf,
-            np.random.default_rng((cfg.seed, rid)),
+            np.random.default_rng(draft_seed),
             cfg.alpha,
             noise_cv=cfg.step_time_noise,
             bias=cfg.step_time_bias,
-            noise_rng=np.random.default_rng((cfg.seed, rid, 1)),
+            noise_rng=np.random.default_rng(noise_seed),
             ratio_trace=self._ratio_trace,
         )
-        # summaries are computed after every step: skip the fields no router here reads
-        return SimReplica(rid, sched, engine, role, publish_spare=self.router.reads_spare_budget)
 
     def _build_replicas(self) -> list[SimReplica]:
         if self.disagg is None:
@@ -338,7 +360,7 @@ class Simulator:
                 "mean_accepted_tokens_per_step": (sum(r.spec_tokens for r in records) / verify) if verify else None,
                 "reasons": dict(sorted(reasons.items())),
                 "sim_time_s": end_s,
-                "num_steps": sum(rep.scheduler.num_steps for rep in self.replicas),
+                "num_steps": sum(rep.scheduler.num_steps - rep.warmup_steps for rep in self.replicas),
                 "gpu_busy_fraction": (sum(r.busy_s for r in self.replicas) / (end_s * len(self.replicas)))
                 if end_s > 0
                 else 0.0,
