@@ -385,17 +385,20 @@ def make_grid(
     earliest decode deadline and every admitted prefill deadline) and carries every decode:
     slack banked by early tokens buys one long, efficient step.
 
-    ``tail_factor`` (planner/calibrate.py, <= 1): step 0 holds what the executor puts in a step
-    that ends at a deadline, one sized to end by it even at the calibration's tail ratio. Counted
-    at its full length, a prompt the plan had promised to step 0 was cut short of its TTFT
-    deadline by the executor (issue 15). Its end (``first_end_s``) is the deadline itself.
+    ``tail_factor`` (planner/calibrate.py, <= 1): step 0 holds what the executor puts in it, a
+    step sized to end by its planned end even at the calibration's tail ratio: the executor ends
+    the first step of a committed plan so (``StepExecutor.step``), whether that end is a deadline
+    or ``start + L``. Counted at its full length, a prompt the plan had promised to step 0 was
+    cut short of its TTFT deadline by the executor (issue 15: first for a step 0 that ends at a
+    deadline; then for a full-length one closely followed by the prompt's deadline, the authors'
+    chatbot's last admitted miss). Its end (``first_end_s``) stays the planned one.
     """
     if stretch_end_s is not None:
         first = stretch_end_s - start_s
         held = first * tail_factor
     else:
         first = min(step_len_s, earliest_due_s - start_s) if np.isfinite(earliest_due_s) else step_len_s
-        held = min(step_len_s, (earliest_due_s - start_s) * tail_factor) if np.isfinite(earliest_due_s) else first
+        held = first * tail_factor
     first, held = max(first, 1e-6), max(held, 1e-6)
 
     def tokens(length_s: float) -> int:

@@ -209,7 +209,7 @@ class AdmissionPlanner:
         reqs: int = 0,
     ) -> StepGrid:
         """``make_grid``, memoized: the arrivals of one step ask for the same few grids."""
-        # the executor shrinks a step that ends at a deadline for the calibration's tail
+        # the executor ends the first step of a committed plan by its end at the calibration's tail
         tail = getattr(self.perf, "tail_factor", 1.0)
         key = (start, step, earliest_due_s, fixed, stretch_end_s, kv, attn, reqs, tail)
         got = self._grid_cache.get(key)
