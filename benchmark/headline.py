@@ -98,8 +98,19 @@ def run_cell(job: tuple) -> tuple[str, dict]:
     }
 
 
+def ratio(cells: dict, mode: str, scenario: str, replicas: int, policies) -> tuple[dict, float | None]:
+    """Each policy's capacity per GPU in one (mode, scenario, replicas), and full / best baseline."""
+    caps = {p: (cells.get(cell_key(mode, scenario, replicas, p)) or {}).get("capacity_rps_per_gpu") for p in policies}
+    best = max((caps[p] for p in policies if p != FULL and caps[p] is not None), default=None)
+    full = caps.get(FULL)
+    return caps, (full / best if full and best else None)
+
+
+def geo_mean(values: list[float]) -> float:
+    return math.exp(sum(math.log(x) for x in values) / len(values))
+
+
 def table(cells: dict, modes, scenarios, replicas, policies) -> str:
-    base = [p for p in policies if p != FULL]
     out = []
     for mode in modes:
         out.append(f"\n### {mode} mode\n")
@@ -110,27 +121,54 @@ def table(cells: dict, modes, scenarios, replicas, policies) -> str:
         for r in replicas:
             ratios = []
             for s in scenarios:
-                got = {p: cells.get(cell_key(mode, s, r, p)) for p in policies}
-                caps = {p: (c or {}).get("capacity_rps_per_gpu") for p, c in got.items()}
-                best = max((caps[p] for p in base if caps[p] is not None), default=None)
-                full = caps.get(FULL)
-                ratio = full / best if full and best else None
-                if ratio:
-                    ratios.append(ratio)
+                caps, ratio_ = ratio(cells, mode, s, r, policies)
+                if ratio_:
+                    ratios.append(ratio_)
                 shown = [f"{caps[p]:.3g}" if caps[p] is not None else "-" for p in policies]
-                miss = (got.get(FULL) or {}).get("num_admitted_slo_misses")
+                miss = (cells.get(cell_key(mode, s, r, FULL)) or {}).get("num_admitted_slo_misses")
                 out.append(
-                    f"| {s} | {r} | " + " | ".join(shown) + f" | {f'{ratio:.2f}x' if ratio else '-'} | "
+                    f"| {s} | {r} | " + " | ".join(shown) + f" | {f'{ratio_:.2f}x' if ratio_ else '-'} | "
                     f"{'-' if miss is None else miss} |"
                 )
             if ratios:
-                geo = math.exp(sum(math.log(x) for x in ratios) / len(ratios))
                 out.append(
                     f"\nGeo-mean of full / best baseline at {r} replica(s), {mode} mode, over "
-                    f"{len(ratios)} scenario(s): **{geo:.2f}x** (the paper reports 2.2x)\n"
+                    f"{len(ratios)} scenario(s): **{geo_mean(ratios):.2f}x** (the paper reports 2.2x)\n"
                 )
         out += goodput_table(cells, mode, scenarios, replicas, policies)
     return "\n".join(out)
+
+
+def plot(cells: dict, modes, scenarios, replicas, policies, path: Path) -> bool:
+    """One panel per mode: full / best baseline per scenario, a bar per replica count, the
+    geo-mean last, against parity and the paper's 2.2x. False when no cell has a ratio."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, axes = plt.subplots(1, len(modes), figsize=(5.5 * len(modes), 4.2), sharey=True, squeeze=False)
+    width, drawn = 0.8 / len(replicas), False
+    for ax, mode in zip(axes[0], modes):
+        for i, r in enumerate(replicas):
+            got = [ratio(cells, mode, s, r, policies)[1] for s in scenarios]
+            shown = [x for x in got if x]
+            heights = [x or 0.0 for x in got] + [geo_mean(shown) if shown else 0.0]
+            xs = [k + (i - (len(replicas) - 1) / 2) * width for k in range(len(heights))]
+            bars = ax.bar(xs, heights, width, label=f"{r} replica{'s' if r > 1 else ''}")
+            ax.bar_label(bars, [f"{h:.2f}" if h else "" for h in heights], fontsize=7, padding=1)
+            drawn = drawn or bool(shown)
+        ax.axhline(1.0, color="black", lw=0.8)
+        ax.axhline(2.2, color="gray", ls=":", lw=1.0, label="paper's 2.2x")
+        ax.set_xticks(range(len(scenarios) + 1), [*scenarios, "geo-mean"], rotation=30, ha="right")
+        ax.set_title(f"{mode} mode")
+        ax.set_ylabel("full system / best baseline (capacity per GPU)")
+        ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    if drawn:
+        fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return drawn
 
 
 def goodput_table(cells: dict, mode: str, scenarios, replicas, policies) -> list[str]:
@@ -208,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         bar(key, res)
     text = table(cells, modes, scenarios, replicas, policies)
     (out / "table.md").write_text(text + "\n")
+    if plot(cells, modes, scenarios, replicas, policies, out / "headline.png"):
+        print(f"plot: {out / 'headline.png'}", file=sys.stderr)
     print(text)
     return 0
 

@@ -48,6 +48,10 @@ def test_headline_writes_cells_and_the_table_then_resumes(tmp_path, capsys):
     table = (tmp_path / "table.md").read_text()
     assert "### paper mode" in table and "### realistic mode" in table and "full / best baseline" in table
     assert table.count("Goodput / smooth goodput") == 2 and "(vllm) |" in table
+    png = (tmp_path / "headline.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000  # a figure of the ratios, both modes
+    assert hl.plot({}, ["paper"], ["coder"], [1], ["full", "vllm"], tmp_path / "none.png") is False
+    assert not (tmp_path / "none.png").exists()  # no cell, no empty figure
 
     def boom(job):
         raise AssertionError("a cached cell was recomputed")
