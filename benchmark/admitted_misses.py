@@ -16,11 +16,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from copy import copy
 
-from tqdm import tqdm
-
+from sloserve.bench.jobs import run_jobs
 from sloserve.sim.options import add_sim_arguments, build_sim_config, workload_config
 
 
@@ -45,13 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.seeds < 1 or args.rate <= 0:
         ap.error("--seeds must be >= 1 and --rate > 0")
-    jobs = [(args, args.seed + i) for i in range(args.seeds)]
-    progress = {"total": len(jobs), "desc": "seeds"}
-    if args.jobs > 1:
-        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            runs = list(tqdm(pool.map(one, jobs), **progress))
-    else:  # in this process (also what lets a test load the script by path)
-        runs = [one(job) for job in tqdm(jobs, **progress)]
+    runs = run_jobs(one, [(args, args.seed + i) for i in range(args.seeds)], args.jobs, "seeds")
     misses = sum(r["num_admitted_slo_misses"] for r in runs)
     admitted = sum(r["num_admitted"] for r in runs)
     for r in runs:

@@ -17,12 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from copy import copy
 from dataclasses import replace
 
-from tqdm import tqdm
-
+from sloserve.bench.jobs import run_jobs
 from sloserve.sim.options import add_sim_arguments, build_sim_config, parse_kv, workload_config
 
 SCENARIOS = ["chatbot", "coder", "summarizer", "reasoning", "tool-calling", "mixed"]
@@ -80,13 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     scenarios = args.scenarios.split(",")
     jobs = [(args, s, n, {**common, **SETTINGS[n]}) for s in scenarios for n in names]
     cells: dict[tuple[str, str], dict] = {}
-    progress = {"total": len(jobs), "desc": "capacity searches"}
-    if args.jobs > 1:
-        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            done = list(tqdm(pool.map(one, jobs), **progress))
-    else:  # in this process (also what lets a test load the script by path)
-        done = [one(job) for job in tqdm(jobs, **progress)]
-    for scenario, name, cell in done:
+    for scenario, name, cell in run_jobs(one, jobs, args.jobs, "capacity searches"):
         cells[(scenario, name)] = cell
     lines = ["| scenario | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
     for s in scenarios:

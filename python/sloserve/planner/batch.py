@@ -395,11 +395,9 @@ def make_grid(
     """
     if stretch_end_s is not None:
         first = stretch_end_s - start_s
-        held = first * tail_factor
     else:
         first = min(step_len_s, earliest_due_s - start_s) if np.isfinite(earliest_due_s) else step_len_s
-        held = first * tail_factor
-    first, held = max(first, 1e-6), max(held, 1e-6)
+    first, held = max(first, 1e-6), max(first * tail_factor, 1e-6)
 
     def tokens(length_s: float) -> int:
         n = tokens_within(perf, length_s - EPS_S, kv_read_tokens, attn_context_tokens, num_requests)
