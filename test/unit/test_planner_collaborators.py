@@ -17,7 +17,7 @@ from sloserve.spec.config import SpecConfig
 PLANNER_DIR = Path(sloserve.planner.__file__).parent
 SPEC_SLOS = PLANNER_DIR.parent / "spec" / "slos.py"
 # PeakProfile's own factory fills the instance it builds (same class): not a reach-through
-SAME_CLASS = {("kvprofile.py", "p._normalize"), ("kvprofile.py", "p._blocks")}
+SAME_CLASS = {("kvprofile.py", "p._normalize"), ("kvprofile.py", "p._sums")}  # PeakProfile.of building p
 
 
 def collaborators(sched):

@@ -10,6 +10,7 @@ from sloserve.core.request import Request
 from sloserve.core.scheduler import SchedulerContext, create_scheduler
 from sloserve.core.slo import DecodeSegment
 from sloserve.perf.paper import Line, PaperLinesModel
+from sloserve.planner import kvprofile
 from sloserve.planner.kvprofile import PeakProfile, peak_blocks
 
 PERF = PaperLinesModel("toy", (Line(1e-4, 0.0, 0.01),))  # 10 ms + 0.1 ms per token
@@ -77,6 +78,26 @@ def test_matches_the_bound_at_every_probe_time_on_random_instances():
         assert got <= int((-(-full // block)).sum())
 
 
+def test_the_linear_sum_over_many_residents_equals_the_plain_table(monkeypatch):
+    """Past TABLE_CELLS the profile sums per residue of the block size instead of the (times x
+    requests) table; forced both ways on the same inputs, every time's sum is the same integer."""
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        n = int(rng.integers(1, 80))
+        full = rng.integers(1, 900, n)
+        held = np.minimum(rng.integers(0, 900, n), full)
+        fin = np.round(rng.uniform(-0.5, 3.0, n), int(rng.integers(0, 3)))  # repeated times too
+        fin[rng.random(n) < 0.1] = np.inf
+        args = (float(rng.uniform(-0.1, 0.5)), float(rng.uniform(0.003, 0.2)), int(rng.integers(1, 6)))
+        block = int(rng.integers(1, 33))
+        monkeypatch.setattr(kvprofile, "TABLE_CELLS", 10**9)
+        table = PeakProfile.of(held, full, fin, *args, block)
+        monkeypatch.setattr(kvprofile, "TABLE_CELLS", 0)
+        linear = PeakProfile.of(held, full, fin, *args, block)
+        assert np.array_equal(table.times, linear.times) and np.array_equal(table.sums, linear.sums)
+        assert linear.sums.dtype == np.int64 and table.peak() == linear.peak()
+
+
 def test_a_profile_extended_request_by_request_equals_a_rebuilt_one():
     rng = np.random.default_rng(11)
     for _ in range(40):
@@ -87,12 +108,20 @@ def test_a_profile_extended_request_by_request_equals_a_rebuilt_one():
         fin[rng.random(n + 4) < 0.1] = np.inf
         args = (0.0, float(rng.uniform(0.005, 0.05)), int(rng.integers(1, 4)), int(rng.integers(1, 17)))
         prof = PeakProfile.of(held[:n], full[:n], fin[:n], *args)
+        kept = PeakProfile.of(held[:n], full[:n], fin[:n], *args)  # extended in place (the planner's)
         for k in range(n, n + 4):
+            kept.peak()  # a cached peak must not survive an extension
+            kept.add(int(held[k]), int(full[k]), float(fin[k]))
+            asked = prof.peak_with(int(held[k]), int(full[k]), float(fin[k]))
             prof = prof.with_request(int(held[k]), int(full[k]), float(fin[k]))
+            # asking whether a candidate fits (no profile built) answers what admitting it gives
+            assert asked == min(prof.peak(), prof.full_blocks_total)
             want = PeakProfile.of(held[: k + 1], full[: k + 1], fin[: k + 1], *args)
             assert prof.peak() == want.peak() == peak_blocks(held[: k + 1], full[: k + 1], fin[: k + 1], *args)
             assert np.array_equal(prof.times, want.times) and np.array_equal(prof.sums, want.sums)
             assert prof.full_blocks_total == want.full_blocks_total
+            assert kept.peak() == want.peak() and kept.full_blocks_total == want.full_blocks_total
+            assert np.array_equal(kept.times, want.times) and np.array_equal(kept.sums, want.sums)
 
 
 def sched(kv_tokens, **opts):

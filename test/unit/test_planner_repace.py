@@ -93,6 +93,42 @@ def test_repace_keeps_every_admitted_deadline_in_a_kv_bound_simulation(scenario,
     assert summary["reasons"].get("repaced", 0) > 0 and checked > 0  # the option did act
 
 
+@pytest.mark.parametrize("noise", [0.0, 0.1])
+def test_the_repaced_pace_allows_a_step_at_the_calibrations_tail(noise):
+    """One token per step length L would put a re-paced resident behind at every step the
+    engine runs past its planned time; the pace is L x repace_tau / tail_factor, which is L
+    with an exact engine (tail_factor 1) and longer under step noise."""
+    seen = []
+    orig = Repacer.on_replan_point
+
+    def recording(self, now_s):
+        before = dict(self.table.repace)
+        out = orig(self, now_s)
+        factor = self.kvp.ctx.perf.tail_factor if hasattr(self.kvp.ctx.perf, "tail_factor") else 1.0
+        for rid, ov in self.table.repace.items():
+            if before.get(rid) != ov:
+                seen.append((ov.tau_s, self.tiers.step_len_s * self.config.repace_tau / factor, factor))
+        return out
+
+    Repacer.on_replan_point = recording
+    try:
+        w = build_workload(WorkloadConfig(scenario="chatbot", rate_rps=8.0, num_requests=60, seed=3, max_seq_len=2038))
+        cfg = SimConfig(
+            model="opt-13b-tp2-a100",
+            policy="slos-serve",
+            max_seq_len=2038,
+            kv_tokens=20000,
+            policy_options={"kv_profile": True, "repace": True, "planning_tolerance": 0.05},
+            step_time_noise=noise,
+        )
+        simulate(w.programs, cfg)
+    finally:
+        Repacer.on_replan_point = orig
+    assert seen and all(tau == pytest.approx(want) for tau, want, _ in seen)
+    factors = {f for _, _, f in seen}
+    assert factors == {1.0} if noise == 0 else max(factors) < 1.0
+
+
 def test_repace_options_are_validated():
     from sloserve.planner.config import SLOsServeConfig
 

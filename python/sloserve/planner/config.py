@@ -110,7 +110,7 @@ class SLOsServeConfig:
     repace_tau: float = field(
         default=1.0,
         metadata={
-            "help": "with repace: per-token spacing of re-paced deadlines, as a multiple of the step length L (>= 1)"
+            "help": "with repace: per-token spacing of re-paced deadlines, as a multiple of the step length L (>= 1), divided by the calibration's tail factor (1 with an exact engine; about 0.8 under 10% step noise)"
         },
     )
     repace_slack_steps: float = field(

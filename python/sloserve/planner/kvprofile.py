@@ -18,6 +18,7 @@ requests' KV is within the pool, so none of them is ever preempted (docs/planner
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import NamedTuple
 
@@ -27,6 +28,8 @@ from sloserve.core.request import Request
 from sloserve.planner.deadlines import Deadlines
 from sloserve.planner.lengths import LengthPlanner
 from sloserve.planner.state import TierState
+
+TABLE_CELLS = 16_384  # up to (times x requests) this many, PeakProfile.of sums the plain table
 
 
 def peak_blocks(
@@ -57,6 +60,8 @@ class PeakProfile:
         self.sums = np.zeros(0, dtype=np.int64)  # blocks held just before each of ``times``
         self.forever = 0  # blocks of requests with no finish time ahead (late: full for good)
         self.full_blocks_total = 0
+        self._peak: int | None = None
+        self._steps: np.ndarray | None = None  # _time_steps()
 
     @staticmethod
     def of(
@@ -73,9 +78,43 @@ class PeakProfile:
         p.full_blocks_total = int(full_blocks.sum())
         p.times = np.unique(fin[finite])
         if p.times.size:
-            blocks = p._blocks(held[None, :], full[None, :], fin[None, :], p.times[:, None])
-            p.sums = blocks.sum(axis=1)
+            p.sums = p._sums(held[finite], full[finite], fin[finite])
         return p
+
+    def _sums(self, held: np.ndarray, full: np.ndarray, fin: np.ndarray) -> np.ndarray:
+        """Per time, the sum of ``_blocks`` over requests with finite finish times, exactly, in
+        O((requests + times) x block) instead of the (times x requests) table, which grows with
+        the square of the admitted set and is rebuilt every step. Request r counts at times j <= J_r (its finish); from
+        j = S_r on its bound is its full size, before it ``ceil((h + k s_j) / B)``, and with
+        ``h + B - 1 = B q + m`` that is ``q + (m + x) // B`` for ``x = k s_j``, which is
+        ``q + x // B`` plus 1 when ``m >= B - x % B``: so the unsaturated requests at j are
+        summed from their count, their q's and how many have each m. Both ways give the same
+        integers (tested)."""
+        T, B, k = self.times.size, self.block, self.tps
+        if T * held.size <= TABLE_CELLS:  # a small table is cheaper than the dozen steps below
+            return self._blocks(held[None, :], full[None, :], fin[None, :], self.times[:, None]).sum(axis=1)
+        steps = self._time_steps()
+        last = np.searchsorted(self.times, fin)  # J_r: fin is one of the times
+        need = -(-(full - held) // k)  # steps until the request's bound is its full size
+        sat = np.searchsorted(steps, need)  # S_r: first time with steps >= need
+        end = np.minimum(sat, last + 1)  # unsaturated at j < end
+        full_blocks = -(-full // B)
+        # saturated at S_r <= j <= J_r: a difference array
+        on = sat <= last
+        diff = np.bincount(sat[on], full_blocks[on], minlength=T + 1)
+        diff -= np.bincount(last[on] + 1, full_blocks[on], minlength=T + 2)[: T + 1]
+        total = np.cumsum(diff[:T])
+        # unsaturated at j < end: per j, how many in each residue m (rows: counts ending at e)
+        q, m = np.divmod(held + B - 1, B)
+        ending = np.bincount(end * B + m, minlength=(T + 1) * B).reshape(T + 1, B)
+        by_m = np.cumsum(ending[::-1], axis=0)[::-1][1:]  # [j, m]: requests with end > j
+        count = by_m.sum(axis=1)
+        q_sum = np.cumsum(np.bincount(end, q, minlength=T + 1)[::-1])[::-1][1:]
+        x = k * steps
+        at_least = np.cumsum(by_m[:, ::-1], axis=1)[:, ::-1]  # [j, t]: those with m >= t
+        thr = B - x % B  # 1..B; m >= B never
+        extra = np.where(thr < B, at_least[np.arange(T), np.minimum(thr, B - 1)], 0)
+        return (total + q_sum + count * (x // B) + extra).astype(np.int64)
 
     def _normalize(self, fin: np.ndarray) -> np.ndarray:
         # a finish time that is not finite or already past (a late request, only possible when the
@@ -88,29 +127,74 @@ class PeakProfile:
         size = np.minimum(held + self.tps * steps, full)
         return np.where((fin >= times) & np.isfinite(fin), -(-size // self.block), 0)
 
-    def peak(self) -> int:
-        return self.forever + (int(self.sums.max()) if self.sums.size else 0)
+    def _time_steps(self) -> np.ndarray:
+        """``_blocks``'s step counts at ``times``, kept with them (they change only by insertion)."""
+        if self._steps is None or self._steps.size != self.times.size:
+            self._steps = (np.ceil((self.times - self.start_s) / self.min_step_s) + 1).astype(np.int64)
+        return self._steps
 
-    def with_request(self, held: int, full: int, finish_s: float) -> "PeakProfile":
-        """This profile plus one request (the arrays are shared, never mutated)."""
-        out = PeakProfile(self.start_s, self.min_step_s, self.tps, self.block)
+    def _request_blocks(self, held: int, full: int, fin: float) -> np.ndarray:
+        """``_blocks(held, full, fin, self.times)`` for one request with a finite finish time."""
+        size = np.minimum(held + self.tps * self._time_steps(), full)
+        return np.where(self.times <= fin, -(-size // self.block), 0)
+
+    def _row(self, t: float) -> int:
+        """``_blocks(self.held, self.full, self.fin, t).sum()``: every request's blocks at one time."""
+        steps = math.ceil((t - self.start_s) / self.min_step_s) + 1
+        live = (self.fin >= t) & (self.fin != math.inf)
+        return int((-(-np.minimum(self.held[live] + self.tps * steps, self.full[live]) // self.block)).sum())
+
+    def add(self, held: int, full: int, finish_s: float) -> None:
+        """One more request, in place (the planner's kept profile, extended on every admission).
+        Arrays are replaced, never written into, so a copy made before stays as it was."""
         held = min(held, full)
         fin = finish_s if math.isfinite(finish_s) and finish_s >= self.start_s else math.inf  # as _normalize
         full_blocks = -(-full // self.block)
-        out.held = np.concatenate((self.held, np.array([held], dtype=np.int64)))
-        out.full = np.concatenate((self.full, np.array([full], dtype=np.int64)))
-        out.fin = np.concatenate((self.fin, [fin]))
-        out.full_blocks_total = self.full_blocks_total + full_blocks
-        out.forever, out.times, out.sums = self.forever, self.times, self.sums
+        # np.concatenate: np.append and np.insert cost several times more on these short arrays
+        self.held = np.concatenate((self.held, [held]))
+        self.full = np.concatenate((self.full, [full]))
+        self.fin = np.concatenate((self.fin, [fin]))
+        self.full_blocks_total += full_blocks
+        self._peak = None
         if not math.isfinite(fin):
-            out.forever += full_blocks
-            return out
-        out.sums = self.sums + self._blocks(held, full, fin, self.times)
+            self.forever += full_blocks
+            return
+        sums = self.sums + self._request_blocks(held, full, fin) if self.sums.size else self.sums
         at = int(np.searchsorted(self.times, fin))
         if at == self.times.size or self.times[at] != fin:  # a new finish time: its row in full
-            row = int(self._blocks(out.held, out.full, out.fin, fin).sum())
-            out.times = np.concatenate((self.times[:at], [fin], self.times[at:]))
-            out.sums = np.concatenate((out.sums[:at], np.array([row], dtype=np.int64), out.sums[at:]))
+            steps = self._time_steps()
+            self.times = np.concatenate((self.times[:at], [fin], self.times[at:]))
+            step = math.ceil((fin - self.start_s) / self.min_step_s) + 1
+            self._steps = np.concatenate((steps[:at], [step], steps[at:]))
+            sums = np.concatenate((sums[:at], [self._row(fin)], sums[at:]))
+        self.sums = sums
+
+    def peak(self) -> int:
+        if self._peak is None:  # cached until the next add()
+            self._peak = self.forever + (int(self.sums.max()) if self.sums.size else 0)
+        return self._peak
+
+    def peak_with(self, held: int, full: int, finish_s: float) -> int:
+        """``with_request(held, full, finish_s)``'s ``peak()``, capped like ``KVProfile._peak``
+        at the total of full reservations, without building that profile: asking whether a
+        candidate fits is the planner's most frequent KV question (every refused arrival)."""
+        held = min(held, full)
+        full_blocks = -(-full // self.block)
+        total = self.full_blocks_total + full_blocks
+        if not (math.isfinite(finish_s) and finish_s >= self.start_s):
+            return min(self.forever + full_blocks + (int(self.sums.max()) if self.sums.size else 0), total)
+        best = int((self.sums + self._request_blocks(held, full, finish_s)).max()) if self.sums.size else 0
+        at = int(np.searchsorted(self.times, finish_s))
+        if at == self.times.size or self.times[at] != finish_s:  # its own finish time is a new row
+            own = min(held + self.tps * (math.ceil((finish_s - self.start_s) / self.min_step_s) + 1), full)
+            best = max(best, self._row(finish_s) + -(-own // self.block))
+        return min(self.forever + best, total)
+
+    def with_request(self, held: int, full: int, finish_s: float) -> "PeakProfile":
+        """This profile plus one request, as a new profile (``add`` only ever replaces arrays, so
+        the two share them safely)."""
+        out = copy.copy(self)
+        out.add(held, full, finish_s)
         return out
 
 
@@ -151,7 +235,7 @@ class KVProfile:
         if len(cands) == 1 and cands[0].request_id not in self.tiers.slo:
             c = cands[0]
             need = self.lengths.mem_blocks(c)
-            if need > free and self._peak(prof.with_request(*self._column(c))) <= cap:
+            if need > free and prof.peak_with(*self._column(c)) <= cap:
                 return need
         return free
 
@@ -189,8 +273,9 @@ class KVProfile:
         """``r`` joined the tier (``new_view`` extends ``old_view``): extend a cached profile."""
         got = self._profile
         if got is not None and got.view is old_view and self.enabled:
-            self._kvp_static[r.request_id] = self._static(r, None)
-            self._profile = CachedProfile(new_view, got.start_s, got.profile.with_request(*self._column(r)))
+            st = self._kvp_static[r.request_id] = self._static(r, None)
+            got.profile.add(r.prompt_tokens + r.num_output_tokens + 1, st.full_tokens, st.finish_s)
+            self._profile = CachedProfile(new_view, got.start_s, got.profile)
 
     def _column(self, r: Request) -> tuple[int, int, float]:
         """(held, full, finish) of a request that has not started (a candidate or a new admission)."""

@@ -54,7 +54,10 @@ class Repacer:
         L = tiers.step_len_s
         if L is None or not tiers.slo or tiers.inflight or not self.kv_binds(now_s):
             return 0
-        tau = L * cfg.repace_tau
+        # a step planned at L may run to the calibration's tail (planner/calibrate.py): one token
+        # per L would let every such step put the resident behind, so the pace allows for it
+        # (with an exact engine the factor is 1: tau = L x repace_tau)
+        tau = L * cfg.repace_tau / getattr(self.kvp.ctx.perf, "tail_factor", 1.0)
         origin = now_s + cfg.repace_slack_steps * L
         old: dict[str, Repace | None] = {}
         for r in tiers.slo.values():
