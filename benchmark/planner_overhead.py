@@ -22,6 +22,8 @@ from sloserve.core.slo import DecodeSegment
 from sloserve.perf.presets import get_model
 from sloserve.sim.engine import SimulatedEngine
 
+UNBOUNDED_KV = 50_000_000  # tokens: KV never binds, only time does
+
 
 def make_request(i: int, t: float, rng: np.random.Generator) -> Request:
     # loose enough SLOs that hundreds of requests can be resident in the SLO tier at once
@@ -41,10 +43,10 @@ class LoadedReplica:
     """A slos-serve replica on the simulated engine, kept at ``resident`` requests by aborting the
     oldest before each batch of arrivals (shared with benchmark/summary_cost.py)."""
 
-    def __init__(self, resident: int, model: str, seed: int, options: dict) -> None:
+    def __init__(self, resident: int, model: str, seed: int, options: dict, kv_tokens: int = UNBOUNDED_KV) -> None:
         self.resident, self.rng = resident, np.random.default_rng(seed)
         perf = get_model(model)
-        self.sched = create_scheduler("slos-serve", SchedulerContext(perf, 50_000_000, 16), options)
+        self.sched = create_scheduler("slos-serve", SchedulerContext(perf, kv_tokens, 16), options)
         self.engine = SimulatedEngine(perf)
         self.t, self.next_id, self.order = 0.0, 0, []
 
@@ -79,8 +81,8 @@ class LoadedReplica:
         self.sched.on_step_done(plan, res, self.t)
 
 
-def run(resident: int, new: int, rounds: int, model: str, seed: int, options: dict) -> dict:
-    rep = LoadedReplica(resident, model, seed, options)
+def run(resident: int, new: int, rounds: int, model: str, seed: int, options: dict, kv_tokens: int = 0) -> dict:
+    rep = LoadedReplica(resident, model, seed, options, kv_tokens or UNBOUNDED_KV)
     sched = rep.sched
     rep.warm_up(new)
     call_ms, add_ms, sched_ms, cpu_ms = [], [], [], []
@@ -106,6 +108,8 @@ def run(resident: int, new: int, rounds: int, model: str, seed: int, options: di
         "new": new,
         "rounds": rounds,
         "model": model,
+        "kv_tokens": kv_tokens or UNBOUNDED_KV,
+        "num_slo": len(sched.tiers.slo),
         "p50_ms": float(np.percentile(a, 50)),
         "p99_ms": float(np.percentile(a, 99)),
         "max_ms": float(a.max()),
@@ -144,6 +148,12 @@ def main() -> None:
     ap.add_argument("--model", default="opt-13b-tp2-a100")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--policy-opt", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument(
+        "--kv-tokens",
+        type=int,
+        default=0,
+        help="KV pool (default: unbounded, KV never binds; e.g. 97648, the authors' opt-13b pool, where it does)",
+    )
     ap.add_argument("--json", default=None, help="write the result here")
     ap.add_argument(
         "--sweep",
@@ -155,7 +165,7 @@ def main() -> None:
     if args.sweep:
         out = sweep(args.rounds, args.model, args.seed, options)
     else:
-        out = run(args.resident, args.new, args.rounds, args.model, args.seed, options)
+        out = run(args.resident, args.new, args.rounds, args.model, args.seed, options, args.kv_tokens)
         print(json.dumps(out, indent=2))
     if args.json:
         with open(args.json, "w") as f:

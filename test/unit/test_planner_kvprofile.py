@@ -132,6 +132,21 @@ def req(rid, arrival=0.0, prompt=100, output=400, ttft=1.0, tpot_ms=50.0):
     return Request(rid, arrival, prompt, output, ttft, (DecodeSegment(tpot_ms),))
 
 
+def test_the_profile_is_built_only_once_full_reservations_no_longer_hold_an_arrival():
+    """The profile never counts more than the full reservations, so while they hold an arrival
+    it would admit the same: the planner skips building it (its cost, in planner_overhead.py)."""
+    s = sched(1200, kv_profile=True, repace=True)
+    kvp = s.kvp
+    assert s.add(req("a", output=20, tpot_ms=50.0), 0.0).reason is AdmitReason.ADMITTED  # 120 of 1200
+    assert s.add(req("b", prompt=100, output=900), 0.0).reason is AdmitReason.ADMITTED  # 1120
+    assert not kvp.peak_above(s.tiers.reserved_total, 0.0)  # nothing can exceed the reservations
+    assert kvp._profile is None
+    # 1220 > 1200: only the profile admits it (the test below), so now it is built
+    assert s.add(req("c", prompt=60, output=40), 0.0).reason is AdmitReason.ADMITTED
+    assert kvp._profile is not None
+    assert kvp.peak_above(0, 0.0) and not kvp.peak_above(s.tiers.kv.capacity_blocks, 0.0)
+
+
 def test_profile_admits_what_full_reservations_refuse_and_fixed_sum_refuses():
     # a finishes within ~2 s; b can only grow one token per 10 ms step meanwhile
     results = {}

@@ -228,8 +228,14 @@ class KVProfile:
         single candidate the profile includes it (its own ramp and end): the answer is then its
         full size when that fits (else the profile's free blocks without it, less than its size)."""
         cap = self.tiers.kv.capacity_blocks
+        reserved_free = cap - self.tiers.reserved_total
         if not self.enabled:
-            return cap - self.tiers.reserved_total
+            return reserved_free
+        if cands and sum(self.lengths.mem_blocks(c) for c in cands) <= reserved_free:
+            # the full reservations hold every candidate already; the profile never counts more
+            # than them, so it would admit the same: no need to build it (most arrivals while
+            # KV does not bind)
+            return reserved_free
         prof = self.profile(start_s)
         free = cap - self._peak(prof)
         if len(cands) == 1 and cands[0].request_id not in self.tiers.slo:
@@ -238,6 +244,14 @@ class KVProfile:
             if need > free and prof.peak_with(*self._column(c)) <= cap:
                 return need
         return free
+
+    def peak_above(self, blocks: float, start_s: float) -> bool:
+        """Whether the KV the admitted requests may hold from ``start_s`` on exceeds ``blocks``
+        (``capacity - free_blocks(start_s) > blocks``), building the profile only when their full
+        reservations, which it never exceeds, do."""
+        if self.tiers.reserved_total <= blocks:
+            return False
+        return self.tiers.kv.capacity_blocks - self.free_blocks(start_s) > blocks
 
     def profile(self, start_s: float) -> PeakProfile:
         """The admitted requests' profile from ``start_s``, cached with the tier view; a view

@@ -47,7 +47,7 @@ class OverrunTracker:
             if profile or tiers.reserved_total + extra <= kv.capacity_blocks:
                 old = self.lengths.table.pred.get(r.request_id)
                 self._set(r, new, old_blocks + extra)
-                if profile and self.kvp.free_blocks(now_s) < 0:
+                if profile and self.kvp.peak_above(kv.capacity_blocks, now_s):
                     self._set(r, old, old_blocks)  # its later finish would overfill the KV pool
                 elif not learn or self.feasible(now_s):
                     continue

@@ -45,7 +45,7 @@ class Repacer:
             return True
         cap = self.tiers.kv.capacity_blocks
         if self.kvp.enabled:
-            return cap - self.kvp.free_blocks(now_s) > self.config.repace_above * cap
+            return self.kvp.peak_above(self.config.repace_above * cap, now_s)
         return False
 
     def on_replan_point(self, now_s: float) -> int:
