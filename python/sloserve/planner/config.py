@@ -87,12 +87,13 @@ class SLOsServeConfig:
         default=0.0,
         metadata={"help": "plan against deadlines stretched like the attainment metric's tolerance (0: the plain SLO)"},
     )
-    # Off by default: +13% capacity on synthetic chatbot, none on the Azure chatbot trace, and
-    # about 3x the admission cost (docs/planner.md §3b, docs/results.md §4).
+    # On by default since stop 28: with repace, more capacity in paper mode and level in realistic
+    # mode (docs/planner.md §3b); built only where full reservations no longer hold an arrival, so
+    # it costs nothing while KV does not bind (docs/results.md §4).
     kv_profile: bool = field(
-        default=False,
+        default=True,
         metadata={
-            "help": "admit on the peak KV the admitted requests can hold over time (growth and completion bounds) instead of the sum of their full reservations; not in predict mode; costs about 3x admission time"
+            "help": "admit on the peak KV the admitted requests can hold over time (growth and completion bounds) instead of the sum of their full reservations; not in predict mode; built only when the full reservations no longer hold an arrival"
         },
     )
     best_effort_yield_kv: float = field(
@@ -102,9 +103,9 @@ class SLOsServeConfig:
         },
     )
     repace: bool = field(
-        default=False,
+        default=True,
         metadata={
-            "help": "experiment: at completions while KV binds, tighten ahead residents' remaining deadlines to tau = repace_tau * L per token (never later than the SLO's; kept only if the plan stays feasible) so their KV profile finish moves earlier"
+            "help": "at completions while KV binds, tighten ahead residents' remaining deadlines to tau = repace_tau * L per token (never later than the SLO's; kept only if the plan stays feasible) so their KV profile finish moves earlier"
         },
     )
     repace_tau: float = field(

@@ -87,6 +87,8 @@ class SLOsServeScheduler(Scheduler):
         """Apply a plan: admit the selected, adopt its step length. Returns the admitted ids."""
         if not res.feasible:
             self.reasons["plan_infeasible"] += 1
+            if self.repacer is not None:
+                self.repacer.release()
             return set()
         by_id = {r.request_id: r for r in cands}
         self.tiers.commit(res, step, grid, by_id, self.lengths.fix_at_admission, self.reasons, now_s)

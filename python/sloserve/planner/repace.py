@@ -90,6 +90,19 @@ class Repacer:
         self.reasons["repace_undone"] += 1
         return 0
 
+    def release(self) -> int:
+        """Drop every override (the admitted plan is infeasible): re-paced deadlines are the
+        planner's own, and a plan that cannot meet them would put forced decodes of ahead
+        residents before admitted prompts near their TTFT (mixed at 4 replicas with speculation,
+        paper mode: 36 admitted misses at 30 rps with them kept). The SLO's deadlines come back;
+        returns how many were dropped."""
+        rids = list(self.table.repace)
+        if rids:
+            self.table.repace.clear()
+            self._invalidate(rids)
+            self.reasons["repace_released"] += len(rids)
+        return len(rids)
+
     def _invalidate(self, rids) -> None:
         self.tiers.invalidate()
         self.kvp.invalidate(rids)
