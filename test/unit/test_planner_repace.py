@@ -136,6 +136,8 @@ def _full_system_mixed_at_4_replicas(monkeypatch, release: bool) -> dict:
     from sloserve.sim.options import add_sim_arguments, build_sim_config, workload_config
     from sloserve.spec.config import add_spec_arguments
 
+    # re-pace whatever refuses arrivals (kv_refuses, below, would mostly hold it back here)
+    monkeypatch.setattr(Repacer, "kv_refuses", lambda self: True)
     if not release:
         monkeypatch.setattr(Repacer, "release", lambda self: 0)
     p = argparse.ArgumentParser()
@@ -160,6 +162,49 @@ def test_an_infeasible_plan_releases_the_repaced_deadlines(monkeypatch, release)
         assert s["num_admitted_slo_misses"] <= 5 and s["attainment"] > 0.9
     else:
         assert s["num_admitted_slo_misses"] >= 20 and s["reasons"]["plan_infeasible"] >= 100
+
+
+def test_repacing_waits_while_arrivals_are_refused_for_time_rather_than_kv():
+    """Re-pacing buys KV with step time, so it acts only while KV refuses at least as many
+    arrivals as time does; with no refusal since the last look the last answer holds."""
+    from collections import Counter
+
+    reasons = Counter()
+    rp = Repacer(None, None, PlanTable(), None, None, lambda now_s: True, reasons)
+    assert rp.kv_refuses()  # nothing refused yet: as before this gate
+    reasons["best_effort_no_time"] += 3
+    reasons["best_effort_no_kv"] += 1
+    assert not rp.kv_refuses()
+    assert not rp.kv_refuses()  # no refusal since: unchanged
+    reasons["best_effort_no_kv"] += 2
+    assert rp.kv_refuses()
+    reasons["best_effort_no_kv"] += 1
+    reasons["best_effort_no_time"] += 1
+    assert rp.kv_refuses()  # a tie goes to KV
+
+
+def test_the_gate_keeps_mixed_hidden_lengths_from_losing_capacity_to_repacing(monkeypatch):
+    """Mixed with hidden lengths at planning tolerance 0 refuses mostly for time: re-pacing
+    there put forced decodes in every step and sent 31 arrivals to best effort for time at 1.75
+    rps against 11 without it (attainment 0.845 against 0.95). With the gate it stays out of the
+    way; forced on (the negative control) the loss comes back."""
+    import argparse
+
+    from sloserve.sim import Simulator
+    from sloserve.sim.options import add_sim_arguments, build_sim_config, workload_config
+
+    p = argparse.ArgumentParser()
+    add_sim_arguments(p)
+    a = p.parse_args("--scenario mixed --num-requests 200 --policy slos-serve".split())
+
+    def run():
+        return Simulator(build_workload(workload_config(a, 1.75)).programs, build_sim_config(a)).run().summary
+
+    gated = run()
+    monkeypatch.setattr(Repacer, "kv_refuses", lambda self: True)
+    forced = run()
+    assert gated["attainment"] >= 0.9 and forced["attainment"] < 0.9
+    assert gated["reasons"]["best_effort_no_time"] < forced["reasons"]["best_effort_no_time"]
 
 
 def test_repace_options_are_validated():
