@@ -43,10 +43,18 @@ class LoadedReplica:
     """A slos-serve replica on the simulated engine, kept at ``resident`` requests by aborting the
     oldest before each batch of arrivals (shared with benchmark/summary_cost.py)."""
 
-    def __init__(self, resident: int, model: str, seed: int, options: dict, kv_tokens: int = UNBOUNDED_KV) -> None:
+    def __init__(
+        self,
+        resident: int,
+        model: str,
+        seed: int,
+        options: dict,
+        kv_tokens: int = UNBOUNDED_KV,
+        policy: str = "slos-serve",
+    ) -> None:
         self.resident, self.rng = resident, np.random.default_rng(seed)
         perf = get_model(model)
-        self.sched = create_scheduler("slos-serve", SchedulerContext(perf, kv_tokens, 16), options)
+        self.sched = create_scheduler(policy, SchedulerContext(perf, kv_tokens, 16), options)
         self.engine = SimulatedEngine(perf)
         self.t, self.next_id, self.order = 0.0, 0, []
 
@@ -60,11 +68,15 @@ class LoadedReplica:
 
     def warm_up(self, new: int) -> None:
         """Arrivals spread over a few steps until ``resident`` requests are in."""
-        while len(self.sched.requests) < self.resident:
+        for _ in range(10 * self.resident):
+            if len(self.sched.requests) >= self.resident:
+                return
             for r in self.new_requests(min(new, self.resident - len(self.sched.requests))):
                 self.sched.add(r, self.t)
                 self.order.append(r.request_id)
             self.step(self.sched.schedule(self.t))
+        # a policy that hands requests on (distserve's prefill side) never holds them all
+        raise RuntimeError(f"the replica never held {self.resident} requests ({len(self.sched.requests)})")
 
     def make_room(self, new: int) -> None:
         self.order = [rid for rid in self.order if rid in self.sched.requests]

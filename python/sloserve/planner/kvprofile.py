@@ -6,7 +6,8 @@ that hold whatever the executor does make this safe:
 
 * growth: a request gains at most ``tokens_per_step`` tokens per step, and no step is shorter
   than ``min_step_s`` (the batch time of one token), so at time ``t`` it holds at most
-  ``min(full, held + tokens_per_step * (ceil((t - start) / min_step_s) + 1))`` tokens;
+  ``min(full, held + tokens_per_step * (ceil((t - start) / min_step_s) + 1))`` tokens (with
+  speculation, a rate: ``KVProfile.growth``);
 * completion: an admitted request finishes by its last token's deadline ``F`` (the plan's
   guarantee), after which it holds nothing.
 
@@ -182,7 +183,7 @@ class PeakProfile:
         full_blocks = -(-full // self.block)
         total = self.full_blocks_total + full_blocks
         if not (math.isfinite(finish_s) and finish_s >= self.start_s):
-            return min(self.forever + full_blocks + (int(self.sums.max()) if self.sums.size else 0), total)
+            return min(self.peak() + full_blocks, total)  # held full for good: on top of the cached peak
         best = int((self.sums + self._request_blocks(held, full, finish_s)).max()) if self.sums.size else 0
         at = int(np.searchsorted(self.times, finish_s))
         if at == self.times.size or self.times[at] != finish_s:  # its own finish time is a new row
@@ -264,13 +265,14 @@ class KVProfile:
         old = self._kvp_static
         self._kvp_static = {r.request_id: self._static(r, old.get(r.request_id)) for r in rs}  # members only
         static = list(self._kvp_static.values())
+        extra, min_step_s, tps = self.growth()
         prof = PeakProfile.of(
-            np.array([r.prompt_tokens + r.num_output_tokens + 1 for r in rs], dtype=np.int64),
+            np.array([r.prompt_tokens + r.num_output_tokens + 1 + extra for r in rs], dtype=np.int64),
             np.array([x.full_tokens for x in static], dtype=np.int64),
             np.array([x.finish_s for x in static], dtype=np.float64),
             start_s,
-            self._shortest_step_s(),
-            self._tokens_per_step(),
+            min_step_s,
+            tps,
             self.tiers.kv.block_size_tokens,
         )
         self._profile = CachedProfile(view, start_s, prof)
@@ -288,13 +290,14 @@ class KVProfile:
         got = self._profile
         if got is not None and got.view is old_view and self.enabled:
             st = self._kvp_static[r.request_id] = self._static(r, None)
-            got.profile.add(r.prompt_tokens + r.num_output_tokens + 1, st.full_tokens, st.finish_s)
+            held = r.prompt_tokens + r.num_output_tokens + 1 + self.growth()[0]
+            got.profile.add(held, st.full_tokens, st.finish_s)
             self._profile = CachedProfile(new_view, got.start_s, got.profile)
 
     def _column(self, r: Request) -> tuple[int, int, float]:
         """(held, full, finish) of a request that has not started (a candidate or a new admission)."""
         return (
-            r.prompt_tokens + r.num_output_tokens + 1,
+            r.prompt_tokens + r.num_output_tokens + 1 + self.growth()[0],
             r.prompt_tokens + self.lengths.planned_output(r),
             self._finish_s(r),
         )
@@ -326,9 +329,22 @@ class KVProfile:
             return self.dl.token_s(r, n)  # honours re-paced deadlines (planner/repace.py)
         return self.dl.ttft_s(r) + self.dl.cumulative_tpot_s(r, n)
 
-    def _tokens_per_step(self) -> int:
-        """Most tokens one request gains in one step (speculation verifies several)."""
+    def growth(self) -> tuple[int, float, int]:
+        """The growth bound as (extra tokens held from the start, shortest step, tokens per step).
+
+        Without speculation: one token per step, no step shorter than ``_shortest_step_s``. With
+        speculation a step verifying ``1 + d`` positions gains at most ``1 + d`` tokens but also
+        runs ``d`` draft steps, so a request gains at most ``rate = max_d (1 + d) / s(d)`` tokens a
+        second (``s(d)``: one request's step with ``d`` drafts, scaled like the shortest step), far
+        below ``K`` tokens per one-token step (opt-13b-tp2-a100, K = 4: 95 against 126 tokens/s).
+        It is counted as one token per ``1 / rate``, plus ``2K - 1`` tokens held from the start: the
+        steps in flight at the start and at ``t`` each reserve up to ``K`` positions."""
+        shortest_s = self._shortest_step_s()
         spec = getattr(self.ctx, "spec", None)
         if spec is None or getattr(spec, "mode", "off") == "off":
-            return 1
-        return max(int(getattr(spec, "max_spec_len", 1)), int(getattr(spec, "fixed_len", 1))) + 1
+            return 0, shortest_s, 1
+        k = max(int(getattr(spec, "max_spec_len", 1)), int(getattr(spec, "fixed_len", 1)), 1)
+        base = getattr(self.ctx.perf, "base", self.ctx.perf)
+        scale = shortest_s / base.one_token_step_s()
+        rate = max((1 + d) / (base.batch_time_s(1 + d, spec_steps=d, num_requests=1) * scale) for d in range(k))
+        return 2 * k - 1, 1.0 / rate, 1

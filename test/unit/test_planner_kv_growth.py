@@ -1,0 +1,60 @@
+"""The KV profile's growth bound under speculation (planner/kvprofile.py ``KVProfile.growth``):
+it must hold against what the engine really produces, and it is tighter than ``K`` tokens per
+one-token step, which ignores that verifying drafts takes longer than a plain step."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from sloserve.perf.presets import get_model
+from sloserve.sim import SimConfig, Simulator
+from sloserve.spec import SpecConfig, speculative_policy
+from sloserve.workloads import WorkloadConfig, build_workload
+
+MODEL = "opt-13b-tp2-a100"
+K = 4
+
+
+def run_fast_decodes():
+    """Requests that mostly run alone (the shortest steps), every draft of 3 accepted (alpha 0.99):
+    the fastest a request's KV can grow on this engine."""
+    wl = build_workload(WorkloadConfig(scenario="reasoning", rate_rps=0.05, num_requests=6, seed=1))
+    spec = SpecConfig(mode="fixed", alpha_prior=0.95, max_spec_len=K, fixed_len=K)
+    cfg = SimConfig(model=MODEL, policy=speculative_policy("slos-serve"), spec=spec, alpha=0.99, seed=1)
+    sim = Simulator(wl.programs, cfg)
+    res = sim.run()
+    return sim, [r for r in res.records if len(r.token_times) > 2]
+
+
+def worst_excess(records, extra: int, min_step_s: float, tps: int) -> float:
+    """Max over requests and pairs of token times of (tokens gained) - (the bound's allowance)."""
+    worst = -math.inf
+    for rec in records:
+        t = np.asarray(rec.token_times)
+        for i in range(t.size - 1):
+            gained = np.arange(1, t.size - i)  # tokens i+1.. out after token i
+            allowed = extra + tps * (np.ceil((t[i + 1 :] - t[i]) / min_step_s - 1e-9) + 1)
+            worst = max(worst, float(np.max(gained - allowed)))
+    return worst
+
+
+def test_the_speculative_growth_bound_holds_and_is_tighter_than_k_per_one_token_step():
+    sim, records = run_fast_decodes()
+    assert len(records) >= 5 and sum(len(r.token_times) for r in records) > 2000
+    extra, min_step_s, tps = sim.replicas[0].scheduler.kvp.growth()
+    assert (extra, tps) == (2 * K - 1, 1)
+    assert worst_excess(records, extra, min_step_s, tps) <= 0  # never more than the bound allows
+    one_token_s = get_model(MODEL).one_token_step_s()
+    assert 1 / min_step_s < 0.8 * K / one_token_s  # 95 against 126 tokens/s
+    # the requests really grew faster than one token per one-token step: a bound that ignores
+    # speculation fails here (negative control)
+    assert worst_excess(records, 0, one_token_s, 1) > 0
+
+
+def test_without_speculation_the_bound_is_one_token_per_shortest_step():
+    wl = build_workload(WorkloadConfig(scenario="coder", rate_rps=0.3, num_requests=4, seed=1))
+    sim = Simulator(wl.programs, SimConfig(model=MODEL, policy="slos-serve", seed=1))
+    sim.run()
+    assert sim.replicas[0].scheduler.kvp.growth() == (0, get_model(MODEL).one_token_step_s(), 1)
