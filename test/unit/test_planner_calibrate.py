@@ -221,6 +221,33 @@ def test_the_tail_quantile_sizes_deadline_steps_and_is_capped():
     assert off.tail == 1.0 and off.tail_factor == 1.0
 
 
+def test_the_affine_form_sizes_deadline_steps_for_its_tail_too():
+    """Live steps: mostly one size, noisy, plus a fixed cost now and then (the plugin's affine
+    form at the p80). With a tail quantile, a step that ends at a deadline planned for
+    ``x * tail_factor`` ends by ``x`` in all but about the tail's share of later steps; at the
+    p80 alone (the control, the live default until now) one step in five runs past its plan."""
+    rng = np.random.default_rng(5)
+
+    def step():
+        pred = float(rng.uniform(0.005, 0.007)) if rng.random() < 0.9 else float(rng.uniform(0.015, 0.02))
+        return pred, pred * float(np.exp(rng.normal(0.0, 0.25))) + (0.004 if rng.random() < 0.05 else 0.0)
+
+    tailed = CalibratedModel(PERF, quantile=0.8, tail_quantile=0.99, affine=True)
+    plain = CalibratedModel(PERF, quantile=0.8, affine=True)
+    for _ in range(512):
+        pred, obs = step()
+        tailed.observe(pred, obs)
+        plain.observe(pred, obs)
+    assert (tailed.scale, tailed.offset_s) == (plain.scale, plain.offset_s)  # the tail moves no plan
+    assert tailed.tail_factor < 0.8 and plain.tail_factor == 1.0
+    later = [step() for _ in range(4000)]
+    # a step sized for x * tail_factor that would have taken obs at full size takes about
+    # obs * tail_factor: the share of steps that then overrun the planned x
+    over = np.mean([obs * tailed.tail_factor > tailed.scale * pred + tailed.offset_s for pred, obs in later])
+    over_plain = np.mean([obs > plain.scale * pred + plain.offset_s for pred, obs in later])
+    assert over < 0.02 and over_plain > 0.15
+
+
 def test_the_tail_holds_on_a_short_window():
     """The tail a deadline step is sized for is exceeded about as rarely as its quantile says,
     even from few steps: it is the larger of the empirical quantile and the fitted lognormal's.

@@ -18,7 +18,8 @@ step that ends at a decode deadline (or at the end the last plan chose for a fir
 (``tail_factor``), while admission and forecasts, which sum many steps whose noise averages out,
 plan at ``quantile``. It is the larger of the window's empirical quantile and that quantile of a
 lognormal fitted to the window (the empirical one of a short window is its maximum). Capped like
-the scale.
+the scale. In the affine form the tail is taken over observed / (scale x predicted + offset), the
+steps as the correction plans them, and moves only beyond the correction's dead band.
 
 ``shortest_step_s`` is the one-token step the KV profile may count on as a lower bound (section
 3b of docs/planner.md): the model's, scaled by the smallest observed ratio when that is below 1.
@@ -117,15 +118,7 @@ class CalibratedModel(BatchTimeModel):
         q = float(np.quantile(arr, self.quantile, method="higher"))
         new = min(max(q, 1.0), self.max_scale)
         if self.tail_quantile > self.quantile:
-            # the empirical 0.999 quantile of a few hundred steps is their maximum, exceeded by
-            # about one step in the window's size: the lognormal fitted to them bounds it too
-            logs = np.log(arr)
-            tail = max(
-                float(np.quantile(arr, self.tail_quantile, method="higher")),
-                float(np.exp(logs.mean() + self._tail_z * logs.std())),
-            )
-            # capped like the scale: one stall in the window must not shrink every deadline step
-            self.tail = min(max(tail, new), self.max_scale)  # new <= max_scale already
+            self.tail = max(self._tail_ratio(arr), new)  # new <= max_scale already
         return self._settle(new, 0.0)
 
     def _fit_affine(self) -> bool:
@@ -151,9 +144,30 @@ class CalibratedModel(BatchTimeModel):
         best = int(np.nonzero(planned <= planned.min() * (1.0 + 1e-3))[0][-1])
         # judged at a short and the longest recent single step (see _settle)
         steps_s = both[:, 0]
-        return self._settle(
+        changed = self._settle(
             float(scales[best]), float(offsets[best]), (float(np.quantile(steps_s, 0.1)), float(steps_s.max()))
         )
+        if self.tail_quantile > self.quantile:
+            # the tail relative to the steps as now planned: a step that ends at a deadline is
+            # sized for it (tail_factor = 1 / that ratio), the rest keep the quantile
+            tail = self.scale * self._tail_ratio(obs / (self.scale * pred + self.offset_s))
+            # with the correction's dead band: grids are memoized per tail factor (_settle)
+            if changed or abs(tail - self.tail) > self.min_change * self.tail:
+                self.tail = tail
+        return changed
+
+    def _tail_ratio(self, arr: np.ndarray) -> float:
+        """The ``tail_quantile`` of the ratios ``arr`` (at least 1, at most ``max_scale``): the
+        larger of their empirical quantile and that of a lognormal fitted to them, since the
+        empirical 0.999 quantile of a few hundred steps is their maximum, exceeded by about one
+        step in the window's size. Capped like the scale: one stall in the window must not
+        shrink every deadline step."""
+        logs = np.log(arr)
+        tail = max(
+            float(np.quantile(arr, self.tail_quantile, method="higher")),
+            float(np.exp(logs.mean() + self._tail_z * logs.std())),
+        )
+        return min(max(tail, 1.0), self.max_scale)
 
     def _runs(self, both: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(predicted, observed) seconds per step, averaged over every run of ``run_steps``

@@ -150,7 +150,7 @@ class SLOsServeConfig:
     calibrate_tail_quantile: float = field(
         default=0.999,
         metadata={
-            "help": "with calibrate (scale form): a step that ends at a deadline (a decode's, an admitted prompt's TTFT it can finish by, the end the last plan chose for its first step) is sized to end in time even at this quantile of observed/predicted ratios (the larger of the empirical one and a fitted lognormal's), and plans count step 0 so; the rest at calibrate_quantile (<= calibrate_quantile: off)"
+            "help": "with calibrate: a step that ends at a deadline (a decode's, an admitted prompt's TTFT it can finish by, the end the last plan chose for its first step) is sized to end in time even at this quantile of observed/predicted ratios (the larger of the empirical one and a fitted lognormal's), and plans count step 0 so; the rest at calibrate_quantile (<= calibrate_quantile: off). The affine form takes it over observed / its planned time; the live defaults turn it off (runtime/step_timing.py)"
         },
     )
     # On by default: +6% / +7% / +17% capacity on synthetic chatbot / coder / mixed, authors'

@@ -35,7 +35,8 @@ RATIO_WINDOW_STEPS = 512  # the calibrator's default window: /server_info descri
 # TPOT and the server refused requests at a tenth of its capacity (1.2 rps); planned at its p80,
 # the tail is absorbed by the slack cumulative deadlines bank (12.5 rps, admitted attainment
 # 0.991; docs/perf_model.md, "Planning at the p80").
-# The affine form has no separate tail: its quantile sizes every step (calibrate.py).
+# Its tail for deadline-ending steps (calibrate_tail_quantile) stays off: at the p95 it did not
+# reduce the admitted misses of a 2-core host at 1.6x its capacity (docs/perf_model.md, run N).
 LIVE_POLICY_DEFAULTS = {
     "calibrate_form": "affine",
     "calibrate_quantile": 0.8,
