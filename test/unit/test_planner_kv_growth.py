@@ -43,7 +43,8 @@ def worst_excess(records, extra: int, min_step_s: float, tps: int) -> float:
 def test_the_speculative_growth_bound_holds_and_is_tighter_than_k_per_one_token_step():
     sim, records = run_fast_decodes()
     assert len(records) >= 5 and sum(len(r.token_times) for r in records) > 2000
-    extra, min_step_s, tps = sim.replicas[0].scheduler.kvp.growth()
+    kvp = sim.replicas[0].scheduler.kvp
+    (min_step_s, tps), extra = kvp.growth(), kvp.held_extra
     assert (extra, tps) == (2 * K - 1, 1)
     assert worst_excess(records, extra, min_step_s, tps) <= 0  # never more than the bound allows
     one_token_s = get_model(MODEL).one_token_step_s()
@@ -57,4 +58,5 @@ def test_without_speculation_the_bound_is_one_token_per_shortest_step():
     wl = build_workload(WorkloadConfig(scenario="coder", rate_rps=0.3, num_requests=4, seed=1))
     sim = Simulator(wl.programs, SimConfig(model=MODEL, policy="slos-serve", seed=1))
     sim.run()
-    assert sim.replicas[0].scheduler.kvp.growth() == (0, get_model(MODEL).one_token_step_s(), 1)
+    kvp = sim.replicas[0].scheduler.kvp
+    assert (kvp.held_extra, kvp.growth()) == (0, (get_model(MODEL).one_token_step_s(), 1))

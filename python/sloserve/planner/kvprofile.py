@@ -220,6 +220,15 @@ class KVProfile:
     def __init__(self, enabled: bool, ctx, tiers: TierState, lengths: LengthPlanner, dl: Deadlines) -> None:
         self.enabled = enabled and lengths.mode != "predict"  # predict mode keeps full reservations
         self.ctx, self.tiers, self.lengths, self.dl = ctx, tiers, lengths, dl
+        spec = getattr(ctx, "spec", None)
+        # positions one step may verify per request (None: no speculation); fixed for the policy's life
+        self.spec_k = (
+            None
+            if spec is None or getattr(spec, "mode", "off") == "off"
+            else max(int(getattr(spec, "max_spec_len", 1)), int(getattr(spec, "fixed_len", 1)), 1)
+        )
+        # tokens the growth bound counts as held from the start (growth()): the steps in flight
+        self.held_extra = 0 if self.spec_k is None else 2 * self.spec_k - 1
         self._profile: CachedProfile | None = None
         self._kvp_static: dict = {}
 
@@ -265,9 +274,9 @@ class KVProfile:
         old = self._kvp_static
         self._kvp_static = {r.request_id: self._static(r, old.get(r.request_id)) for r in rs}  # members only
         static = list(self._kvp_static.values())
-        extra, min_step_s, tps = self.growth()
+        min_step_s, tps = self.growth()
         prof = PeakProfile.of(
-            np.array([r.prompt_tokens + r.num_output_tokens + 1 + extra for r in rs], dtype=np.int64),
+            np.array([self._held(r) for r in rs], dtype=np.int64),
             np.array([x.full_tokens for x in static], dtype=np.int64),
             np.array([x.finish_s for x in static], dtype=np.float64),
             start_s,
@@ -290,17 +299,17 @@ class KVProfile:
         got = self._profile
         if got is not None and got.view is old_view and self.enabled:
             st = self._kvp_static[r.request_id] = self._static(r, None)
-            held = r.prompt_tokens + r.num_output_tokens + 1 + self.growth()[0]
-            got.profile.add(held, st.full_tokens, st.finish_s)
+            got.profile.add(self._held(r), st.full_tokens, st.finish_s)
             self._profile = CachedProfile(new_view, got.start_s, got.profile)
+
+    def _held(self, r: Request) -> int:
+        """Tokens the growth bound starts ``r`` from: prompt, tokens out, the step in flight's one
+        (KV is taken at a step's start), and ``held_extra`` under speculation."""
+        return r.prompt_tokens + r.num_output_tokens + 1 + self.held_extra
 
     def _column(self, r: Request) -> tuple[int, int, float]:
         """(held, full, finish) of a request that has not started (a candidate or a new admission)."""
-        return (
-            r.prompt_tokens + r.num_output_tokens + 1 + self.growth()[0],
-            r.prompt_tokens + self.lengths.planned_output(r),
-            self._finish_s(r),
-        )
+        return (self._held(r), r.prompt_tokens + self.lengths.planned_output(r), self._finish_s(r))
 
     def invalidate(self, rids=()) -> None:
         """Deadlines of these residents changed (re-pacing): drop their cached columns and the profile."""
@@ -329,22 +338,22 @@ class KVProfile:
             return self.dl.token_s(r, n)  # honours re-paced deadlines (planner/repace.py)
         return self.dl.ttft_s(r) + self.dl.cumulative_tpot_s(r, n)
 
-    def growth(self) -> tuple[int, float, int]:
-        """The growth bound as (extra tokens held from the start, shortest step, tokens per step).
+    def growth(self) -> tuple[float, int]:
+        """The growth bound as (shortest step, tokens per step), from ``held_extra`` tokens on.
 
         Without speculation: one token per step, no step shorter than ``_shortest_step_s``. With
         speculation a step verifying ``1 + d`` positions gains at most ``1 + d`` tokens but also
         runs ``d`` draft steps, so a request gains at most ``rate = max_d (1 + d) / s(d)`` tokens a
         second (``s(d)``: one request's step with ``d`` drafts, scaled like the shortest step), far
-        below ``K`` tokens per one-token step (opt-13b-tp2-a100, K = 4: 95 against 126 tokens/s).
-        It is counted as one token per ``1 / rate``, plus ``2K - 1`` tokens held from the start: the
-        steps in flight at the start and at ``t`` each reserve up to ``K`` positions."""
+        below ``K`` tokens per one-token step (opt-13b-tp2-a100, K = 4: 95 against 126 tokens/s;
+        the bound before counted K + 1, 157). It is counted as one token per ``1 / rate``, from
+        ``held_extra = 2K - 1`` tokens more: the steps in flight at the start and at ``t`` each
+        reserve up to ``K`` positions."""
         shortest_s = self._shortest_step_s()
-        spec = getattr(self.ctx, "spec", None)
-        if spec is None or getattr(spec, "mode", "off") == "off":
-            return 0, shortest_s, 1
-        k = max(int(getattr(spec, "max_spec_len", 1)), int(getattr(spec, "fixed_len", 1)), 1)
+        if self.spec_k is None:
+            return shortest_s, 1
         base = getattr(self.ctx.perf, "base", self.ctx.perf)
         scale = shortest_s / base.one_token_step_s()
-        rate = max((1 + d) / (base.batch_time_s(1 + d, spec_steps=d, num_requests=1) * scale) for d in range(k))
-        return 2 * k - 1, 1.0 / rate, 1
+        steps = range(self.spec_k)
+        rate = max((1 + d) / (base.batch_time_s(1 + d, spec_steps=d, num_requests=1) * scale) for d in steps)
+        return 1.0 / rate, 1
