@@ -78,3 +78,14 @@ def test_small_kv_pool_defers_and_retracts_but_serves_everyone(small_kv):
     # The planner reserves KV for the SLO tier; SGLang over-admits only best effort: the
     # retraction hook's order (best effort first) means no SLO-tier request is ever retracted.
     assert all(m["tier"] == "best_effort" for m in retracted), json.dumps(metas)[:2000]
+
+
+def test_best_effort_that_cannot_start_by_its_ttft_deadline_ends_with_429(plugin):
+    """--best-effort-expiry (on by default): a TTFT SLO of 1 us cannot be planned, so the request
+    goes to best effort, and its deadline has passed by the scheduler's next iteration: it ends
+    at once with 429 and the reason. A request that asked for best effort is still served."""
+    resp = generate(plugin, custom={"slo_ttft_ms": 0.001, "slo_tpot_ms": 500.0}, timeout=FAST_S)
+    assert resp.status_code == 429 and "TTFT deadline" in resp.text, resp.text
+    asked = generate(plugin, max_new_tokens=3, custom={"slo_best_effort": True, "slo_ttft_ms": 0.001})
+    assert asked.status_code == 200 and asked.json()["meta_info"]["tier"] == "best_effort"
+    _wait_for(lambda: getattr(read_summaries(plugin).get(0), "num_requests", 1) == 0, what="nothing held")

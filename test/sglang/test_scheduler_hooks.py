@@ -158,3 +158,77 @@ def test_req_snapshot_of_real_requests():
     assert (snap.prompt_tokens, snap.num_output_tokens, snap.num_computed_tokens, snap.running) == (40, 0, 0, False)
     req.output_ids.extend([1, 2])
     assert req_snapshot(req, True).num_computed_tokens == 41
+
+
+class _Sink:
+    """Where SGLang's scheduler sends outputs to its tokenizer manager (a ZMQ socket in a server)."""
+
+    def __init__(self) -> None:
+        self.sent: list = []
+
+    def send_output(self, output, req=None) -> None:
+        self.sent.append(output)
+
+
+@pytest.fixture
+def slo_sched(monkeypatch, sglang_published):
+    """An SloScheduler running slos-serve, with the state SGLang's own queueing and abort code read."""
+    from sglang.srt.disaggregation.utils import DisaggregationMode
+
+    def build(expiry: bool = True, **options):
+        cfg = SglangAdapterConfig(policy_options=tuple(sorted(options.items())), best_effort_expiry=expiry)
+        for k, v in export_env(cfg, {}).items():
+            monkeypatch.setenv(k, v)
+        s = SloScheduler.__new__(SloScheduler)
+        s.max_total_num_tokens, s.waiting_queue, s.chunked_req, s.tp_size = 8192, [], None, 1
+        s._prefill_decode_interval_remaining = 0
+        s.enable_priority_scheduling, s.abort_on_priority_when_disabled = False, False
+        s.disaggregation_mode, s.max_queued_requests = DisaggregationMode.NULL, None
+        s.enable_hicache_storage, s.enable_lmcache, s.processed_tokens_counter = False, False, 0
+        s.tree_cache = make_pools()[1]
+        s.rust_server, s.ipc_channels = None, types.SimpleNamespace(send_to_tokenizer=_Sink())
+        return s
+
+    yield build
+    SloSpeculativeParams.publish(None, 0)
+
+
+def _queue(s, rid, custom):
+    req = create(s, rid, 32, {"slo_tpot_ms": 100.0, **custom})
+    s._add_request_to_queue(req)
+    return req
+
+
+def _refusals(s) -> list[dict]:
+    return [o.finished_reason for o in s.ipc_channels.send_to_tokenizer.sent]
+
+
+def test_a_request_the_plan_refuses_ends_with_429_at_once(slo_sched):
+    """unadmitted=reject: the refused request leaves SGLang's queue with a 429 naming the reason
+    (it used to wait there forever, unplanned); an admitted one queues as before."""
+    s = slo_sched(unadmitted="reject")
+    _queue(s, "ok", {"slo_ttft_ms": 5000.0})
+    _queue(s, "no", {"slo_ttft_ms": 0.001})  # infeasible even alone
+    assert [r.rid for r in s.waiting_queue] == ["ok"]
+    (reason,) = _refusals(s)
+    assert reason["status_code"] == 429 and "infeasible" in reason["message"]
+
+
+@pytest.mark.parametrize("expiry", [True, False])
+def test_best_effort_past_its_ttft_deadline_expires_with_429(slo_sched, expiry):
+    """--best-effort-expiry (default): the next iteration ends a best-effort request whose TTFT
+    deadline passed without a token; admitted and asked-for best effort stay. The control keeps it."""
+    s = slo_sched(expiry=expiry)
+    _queue(s, "ok", {"slo_ttft_ms": 5000.0})
+    _queue(s, "late", {"slo_ttft_ms": 0.001})  # not admitted (infeasible), deadline 1 us after arrival
+    _queue(s, "asked", {"slo_best_effort": True, "slo_ttft_ms": 0.001})
+    assert len(s.waiting_queue) == 3 and not _refusals(s)
+    s._should_defer_prefill(types.SimpleNamespace(reqs=[]))
+    kept = ["ok", "asked"] if expiry else ["ok", "late", "asked"]
+    assert sorted(r.rid for r in s.waiting_queue) == sorted(kept)
+    refusals = _refusals(s)
+    assert len(refusals) == int(expiry)
+    if expiry:
+        assert refusals[0]["status_code"] == 429 and "TTFT deadline" in refusals[0]["message"]
+        shadow = s._slo()  # its departure was an abort, and the planner no longer holds it
+        assert "late" not in shadow.known and shadow.policy.stats()["reasons"].get("aborted") == 1

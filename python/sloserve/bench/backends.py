@@ -61,17 +61,23 @@ class StreamState:
     meta: dict | None = None
     prompt_tokens: int | None = None
     error: str | None = None
+    # the HTTP status a stream ended with after its 200 header: SGLang streams a refusal (429,
+    # 503...) as an error chunk or as an abort finish_reason carrying the status
+    status: int | None = None
 
     def feed(self, chunk: dict) -> int:
         """Consume one SSE JSON chunk; return how many new tokens it carries."""
         if "error" in chunk and not chunk.get("choices"):
             err = chunk["error"]
             self.error = err.get("message", str(err)) if isinstance(err, dict) else str(err)
+            code = err.get("code") if isinstance(err, dict) else None
+            self.status = code if isinstance(code, int) and 400 <= code < 600 else self.status
             return 0
         if self.backend in CHAT + COMPLETIONS:
             return self._feed_openai(chunk)
         meta = chunk.get("meta_info") or {}
         self.meta = meta or self.meta
+        self._note_abort(meta.get("finish_reason"))
         ids = chunk.get("output_ids")
         if isinstance(ids, list):
             self.output_ids = ids
@@ -98,6 +104,13 @@ class StreamState:
         if not delta:
             return 0
         return self._advance(self.tokens + (len(delta.encode("utf-8")) if self.bytes_are_tokens else 1))
+
+    def _note_abort(self, reason) -> None:
+        if isinstance(reason, dict) and reason.get("type") == "abort":
+            code = reason.get("status_code")
+            if isinstance(code, int) and 400 <= code < 600:
+                self.status = code
+            self.error = str(reason.get("message") or "aborted")
 
     def _advance(self, total: int) -> int:
         new = max(total - self.tokens, 0)

@@ -136,6 +136,7 @@ async def send_stage(
     except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
         out.error = f"{type(exc).__name__}: {exc}"
     out.error = out.error or state.error
+    out.status = state.status or out.status
     out.meta = state.meta
     out.prompt_tokens_reported = state.prompt_tokens
     return out, _Prev(state.output_ids, state.text)

@@ -37,6 +37,13 @@ class SglangAdapterConfig:
     default_ttft_slowdown: float = field(default=5.0, metadata={"help": "TTFT slowdown SLO of requests that name none"})
     spec_slo_aware: bool = field(default=True, metadata={"help": "replace SGLang's adaptive speculative step selector"})
     seed: int = field(default=0, metadata={"help": "seed for the router's randomness"})
+    best_effort_expiry: bool = field(
+        default=True,
+        metadata={
+            "help": "end a request the plan did not admit with 429 once its TTFT deadline passes without a "
+            "first token (its SLO is lost): overload sheds work instead of queueing it"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.kv_capacity_tokens < 0 or self.block_size_tokens < 1:

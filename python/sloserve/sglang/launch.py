@@ -77,6 +77,12 @@ def parser() -> argparse.ArgumentParser:
         help="do not add --enable-metrics (SGLang's Prometheus /metrics, with sloserve's per-tier series)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed for the router's randomness")
+    p.add_argument(
+        "--no-best-effort-expiry",
+        action="store_true",
+        help="keep serving a request the plan did not admit after its TTFT deadline passed without a first "
+        "token (default: it ends with 429, and overload sheds work)",
+    )
     return p
 
 
@@ -96,6 +102,7 @@ def split_args(argv: Sequence[str]) -> tuple[SglangAdapterConfig, list[str], arg
         default_ttft_slowdown=ns.default_ttft_slowdown,
         spec_slo_aware=not ns.no_slo_spec,
         seed=ns.seed,
+        best_effort_expiry=not ns.no_best_effort_expiry,
     )
     if not ns.no_mixed_chunk and "--enable-mixed-chunk" not in rest:
         rest.append("--enable-mixed-chunk")  # decodes ride along in prefill batches, as the plan assumes

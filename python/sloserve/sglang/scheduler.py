@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from http import HTTPStatus
 
 from sglang.srt.managers.scheduler import Scheduler
 
@@ -30,10 +31,17 @@ from sloserve.sglang.spec_selector import SloSpeculativeParams
 from sloserve.sglang.streamer import SloOutputStreamer
 from sloserve.sglang.summaries import ENV_SUMMARY_DIR, PlanTimer, write_stats, write_summary
 from sloserve.sglang.tier_metrics import SchedulerTierMetrics, finish_type, metrics_enabled
-from sloserve.sglang.translate import ReqSnapshot, build_request
+from sloserve.sglang.translate import ReqSnapshot, asks_for_ttft, build_request
 
 log = logging.getLogger(__name__)
 SUMMARY_INTERVAL_S = 0.05
+
+
+def _abort_req_factory():
+    """SGLang's ``_make_abort_req`` (0.5.23), or None where this SGLang has none."""
+    from sglang.srt.managers import scheduler as sglang_scheduler
+
+    return getattr(sglang_scheduler, "_make_abort_req", None)
 
 
 def req_snapshot(req, running: bool) -> ReqSnapshot:
@@ -184,24 +192,57 @@ class SloScheduler(Scheduler):
         if is_retracted or req.finished() or getattr(req, "to_finish", None) is not None:
             return result  # an aborted request is let through by the plan (with_aborted), unplanned
         shadow = self._slo()
-        if req.rid in shadow.known:
-            return result
+        if req.rid in shadow.known or not (self.waiting_queue and self.waiting_queue[-1] is req):
+            return result  # known already, or SGLang refused it itself (e.g. --max-queued-requests)
         try:
             core = attach_slo(req, self._slo_now_s, self._slo_perf.zero_load_prefill_s, self._slo_defaults)
         except SloParamError as exc:  # SGLang versions without _create_generation_req
             req.set_finish_with_abort(str(exc))
             return result
-        decision = shadow.add(core, self._slo_now_s)
+        decision = shadow.add(core, self._slo_now_s, asks_for_ttft(getattr(req.sampling_params, "custom_params", None)))
         log.debug("sloserve %s: %s (%s)", req.rid, decision.reason.value, core.tier.value)
         if (tiers := self._slo_tier_metrics()) is not None:
             tiers.admission(core.tier.value, decision.reason.value, not decision.reason.accepted)
+        if not decision.accepted:  # e.g. unadmitted=reject: refused now, never queued
+            detail = f": {decision.detail}" if decision.detail else ""
+            self._slo_refuse(req, f"not admitted ({decision.reason.value}{detail}); retry later")
         return result
+
+    def _slo_refuse(self, req, message: str, queued: bool = True, status=HTTPStatus.TOO_MANY_REQUESTS) -> None:
+        """End a queued request at once with HTTP ``status``, without running it (as SGLang's own
+        --max-queued-requests does): an overloaded host spends no engine step on it."""
+        if queued:
+            self.waiting_queue.remove(req)
+        reason = {"type": "abort", "status_code": status, "message": message}
+        release, make_abort = getattr(self, "_release_aborted_request", None), _abort_req_factory()
+        if release is None or make_abort is None:  # SGLang versions without them: one-token abort
+            req.set_finish_with_abort(message, status_code=status)
+            self.waiting_queue.append(req)
+            return
+        release(req)
+        self.send_abort_output(make_abort(req, finished_reason=reason), req)
+
+    def _slo_expire_best_effort(self, shadow: ShadowPlanner, now: float) -> None:
+        """Best effort still without a first token at its TTFT deadline ends with 429: its SLO is
+        lost (a client would give up), and served late it takes the CPU of an overloaded host from
+        admitted requests (issue 16, docs/sglang.md). The chunked request is mid-prefill: kept."""
+        expired = set(shadow.expired_best_effort((r.rid for r in self.waiting_queue), now))
+        if not expired:
+            return
+        shadow.expire(expired)
+        ending = [r for r in self.waiting_queue if r.rid in expired]
+        self.waiting_queue[:] = [r for r in self.waiting_queue if r.rid not in expired]
+        for req in ending:
+            message = "not admitted, and no first token by its TTFT deadline (server overloaded); retry later"
+            self._slo_refuse(req, message, queued=False)
 
     # ---- per-iteration planning ----------------------------------------------------------
     def _slo_step(self, running_batch) -> None:
         shadow = self._slo()
         now = self._slo_clock()
         self._slo_now_s = now
+        if self._slo_cfg.best_effort_expiry:
+            self._slo_expire_best_effort(shadow, now)
         running = [r for r in getattr(running_batch, "reqs", []) if not r.finished()]
         waiting = list(self.waiting_queue)
         chunked = getattr(self, "chunked_req", None)

@@ -14,7 +14,7 @@ import os
 from typing import Any, Iterable, Mapping
 
 from sloserve.core.plan import AdmitDecision, ReplicaSummary, ScheduledItem, StepPlan, StepResult
-from sloserve.core.request import Request
+from sloserve.core.request import Request, Tier
 from sloserve.core.scheduler import Scheduler, SchedulerContext, create_scheduler
 from sloserve.metrics.report import TokenLog
 from sloserve.sglang.step_log import ENV_STEP_LOG, StepLog, step_log_path
@@ -49,6 +49,7 @@ class ShadowPlanner:
         self.aborting: set[str] = set()  # seen ending with an abort: their departure is an abort
         self.step_sink = None  # (plan, observed_s, now_s) per busy step: sglang/step_log.py
         self.busy_steps = 0  # steps with a measured time (the first COLD_STEPS are not learned)
+        self.expirable: set[str] = set()  # live requests whose client set a TTFT SLO
 
     @classmethod
     def create(
@@ -75,11 +76,40 @@ class ShadowPlanner:
         return shadow
 
     # ---- arrivals -------------------------------------------------------------------------
-    def add(self, request: Request, now_s: float) -> AdmitDecision:
+    def add(self, request: Request, now_s: float, expires: bool = False) -> AdmitDecision:
+        """``expires``: the client set the TTFT SLO itself, so unadmitted, the request may expire."""
         decision = self.policy.add(request, now_s)
         self.admissions[request.request_id] = decision
         self.known[request.request_id] = request
+        if expires:
+            self.expirable.add(request.request_id)
         return decision
+
+    def expired_best_effort(self, waiting: Iterable[str], now_s: float) -> list[str]:
+        """Waiting rids the plan did not admit whose TTFT deadline has passed without a first
+        token. Their SLO is lost; ending them now (the server's equivalent of a client that gives
+        up, what the simulator's realistic mode models) keeps an overloaded host's CPU for the
+        admitted ones. Only requests whose client set the TTFT SLO (``add(expires=True)``): an
+        untagged request runs on defaults it never asked for, and one that asked for best effort
+        wants an answer however late."""
+        out = []
+        for rid in waiting:
+            req = self.known.get(rid)
+            if (
+                req is not None
+                and rid in self.expirable
+                and req.tier is Tier.BEST_EFFORT
+                and not req.user_best_effort
+                and not req.route_best_effort
+                and req.num_output_tokens == 0
+                and now_s > req.ttft_deadline_s
+            ):
+                out.append(rid)
+        return out
+
+    def expire(self, rids: Iterable[str]) -> None:
+        """``rids`` were ended by the server: their departure is an abort, not a completion."""
+        self.aborting.update(rids)
 
     # ---- progress -------------------------------------------------------------------------
     def observe(self, snapshots: Iterable[ReqSnapshot], now_s: float) -> list:
@@ -130,6 +160,7 @@ class ShadowPlanner:
                 self.aborting.discard(rid)
                 self.finished[rid] = self._report(rid, done=True)
                 self.known.pop(rid)
+                self.expirable.discard(rid)
                 self.admissions.pop(rid, None)
                 self.token_logs.pop(rid, None)
         while len(self.finished) > RECENT_REPORTS:
