@@ -305,7 +305,7 @@ def test_only_unadmitted_requests_past_their_ttft_deadline_without_a_token_expir
 
 
 def test_only_a_client_that_set_a_ttft_slo_asks_for_one():
-    from sloserve.sglang.translate import asks_for_ttft
+    from sloserve.runtime.slo_params import asks_for_ttft
 
     assert not asks_for_ttft(None) and not asks_for_ttft({"slo_arrival_s": 5.0, "slo_tpot_ms": 50.0})
     assert not asks_for_ttft({"slo_ttft_ms": None})  # SGLang clients send optional fields as null

@@ -181,6 +181,15 @@ def validate(custom: Mapping[str, Any] | None) -> dict[str, Any]:
     return out
 
 
+TTFT_KEYS = ("slo_ttft_ms", "slo_ttft_slowdown", "slo_class")  # the keys that set a TTFT SLO
+
+
+def asks_for_ttft(custom_params: Mapping[str, Any] | None) -> bool:
+    """Whether the client set a TTFT SLO itself (an untagged request runs on the defaults): only
+    then may a request the plan did not admit be ended at that deadline (best-effort expiry)."""
+    return isinstance(custom_params, Mapping) and any(custom_params.get(k) is not None for k in TTFT_KEYS)
+
+
 def parse_slo(custom: Mapping[str, Any] | None, defaults: SloDefaults = SloDefaults()) -> SloSpec:
     """Resolve a request's SLO: explicit keys override the named preset, which overrides defaults."""
     p = validate(custom)

@@ -22,7 +22,7 @@ from http import HTTPStatus
 from sglang.srt.managers.scheduler import Scheduler
 
 from sloserve.perf import get_model
-from sloserve.runtime.slo_params import SloDefaults, SloParamError
+from sloserve.runtime.slo_params import SloDefaults, SloParamError, asks_for_ttft
 from sloserve.runtime.step_timing import live_policy_options
 from sloserve.sglang.config import load_config
 from sloserve.sglang.policy import SloPrefillAdder, SloSchedulePolicy
@@ -31,7 +31,7 @@ from sloserve.sglang.spec_selector import SloSpeculativeParams
 from sloserve.sglang.streamer import SloOutputStreamer
 from sloserve.sglang.summaries import ENV_SUMMARY_DIR, PlanTimer, write_stats, write_summary
 from sloserve.sglang.tier_metrics import SchedulerTierMetrics, finish_type, metrics_enabled
-from sloserve.sglang.translate import ReqSnapshot, asks_for_ttft, build_request
+from sloserve.sglang.translate import ReqSnapshot, build_request
 
 log = logging.getLogger(__name__)
 SUMMARY_INTERVAL_S = 0.05

@@ -107,14 +107,6 @@ def build_request(
     return req
 
 
-TTFT_KEYS = ("slo_ttft_ms", "slo_ttft_slowdown", "slo_class")  # the keys that set a TTFT SLO
-
-
-def asks_for_ttft(custom_params: Mapping[str, Any] | None) -> bool:
-    """Whether the client set a TTFT SLO itself (an untagged request runs on the defaults)."""
-    return isinstance(custom_params, Mapping) and any(custom_params.get(k) is not None for k in TTFT_KEYS)
-
-
 def plan_to_decision(plan: StepPlan, waiting: Iterable[str], running_nonempty: bool) -> PlanDecision:
     """Prefill tokens per waiting request, their order, and whether to skip prefill this step."""
     waiting_set = set(waiting)
