@@ -219,6 +219,7 @@ def test_best_effort_past_its_ttft_deadline_expires_with_429(slo_sched, expiry):
     """--best-effort-expiry (default): the next iteration ends a best-effort request whose TTFT
     deadline passed without a token; admitted and asked-for best effort stay. The control keeps it."""
     s = slo_sched(expiry=expiry)
+    s.metrics_reporter = types.SimpleNamespace(current_scheduler_metrics_enabled=True)
     _queue(s, "ok", {"slo_ttft_ms": 5000.0})
     _queue(s, "late", {"slo_ttft_ms": 0.001})  # not admitted (infeasible), deadline 1 us after arrival
     _queue(s, "asked", {"slo_best_effort": True, "slo_ttft_ms": 0.001})
@@ -232,3 +233,10 @@ def test_best_effort_past_its_ttft_deadline_expires_with_429(slo_sched, expiry):
         assert refusals[0]["status_code"] == 429 and "TTFT deadline" in refusals[0]["message"]
         shadow = s._slo()  # its departure was an abort, and the planner no longer holds it
         assert "late" not in shadow.known and shadow.policy.stats()["reasons"].get("aborted") == 1
+        finished = {
+            tuple(x.labels.values()): x.value
+            for f in s._slo_tier_metrics().series.finished.collect()
+            for x in f.samples
+            if x.name.endswith("_total")
+        }
+        assert finished == {("best_effort", "abort"): 1.0}  # counted as it ends, once

@@ -213,6 +213,8 @@ class SloScheduler(Scheduler):
         --max-queued-requests does): an overloaded host spends no engine step on it."""
         if queued:
             self.waiting_queue.remove(req)
+        if (tiers := self._slo_tier_metrics()) is not None:  # SGLang's streamer never sees it end
+            tiers.finished(self._slo().report(req.rid, 0, True, self._slo_now_s), "abort")
         reason = {"type": "abort", "status_code": status, "message": message}
         release, make_abort = getattr(self, "_release_aborted_request", None), _abort_req_factory()
         if release is None or make_abort is None:  # SGLang versions without them: one-token abort
