@@ -298,6 +298,7 @@ def sim_config(args, fit_path: Path) -> SimConfig:
         kv_tokens=KV_TOKENS,
         max_seq_len=CONTEXT_TOKENS,
         seed=args.seed,
+        best_effort_expiry=True,  # the live plugin's default (docs/sglang.md, "Overload")
     )
 
 

@@ -95,6 +95,23 @@ def test_client_timeout_aborts_requests_without_a_first_token_for_every_policy(p
     assert s["attainment"] >= plain.summary["attainment"] - 0.02
 
 
+def test_best_effort_expiry_ends_only_unadmitted_requests_not_started_by_their_deadline():
+    """The SGLang plugin's overload rule in the simulator: in overload slos-serve leaves requests
+    to best effort; those not started by their TTFT deadline end there, counted as misses,
+    with nothing left held. Off, none is (the control)."""
+    progs = programs(rate=12.0)
+    plain = Simulator(progs, SimConfig(policy="slos-serve")).run()
+    sim = Simulator(progs, SimConfig(policy="slos-serve", best_effort_expiry=True))
+    res = sim.run()
+    expired = [r for r in res.records if r.reason == "best_effort_expired"]
+    assert res.summary["num_best_effort_expired"] == len(expired) > 0
+    assert "num_best_effort_expired" not in plain.summary  # off: the summary keeps its bytes
+    assert not any(r.reason == "best_effort_expired" for r in plain.records)
+    assert all(r.rejected and not r.token_times and not r.attained() for r in expired)
+    assert res.summary["num_unfinished"] == 0 and sim.replicas[0].scheduler.kv.used_blocks == 0
+    assert res.summary["attainment"] >= plain.summary["attainment"] - 0.02
+
+
 def test_charged_scheduler_time_follows_the_cost_model_and_delays_steps():
     progs = programs(n=80)
     for policy in ("vllm", "slos-serve"):

@@ -55,6 +55,12 @@ class SimConfig:
             "help": "clients abort a request still without a first token past its TTFT deadline (with tolerance), every policy alike; a miss"
         },
     )
+    best_effort_expiry: bool = field(
+        default=False,
+        metadata={
+            "help": "the SGLang plugin's overload rule (docs/sglang.md, 'Overload'): a request the policy did not admit that has not started by its TTFT deadline is ended there (a miss)"
+        },
+    )
     warmup: bool = field(
         default=True,
         metadata={

@@ -97,6 +97,11 @@ class SimOptions:
     client_timeout: bool = _opt(
         False, "clients abort a request without a first token past its TTFT deadline (a miss; every policy)"
     )
+    best_effort_expiry: bool = _opt(
+        False,
+        "end a request the policy did not admit that has not started by its TTFT deadline (the SGLang plugin's "
+        "default; a miss)",
+    )
     charge_scheduler_time: bool = _opt(
         False, "charge the scheduler's CPU time (deterministic cost model, sloserve/sim/overhead.py) to the engine"
     )
@@ -172,6 +177,7 @@ def sim_config(opts: SimOptions, spec: SpecOptions) -> SimConfig:
         step_time_trace=opts.step_time_trace,
         engine_model=opts.engine_model,
         client_timeout=opts.realistic or opts.client_timeout,
+        best_effort_expiry=opts.best_effort_expiry,
         charge_scheduler_time=opts.realistic or opts.charge_scheduler_time,
         warmup=not opts.no_warmup,
         spec=spec_config,

@@ -37,7 +37,7 @@ from sloserve.sim.warmup import warm_up
 
 # Event kinds, in tie-break order at equal times (a client gives up only after the step that
 # would have brought its first token at that time).
-STEP_END, MIGRATE, ARRIVAL, WAKEUP, TIMEOUT = 0, 1, 2, 3, 4
+STEP_END, MIGRATE, ARRIVAL, WAKEUP, TIMEOUT, EXPIRE = 0, 1, 2, 3, 4, 5
 MAX_IDLE_HORIZON_S = 3600.0  # stop waiting for wakeups this long after the last event
 
 
@@ -71,7 +71,7 @@ class Simulator:
         self.steps: list[tuple[int, float, float, int, int]] = []
         self.disagg = disaggregation(config.policy, dict(config.policy_options))
         self.cost = scheduler_cost(config.policy) if config.charge_scheduler_time else None
-        self.num_timeouts = self.num_admitted_timeouts = 0
+        self.num_timeouts = self.num_admitted_timeouts = self.num_expired = 0
         self._ratio_trace = read_ratio_trace(config.step_time_trace) if config.step_time_trace else None
         self._engine_perf = StepCost.load(config.engine_model) if config.engine_model else self.perf
         # SLOs resolve with the model as given; the policies plan with it too, unless told the bias
@@ -165,6 +165,8 @@ class Simulator:
             self._migrate_in(payload, now)
         elif kind == TIMEOUT:
             self._timeout(payload, now)
+        elif kind == EXPIRE:
+            self._expire(payload, now)
         # WAKEUP needs no action: the idle replicas are asked for a plan after every batch
 
     def _start_step(self, rep: SimReplica, now: float) -> None:
@@ -275,6 +277,8 @@ class Simulator:
         if self.config.client_timeout:
             # the client gives up when its first token is late by the metric's tolerance too
             self._push(now + req.ttft_slo_s * (1.0 + self.config.tolerance), TIMEOUT, req.request_id)
+        if self.config.best_effort_expiry and not req.route_best_effort:
+            self._push(req.ttft_deadline_s, EXPIRE, req.request_id)
 
     def _charge_add(self, rep: SimReplica) -> None:
         if self.cost is not None:
@@ -294,6 +298,17 @@ class Simulator:
         rec.rejected, rec.tier, rec.reason = True, Tier.REJECTED.value, "client_timeout"
         self.num_timeouts += 1
         self.num_admitted_timeouts += admitted
+
+    def _expire(self, request_id: str, now: float) -> None:
+        """The plugin's overload rule: best effort not started by its TTFT deadline is ended."""
+        req = self.live.get(request_id)
+        if req is None or req.tier is not Tier.BEST_EFFORT or req.num_computed_tokens > 0:
+            return
+        rec = self.records[request_id]
+        self.replicas[rec.replica_id].scheduler.abort(request_id, now)
+        self.live.pop(request_id, None)
+        rec.rejected, rec.tier, rec.reason = True, Tier.REJECTED.value, "best_effort_expired"
+        self.num_expired += 1
 
     def _finish(self, rec: StageRecord, req: Request | None, now: float) -> None:
         rec.finish_s = now
@@ -367,6 +382,8 @@ class Simulator:
                 "sim_wall_s": wall_s,
             }
         )
+        if self.config.best_effort_expiry:  # only then: runs without it keep their bytes
+            summary["num_best_effort_expired"] = self.num_expired
         return SimResult(summary, records, self.steps)
 
 
