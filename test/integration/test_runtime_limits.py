@@ -111,6 +111,25 @@ def test_best_effort_past_queue_timeout_is_429(server_factory):
     wait_for(lambda: srv.get_json("/server_info")["requests_in_flight"] == 0, "the request to be freed")
 
 
+@pytest.mark.parametrize("expiry", [True, False])
+def test_unadmitted_request_past_its_ttft_deadline_ends_with_429(server_factory, expiry):
+    """--best-effort-expiry (default, the SGLang plugin's rule): a TTFT SLO of 1 us cannot be
+    planned, so the request is left to best effort and ends with 429 once the deadline passes.
+    The control, --no-best-effort-expiry, keeps it queued until --queue-timeout-s ends it."""
+    flags = [] if expiry else ["--no-best-effort-expiry"]
+    slow = ("--time-scale", "2000", "--queue-timeout-s", "1")  # no first token comes; the queue ends it after 1 s
+    srv = server_factory("--model", "opt-13b-tp2-a100", "--policy", "slos-serve", *slow, *flags)
+    custom = {"slo_ttft_ms": 0.001, "slo_tpot_ms": 500.0}
+    r = httpx.post(
+        srv.url + GEN,
+        timeout=HANG_S,
+        json={"text": "late", "sampling_params": {"max_new_tokens": 4, "custom_params": custom}},
+    )
+    assert r.status_code == 429 and r.headers.get("Retry-After"), r.text
+    assert ("TTFT deadline" in r.text) is expiry and ("--queue-timeout-s" in r.text) is not expiry
+    wait_for(lambda: srv.get_json("/server_info")["requests_in_flight"] == 0, "the request to be freed")
+
+
 # ---- defects 5 and 6: a hung scheduler, dead processes -----------------------------------------
 def test_hung_scheduler_is_detected_its_requests_fail_fast_and_it_is_restarted(server_factory):
     srv = server_factory(*LONG, "--policy", POLICY, "--dp-size", "2", "--time-scale", "0.2", "--watchdog-timeout", "2")

@@ -119,6 +119,14 @@ class ServerConfig:
             "429; 0 = never (SGLang: SGLANG_REQ_WAITING_TIMEOUT)"
         },
     )
+    best_effort_expiry: bool = field(
+        default=True,
+        metadata={
+            "help": "a request the plan did not admit, whose client set its TTFT SLO, ends with 429 once that "
+            "deadline passes without a first token (as the SGLang plugin does; docs/sglang.md, 'Overload')",
+            "negatable": True,
+        },
+    )
     watchdog_timeout: float = field(
         default=20.0,
         metadata={

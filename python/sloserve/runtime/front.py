@@ -25,7 +25,7 @@ from sloserve.runtime.launcher import ProcessGroup
 from sloserve.runtime.metrics import RuntimeMetrics
 from sloserve.runtime.protocol import MAX_RID_LEN, BadRequest, GenInput
 from sloserve.runtime.reqlog import RequestLog
-from sloserve.runtime.slo_params import SloDefaults, arrival_from_unix, parse_slo
+from sloserve.runtime.slo_params import SloDefaults, arrival_from_unix, asks_for_ttft, parse_slo
 from sloserve.runtime.state import ReqState
 from sloserve.runtime.supervisor import ProcHealth, RestartBudget
 from sloserve.runtime.tokenizer import Tokenizer, synthetic_output_ids
@@ -185,7 +185,10 @@ class FrontEnd:
         output = synthetic_output_ids(
             self.tok, self.cfg.seed, client_rid, out_len, marker, out_len // 2 if marker else None
         )
-        return ReqState(rid, gen, slo, request, list(prompt), output, max_new, client_rid=client_rid)
+        ttft_asked = asks_for_ttft(gen.sampling.custom_params)
+        return ReqState(
+            rid, gen, slo, request, list(prompt), output, max_new, client_rid=client_rid, ttft_asked=ttft_asked
+        )
 
     def submit(self, state: ReqState) -> None:
         if self.shutting_down or self.draining or not self.router_up:
@@ -352,6 +355,7 @@ class FrontEnd:
                 continue
             now = self.now()
             self._expire_queued(now)
+            self._expire_best_effort(now)
             for i, proc in enumerate(self.procs.schedulers):
                 h = self.health[i]
                 if h.state == "restarting":
@@ -394,6 +398,26 @@ class FrontEnd:
         for state in expired:
             self.metrics.admissions.labels("rejected", "queue_timeout").inc()
             message = f"no first token within {timeout:g} s (--queue-timeout-s); retry later"
+            self._terminal(state, {"type": "abort", "message": message, "status_code": 429}, 429, notify=m.Abort)
+
+    def _expire_best_effort(self, now: float) -> None:
+        """--best-effort-expiry: a request the plan did not admit, whose client set its TTFT SLO,
+        ends with 429 once that deadline passes without a first token (its SLO is lost; served
+        late it holds the engine that admitted requests need). The front does not see prefill
+        progress, so one mid-prefill ends too. Requests that asked for best effort never do."""
+        if not self.cfg.best_effort_expiry:
+            return
+        expired = [
+            state
+            for state, _ in self.queued.values()
+            if state.tier == "best_effort"
+            and state.ttft_asked
+            and not state.request.route_best_effort
+            and now > state.request.ttft_deadline_s
+        ]
+        for state in expired:
+            self.metrics.admissions.labels("rejected", "best_effort_expired").inc()
+            message = "not admitted, and no first token by its TTFT deadline (server overloaded); retry later"
             self._terminal(state, {"type": "abort", "message": message, "status_code": 429}, 429, notify=m.Abort)
 
     def _restart_or_fail(self, what: str) -> bool:

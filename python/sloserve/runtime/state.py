@@ -40,6 +40,7 @@ class ReqState:
     slo_met: bool | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     client_rid: str = ""  # the rid the client sent (``rid`` is unique in the server; see FrontEnd.new_state)
+    ttft_asked: bool = False  # the client set the TTFT SLO itself (slo_params.asks_for_ttft)
 
     def __post_init__(self) -> None:
         self.client_rid = self.client_rid or self.rid
