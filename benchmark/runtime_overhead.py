@@ -166,10 +166,14 @@ def compare_with_sim(args) -> dict:
     from sloserve.sim import SimConfig, simulate
     from sloserve.workloads import WorkloadConfig, build_workload
 
-    work = build_workload(
-        WorkloadConfig(scenario=args.scenario, rate_rps=args.rate, num_requests=args.num_requests, seed=args.seed)
+    # programs that fit the model's context (OPT-13B: 2048 tokens; a longer one is a 400 live)
+    wc = WorkloadConfig(
+        scenario=args.scenario, rate_rps=args.rate, num_requests=args.num_requests, seed=args.seed, max_seq_len=2038
     )
-    sim = simulate(work.programs, SimConfig(model=args.model, policy=args.policy, seed=args.seed)).summary
+    work = build_workload(wc)
+    # the server's default --best-effort-expiry, mirrored (docs/runtime.md)
+    cfg = SimConfig(model=args.model, policy=args.policy, seed=args.seed, max_seq_len=2038, best_effort_expiry=True)
+    sim = simulate(work.programs, cfg).summary
     port = free_port()
     proc = start_server(port, ["--policy", args.policy, "--model", args.model, "--time-scale", "1"])
     try:
