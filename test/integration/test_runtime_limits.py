@@ -117,7 +117,8 @@ def test_unadmitted_request_past_its_ttft_deadline_ends_with_429(server_factory,
     planned, so the request is left to best effort and ends with 429 once the deadline passes.
     The control, --no-best-effort-expiry, keeps it queued until --queue-timeout-s ends it."""
     flags = [] if expiry else ["--no-best-effort-expiry"]
-    slow = ("--time-scale", "2000", "--queue-timeout-s", "1")  # no first token comes; the queue ends it after 1 s
+    # no first token comes; the queue ends it after 5 s (time for the admission on a busy host)
+    slow = ("--time-scale", "2000", "--queue-timeout-s", "5")
     srv = server_factory("--model", "opt-13b-tp2-a100", "--policy", "slos-serve", *slow, *flags)
     custom = {"slo_ttft_ms": 0.001, "slo_tpot_ms": 500.0}
     r = httpx.post(

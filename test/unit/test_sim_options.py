@@ -36,6 +36,7 @@ SHARED = {
     "--step-time-trace": ("", str, None),
     "--engine-model": ("", str, None),
     "--client-timeout": (False, None, None),
+    "--best-effort-expiry": (False, None, None),
     "--charge-scheduler-time": (False, None, None),
     "--no-warmup": (False, None, None),
     "--realistic": (False, None, None),
