@@ -133,10 +133,10 @@ def test_slo_sequential_skips_full_ranks_and_marks_best_effort(controller):
     req.sampling_params.max_new_tokens = 500
     ctl.dispatching(req)  # first hop (rank 0) has no KV headroom: the next rank takes it
     got = received()
-    assert list(got) == [1] and "slo_best_effort" not in got[1].sampling_params.custom_params
+    assert list(got) == [1] and "slo_routed_best_effort" not in got[1].sampling_params.custom_params
     ctl.load_snapshot_reader.loads = [load(r, 9, 0, 9990) for r in range(3)]
     ctl.dispatching(tokenized({"slo_tpot_ms": 50.0}))  # nobody admits: best effort on the last hop
     got = received()
     assert len(got) == 1
     ((rank, sent),) = got.items()
-    assert sent.sampling_params.custom_params == {"slo_tpot_ms": 50.0, "slo_best_effort": True}
+    assert sent.sampling_params.custom_params == {"slo_tpot_ms": 50.0, "slo_routed_best_effort": True}

@@ -274,14 +274,15 @@ def test_a_request_sglang_aborts_is_an_abort_not_a_completion():
 
 
 def test_only_unadmitted_requests_past_their_ttft_deadline_without_a_token_expire():
-    """--best-effort-expiry's choice: a request the plan did not admit, whose client set its TTFT
-    SLO, and whose deadline has passed with no first token; never one admitted, one that asked
-    for best effort, one on the default SLOs (untagged), one that has a token, or one before its
-    deadline. Its departure is then an abort, not a completion."""
+    """--best-effort-expiry's choice: a request the plan did not admit (or a router sent to best
+    effort), whose client set its TTFT SLO, and whose deadline has passed with no first token;
+    never one admitted, one that asked for best effort, one on the default SLOs (untagged), one
+    that has a token, or one before its deadline. Its departure is then an abort."""
     shadow = ShadowPlanner.create("slos-serve", {}, PERF, 32768)
     late = {"slo_ttft_ms": 1.0, "slo_tpot_ms": 100.0}  # infeasible even alone: best effort
     tags = {
         "late": late,
+        "routed": {**late, "slo_ttft_ms": 1000.0, "slo_routed_best_effort": True},  # a router's verdict
         "untagged": late,  # as if on default SLOs: added with expires=False
         "started": late,
         "asked": {"slo_best_effort": True, "slo_ttft_ms": 1.0},
@@ -291,13 +292,15 @@ def test_only_unadmitted_requests_past_their_ttft_deadline_without_a_token_expir
         shadow.add(build_request(rid, 64, 8, custom, 0.0, PERF.zero_load_prefill_s), 0.0, rid != "untagged")
     assert shadow.known["late"].tier is Tier.BEST_EFFORT and shadow.known["admitted"].tier is Tier.SLO
     assert shadow.known["untagged"].tier is Tier.BEST_EFFORT
-    waiting = ["late", "untagged", "started", "asked", "admitted"]
-    snaps = [ReqSnapshot(r, 64, 0, 0, False) for r in ("late", "untagged", "asked", "admitted")]
+    assert shadow.known["routed"].tier is Tier.BEST_EFFORT and not shadow.known["routed"].user_best_effort
+    waiting = ["late", "routed", "untagged", "started", "asked", "admitted"]
+    snaps = [ReqSnapshot(r, 64, 0, 0, False) for r in ("late", "routed", "untagged", "asked", "admitted")]
     shadow.observe([*snaps, ReqSnapshot("started", 64, 0, 0, False)], 0.0)
     assert shadow.expired_best_effort(waiting, 0.0005) == []  # before the 1 ms deadline
     snaps.append(ReqSnapshot("started", 64, 1, 64, True))  # has its first token (retracted, it would wait again)
     shadow.observe(snaps, 0.002)
-    assert shadow.expired_best_effort(waiting, 2.0) == ["late"]
+    assert shadow.expired_best_effort(waiting, 0.5) == ["late"]  # "routed" has until 1 s
+    assert shadow.expired_best_effort(waiting, 2.0) == ["late", "routed"]
     shadow.expire(["late"])
     shadow.observe([s for s in snaps if s.rid != "late"], 2.0)
     assert shadow.policy.stats()["reasons"].get("aborted") == 1 and "late" not in shadow.known

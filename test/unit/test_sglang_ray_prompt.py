@@ -40,9 +40,11 @@ def test_output_caps_and_slo_tags_per_route():
 def test_best_effort_verdict_lands_where_the_plugin_reads_it_on_a_copy():
     body = {"text": "x", "sampling_params": [{"custom_params": {"slo_tpot_ms": 50}}, {}]}
     sent = with_best_effort("/generate", body)
-    assert [p["custom_params"]["slo_best_effort"] for p in sent["sampling_params"]] == [True, True]
+    assert [p["custom_params"]["slo_routed_best_effort"] for p in sent["sampling_params"]] == [True, True]
     assert sent["sampling_params"][0]["custom_params"]["slo_tpot_ms"] == 50
-    assert "slo_best_effort" not in body["sampling_params"][0]["custom_params"]  # the original is kept
-    assert with_best_effort("/generate", {"text": "x"})["sampling_params"]["custom_params"] == {"slo_best_effort": True}
+    assert "slo_routed_best_effort" not in body["sampling_params"][0]["custom_params"]  # the original is kept
+    assert with_best_effort("/generate", {"text": "x"})["sampling_params"]["custom_params"] == {
+        "slo_routed_best_effort": True
+    }
     openai = with_best_effort("/v1/chat/completions", {"messages": [], "custom_params": {"slo_ttft_ms": 9}})
-    assert openai["custom_params"] == {"slo_ttft_ms": 9, "slo_best_effort": True}
+    assert openai["custom_params"] == {"slo_ttft_ms": 9, "slo_routed_best_effort": True}

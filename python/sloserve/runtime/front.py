@@ -412,7 +412,7 @@ class FrontEnd:
             for state, _ in self.queued.values()
             if state.tier == "best_effort"
             and state.ttft_asked
-            and not state.request.route_best_effort
+            and not state.request.user_best_effort
             and now > state.request.ttft_deadline_s
         ]
         for state in expired:

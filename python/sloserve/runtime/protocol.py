@@ -318,7 +318,7 @@ def _metadata_value(key: str, value: Any) -> Any:
     would carry: ``"40"`` -> 40.0, ``"true"`` -> True; anything else is left to the SLO checks."""
     if not isinstance(value, str) or key in _TEXT_SLO_KEYS:
         return value
-    if key == "slo_best_effort":
+    if key in ("slo_best_effort", "slo_routed_best_effort"):
         return {"true": True, "false": False}.get(value.strip().lower(), value)
     if key in _INT_SLO_KEYS or (key == "slo_think_tokens" and value.strip().isdigit()):
         try:

@@ -45,6 +45,7 @@ class SloSpec:
     stage_index: int = 0
     arrival_unix_s: float | None = None
     best_effort: bool = False
+    routed_best_effort: bool = False  # a router's verdict (slo_routed_best_effort), not the client's
 
     @property
     def emitted_marker(self) -> str | None:
@@ -145,6 +146,9 @@ _VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
     "slo_stage_index": _int,
     "slo_arrival_s": _positive,
     "slo_best_effort": _bool,
+    # set by sloserve's routers (the SGLang DP controller, the Ray ingress): best effort because no
+    # replica could admit it, not because the client asked; such a request may still expire
+    "slo_routed_best_effort": _bool,
 }
 SLO_KEYS = tuple(sorted(_VALIDATORS))
 
@@ -233,6 +237,7 @@ def parse_slo(custom: Mapping[str, Any] | None, defaults: SloDefaults = SloDefau
         stage_index=p.get("slo_stage_index", 0),
         arrival_unix_s=p.get("slo_arrival_s"),
         best_effort=p.get("slo_best_effort", False),
+        routed_best_effort=p.get("slo_routed_best_effort", False),
     )
 
 

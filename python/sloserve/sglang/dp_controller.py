@@ -142,6 +142,6 @@ class SloDataParallelController(dpc.DataParallelController):
         decision = self._slo_router.route(core, self.slo_views(now), now)
         if decision.best_effort:
             custom = dict(sp.custom_params or {})
-            custom["slo_best_effort"] = True
+            custom["slo_routed_best_effort"] = True
             sp.custom_params = custom
         dpc.sock_send(self.workers[decision.replica_id], req)

@@ -4,7 +4,7 @@ Each generation request (``/generate``, ``/v1/completions``, ``/v1/chat/completi
 sloserve ``Request`` (prompt tokens counted with the model's tokenizer, SLOs from its
 ``custom_params``), the routing policy picks a replica from the live replicas' published
 summaries plus its own pending ledger (as SGLang's DP controller does on one host), a
-best-effort verdict travels in ``custom_params["slo_best_effort"]``, and the body is proxied to
+best-effort verdict travels in ``custom_params["slo_routed_best_effort"]``, and the body is proxied to
 that replica's SGLang server, whose sloserve plugin does the soft admission. Responses pass
 through unchanged (SSE chunks as they come) with an ``X-Sloserve-Replica`` header. A request
 whose replica is lost ends with an error naming the replica: a 503 JSON body, or, once a stream

@@ -86,10 +86,10 @@ def with_best_effort(path: str, body: dict) -> dict:
     reads it (a copy: a request routed again after a refused connection starts from the original)."""
     body = copy.deepcopy(body)
     if path != "/generate":
-        body["custom_params"] = {**(body.get("custom_params") or {}), "slo_best_effort": True}
+        body["custom_params"] = {**(body.get("custom_params") or {}), "slo_routed_best_effort": True}
         return body
     if not _sampling(body):
         body["sampling_params"] = {}
     for params in _sampling(body):
-        params["custom_params"] = {**(params.get("custom_params") or {}), "slo_best_effort": True}
+        params["custom_params"] = {**(params.get("custom_params") or {}), "slo_routed_best_effort": True}
     return body

@@ -100,7 +100,6 @@ class ShadowPlanner:
                 and rid in self.expirable
                 and req.tier is Tier.BEST_EFFORT
                 and not req.user_best_effort
-                and not req.route_best_effort
                 and req.num_output_tokens == 0
                 and now_s > req.ttft_deadline_s
             ):

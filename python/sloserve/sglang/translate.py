@@ -103,7 +103,8 @@ def build_request(
         output_tokens_known=False,  # SGLang stops on EOS: only the cap is known
         max_new_tokens=max(int(max_new_tokens), 1),
     )
-    req.route_best_effort = bool(slo.best_effort)
+    req.route_best_effort = bool(slo.best_effort or slo.routed_best_effort)
+    req.user_best_effort = bool(slo.best_effort)  # the client's own choice: never expired
     return req
 
 

@@ -277,7 +277,7 @@ class Simulator:
         if self.config.client_timeout:
             # the client gives up when its first token is late by the metric's tolerance too
             self._push(now + req.ttft_slo_s * (1.0 + self.config.tolerance), TIMEOUT, req.request_id)
-        if self.config.best_effort_expiry and not req.route_best_effort:
+        if self.config.best_effort_expiry and not req.user_best_effort:
             self._push(req.ttft_deadline_s, EXPIRE, req.request_id)
 
     def _charge_add(self, rep: SimReplica) -> None:
