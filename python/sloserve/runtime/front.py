@@ -25,7 +25,7 @@ from sloserve.runtime.launcher import ProcessGroup
 from sloserve.runtime.metrics import RuntimeMetrics
 from sloserve.runtime.protocol import MAX_RID_LEN, BadRequest, GenInput
 from sloserve.runtime.reqlog import RequestLog
-from sloserve.runtime.slo_params import SloDefaults, arrival_from_unix, asks_for_ttft, parse_slo
+from sloserve.runtime.slo_params import EXPIRED_MESSAGE, SloDefaults, arrival_from_unix, asks_for_ttft, parse_slo
 from sloserve.runtime.state import ReqState
 from sloserve.runtime.supervisor import ProcHealth, RestartBudget
 from sloserve.runtime.tokenizer import Tokenizer, synthetic_output_ids
@@ -417,8 +417,8 @@ class FrontEnd:
         ]
         for state in expired:
             self.metrics.admissions.labels("rejected", "best_effort_expired").inc()
-            message = "not admitted, and no first token by its TTFT deadline (server overloaded); retry later"
-            self._terminal(state, {"type": "abort", "message": message, "status_code": 429}, 429, notify=m.Abort)
+            reason = {"type": "abort", "message": EXPIRED_MESSAGE, "status_code": 429}
+            self._terminal(state, reason, 429, notify=m.Abort)
 
     def _restart_or_fail(self, what: str) -> bool:
         """True when a restart is within budget; else the server fails fast (exit code 1)."""

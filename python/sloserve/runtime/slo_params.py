@@ -186,6 +186,8 @@ def validate(custom: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 TTFT_KEYS = ("slo_ttft_ms", "slo_ttft_slowdown", "slo_class")  # the keys that set a TTFT SLO
+# what a best-effort request that expired at its TTFT deadline is told (both backends, HTTP 429)
+EXPIRED_MESSAGE = "not admitted, and no first token by its TTFT deadline (server overloaded); retry later"
 
 
 def asks_for_ttft(custom_params: Mapping[str, Any] | None) -> bool:

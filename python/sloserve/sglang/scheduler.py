@@ -19,10 +19,11 @@ import os
 import time
 from http import HTTPStatus
 
+from sglang.srt.managers import scheduler as sglang_scheduler
 from sglang.srt.managers.scheduler import Scheduler
 
 from sloserve.perf import get_model
-from sloserve.runtime.slo_params import SloDefaults, SloParamError, asks_for_ttft
+from sloserve.runtime.slo_params import EXPIRED_MESSAGE, SloDefaults, SloParamError, asks_for_ttft
 from sloserve.runtime.step_timing import live_policy_options
 from sloserve.sglang.config import load_config
 from sloserve.sglang.policy import SloPrefillAdder, SloSchedulePolicy
@@ -37,11 +38,8 @@ log = logging.getLogger(__name__)
 SUMMARY_INTERVAL_S = 0.05
 
 
-def _abort_req_factory():
-    """SGLang's ``_make_abort_req`` (0.5.23), or None where this SGLang has none."""
-    from sglang.srt.managers import scheduler as sglang_scheduler
-
-    return getattr(sglang_scheduler, "_make_abort_req", None)
+# SGLang's abort message for a request it ends outside the output stream (0.5.23; None before)
+_MAKE_ABORT_REQ = getattr(sglang_scheduler, "_make_abort_req", None)
 
 
 def req_snapshot(req, running: bool) -> ReqSnapshot:
@@ -216,13 +214,13 @@ class SloScheduler(Scheduler):
         if (tiers := self._slo_tier_metrics()) is not None:  # SGLang's streamer never sees it end
             tiers.finished(self._slo().report(req.rid, 0, True, self._slo_now_s), "abort")
         reason = {"type": "abort", "status_code": status, "message": message}
-        release, make_abort = getattr(self, "_release_aborted_request", None), _abort_req_factory()
-        if release is None or make_abort is None:  # SGLang versions without them: one-token abort
+        release = getattr(self, "_release_aborted_request", None)
+        if release is None or _MAKE_ABORT_REQ is None:  # SGLang versions without them: one-token abort
             req.set_finish_with_abort(message, status_code=status)
             self.waiting_queue.append(req)
             return
         release(req)
-        self.send_abort_output(make_abort(req, finished_reason=reason), req)
+        self.send_abort_output(_MAKE_ABORT_REQ(req, finished_reason=reason), req)
 
     def _slo_expire_best_effort(self, shadow: ShadowPlanner, now: float) -> None:
         """Best effort still without a first token at its TTFT deadline ends with 429: its SLO is
@@ -235,8 +233,7 @@ class SloScheduler(Scheduler):
         ending = [r for r in self.waiting_queue if r.rid in expired]
         self.waiting_queue[:] = [r for r in self.waiting_queue if r.rid not in expired]
         for req in ending:
-            message = "not admitted, and no first token by its TTFT deadline (server overloaded); retry later"
-            self._slo_refuse(req, message, queued=False)
+            self._slo_refuse(req, EXPIRED_MESSAGE, queued=False)
 
     # ---- per-iteration planning ----------------------------------------------------------
     def _slo_step(self, running_batch) -> None:
