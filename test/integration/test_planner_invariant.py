@@ -104,13 +104,14 @@ def noisy_misses(scenario, rate, noise, bias, warmup=True, **opts):
 
 def test_calibration_keeps_admitted_misses_rare_on_a_noisy_and_biased_engine():
     """The engine is not the model: 10% lognormal step noise and a 5% bias. With the online
-    calibration (default) admitted requests rarely miss (checked at the metric's 5% tolerance,
-    planned at 0: the margin absorbs noise the quantile does not); without it they miss
-    far more often (the negative control). Measured on this grid: 1 of 518 (0.19%) against 20
-    of 521 without (docs/planner.md §6b). Each replica has run a served replica's warm-up
-    first (sim/warmup.py); started cold, 7 of 514 missed (9 of 509 before every step 0 was
-    counted at the tail), 6 of them in the coder overload burst before the engine was
-    measured (the second control); the issue's 0.1% is not reached."""
+    calibration (default) admitted requests keep their SLOs to the issue's 0.1% (checked at the
+    metric's 5% tolerance, planned at 0: the margin absorbs noise the quantile does not); without
+    it they miss far more often (the negative control). Measured on this grid: 0 of 518 against
+    17 of 518 without (docs/planner.md §6b). The last miss (coder at 30 rps) went when a stretched
+    first step the plan committed to was kept after the step in flight ended late. Each replica
+    has run a served replica's warm-up first (sim/warmup.py); started cold, 3 of the coder
+    overload burst's 23 admitted miss, admitted before the engine was measured (the second
+    control)."""
     cal = blind = admitted = cold = 0
     for scenario in ("chatbot", "coder"):
         for rate in RATES[scenario]:
@@ -121,6 +122,6 @@ def test_calibration_keeps_admitted_misses_rare_on_a_noisy_and_biased_engine():
                 if scenario == "coder" and rate == max(RATES["coder"]):
                     cold += noisy_misses(scenario, rate, noise, bias, warmup=False)[0]
     assert admitted > 300
-    assert cal <= 0.004 * admitted
+    assert cal <= 0.001 * admitted
     assert blind >= 5 * max(cal, 1)
     assert cold >= 3 * max(cal, 1)

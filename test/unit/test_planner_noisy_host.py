@@ -108,3 +108,46 @@ def test_the_first_step_a_plan_promised_holds_when_the_step_in_flight_ends_late(
         assert included and end <= deadline + 1e-9
     end_alone, _, _ = step_after_a_late_step(False, 0.01)
     assert end_alone > deadline + 0.1
+
+
+STRETCH_PERF = PaperLinesModel("toy", (Line(1e-5, 0.0, 0.03),))  # 30 ms + 0.01 ms per token
+
+
+def late_stretched_step(late_s: float) -> tuple[float, float, float]:
+    """A decode with slack runs 30 ms steps; a 16,900-token prompt due 200 ms after the step in
+    flight ends arrives during it, admitted only into a stretched first step that ends by its
+    deadline (50 ms standard steps hold 2,000 tokens). The step in flight then ends ``late_s``
+    late. Returns (the next step's end, the committed end, the prompt's first token), all from
+    the planned end of the step in flight."""
+    s = create_scheduler("slos-serve", SchedulerContext(STRETCH_PERF, 10_000_000, 16), {"calibrate": False})
+    engine = SimulatedEngine(STRETCH_PERF)
+    assert s.add(req("dec", prompt=64, output=400, ttft=2.0, tpot_ms=50.0), 0.0).admitted
+    t = steps_until(s, engine, 0.0, lambda: s.request("dec").num_output_tokens > 0)
+    plan = s.schedule(t)
+    res = engine.execute(plan, s.requests)
+    planned_end, arrival = t + res.step_s, t + res.step_s / 2
+    big = req("big", arrival=arrival, prompt=16_900, output=5, ttft=planned_end + 0.2 - arrival, tpot_ms=50.0)
+    assert s.add(big, arrival).admitted
+    committed = s.tiers.first_step
+    assert committed.carries_all and abs(committed.start_s - planned_end) < 1e-6
+    now = planned_end + late_s
+    s.on_step_done(plan, res, now)
+    nxt = s.schedule(now)
+    next_end = now + STRETCH_PERF.plan_time_s(nxt)
+    res = engine.execute(nxt, s.requests)
+    s.on_step_done(nxt, res, now + res.step_s)
+    first = steps_until(s, engine, now + res.step_s, lambda: s.request("big").num_output_tokens > 0)
+    return next_end - planned_end, committed.end_s - planned_end, first - planned_end
+
+
+def test_a_committed_stretched_step_holds_when_the_step_in_flight_ends_late():
+    """On plan the stretched step carries the whole prompt by its deadline. 10 ms late, the step
+    still runs to the end the plan committed to and the prompt's last 900 tokens follow in one
+    short step. Before, the step was re-checked from its late start, found infeasible by those
+    10 ms, and the executor fell back to 50 ms standard steps: the first token came 249 ms after
+    its deadline (the one admitted miss of the invariant grid under step noise, issue 15)."""
+    next_end, committed_end, first = late_stretched_step(0.0)
+    assert next_end <= committed_end + 1e-9 and first <= 0.2
+    next_end, committed_end, first = late_stretched_step(0.01)
+    assert 0.15 < next_end <= committed_end + 1e-9  # stretched: a standard step ends by 0.06
+    assert first <= 0.2 + 0.05  # within one standard step of the deadline

@@ -196,13 +196,21 @@ class StepExecutor:
     def _stretch_end(
         self, now_s: float, std_end_s: float, prefills: list[Request], best_effort: list[Request]
     ) -> float | None:
-        """End of a stretched step when the last plan chose one for now, or when a check shows
-        that one is worth it and keeps every admitted deadline; None for a standard step."""
+        """End of a stretched step when the last plan chose one for now (or for a start the step
+        in flight missed), or when a check shows that one is worth it and keeps every admitted
+        deadline; None for a standard step."""
         if not self.may_stretch():
             return None
         first = self.tiers.first_step
+        if first is not None and first.carries_all and first.end_s > now_s + EPS_S:
+            # the stretched first step the last plan committed to, kept to its end when the step
+            # in flight ended off its planned time (an engine that is not the model makes every
+            # step do). Re-checked from the late start, it was found infeasible by those few ms,
+            # and the standard steps run instead hold far fewer tokens per second: the prompts it
+            # was committed for missed their TTFT by hundreds of ms (issue 15)
+            return first.end_s
         if first is not None and abs(first.start_s - now_s) <= EPS_S:
-            return first.end_s if first.carries_all else None
+            return None
         if not self.config.stretch_steps or self.config.fixed_batch_tokens or self.tiers.step_len_s is None:
             return None
         demand = sum(r.remaining_compute_tokens for r in prefills)
