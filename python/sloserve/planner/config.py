@@ -111,7 +111,16 @@ class SLOsServeConfig:
     repace_tau: float = field(
         default=1.0,
         metadata={
-            "help": "with repace: per-token spacing of re-paced deadlines, as a multiple of the step length L (>= 1), divided by the calibration's tail factor (1 with an exact engine; about 0.8 under 10% step noise)"
+            "help": "with repace: per-token spacing of re-paced deadlines, as a multiple of the step length L (>= 1)"
+        },
+    )
+    # Off since stop 31: the tail is allowed for by the step a re-paced decode ends (the executor
+    # ends it by the due time at the tail), not by every token's spacing; with it, chatbot under
+    # 10% step noise lost 14% of its exact-engine capacity against 7% (docs/planner.md §6b)
+    repace_tail: bool = field(
+        default=False,
+        metadata={
+            "help": "with repace: divide tau by the calibration's tail factor (1 with an exact engine; about 0.8 under 10% step noise), so one token per step at the tail keeps the pace"
         },
     )
     repace_slack_steps: float = field(

@@ -68,10 +68,13 @@ class Repacer:
         L = tiers.step_len_s
         if L is None or not tiers.slo or tiers.inflight or not self.kv_refuses() or not self.kv_binds(now_s):
             return 0
-        # a step planned at L may run to the calibration's tail (planner/calibrate.py): one token
-        # per L would let every such step put the resident behind, so the pace allows for it
-        # (with an exact engine the factor is 1: tau = L x repace_tau)
-        tau = L * cfg.repace_tau / getattr(self.kvp.ctx.perf, "tail_factor", 1.0)
+        # one token per L: a step planned at L runs shorter on average (the model is scaled at a
+        # high quantile, planner/calibrate.py), and the step that a due decode ends is sized to
+        # end by it at the calibration's tail (planner/executor.py). ``repace_tail`` also divides
+        # the pace by the tail factor (the default before stop 31): 25% looser under 10% noise,
+        # the KV profile counted re-paced finishes that much later
+        tail = getattr(self.kvp.ctx.perf, "tail_factor", 1.0) if cfg.repace_tail else 1.0
+        tau = L * cfg.repace_tau / tail
         origin = now_s + cfg.repace_slack_steps * L
         old: dict[str, Repace | None] = {}
         for r in tiers.slo.values():
