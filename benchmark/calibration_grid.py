@@ -21,7 +21,7 @@ from copy import copy
 from dataclasses import replace
 
 from sloserve.bench.jobs import run_jobs
-from sloserve.sim.options import add_sim_arguments, build_sim_config, parse_kv, workload_config
+from sloserve.sim.options import add_search_arguments, add_sim_arguments, build_sim_config, parse_kv, workload_config
 
 SCENARIOS = ["chatbot", "coder", "summarizer", "reasoning", "tool-calling", "mixed"]
 SETTINGS = {
@@ -65,10 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     add_sim_arguments(ap)
     ap.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated scenarios")
     ap.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated, of {', '.join(SETTINGS)}")
-    ap.add_argument("--attainment", type=float, default=0.9, help="target SLO attainment")
-    ap.add_argument("--start-rate", type=float, default=1.0)
-    ap.add_argument("--resolution", type=float, default=0.05)
-    ap.add_argument("--jobs", type=int, default=1, help="parallel processes (the machine is shared: keep it small)")
+    add_search_arguments(ap)
     args = ap.parse_args(argv)
     names = args.settings.split(",")
     unknown = [n for n in names if n not in SETTINGS]

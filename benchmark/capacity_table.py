@@ -21,7 +21,7 @@ from concurrent.futures import ProcessPoolExecutor
 from copy import copy
 from dataclasses import replace
 
-from sloserve.sim.options import add_sim_arguments, build_sim_config, parse_kv, workload_config
+from sloserve.sim.options import add_search_arguments, add_sim_arguments, build_sim_config, parse_kv, workload_config
 
 SCENARIOS = ["chatbot", "coder", "summarizer", "reasoning", "tool-calling", "mixed"]
 MAIN = "slos-serve"
@@ -84,10 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated scenarios")
     ap.add_argument("--policies", default=None, help="comma-separated policies (default: slos-serve + all baselines)")
     ap.add_argument("--slos-opt", action="append", metavar="KEY=VALUE", help="slos-serve option (repeatable)")
-    ap.add_argument("--attainment", type=float, default=0.9, help="target SLO attainment")
-    ap.add_argument("--start-rate", type=float, default=1.0)
-    ap.add_argument("--resolution", type=float, default=0.05)
-    ap.add_argument("--jobs", type=int, default=1, help="parallel processes (the machine is shared: keep it small)")
+    add_search_arguments(ap)
     args = ap.parse_args(argv)
     if args.num_requests is None and not args.trace:
         args.num_requests = 300

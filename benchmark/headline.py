@@ -201,7 +201,7 @@ def cell_key(mode: str, scenario: str, replicas: int, policy: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sloserve.sim.options import add_sim_arguments  # noqa: PLC0415
+    from sloserve.sim.options import add_search_arguments, add_sim_arguments  # noqa: PLC0415
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_sim_arguments(ap)
@@ -217,10 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--policies", default=",".join([FULL] + BASELINES), help=f"'{FULL}' is the full system")
     ap.add_argument("--full-alpha", type=float, default=0.7, help="draft acceptance rate of the full system's engine")
-    ap.add_argument("--attainment", type=float, default=0.9)
-    ap.add_argument("--start-rate", type=float, default=1.0)
-    ap.add_argument("--resolution", type=float, default=0.05)
-    ap.add_argument("--jobs", type=int, default=1, help="parallel processes (the machine is shared: keep it small)")
+    add_search_arguments(ap)
     args = ap.parse_args(argv)
     if args.num_requests is None and not args.trace:
         args.num_requests = 200

@@ -29,7 +29,7 @@ import sys
 from copy import copy
 
 from sloserve.bench.jobs import run_jobs
-from sloserve.sim.options import add_sim_arguments, build_sim_config, workload_config
+from sloserve.sim.options import add_search_arguments, add_sim_arguments, build_sim_config, workload_config
 
 # engine name -> (noise as a multiple of --cv, bias as a multiple of --bias, planner told the bias)
 ENGINES = {
@@ -72,10 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cv", type=float, default=0.1, help="the noisy engines' coefficient of variation")
     ap.add_argument("--bias", type=float, default=0.05, help="the biased engines' slowdown (0.05: 5%% slower)")
     ap.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated, of {', '.join(ENGINES)}")
-    ap.add_argument("--attainment", type=float, default=0.9, help="target SLO attainment")
-    ap.add_argument("--start-rate", type=float, default=1.0)
-    ap.add_argument("--resolution", type=float, default=0.025, help="relative bracket width to stop at")
-    ap.add_argument("--jobs", type=int, default=1, help="parallel processes (the machine is shared: keep it small)")
+    add_search_arguments(ap, resolution=0.025)
     args = ap.parse_args(argv)
     engines = args.engines.split(",")
     unknown = [e for e in engines if e not in ENGINES]

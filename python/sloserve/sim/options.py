@@ -133,6 +133,16 @@ def add_sim_arguments(p: argparse.ArgumentParser) -> None:
     add_spec_arguments(p)
 
 
+def add_search_arguments(p: argparse.ArgumentParser, resolution: float = 0.05) -> None:
+    """The capacity search's flags and a process count, as the benchmarks that run many
+    searches over ``add_sim_arguments``' options take them (capacity_table, headline,
+    calibration_grid, noise_capacity)."""
+    p.add_argument("--attainment", type=float, default=0.9, help="target SLO attainment")
+    p.add_argument("--start-rate", type=float, default=1.0, help="first rate tried, requests/s")
+    p.add_argument("--resolution", type=float, default=resolution, help="relative bracket width to stop at")
+    p.add_argument("--jobs", type=int, default=1, help="parallel processes (the machine is shared: keep it small)")
+
+
 def sim_options(args: SimOptions | argparse.Namespace) -> SimOptions:
     return args if isinstance(args, SimOptions) else dataclass_from_namespace(args, SimOptions)
 
