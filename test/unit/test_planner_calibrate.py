@@ -10,7 +10,7 @@ import pytest
 from sloserve.core.scheduler import SchedulerContext, create_scheduler
 from sloserve.core.slo import TTFTSLO, DecodeSegment, ProgramSpec, StageSpec
 from sloserve.perf.presets import get_model
-from sloserve.planner.calibrate import CalibratedModel
+from sloserve.planner.calibrate import GROWTH_RUN_STEPS, CalibratedModel
 from sloserve.sim import SimConfig, Simulator, simulate
 
 PERF = get_model("opt-13b-tp2-a100")
@@ -23,6 +23,22 @@ def test_exact_engine_keeps_the_model():
     assert m.scale == 1.0 and m.batch_time_s(300) == PERF.batch_time_s(300)
     assert m.max_tokens_within_s(0.1) == PERF.max_tokens_within_s(0.1)
     assert m.shortest_step_s() == PERF.batch_time_s(1)
+    assert m.shortest_run_s() == (GROWTH_RUN_STEPS, PERF.batch_time_s(1))
+
+
+def test_the_run_bound_is_the_fastest_run_of_consecutive_steps():
+    """No run bound before a run was seen; then the smallest mean ratio over any run of
+    GROWTH_RUN_STEPS consecutive steps: well above the fastest single step under noise."""
+    m = CalibratedModel(PERF, quantile=0.9)
+    rng = np.random.default_rng(3)
+    ratios = np.exp(rng.normal(-0.005, 0.1, size=400))
+    for i, r in enumerate(ratios):
+        assert (m.shortest_run_s() is None) == (i < GROWTH_RUN_STEPS)
+        m.observe(0.04, 0.04 * r)
+    k, run_s = m.shortest_run_s()
+    means = np.convolve(ratios, np.full(k, 1.0 / k), "valid")
+    assert k == GROWTH_RUN_STEPS and run_s == pytest.approx(PERF.batch_time_s(1) * means.min())
+    assert run_s > 1.1 * m.shortest_step_s()
 
 
 def test_bias_and_noise_set_the_scale_to_the_quantile():

@@ -16,12 +16,16 @@ from sloserve.planner.kvprofile import PeakProfile, peak_blocks
 PERF = PaperLinesModel("toy", (Line(1e-4, 0.0, 0.01),))  # 10 ms + 0.1 ms per token
 
 
-def brute_peak(held, full, fin, start, step, per_step, block, times):
-    """The bound summed at each probe time, requests alive while t <= their finish."""
+def brute_peak(held, full, fin, start, step, per_step, block, times, run=None):
+    """The bound summed at each probe time, requests alive while t <= their finish; with a run
+    bound (K, s) no more than max(K, ceil((t - start) / s)) + 1 steps are counted either."""
     best = 0
     for t in times:
         on_time = np.isfinite(fin) & (fin >= start)
-        grown = np.where(on_time, np.minimum(held + per_step * (np.ceil((t - start) / step) + 1), full), full)
+        steps = np.ceil((t - start) / step)
+        if run is not None:
+            steps = min(steps, max(run[0], np.ceil((t - start) / run[1])))
+        grown = np.where(on_time, np.minimum(held + per_step * (steps + 1), full), full)
         alive = np.where(on_time, fin >= t, True)
         best = max(best, int((np.where(alive, -(-grown.astype(np.int64) // block), 0)).sum()))
     return best
@@ -57,7 +61,13 @@ def test_a_finishing_request_frees_room_for_one_that_grows_later():
     assert got < full.sum()
 
 
-def test_matches_the_bound_at_every_probe_time_on_random_instances():
+def random_run(rng, step: float):
+    """No run bound, or one of K steps no shorter on average than the single-step bound's."""
+    return None if rng.random() < 0.4 else (int(rng.integers(1, 20)), step * float(rng.uniform(1.0, 1.6)))
+
+
+@pytest.mark.parametrize("with_run", [False, True])
+def test_matches_the_bound_at_every_probe_time_on_random_instances(with_run):
     rng = np.random.default_rng(7)
     for _ in range(60):
         n = int(rng.integers(1, 12))
@@ -70,12 +80,15 @@ def test_matches_the_bound_at_every_probe_time_on_random_instances():
             int(rng.integers(1, 4)),
             int(rng.integers(1, 17)),
         )
-        got = peak_blocks(held, full, fin, start, step, per, block)
+        run = random_run(rng, step) if with_run else None
+        got = peak_blocks(held, full, fin, start, step, per, block, run)
         probes = np.concatenate([fin[fin >= start], rng.uniform(0, 3.5, 200)])
-        assert got >= brute_peak(held, full, fin, start, step, per, block, probes)
+        assert got >= brute_peak(held, full, fin, start, step, per, block, probes, run)
         # and it is attained at some finish time (left limit, inclusive)
-        assert got == brute_peak(held, full, fin, start, step, per, block, np.concatenate([fin[fin >= start], [start]]))
+        at_finishes = np.concatenate([fin[fin >= start], [start]])
+        assert got == brute_peak(held, full, fin, start, step, per, block, at_finishes, run)
         assert got <= int((-(-full // block)).sum())
+        assert got <= peak_blocks(held, full, fin, start, step, per, block)  # a run bound only tightens
 
 
 def test_the_linear_sum_over_many_residents_equals_the_plain_table(monkeypatch):
@@ -89,11 +102,11 @@ def test_the_linear_sum_over_many_residents_equals_the_plain_table(monkeypatch):
         fin = np.round(rng.uniform(-0.5, 3.0, n), int(rng.integers(0, 3)))  # repeated times too
         fin[rng.random(n) < 0.1] = np.inf
         args = (float(rng.uniform(-0.1, 0.5)), float(rng.uniform(0.003, 0.2)), int(rng.integers(1, 6)))
-        block = int(rng.integers(1, 33))
+        block, run = int(rng.integers(1, 33)), random_run(rng, args[1])
         monkeypatch.setattr(kvprofile, "TABLE_CELLS", 10**9)
-        table = PeakProfile.of(held, full, fin, *args, block)
+        table = PeakProfile.of(held, full, fin, *args, block, run)
         monkeypatch.setattr(kvprofile, "TABLE_CELLS", 0)
-        linear = PeakProfile.of(held, full, fin, *args, block)
+        linear = PeakProfile.of(held, full, fin, *args, block, run)
         assert np.array_equal(table.times, linear.times) and np.array_equal(table.sums, linear.sums)
         assert linear.sums.dtype == np.int64 and table.peak() == linear.peak()
 
@@ -106,7 +119,8 @@ def test_a_profile_extended_request_by_request_equals_a_rebuilt_one():
         held = np.minimum(rng.integers(1, 600, n + 4), full)
         fin = np.round(rng.uniform(-0.2, 3.0, n + 4), 1)  # rounded: repeated finish times too
         fin[rng.random(n + 4) < 0.1] = np.inf
-        args = (0.0, float(rng.uniform(0.005, 0.05)), int(rng.integers(1, 4)), int(rng.integers(1, 17)))
+        step = float(rng.uniform(0.005, 0.05))
+        args = (0.0, step, int(rng.integers(1, 4)), int(rng.integers(1, 17)), random_run(rng, step))
         prof = PeakProfile.of(held[:n], full[:n], fin[:n], *args)
         kept = PeakProfile.of(held[:n], full[:n], fin[:n], *args)  # extended in place (the planner's)
         for k in range(n, n + 4):
