@@ -395,10 +395,9 @@ class FrontEnd:
                 break  # submission order: the rest are younger
             if now - since > state.request.ttft_slo_s:
                 expired.append(state)
+        message = f"no first token within {timeout:g} s (--queue-timeout-s); retry later"
         for state in expired:
-            self.metrics.admissions.labels("rejected", "queue_timeout").inc()
-            message = f"no first token within {timeout:g} s (--queue-timeout-s); retry later"
-            self._terminal(state, {"type": "abort", "message": message, "status_code": 429}, 429, notify=m.Abort)
+            self._refuse_queued(state, "queue_timeout", message)
 
     def _expire_best_effort(self, now: float) -> None:
         """--best-effort-expiry: a request the plan did not admit, whose client set its TTFT SLO,
@@ -416,9 +415,13 @@ class FrontEnd:
             and now > state.request.ttft_deadline_s
         ]
         for state in expired:
-            self.metrics.admissions.labels("rejected", "best_effort_expired").inc()
-            reason = {"type": "abort", "message": EXPIRED_MESSAGE, "status_code": 429}
-            self._terminal(state, reason, 429, notify=m.Abort)
+            self._refuse_queued(state, "best_effort_expired", EXPIRED_MESSAGE)
+
+    def _refuse_queued(self, state: ReqState, cause: str, message: str) -> None:
+        """End a request still without a first token with 429 ("retry later"), counted as rejected
+        for ``cause``, and tell its scheduler to drop it."""
+        self.metrics.admissions.labels("rejected", cause).inc()
+        self._terminal(state, {"type": "abort", "message": message, "status_code": 429}, 429, notify=m.Abort)
 
     def _restart_or_fail(self, what: str) -> bool:
         """True when a restart is within budget; else the server fails fast (exit code 1)."""

@@ -292,23 +292,23 @@ class Simulator:
         rec = self.records[request_id]
         if rec.token_times:
             return
-        admitted = req.tier is Tier.SLO
-        self.replicas[rec.replica_id].scheduler.abort(request_id, now)
-        self.live.pop(request_id, None)
-        rec.rejected, rec.tier, rec.reason = True, Tier.REJECTED.value, "client_timeout"
         self.num_timeouts += 1
-        self.num_admitted_timeouts += admitted
+        self.num_admitted_timeouts += req.tier is Tier.SLO
+        self._end_unserved(rec, now, "client_timeout")
 
     def _expire(self, request_id: str, now: float) -> None:
         """The plugin's overload rule: best effort not started by its TTFT deadline is ended."""
         req = self.live.get(request_id)
         if req is None or req.tier is not Tier.BEST_EFFORT or req.num_computed_tokens > 0:
             return
-        rec = self.records[request_id]
-        self.replicas[rec.replica_id].scheduler.abort(request_id, now)
-        self.live.pop(request_id, None)
-        rec.rejected, rec.tier, rec.reason = True, Tier.REJECTED.value, "best_effort_expired"
         self.num_expired += 1
+        self._end_unserved(self.records[request_id], now, "best_effort_expired")
+
+    def _end_unserved(self, rec: StageRecord, now: float, reason: str) -> None:
+        """Abort a live request on its replica and record it as a failure for ``reason``."""
+        self.replicas[rec.replica_id].scheduler.abort(rec.request_id, now)
+        self.live.pop(rec.request_id, None)
+        rec.rejected, rec.tier, rec.reason = True, Tier.REJECTED.value, reason
 
     def _finish(self, rec: StageRecord, req: Request | None, now: float) -> None:
         rec.finish_s = now
