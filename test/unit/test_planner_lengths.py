@@ -139,6 +139,47 @@ def test_overrun_that_does_not_fit_demotes_to_best_effort_and_the_rest_keep_thei
         assert stage_attained(b.arrival_s, b.ttft_slo_s, b.segments, times, tolerance=0.0)
 
 
+def token_times(events, rid):
+    return [
+        e.time_s
+        for e in events
+        if e.request_id == rid and e.kind in (EventKind.FIRST_TOKEN, EventKind.TOKENS)
+        for _ in range(e.num_tokens)
+    ]
+
+
+@pytest.mark.parametrize("step_down", [True, False])
+def test_an_extension_that_does_not_fit_steps_down_to_a_shorter_one_that_does(step_down):
+    # the setup above, but the outrunning request stops at 110 tokens: its plan grows 20 -> 40
+    # -> 80, the next doubling (160) does not fit beside the two known requests, and the
+    # step-down's first try, 80 + 40 = 120 (220 tokens, 14 blocks), does: it stays admitted and
+    # meets its SLO. Without the step-down (the control) it is demoted at 80 tokens.
+    s = create_scheduler(
+        "slos-serve",
+        SchedulerContext(PERF, 2048, 16),
+        {
+            "output_length": "learn",
+            "length_min_samples": 2,
+            "best_effort_yield_kv": 1.0,
+            "overrun_step_down": step_down,
+        },
+    )
+    drive(s, [req(f"w{i}", prompt=100, output=20, arrival=0.3 * i, max_new=900) for i in range(2)])
+    known = [Request(f"b{i}", 0.0, 700, 200, 2.0, (DecodeSegment(50.0),), slo_class="chat") for i in range(2)]
+    a = req("a", prompt=100, output=110, max_new=900, arrival=0.0, ttft=2.0)
+    events = drive(s, known + [a])
+    assert a.is_finished and a.num_output_tokens == 110
+    met = stage_attained(a.arrival_s, a.ttft_slo_s, a.segments, token_times(events, "a"), tolerance=0.0)
+    if step_down:
+        assert a.tier is Tier.SLO and met
+        assert s.reasons["length_overrun"] == 4 and s.reasons["overrun_demoted"] == 0
+    else:
+        assert a.tier is Tier.BEST_EFFORT and s.reasons["overrun_demoted"] == 1
+    for b in known:  # the admitted rest keep their SLOs either way
+        assert b.tier is Tier.SLO and b.is_finished
+        assert stage_attained(b.arrival_s, b.ttft_slo_s, b.segments, token_times(events, b.request_id), tolerance=0.0)
+
+
 @pytest.mark.parametrize("kv_profile", [False, True])
 def test_learn_mode_keeps_admitted_slos_in_the_simulator_with_and_without_the_kv_profile(kv_profile):
     from sloserve.sim import SimConfig, simulate  # noqa: PLC0415

@@ -61,6 +61,12 @@ class SLOsServeConfig:
             "help": "learn mode: planned output length until enough lengths are known (0: max_new_tokens, the reserve-mode plan)"
         },
     )
+    overrun_step_down: bool = field(
+        default=True,
+        metadata={
+            "help": "learn mode: an outrunning request whose extension does not fit tries half as far past its current length, a quarter, ... before it is demoted"
+        },
+    )
     length_window: int = field(
         default=1000, metadata={"help": "learn mode: most recent finished lengths kept per bucket and per class"}
     )

@@ -2,7 +2,8 @@
 
 A request about to outrun its planned length gets a longer plan (predict: double; learn: the
 conditional quantile, planner/lengths.py) if the KV fits and (learn) the admitted plan stays
-feasible with it; otherwise it is demoted to best effort, so the admitted rest keep their
+feasible with it; in learn mode, when that does not fit, the longest shorter extension that does
+(``overrun_step_down``); otherwise it is demoted to best effort, so the admitted rest keep their
 guarantee (docs/planner.md §5).
 """
 
@@ -18,47 +19,62 @@ from sloserve.planner.state import TierState
 
 class OverrunTracker:
     def __init__(
-        self,
-        kv_profile: bool,
-        tiers: TierState,
-        lengths: LengthPlanner,
-        kvp,
-        feasible: Callable[[float], bool],
-        reasons: Counter,
+        self, cfg, tiers: TierState, lengths: LengthPlanner, kvp, feasible: Callable[[float], bool], reasons: Counter
     ) -> None:
         self.learn = lengths.mode == "learn"
-        self.profile = self.learn and kv_profile  # KV checked on the time profile, not the sum
+        self.step_down = self.learn and cfg.overrun_step_down
+        self.profile = self.learn and cfg.kv_profile  # KV checked on the time profile, not the sum
         self.tiers, self.lengths, self.kvp, self.feasible, self.reasons = tiers, lengths, kvp, feasible, reasons
 
     def after_step(self, now_s: float) -> None:
-        tiers, learn, profile = self.tiers, self.learn, self.profile
-        kv = tiers.kv
+        tiers = self.tiers
         for r in list(tiers.slo.values()):
             planned = self.lengths.planned_output(r)
             if r.output_tokens_known or r.num_output_tokens < planned - 1:
                 continue
             cap = r.max_new_tokens if r.max_new_tokens is not None else r.output_tokens
-            if learn and planned >= cap:
+            if self.learn and planned >= cap:
                 continue  # planned up to its limit: it cannot outrun it
-            new = self.lengths.extend(r, planned, cap)
-            old_blocks = tiers.reserved[r.request_id]
-            extra = kv.blocks_for(r.prompt_tokens + new) - old_blocks
             self.reasons["length_overrun"] += 1
-            if profile or tiers.reserved_total + extra <= kv.capacity_blocks:
-                old = self.lengths.table.pred.get(r.request_id)
-                self._set(r, new, old_blocks + extra)
-                if profile and self.kvp.peak_above(kv.capacity_blocks, now_s):
-                    self._set(r, old, old_blocks)  # its later finish would overfill the KV pool
-                elif not learn or self.feasible(now_s):
-                    continue
-                else:
-                    self._set(r, old, old_blocks)  # the longer plan would break an admitted deadline
-                    if not self.feasible(now_s):  # ... unless the plan was infeasible anyway
-                        self._set(r, new, old_blocks + extra)
-                        continue
-            self.reasons["overrun_demoted"] += 1
-            tiers.demote(r, now_s, "overrun")
+            if not self._extend(r, self.lengths.extend(r, planned, cap), now_s):
+                self.reasons["overrun_demoted"] += 1
+                tiers.demote(r, now_s, "overrun")
         tiers.clear_step_len_if_empty()
+
+    def _longer(self, r: Request, new: int):
+        """The plans tried for an outrunning request, longest first: the predictor's, then (learn,
+        ``overrun_step_down``) half as far past its current length, a quarter, ... down to one
+        token. A shorter extension that fits keeps the request admitted; most outrunning requests
+        finish soon after their planned length, and a request that outruns the shorter one is
+        checked again then (docs/planner.md §5)."""
+        yield new
+        if self.step_down:
+            done = r.num_output_tokens
+            ext = (new - done) // 2
+            while ext >= 1:
+                yield done + ext
+                ext //= 2
+
+    def _extend(self, r: Request, new: int, now_s: float) -> bool:
+        """Give ``r`` the longest of ``_longer`` that fits the KV pool and (learn) keeps the admitted
+        plan feasible; False when none does (``r`` is to be demoted, its plan unchanged)."""
+        tiers, kv = self.tiers, self.tiers.kv
+        old, old_blocks = self.lengths.table.pred.get(r.request_id), tiers.reserved[r.request_id]
+        for n in self._longer(r, new):
+            blocks = kv.blocks_for(r.prompt_tokens + n)
+            if not self.profile and tiers.reserved_total + blocks - old_blocks > kv.capacity_blocks:
+                continue
+            self._set(r, n, blocks)
+            if self.profile and self.kvp.peak_above(kv.capacity_blocks, now_s):
+                self._set(r, old, old_blocks)  # its later finish would overfill the KV pool
+                continue
+            if not self.learn or self.feasible(now_s):
+                return True
+            self._set(r, old, old_blocks)  # the longer plan would break an admitted deadline
+            if not self.feasible(now_s):  # ... unless the plan was infeasible anyway
+                self._set(r, n, blocks)
+                return True
+        return False
 
     def _set(self, r: Request, pred: int | None, blocks: int) -> None:
         self.lengths.set_planned(r.request_id, pred)

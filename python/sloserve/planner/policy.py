@@ -61,7 +61,7 @@ class SLOsServeScheduler(Scheduler):
         self.repacer = (
             Repacer(cfg, self.tiers, self.table, self.kvp, self.lengths, feasible, self.reasons) if cfg.repace else None
         )
-        self.overruns = OverrunTracker(cfg.kv_profile, self.tiers, self.lengths, self.kvp, feasible, self.reasons)
+        self.overruns = OverrunTracker(cfg, self.tiers, self.lengths, self.kvp, feasible, self.reasons)
         self.executor = StepExecutor(
             cfg, perf, self.tiers, self.dl, self.calib, self.reasons, self.plan, self.preempt, self.may_stretch
         )
