@@ -27,17 +27,23 @@ def test_exact_engine_keeps_the_model():
 
 
 def test_the_run_bound_is_the_fastest_run_of_consecutive_steps():
-    """No run bound before a run was seen; then the smallest mean ratio over any run of
-    GROWTH_RUN_STEPS consecutive steps: well above the fastest single step under noise."""
+    """No run bound before a run was seen; then the smallest ratio of summed observed to summed
+    predicted times over any run of GROWTH_RUN_STEPS consecutive steps of any shapes (a ratio of
+    sums, which bounds a run's time whatever its steps' sizes; not the mean of its ratios): well
+    above the fastest single step under noise."""
     m = CalibratedModel(PERF, quantile=0.9)
     rng = np.random.default_rng(3)
     ratios = np.exp(rng.normal(-0.005, 0.1, size=400))
-    for i, r in enumerate(ratios):
+    predicted = rng.uniform(0.03, 0.3, size=400)
+    for i, (r, p) in enumerate(zip(ratios, predicted)):
         assert (m.shortest_run_s() is None) == (i < GROWTH_RUN_STEPS)
-        m.observe(0.04, 0.04 * r)
+        m.observe(p, p * r)
     k, run_s = m.shortest_run_s()
-    means = np.convolve(ratios, np.full(k, 1.0 / k), "valid")
-    assert k == GROWTH_RUN_STEPS and run_s == pytest.approx(PERF.batch_time_s(1) * means.min())
+    window = np.ones(k)
+    of_sums = np.convolve(predicted * ratios, window, "valid") / np.convolve(predicted, window, "valid")
+    assert k == GROWTH_RUN_STEPS and run_s == pytest.approx(PERF.batch_time_s(1) * of_sums.min())
+    means = np.convolve(ratios, window / k, "valid")
+    assert abs(of_sums.min() - means.min()) > 1e-3  # the mean of ratios is another number
     assert run_s > 1.1 * m.shortest_step_s()
 
 

@@ -60,3 +60,40 @@ def test_without_speculation_the_bound_is_one_token_per_shortest_step():
     sim.run()
     kvp = sim.replicas[0].scheduler.kvp
     assert (kvp.held_extra, kvp.growth()) == (0, (get_model(MODEL).one_token_step_s(), 1))
+
+
+def worst_run_excess(records, extra: int, min_step_s: float, run) -> float:
+    """``worst_excess`` for the growth bound with its run form ``(c, run_s)``: at most
+    ``min(ceil(d / min_step_s), ceil(d / run_s) + c) + 1`` units over a span ``d``."""
+    c, run_s = run
+    worst = -math.inf
+    for rec in records:
+        t = np.asarray(rec.token_times)
+        for i in range(t.size - 1):
+            d = t[i + 1 :] - t[i]
+            gained = np.arange(1, t.size - i)
+            units = np.minimum(np.ceil(d / min_step_s - 1e-9), np.ceil(d / run_s - 1e-9) + c)
+            worst = max(worst, float(np.max(gained - extra - units - 1)))
+    return worst
+
+
+def test_under_step_noise_the_speculative_bound_has_a_run_form_that_holds():
+    """With 10% step noise the fastest single step is about 0.74 of the model's, and the bound
+    counted it for every step; the calibration's run bound (16 consecutive steps, a ratio of
+    summed times) lets long spans count the run's pace: much tighter, and the requests still
+    never outgrow it."""
+    wl = build_workload(WorkloadConfig(scenario="reasoning", rate_rps=0.05, num_requests=6, seed=1))
+    spec = SpecConfig(mode="fixed", alpha_prior=0.95, max_spec_len=K, fixed_len=K)
+    cfg = SimConfig(
+        model=MODEL, policy=speculative_policy("slos-serve"), spec=spec, alpha=0.99, seed=1, step_time_noise=0.1
+    )
+    sim = Simulator(wl.programs, cfg)
+    records = [r for r in sim.run().records if len(r.token_times) > 2]
+    assert len(records) >= 5
+    kvp = sim.replicas[0].scheduler.kvp
+    (min_step_s, _), extra = kvp.growth(), kvp.held_extra
+    run = kvp.run_bound()
+    assert run is not None and run[1] > 1.1 * min_step_s and run[0] >= 1
+    assert worst_run_excess(records, extra, min_step_s, run) <= 0
+    # negative control: a pace 30% slower than the run's, without c, is outgrown (the check bites)
+    assert worst_run_excess(records, extra, min_step_s, (0, run[1] * 1.3)) > 0

@@ -11,20 +11,20 @@ from sloserve.core.scheduler import SchedulerContext, create_scheduler
 from sloserve.core.slo import DecodeSegment
 from sloserve.perf.paper import Line, PaperLinesModel
 from sloserve.planner import kvprofile
-from sloserve.planner.kvprofile import PeakProfile, peak_blocks
+from sloserve.planner.kvprofile import PeakProfile, peak_blocks, run_extra_steps
 
 PERF = PaperLinesModel("toy", (Line(1e-4, 0.0, 0.01),))  # 10 ms + 0.1 ms per token
 
 
 def brute_peak(held, full, fin, start, step, per_step, block, times, run=None):
     """The bound summed at each probe time, requests alive while t <= their finish; with a run
-    bound (K, s) no more than max(K, ceil((t - start) / s)) + 1 steps are counted either."""
+    bound (c, s) no more than ceil((t - start) / s) + c + 1 steps are counted either."""
     best = 0
     for t in times:
         on_time = np.isfinite(fin) & (fin >= start)
         steps = np.ceil((t - start) / step)
         if run is not None:
-            steps = min(steps, max(run[0], np.ceil((t - start) / run[1])))
+            steps = min(steps, np.ceil((t - start) / run[1]) + run[0])
         grown = np.where(on_time, np.minimum(held + per_step * (steps + 1), full), full)
         alive = np.where(on_time, fin >= t, True)
         best = max(best, int((np.where(alive, -(-grown.astype(np.int64) // block), 0)).sum()))
@@ -62,8 +62,8 @@ def test_a_finishing_request_frees_room_for_one_that_grows_later():
 
 
 def random_run(rng, step: float):
-    """No run bound, or one of K steps no shorter on average than the single-step bound's."""
-    return None if rng.random() < 0.4 else (int(rng.integers(1, 20)), step * float(rng.uniform(1.0, 1.6)))
+    """No run bound, or one whose mean step is no shorter than the single-step bound's, with c extra steps."""
+    return None if rng.random() < 0.4 else (int(rng.integers(0, 8)), step * float(rng.uniform(1.0, 1.6)))
 
 
 @pytest.mark.parametrize("with_run", [False, True])
@@ -182,3 +182,36 @@ def test_profile_still_refuses_when_the_peak_does_not_fit():
     assert s.add(req("a", prompt=100, output=1000), 0.0).reason is AdmitReason.ADMITTED
     d = s.add(req("b", prompt=100, output=1000), 0.0)  # both would reach 1100 tokens together
     assert d.reason is AdmitReason.BEST_EFFORT and "no_kv" in d.detail
+
+
+def steps_by(durations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(time each step ends, steps ended by then) of a sequence of step durations."""
+    return np.cumsum(durations), np.arange(1, durations.size + 1)
+
+
+@pytest.mark.parametrize("k", [4, 16])
+def test_the_run_form_counts_every_step_of_sequences_that_keep_the_run_bound(k):
+    """Steps no faster than min_s and every k consecutive ones at least k x run_s in all: by any
+    time h, at most ceil(h / run_s) + c steps have ended. The worst case (k - 1 steps at min_s,
+    then one slow step that brings the run to k x run_s, repeated) needs all of c; the form
+    before (max(k, ceil(h / run_s)), no c) undercounted it by up to 3 steps with k = 16."""
+    min_s, run_s = 0.74, 0.93
+    c = run_extra_steps(k, 1, min_s, run_s)
+    assert c == math.ceil((k - 1) * (1 - min_s / run_s)) and c > 0
+    slow = k * run_s - (k - 1) * min_s
+    worst = np.tile(np.r_[np.full(k - 1, min_s), slow], 20)
+    rng = np.random.default_rng(k)
+    randoms = [np.maximum(rng.lognormal(0, 0.1, 400), min_s) for _ in range(20)]
+    undercounted = False
+    for seq in [worst, *randoms]:
+        windows = np.convolve(seq, np.ones(k), "valid") / k
+        seq_run_s = float(windows.min())
+        assert seq_run_s >= min_s
+        seq_c = run_extra_steps(k, 1, float(seq.min()), seq_run_s)
+        ends, n = steps_by(seq)
+        assert np.all(n <= np.ceil(ends / seq_run_s - 1e-9) + seq_c)
+        undercounted |= bool(np.any(n > np.maximum(k, np.ceil(ends / seq_run_s - 1e-9))))
+    # negative control: with runs of 16 (the calibration's) the old form misses steps of the worst
+    # case; with runs of 4 its max(k, ...) and ceil happen to cover the 0.6 steps c stands for
+    assert undercounted == (k == 16)
+    assert run_extra_steps(k, 1, 1.0, 1.0) == 0 and run_extra_steps(k, 3, min_s, run_s) >= 3 * c - 2

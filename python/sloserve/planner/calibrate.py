@@ -23,9 +23,12 @@ steps as the correction plans them, and moves only beyond the correction's dead 
 
 ``shortest_step_s`` is the one-token step the KV profile may count on as a lower bound (section
 3b of docs/planner.md): the model's, scaled by the smallest observed ratio when that is below 1.
-``shortest_run_s`` is the same bound for the mean step of ``GROWTH_RUN_STEPS`` consecutive steps
-(the smallest mean ratio observed over such a run): noise that makes one step fast rarely makes
-sixteen in a row fast, so a request cannot grow at the fastest single step's pace for long.
+``shortest_run_s`` is the same bound for ``GROWTH_RUN_STEPS`` consecutive steps: the smallest
+ratio of their summed observed to summed predicted times seen so far (``low_run``), so such a run
+takes at least ``low_run`` x its predicted time (a ratio of sums, not a mean of ratios, so that it
+holds for steps of any shape: the KV profile applies it to speculative steps too). Noise that
+makes one step fast rarely makes sixteen in a row fast, so a request cannot grow at the fastest
+single step's pace for long.
 
 Pure and deterministic: the ratios come from the driver (virtual time in the simulator).
 """
@@ -81,8 +84,9 @@ class CalibratedModel(BatchTimeModel):
         self.prior_scale = prior_scale
         self.scale = 1.0  # the model as given, until a step shows the engine differs from it
         self.low = 1.0  # smallest observed ratio (<= 1)
-        self._recent: deque = deque(maxlen=GROWTH_RUN_STEPS)  # the last run's ratios
-        self.low_run: float | None = None  # smallest mean ratio over a run (None: no run seen yet)
+        self._recent: deque = deque(maxlen=GROWTH_RUN_STEPS)  # the last run's (predicted, observed)
+        # smallest observed / predicted of a run's summed times (None: no run seen yet)
+        self.low_run: float | None = None
         self._since = 0
 
     @classmethod
@@ -107,10 +111,10 @@ class CalibratedModel(BatchTimeModel):
         if self.affine or self.run_steps > 1:
             self.pairs.append((predicted_s, observed_s))
         self.low = min(self.low, ratio)
-        self._recent.append(ratio)
+        self._recent.append((predicted_s, observed_s))
         if len(self._recent) == GROWTH_RUN_STEPS:
-            mean = sum(self._recent) / GROWTH_RUN_STEPS
-            self.low_run = mean if self.low_run is None else min(self.low_run, mean)
+            run = sum(o for _, o in self._recent) / sum(p for p, _ in self._recent)
+            self.low_run = run if self.low_run is None else min(self.low_run, run)
         self._since += 1
         if len(self.ratios) < self.min_samples:
             if abs(ratio - 1.0) <= 1e-9 or self.scale == self.prior_scale:
@@ -255,8 +259,9 @@ class CalibratedModel(BatchTimeModel):
         return self.base.one_token_step_s() * min(self.low, 1.0)
 
     def shortest_run_s(self) -> tuple[int, float] | None:
-        """(K, s): no K consecutive steps have taken less than K x s so far (None before K steps
-        were observed): ``shortest_step_s`` for the mean step of a run."""
+        """(K, s): no K consecutive steps have taken less than ``s / one_token_step_s`` x their
+        predicted time so far, so in particular less than K x s (None before K steps were
+        observed): ``shortest_step_s`` for the steps of a run."""
         if self.low_run is None:
             return None
         return GROWTH_RUN_STEPS, self.base.one_token_step_s() * min(self.low_run, 1.0)

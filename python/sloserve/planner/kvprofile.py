@@ -7,9 +7,10 @@ that hold whatever the executor does make this safe:
 * growth: a request gains at most ``tokens_per_step`` tokens per step, and no step is shorter
   than ``min_step_s`` (the batch time of one token), so at time ``t`` it holds at most
   ``min(full, held + tokens_per_step * (ceil((t - start) / min_step_s) + 1))`` tokens (with
-  speculation, a rate: ``KVProfile.growth``). With a run bound ``(K, run_step_s)`` (no K
-  consecutive steps shorter than ``K x run_step_s`` in all, planner/calibrate.py) the steps
-  counted are also at most ``max(K, ceil((t - start) / run_step_s)) + 1``;
+  speculation, a rate: ``KVProfile.growth``). With a run bound ``(c, run_step_s)`` the steps
+  counted are also at most ``ceil((t - start) / run_step_s) + c + 1`` (``KVProfile.run_bound``:
+  no K consecutive steps ran faster than ``run_step_s`` each on average, planner/calibrate.py,
+  and ``c`` covers the fewer than K steps outside whole runs);
 * completion: an admitted request finishes by its last token's deadline ``F`` (the plan's
   guarantee), after which it holds nothing.
 
@@ -51,6 +52,18 @@ def peak_blocks(
     ).peak()
 
 
+def run_extra_steps(k_steps: int, tokens_per_step: int, min_s: float, run_s: float) -> int:
+    """``c`` of the growth bound's run form: steps (or tokens) beyond ``h / run_s`` that can fit in
+    a horizon ``h`` when every ``k_steps`` consecutive steps take at least ``k_steps x run_s`` (in
+    units, ``tokens_per_step`` a step) and no unit is faster than ``min_s``. Split the steps into
+    whole runs and fewer than ``k_steps`` left over: the runs gain at most their time over
+    ``run_s``, the rest at most ``(k_steps - 1) x tokens_per_step`` units, of which their own time
+    (at least ``min_s`` a unit) already counts the share ``min_s / run_s``."""
+    if run_s <= min_s:
+        return 0
+    return math.ceil((k_steps - 1) * tokens_per_step * (1.0 - min_s / run_s))
+
+
 class PeakProfile:
     """The bounds' total per finish time (the only times a maximum can occur), kept so that one
     more request is added in O(residents + times) instead of recomputing the (times x residents)
@@ -67,8 +80,8 @@ class PeakProfile:
     ) -> None:
         if not (min_step_s > 0 and tokens_per_step >= 1 and block_tokens >= 1):
             raise ValueError("min_step_s, tokens_per_step and block_tokens must be positive")
-        if run is not None and not (run[0] >= 1 and run[1] > 0):
-            raise ValueError("a run bound needs K >= 1 steps and a positive step time")
+        if run is not None and not (run[0] >= 0 and run[1] > 0):
+            raise ValueError("a run bound needs c >= 0 extra steps and a positive step time")
         self.start_s, self.min_step_s, self.tps, self.block = start_s, min_step_s, tokens_per_step, block_tokens
         self.run = run
         self.held = self.full = np.zeros(0, dtype=np.int64)
@@ -149,8 +162,8 @@ class PeakProfile:
         h = np.asarray(times, dtype=np.float64) - self.start_s
         n = np.ceil(h / self.min_step_s)
         if self.run is not None:
-            k, run_s = self.run
-            n = np.minimum(n, np.maximum(k, np.ceil(h / run_s)))
+            c, run_s = self.run
+            n = np.minimum(n, np.ceil(h / run_s) + c)
         return (n + 1).astype(np.int64)
 
     def _steps_one(self, t: float) -> int:
@@ -158,8 +171,8 @@ class PeakProfile:
         h = t - self.start_s
         n = math.ceil(h / self.min_step_s)
         if self.run is not None:
-            k, run_s = self.run
-            n = min(n, max(k, math.ceil(h / run_s)))
+            c, run_s = self.run
+            n = min(n, math.ceil(h / run_s) + c)
         return n + 1
 
     def _blocks(self, held, full, fin, times) -> np.ndarray:
@@ -336,14 +349,33 @@ class KVProfile:
         return shortest() if shortest is not None else perf.one_token_step_s()
 
     def run_bound(self) -> tuple[int, float] | None:
-        """The growth bound's run form (K consecutive steps take at least K x s in all), from the
-        calibration (planner/calibrate.py ``shortest_run_s``); None without one, and under
-        speculation, whose bound is a token rate rather than a step count. Under 10% step noise
-        the fastest single step (``_shortest_step_s``) is about 0.74 of the model's one-token step
-        and counted for every step to a finish hundreds of steps away, the KV profile held
+        """The growth bound's run form ``(c, run_s)``: over a horizon ``h`` a request gains at most
+        ``ceil(h / run_s) + c`` of the growth bound's units (tokens; with speculation tokens at the
+        rate ``growth`` counts), from the calibration's run bound (planner/calibrate.py
+        ``shortest_run_s``: K consecutive steps take at least ``low_run`` x their predicted time).
+
+        Whole runs of K steps gain at most ``h / run_s`` units, ``run_s`` being ``growth``'s unit
+        at the run's scale instead of the fastest single step's; the fewer than K steps left over
+        gain at most ``(K - 1) x k`` tokens (``k``: tokens one step may verify), of which the time
+        they took already pays all but the share ``1 - min_s / run_s``, hence
+        ``c = ceil((K - 1) x k x (1 - min_s / run_s))``. None without a run bound. Under 10% step
+        noise the fastest single step is about 0.74 of the model's and a run of 16 about 0.93:
+        counted for every step to a finish hundreds of steps away, the single step held
         reasoning to 1.24 requests/s/GPU against 1.38 on an exact engine (docs/planner.md §3b)."""
         got = getattr(self.ctx.perf, "shortest_run_s", None)
-        return got() if got is not None and self.spec_k is None else None
+        got = got() if got is not None else None
+        if got is None:
+            return None
+        k_steps, run_one_s = got
+        min_s, _ = self.growth()
+        if self.spec_k is None:
+            run_s = run_one_s
+        else:
+            base = getattr(self.ctx.perf, "base", self.ctx.perf)
+            run_s = self._spec_token_s(run_one_s / base.one_token_step_s())
+        if run_s <= min_s:
+            return 0, min_s
+        return run_extra_steps(k_steps, 1 if self.spec_k is None else self.spec_k, min_s, run_s), run_s
 
     def on_admitted(self, r: Request, old_view, new_view) -> None:
         """``r`` joined the tier (``new_view`` extends ``old_view``): extend a cached profile."""
@@ -404,7 +436,12 @@ class KVProfile:
         if self.spec_k is None:
             return shortest_s, 1
         base = getattr(self.ctx.perf, "base", self.ctx.perf)
-        scale = shortest_s / base.one_token_step_s()
+        return self._spec_token_s(shortest_s / base.one_token_step_s()), 1
+
+    def _spec_token_s(self, scale: float) -> float:
+        """Under speculation, seconds per token at the fastest rate ``max_d (1 + d) / s(d)`` with
+        the model scaled by ``scale``."""
+        base = getattr(self.ctx.perf, "base", self.ctx.perf)
         steps = range(self.spec_k)
         rate = max((1 + d) / (base.batch_time_s(1 + d, spec_steps=d, num_requests=1) * scale) for d in steps)
-        return 1.0 / rate, 1
+        return 1.0 / rate
