@@ -114,11 +114,12 @@ def test_learn_mode_learns_plans_less_kv_and_extends_on_overrun():
 
 def test_overrun_that_does_not_fit_demotes_to_best_effort_and_the_rest_keep_their_slos():
     # 128 KV blocks; two admitted requests of known length hold 114 of them, so the outrunning
-    # request's plan can grow 20 -> 40 -> 80 tokens but not to 160 while they run
+    # request's plan can grow 20 -> 40 -> 80 tokens but not to 160 while they run (without
+    # re-admission: it stays best effort once they are gone; the next test brings it back)
     s = create_scheduler(
         "slos-serve",
         SchedulerContext(PERF, 2048, 16),
-        {"output_length": "learn", "length_min_samples": 2, "best_effort_yield_kv": 1.0},
+        {"output_length": "learn", "length_min_samples": 2, "best_effort_yield_kv": 1.0, "overrun_readmit": False},
     )
     drive(s, [req(f"w{i}", prompt=100, output=20, arrival=0.3 * i, max_new=900) for i in range(2)])
     known = [Request(f"b{i}", 0.0, 700, 200, 2.0, (DecodeSegment(50.0),), slo_class="chat") for i in range(2)]
@@ -178,6 +179,68 @@ def test_an_extension_that_does_not_fit_steps_down_to_a_shorter_one_that_does(st
     for b in known:  # the admitted rest keep their SLOs either way
         assert b.tier is Tier.SLO and b.is_finished
         assert stage_attained(b.arrival_s, b.ttft_slo_s, b.segments, token_times(events, b.request_id), tolerance=0.0)
+
+
+def overrun_setup(readmit: bool):
+    """The setup above: ``a`` outruns its plan beside two known requests and is demoted at 1.43 s;
+    they finish at 2.2 s."""
+    s = create_scheduler(
+        "slos-serve",
+        SchedulerContext(PERF, 2048, 16),
+        {"output_length": "learn", "length_min_samples": 2, "best_effort_yield_kv": 1.0, "overrun_readmit": readmit},
+    )
+    drive(s, [req(f"w{i}", prompt=100, output=20, arrival=0.3 * i, max_new=900) for i in range(2)])
+    known = [Request(f"b{i}", 0.0, 700, 200, 2.0, (DecodeSegment(50.0),), slo_class="chat") for i in range(2)]
+    return s, known, req("a", prompt=100, output=600, max_new=900, arrival=0.0, ttft=2.0)
+
+
+@pytest.mark.parametrize("readmit", [True, False])
+def test_a_request_demoted_for_an_overrun_comes_back_once_its_plan_fits(readmit):
+    """Demoted while the known requests hold the pool, ``a`` keeps decoding on time as best effort;
+    when they finish its plan fits again and it is re-admitted (a TIER event back to the SLO
+    tier): it then counts, and is guaranteed, as admitted. The control stays best effort."""
+    s, known, a = overrun_setup(readmit)
+    events = drive(s, known + [a])
+    tier_events = [(e.tier, e.reason, e.time_s) for e in events if e.kind is EventKind.TIER and e.request_id == "a"]
+    assert tier_events[0][:2] == ("best_effort", "overrun")
+    known_done_s = max(max(token_times(events, b.request_id)) for b in known)
+    assert a.is_finished and a.num_output_tokens == 600
+    assert stage_attained(a.arrival_s, a.ttft_slo_s, a.segments, token_times(events, "a"), tolerance=0.0)
+    if readmit:
+        assert [t[:2] for t in tier_events[1:]] == [("slo", "readmitted")] and tier_events[1][2] >= known_done_s
+        assert a.tier is Tier.SLO and s.reasons["overrun_readmitted"] == 1
+    else:
+        assert len(tier_events) == 1 and a.tier is Tier.BEST_EFFORT and s.reasons["overrun_readmitted"] == 0
+    for b in known:
+        assert b.tier is Tier.SLO
+        assert stage_attained(b.arrival_s, b.ttft_slo_s, b.segments, token_times(events, b.request_id), tolerance=0.0)
+
+
+def test_a_demoted_request_that_ran_late_never_comes_back():
+    """The same run with the engine stalled right after the demotion until 0.3 s past the
+    deadline of ``a``'s next token: that token is late, a miss already, so ``a`` is never
+    re-admitted (it would count as an admitted request that missed), though it catches up with
+    its later deadlines (one 10 ms step per 50 ms TPOT) and its plan fits once the known
+    requests are gone."""
+    s, known, a = overrun_setup(True)
+    engine = SimulatedEngine(PERF)
+    pending = sorted(known + [a], key=lambda r: r.arrival_s)
+    t, stalled = 0.0, False
+    while pending or s.has_work():
+        while pending and pending[0].arrival_s <= t + 1e-12:
+            s.add(pending.pop(0), t)
+        plan = s.schedule(t)
+        if plan.is_empty:
+            t = pending[0].arrival_s if pending else t + 0.01
+            continue
+        res = engine.execute(plan, s.requests)
+        t += res.step_s
+        s.on_step_done(plan, res, t)
+        if a.tier is Tier.BEST_EFFORT and not stalled:
+            t, stalled = s.dl.slo_token_s(a, a.num_output_tokens + 1) + 0.3, True
+    assert stalled and a.is_finished and a.tier is Tier.BEST_EFFORT
+    assert s.reasons["overrun_demoted"] == 1 and s.reasons["overrun_readmitted"] == 0
+    assert not s.overruns.demoted  # dropped for good when its late token came out
 
 
 @pytest.mark.parametrize("kv_profile", [False, True])

@@ -67,6 +67,12 @@ class SLOsServeConfig:
             "help": "learn mode: an outrunning request whose extension does not fit tries half as far past its current length, a quarter, ... before it is demoted"
         },
     )
+    overrun_readmit: bool = field(
+        default=True,
+        metadata={
+            "help": "learn mode: a request demoted for an overrun comes back to the SLO tier once a plan for it fits the KV pool and keeps the admitted plan feasible, if every token it emitted since met its deadline"
+        },
+    )
     length_window: int = field(
         default=1000, metadata={"help": "learn mode: most recent finished lengths kept per bucket and per class"}
     )

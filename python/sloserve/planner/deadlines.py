@@ -35,10 +35,16 @@ class Deadlines:
         """Planned sum of the TPOTs of tokens 2..index (stretched by the tolerance)."""
         return r.cumulative_tpot_s(index) * (1.0 + self.tolerance)
 
-    def token_s(self, r: Request, index: int) -> float:
+    def slo_token_s(self, r: Request, index: int) -> float:
+        """Deadline of output token ``index`` (1-based) by the SLO alone, without re-pacing."""
         if index <= 1:
             return self.ttft_s(r)
-        t = self.decode_origin_s(r) + self.cumulative_tpot_s(r, index)
+        return self.decode_origin_s(r) + self.cumulative_tpot_s(r, index)
+
+    def token_s(self, r: Request, index: int) -> float:
+        t = self.slo_token_s(r, index)
+        if index <= 1:
+            return t
         rp = self.table.repace.get(r.request_id)
         if rp is not None and index > rp.index:
             t = min(t, rp.origin_s + (index - rp.index) * rp.tau_s)

@@ -4,7 +4,9 @@ A request about to outrun its planned length gets a longer plan (predict: double
 conditional quantile, planner/lengths.py) if the KV fits and (learn) the admitted plan stays
 feasible with it; in learn mode, when that does not fit, the longest shorter extension that does
 (``overrun_step_down``); otherwise it is demoted to best effort, so the admitted rest keep their
-guarantee (docs/planner.md §5).
+guarantee (docs/planner.md §5). A request demoted so is still served; once a plan for it fits
+again it comes back to the SLO tier (``overrun_readmit``), if every token it emitted in between
+met its deadline: from then on the plan guarantees it like any admitted request.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from __future__ import annotations
 from collections import Counter
 from typing import Callable
 
-from sloserve.core.request import Request
+from sloserve.core.plan import EventKind, RequestEvent
+from sloserve.core.request import Request, Tier
+from sloserve.planner.execute import is_decoding
 from sloserve.planner.lengths import LengthPlanner
 from sloserve.planner.state import TierState
 
@@ -23,6 +27,9 @@ class OverrunTracker:
     ) -> None:
         self.learn = lengths.mode == "learn"
         self.step_down = self.learn and cfg.overrun_step_down
+        self.readmit = self.learn and cfg.overrun_readmit
+        # demoted for an overrun and on time since: id -> (request, tokens out when last checked)
+        self.demoted: dict[str, tuple[Request, int]] = {}
         self.profile = self.learn and cfg.kv_profile  # KV checked on the time profile, not the sum
         self.tiers, self.lengths, self.kvp, self.feasible, self.reasons = tiers, lengths, kvp, feasible, reasons
 
@@ -39,7 +46,42 @@ class OverrunTracker:
             if not self._extend(r, self.lengths.extend(r, planned, cap), now_s):
                 self.reasons["overrun_demoted"] += 1
                 tiers.demote(r, now_s, "overrun")
+                if self.readmit:
+                    self.demoted[r.request_id] = (r, r.num_output_tokens)
+        if self.demoted:
+            self._readmit(now_s)
         tiers.clear_step_len_if_empty()
+
+    def _readmit(self, now_s: float) -> None:
+        """Bring back the requests demoted for an overrun whose tokens since were all on time,
+        each with the longest plan ``_extend`` finds (down to its next token); one that fits
+        nowhere stays best effort, in its place, and is tried again after the next step."""
+        tiers, dl = self.tiers, self.tiers.dl
+        for rid, (r, seen) in list(self.demoted.items()):
+            n = r.num_output_tokens
+            late = n > seen and dl.slo_token_s(r, seen + 1) < now_s  # its earliest new token's
+            if tiers.be.get(rid) is not r or late:
+                del self.demoted[rid]  # finished, aborted, or a miss already
+                continue
+            self.demoted[rid] = (r, n)
+            cap = r.max_new_tokens if r.max_new_tokens is not None else r.output_tokens
+            if n + 1 > cap or not is_decoding(r) or tiers.kv.held_blocks(rid) == 0:
+                continue  # preempted (recomputing): not until it decodes again
+            pred = self.lengths.table.pred.get(rid)
+            self.lengths.set_planned(rid, n + 1)
+            tiers.admit(r, lambda _r: None)  # still in the best-effort tier's order meanwhile
+            self.kvp.invalidate([rid])
+            if self._extend(r, self.lengths.extend(r, n + 1, cap), now_s, strict=True):
+                del tiers.be[rid], self.demoted[rid]
+                self.reasons["overrun_readmitted"] += 1
+                tiers.pending_events.append(
+                    RequestEvent(EventKind.TIER, rid, now_s, tier=Tier.SLO.value, reason="readmitted")
+                )
+            else:
+                tiers.leave(r)
+                r.tier = Tier.BEST_EFFORT
+                self.lengths.set_planned(rid, pred)
+                self.kvp.invalidate([rid])
 
     def _longer(self, r: Request, new: int):
         """The plans tried for an outrunning request, longest first: the predictor's, then (learn,
@@ -55,9 +97,11 @@ class OverrunTracker:
                 yield done + ext
                 ext //= 2
 
-    def _extend(self, r: Request, new: int, now_s: float) -> bool:
+    def _extend(self, r: Request, new: int, now_s: float, strict: bool = False) -> bool:
         """Give ``r`` the longest of ``_longer`` that fits the KV pool and (learn) keeps the admitted
-        plan feasible; False when none does (``r`` is to be demoted, its plan unchanged)."""
+        plan feasible; False when none does (``r`` is to be demoted, its plan unchanged). An
+        admitted request keeps a plan that breaks feasibility when the plan without it is
+        infeasible anyway; a request coming back (``strict``) never does."""
         tiers, kv = self.tiers, self.tiers.kv
         old, old_blocks = self.lengths.table.pred.get(r.request_id), tiers.reserved[r.request_id]
         for n in self._longer(r, new):
@@ -71,7 +115,7 @@ class OverrunTracker:
             if not self.learn or self.feasible(now_s):
                 return True
             self._set(r, old, old_blocks)  # the longer plan would break an admitted deadline
-            if not self.feasible(now_s):  # ... unless the plan was infeasible anyway
+            if not strict and not self.feasible(now_s):  # ... unless the plan was infeasible anyway
                 self._set(r, n, blocks)
                 return True
         return False

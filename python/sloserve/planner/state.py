@@ -88,11 +88,15 @@ class TierState:
         r.tier = Tier.BEST_EFFORT
         self.be[r.request_id] = r
 
-    def demote(self, r: Request, now_s: float, reason: str) -> None:
-        """An admitted request leaves the SLO tier for best effort (a ``TIER`` event)."""
+    def leave(self, r: Request) -> None:
+        """``r`` leaves the SLO tier and its reservation (no event: ``demote`` reports one)."""
         self.reserved_total -= self.reserved.pop(r.request_id)
         del self.slo[r.request_id]
         self._view = None
+
+    def demote(self, r: Request, now_s: float, reason: str) -> None:
+        """An admitted request leaves the SLO tier for best effort (a ``TIER`` event)."""
+        self.leave(r)
         self.to_best_effort(r)
         self.pending_events.append(RequestEvent(EventKind.TIER, r.request_id, now_s, tier=r.tier.value, reason=reason))
 
