@@ -151,3 +151,21 @@ def test_a_committed_stretched_step_holds_when_the_step_in_flight_ends_late():
     next_end, committed_end, first = late_stretched_step(0.01)
     assert 0.15 < next_end <= committed_end + 1e-9  # stretched: a standard step ends by 0.06
     assert first <= 0.2 + 0.05  # within one standard step of the deadline
+
+
+def test_a_step_that_is_a_prompts_last_chance_runs_to_its_deadline():
+    """A 420-token prompt due at 0.1 s; the step from 0.05 s was to end at 0.095 s (a first step
+    the plan committed to, sized at the tail), which holds 400 of its tokens, and the 5 ms left
+    after it are less than a one-token step at the tail (6.25 ms): the 20 tokens left to the next
+    step would be a certain miss. So the step runs to the deadline, which holds all 420 at the
+    calibrated scale. Controls: an exact engine (tail 1) keeps the plan's end, and so does a
+    step whose end the decodes' deadlines set (decode_end_s before the prompt's deadline)."""
+    s = create_scheduler("slos-serve", SchedulerContext(PERF, 1_000_000, 16), {"calibrate": False})
+    r = req("p", arrival=0.0, prompt=420, output=10, ttft=0.1)
+    ex, now, end_s = s.executor, 0.05, 0.095
+    assert ex._cap_at(end_s - now)(0, 1) < 420 <= ex._cap_at(0.1 - now)(0, 1)
+    assert ex._ttft_end_s(now, end_s, 0.8, [r], 0, []) == 0.1
+    assert ex._ttft_end_s(now, end_s, 1.0, [r], 0, []) == end_s
+    assert ex._ttft_end_s(now, end_s, 0.8, [r], 0, [], decode_end_s=0.097) == end_s
+    # far enough from the deadline for another step: the plan's end stands
+    assert ex._ttft_end_s(now, 0.08, 0.8, [r], 0, []) == 0.08

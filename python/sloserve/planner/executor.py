@@ -52,6 +52,7 @@ class StepExecutor:
         if tail < 1.0:  # a step bound by a decode deadline must end by it even when it runs slow
             decoders = [(now_s + (due - now_s) * tail, r) for due, r in decoders]
         end_s, forced, optional = step_window(now_s, step, decoders)
+        decode_end_s = end_s
         first = tiers.first_step
         if first is not None and not first.carries_all and first.end_s > now_s + EPS_S:
             # the first step the plan was checked with (its end may be earlier: a tight TTFT
@@ -62,7 +63,7 @@ class StepExecutor:
         # an engine that decodes every running request each step (SGLang) runs the best-effort
         # decodes whatever the plan says: plan them as forced, or the step's cost is understated
         be_running = [r for r in tiers.be.values() if is_decoding(r)] if self.config.best_effort_decodes_forced else []
-        end_s = self._ttft_end_s(now_s, end_s, tail, prefills, len(forced) + len(be_running), forced)
+        end_s = self._ttft_end_s(now_s, end_s, tail, prefills, len(forced) + len(be_running), forced, decode_end_s)
         best_effort = [] if tiers.reserved_kv_binds() else list(tiers.be.values())
         stretch_end = self._stretch_end(now_s, end_s, prefills, best_effort)
         if stretch_end is not None:
@@ -93,20 +94,35 @@ class StepExecutor:
         return plan
 
     def _ttft_end_s(
-        self, now_s: float, end_s: float, tail: float, prefills: list, num_forced: int, forced: list
+        self,
+        now_s: float,
+        end_s: float,
+        tail: float,
+        prefills: list,
+        num_forced: int,
+        forced: list,
+        decode_end_s: float = float("inf"),
     ) -> float:
         """A step that can finish an admitted prompt before its TTFT deadline ends by that
         deadline even at the tail ratio (at the calibrated scale when the tail-sized step cannot
         hold it, with the ``num_forced`` decodes and the prompts due before it). Padded with later
         work to the full step length, the step that carried a prompt's last chunk ran past its
-        deadline under noise (issue 15)."""
+        deadline under noise (issue 15). So does a step whose end leaves no time for another
+        step before a prompt's deadline (less than one one-token step at the tail; only on an
+        engine that is not the model, so paper mode plans as before): it is the
+        prompt's last chance, and may run past ``end_s`` to it, but never past ``decode_end_s``
+        (the decodes' deadlines). Cut at ``end_s`` instead (a first step the plan committed to,
+        sized at the tail), it left a few of the prompt's tokens to a step that could only end
+        after the deadline: a certain miss."""
         need = num_forced
         kv = sum(r.num_computed_tokens for _, r in forced)
+        # an exact engine (tail 1) keeps the plan's steps as they were checked
+        last_gap_s = self.perf.one_token_step_s() / tail if tail < 1.0 else 0.0
         for i, r in enumerate(prefills):
             need += r.remaining_compute_tokens
             kv += r.num_computed_tokens
             due_s = self.dl.ttft_s(r)
-            if due_s >= end_s:
+            if due_s >= end_s + last_gap_s or due_s > decode_end_s:
                 return end_s
             reqs = num_forced + i + 1
             for limit_s in (now_s + (due_s - now_s) * tail, due_s):  # tail_factor <= 1
