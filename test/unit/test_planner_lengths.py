@@ -112,18 +112,24 @@ def test_learn_mode_learns_plans_less_kv_and_extends_on_overrun():
     assert r.lengths.planned_output(req("v")) == 2000
 
 
-def test_overrun_that_does_not_fit_demotes_to_best_effort_and_the_rest_keep_their_slos():
-    # 128 KV blocks; two admitted requests of known length hold 114 of them, so the outrunning
-    # request's plan can grow 20 -> 40 -> 80 tokens but not to 160 while they run (without
-    # re-admission: it stays best effort once they are gone; the next test brings it back)
+def overrun_setup(output: int = 600, **options):
+    """128 KV blocks; two admitted requests of known length hold 114 of them (they finish at
+    2.2 s), so the plan of ``a``, which outruns its learned 20 tokens, can grow 20 -> 40 -> 80
+    tokens but not to 160 while they run."""
     s = create_scheduler(
         "slos-serve",
         SchedulerContext(PERF, 2048, 16),
-        {"output_length": "learn", "length_min_samples": 2, "best_effort_yield_kv": 1.0, "overrun_readmit": False},
+        {"output_length": "learn", "length_min_samples": 2, "best_effort_yield_kv": 1.0, **options},
     )
     drive(s, [req(f"w{i}", prompt=100, output=20, arrival=0.3 * i, max_new=900) for i in range(2)])
     known = [Request(f"b{i}", 0.0, 700, 200, 2.0, (DecodeSegment(50.0),), slo_class="chat") for i in range(2)]
-    a = req("a", prompt=100, output=600, max_new=900, arrival=0.0, ttft=2.0)
+    return s, known, req("a", prompt=100, output=output, max_new=900, arrival=0.0, ttft=2.0)
+
+
+def test_overrun_that_does_not_fit_demotes_to_best_effort_and_the_rest_keep_their_slos():
+    # without re-admission it stays best effort once the known requests are gone (the test
+    # after the next brings it back)
+    s, known, a = overrun_setup(overrun_readmit=False)
     events = drive(s, known + [a])
     demoted = [e for e in events if e.kind is EventKind.TIER and e.reason == "overrun"]
     assert [e.request_id for e in demoted] == ["a"] and s.reasons["overrun_demoted"] == 1
@@ -155,19 +161,7 @@ def test_an_extension_that_does_not_fit_steps_down_to_a_shorter_one_that_does(st
     # -> 80, the next doubling (160) does not fit beside the two known requests, and the
     # step-down's first try, 80 + 40 = 120 (220 tokens, 14 blocks), does: it stays admitted and
     # meets its SLO. Without the step-down (the control) it is demoted at 80 tokens.
-    s = create_scheduler(
-        "slos-serve",
-        SchedulerContext(PERF, 2048, 16),
-        {
-            "output_length": "learn",
-            "length_min_samples": 2,
-            "best_effort_yield_kv": 1.0,
-            "overrun_step_down": step_down,
-        },
-    )
-    drive(s, [req(f"w{i}", prompt=100, output=20, arrival=0.3 * i, max_new=900) for i in range(2)])
-    known = [Request(f"b{i}", 0.0, 700, 200, 2.0, (DecodeSegment(50.0),), slo_class="chat") for i in range(2)]
-    a = req("a", prompt=100, output=110, max_new=900, arrival=0.0, ttft=2.0)
+    s, known, a = overrun_setup(110, overrun_step_down=step_down, overrun_readmit=False)
     events = drive(s, known + [a])
     assert a.is_finished and a.num_output_tokens == 110
     met = stage_attained(a.arrival_s, a.ttft_slo_s, a.segments, token_times(events, "a"), tolerance=0.0)
@@ -181,25 +175,12 @@ def test_an_extension_that_does_not_fit_steps_down_to_a_shorter_one_that_does(st
         assert stage_attained(b.arrival_s, b.ttft_slo_s, b.segments, token_times(events, b.request_id), tolerance=0.0)
 
 
-def overrun_setup(readmit: bool):
-    """The setup above: ``a`` outruns its plan beside two known requests and is demoted at 1.43 s;
-    they finish at 2.2 s."""
-    s = create_scheduler(
-        "slos-serve",
-        SchedulerContext(PERF, 2048, 16),
-        {"output_length": "learn", "length_min_samples": 2, "best_effort_yield_kv": 1.0, "overrun_readmit": readmit},
-    )
-    drive(s, [req(f"w{i}", prompt=100, output=20, arrival=0.3 * i, max_new=900) for i in range(2)])
-    known = [Request(f"b{i}", 0.0, 700, 200, 2.0, (DecodeSegment(50.0),), slo_class="chat") for i in range(2)]
-    return s, known, req("a", prompt=100, output=600, max_new=900, arrival=0.0, ttft=2.0)
-
-
 @pytest.mark.parametrize("readmit", [True, False])
 def test_a_request_demoted_for_an_overrun_comes_back_once_its_plan_fits(readmit):
     """Demoted while the known requests hold the pool, ``a`` keeps decoding on time as best effort;
     when they finish its plan fits again and it is re-admitted (a TIER event back to the SLO
     tier): it then counts, and is guaranteed, as admitted. The control stays best effort."""
-    s, known, a = overrun_setup(readmit)
+    s, known, a = overrun_setup(overrun_readmit=readmit)
     events = drive(s, known + [a])
     tier_events = [(e.tier, e.reason, e.time_s) for e in events if e.kind is EventKind.TIER and e.request_id == "a"]
     assert tier_events[0][:2] == ("best_effort", "overrun")
@@ -222,7 +203,7 @@ def test_a_demoted_request_that_ran_late_never_comes_back():
     re-admitted (it would count as an admitted request that missed), though it catches up with
     its later deadlines (one 10 ms step per 50 ms TPOT) and its plan fits once the known
     requests are gone."""
-    s, known, a = overrun_setup(True)
+    s, known, a = overrun_setup()
     engine = SimulatedEngine(PERF)
     pending = sorted(known + [a], key=lambda r: r.arrival_s)
     t, stalled = 0.0, False
