@@ -369,13 +369,9 @@ class KVProfile:
         k_steps, run_one_s = got
         min_s, _ = self.growth()
         if self.spec_k is None:
-            run_s = run_one_s
-        else:
-            base = getattr(self.ctx.perf, "base", self.ctx.perf)
-            run_s = self._spec_token_s(run_one_s / base.one_token_step_s())
-        if run_s <= min_s:
-            return 0, min_s
-        return run_extra_steps(k_steps, 1 if self.spec_k is None else self.spec_k, min_s, run_s), run_s
+            return run_extra_steps(k_steps, 1, min_s, run_one_s), run_one_s
+        run_s = self._spec_token_s(run_one_s)
+        return run_extra_steps(k_steps, self.spec_k, min_s, run_s), run_s
 
     def on_admitted(self, r: Request, old_view, new_view) -> None:
         """``r`` joined the tier (``new_view`` extends ``old_view``): extend a cached profile."""
@@ -435,13 +431,13 @@ class KVProfile:
         shortest_s = self._shortest_step_s()
         if self.spec_k is None:
             return shortest_s, 1
-        base = getattr(self.ctx.perf, "base", self.ctx.perf)
-        return self._spec_token_s(shortest_s / base.one_token_step_s()), 1
+        return self._spec_token_s(shortest_s), 1
 
-    def _spec_token_s(self, scale: float) -> float:
+    def _spec_token_s(self, one_token_s: float) -> float:
         """Under speculation, seconds per token at the fastest rate ``max_d (1 + d) / s(d)`` with
-        the model scaled by ``scale``."""
+        the model scaled so that its one-token step takes ``one_token_s``."""
         base = getattr(self.ctx.perf, "base", self.ctx.perf)
+        scale = one_token_s / base.one_token_step_s()
         steps = range(self.spec_k)
         rate = max((1 + d) / (base.batch_time_s(1 + d, spec_steps=d, num_requests=1) * scale) for d in steps)
         return 1.0 / rate

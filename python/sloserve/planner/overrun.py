@@ -14,8 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Callable
 
-from sloserve.core.plan import EventKind, RequestEvent
-from sloserve.core.request import Request, Tier
+from sloserve.core.request import Request
 from sloserve.planner.execute import is_decoding
 from sloserve.planner.lengths import LengthPlanner
 from sloserve.planner.state import TierState
@@ -39,7 +38,7 @@ class OverrunTracker:
             planned = self.lengths.planned_output(r)
             if r.output_tokens_known or r.num_output_tokens < planned - 1:
                 continue
-            cap = r.max_new_tokens if r.max_new_tokens is not None else r.output_tokens
+            cap = self._cap(r)
             if self.learn and planned >= cap:
                 continue  # planned up to its limit: it cannot outrun it
             self.reasons["length_overrun"] += 1
@@ -64,7 +63,7 @@ class OverrunTracker:
                 del self.demoted[rid]  # finished, aborted, or a miss already
                 continue
             self.demoted[rid] = (r, n)
-            cap = r.max_new_tokens if r.max_new_tokens is not None else r.output_tokens
+            cap = self._cap(r)
             if n + 1 > cap or not is_decoding(r) or tiers.kv.held_blocks(rid) == 0:
                 continue  # preempted (recomputing): not until it decodes again
             pred = self.lengths.table.pred.get(rid)
@@ -72,16 +71,18 @@ class OverrunTracker:
             tiers.admit(r, lambda _r: None)  # still in the best-effort tier's order meanwhile
             self.kvp.invalidate([rid])
             if self._extend(r, self.lengths.extend(r, n + 1, cap), now_s, strict=True):
-                del tiers.be[rid], self.demoted[rid]
+                del self.demoted[rid]
+                tiers.rejoin(r, now_s, "readmitted")
                 self.reasons["overrun_readmitted"] += 1
-                tiers.pending_events.append(
-                    RequestEvent(EventKind.TIER, rid, now_s, tier=Tier.SLO.value, reason="readmitted")
-                )
             else:
-                tiers.leave(r)
-                r.tier = Tier.BEST_EFFORT
+                tiers.unadmit(r)
                 self.lengths.set_planned(rid, pred)
                 self.kvp.invalidate([rid])
+
+    @staticmethod
+    def _cap(r: Request) -> int:
+        """The most output tokens ``r`` may have: its ``max_new_tokens``, else its true length."""
+        return r.max_new_tokens if r.max_new_tokens is not None else r.output_tokens
 
     def _longer(self, r: Request, new: int):
         """The plans tried for an outrunning request, longest first: the predictor's, then (learn,

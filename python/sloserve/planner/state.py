@@ -94,6 +94,19 @@ class TierState:
         del self.slo[r.request_id]
         self._view = None
 
+    def rejoin(self, r: Request, now_s: float, reason: str) -> None:
+        """A best-effort request tried in the SLO tier (``admit``) stays there: it leaves the
+        best-effort tier (a ``TIER`` event)."""
+        del self.be[r.request_id]
+        self.pending_events.append(
+            RequestEvent(EventKind.TIER, r.request_id, now_s, tier=Tier.SLO.value, reason=reason)
+        )
+
+    def unadmit(self, r: Request) -> None:
+        """Undo ``admit`` of a request still in the best-effort tier, which keeps its place there."""
+        self.leave(r)
+        r.tier = Tier.BEST_EFFORT
+
     def demote(self, r: Request, now_s: float, reason: str) -> None:
         """An admitted request leaves the SLO tier for best effort (a ``TIER`` event)."""
         self.leave(r)
