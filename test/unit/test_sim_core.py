@@ -83,3 +83,34 @@ def test_unknown_policy_and_duplicate_ids_fail_clearly():
     p = programs(n=2)
     with pytest.raises(ValueError, match="unique"):
         simulate([p[0], p[0]], SimConfig(policy="fcfs"))
+
+
+@pytest.mark.parametrize("policy", ["fcfs", "slos-serve"])
+def test_kv_used_fraction_weights_the_blocks_held_by_each_steps_time(policy):
+    # one request, 32-token prompt, 3 output tokens, a 100-block pool: the prefill step holds 2
+    # blocks, the two decode steps 3 (33 and 34 tokens)
+    from sloserve.perf.presets import get_model
+
+    prog = [ProgramSpec("p0", 0.0, "chatbot", (StageSpec(32, 3, TTFTSLO(slowdown=5), (DecodeSegment(100),)),))]
+    cfg = SimConfig(policy=policy, kv_tokens=1600, max_seq_len=1600)
+    s = simulate(prog, cfg).summary
+    model = get_model(cfg.model)
+    prefill_s, decode_s = model.batch_time_s(32), model.batch_time_s(1)
+    want = (2 * prefill_s + 3 * 2 * decode_s) / (100 * (prefill_s + 2 * decode_s))
+    assert s["num_steps"] == 3
+    assert s["kv_used_fraction"] == pytest.approx(want, rel=1e-9)
+    assert s["kv_used_fraction"] != pytest.approx(3 / 100)  # not the last step's share
+
+
+@pytest.mark.parametrize("policy", ["vllm", "slos-serve"])
+def test_kv_used_fraction_is_a_share_of_the_pool(policy):
+    # a pool that never binds: doubling it changes no decision and halves the share held; a pool
+    # that binds runs far fuller, never over
+    progs = programs(n=120, rate=2.0)
+    roomy = simulate(progs, SimConfig(policy=policy, kv_tokens=400_000, max_seq_len=1600)).summary
+    double = simulate(progs, SimConfig(policy=policy, kv_tokens=800_000, max_seq_len=1600)).summary
+    tight = simulate(progs, SimConfig(policy=policy, kv_tokens=8192, max_seq_len=1600)).summary
+    assert roomy["num_steps"] == double["num_steps"] and roomy["ttft_ms"] == double["ttft_ms"]
+    assert roomy["kv_used_fraction"] == pytest.approx(2 * double["kv_used_fraction"], rel=1e-9)
+    assert roomy["kv_used_fraction"] < 0.05
+    assert 0.5 < tight["kv_used_fraction"] <= 1.0
