@@ -44,7 +44,7 @@ class SLOsServeConfig:
         default=1.5, metadata={"help": "predict mode: plan this multiple of the class's mean observed output length"}
     )
     length_quantile: float = field(
-        default=0.7,
+        default=0.5,
         metadata={
             "help": "learn mode: plan this quantile of the finished output lengths of the request's class and prompt bucket"
         },

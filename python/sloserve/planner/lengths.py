@@ -1,6 +1,6 @@
 """Online output-length predictor (``output_length="learn"``): no model weights.
 
-The prediction for a request is an empirical upper quantile (``length_quantile``) of the output
+The prediction for a request is an empirical quantile (``length_quantile``, the median by default) of the output
 lengths of recently finished requests with the same SLO class and prompt-length bucket (powers of
 two), learned online from completions. Until a bucket has ``length_min_samples`` lengths the
 class's pooled lengths are used, and until the class has that many the prior: the request's
@@ -10,9 +10,11 @@ start conservative.
 When a request reaches its prediction and goes on (``extend``): the new prediction is the same
 quantile of the lengths observed *beyond* its current length (conditional on having come this
 far), or twice the current length when too few are known, never above ``max_new_tokens``. The
-policy keeps the extension only if the plan stays feasible and the KV fits; otherwise it demotes
-the request to best effort (planner/overrun.py), so the admitted rest keep
-their guarantee.
+policy keeps the extension only if the plan stays feasible and the KV fits; otherwise it tries
+shorter ones and, when none fits, demotes the request to best effort until a plan fits again
+(planner/overrun.py), so the admitted rest keep their guarantee. A low quantile plans less KV
+up front and leans on those extensions: the median beat the 0.7 quantile once they existed
+(docs/planner.md §5).
 """
 
 from __future__ import annotations
