@@ -112,6 +112,18 @@ def test_learn_mode_learns_plans_less_kv_and_extends_on_overrun():
     assert r.lengths.planned_output(req("v")) == 2000
 
 
+def test_learn_mode_plans_the_median_by_default():
+    # with the overrun step-down and re-admission a request that outruns its plan mostly keeps
+    # its place, so the default plans the bucket's median (docs/planner.md §5, stop 33)
+    s = create_scheduler("slos-serve", SchedulerContext(PERF, 100_000, 16), {"length_min_samples": 10})
+    assert s.config.output_length == "learn"
+    lens = np.arange(10, 101, 10)
+    drive(s, [req(f"w{i}", output=int(n), arrival=0.5 * i) for i, n in enumerate(lens)])
+    planned = s.lengths.planned_output(req("u"))
+    assert planned == int(np.quantile(lens, 0.5, method="higher")) == 60
+    assert planned < int(np.quantile(lens, 0.7, method="higher"))  # the old default planned 80
+
+
 def overrun_setup(output: int = 600, **options):
     """128 KV blocks; two admitted requests of known length hold 114 of them (they finish at
     2.2 s), so the plan of ``a``, which outruns its learned 20 tokens, can grow 20 -> 40 -> 80
