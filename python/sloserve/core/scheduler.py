@@ -44,6 +44,7 @@ DRIVER_INTERFACE = frozenset(
         "sync_external",
         "registry_name",
         "num_steps",
+        "kv_blocks",
     }
 )
 
@@ -242,6 +243,11 @@ class Scheduler(ABC):
 
     def has_work(self) -> bool:
         return bool(self.requests)
+
+    def kv_blocks(self) -> tuple[int, int]:
+        """(held, capacity) KV blocks now: a driver's memory metric, cheap enough for every step
+        (``stats`` builds the whole counter dict)."""
+        return self.kv.used_blocks, self.kv.capacity_blocks
 
     def stats(self) -> dict:
         return {

@@ -190,7 +190,8 @@ class Simulator:
         result = rep.engine.execute(plan, sched.resident)
         rep.busy, rep.plan, rep.step_start_s = True, plan, now
         rep.busy_s += result.step_s
-        rep.kv_block_s += sched.kv.used_blocks * result.step_s  # held through the step
+        used_blocks, rep.kv_capacity_blocks = sched.kv_blocks()
+        rep.kv_block_s += used_blocks * result.step_s  # held through the step
         if self.config.chrome_trace:
             self.steps.append((rep.replica_id, now, result.step_s, plan.num_tokens, len(plan.items)))
         self._push(now + result.step_s, STEP_END, (rep.replica_id, plan, result))
@@ -391,7 +392,7 @@ class Simulator:
     def _kv_used_fraction(self) -> float:
         """Mean share of the KV pool held while the engines ran (each step weighted by its time):
         with the GPU busy throughout, how close to full memory the policy kept it."""
-        capacity_block_s = sum(r.scheduler.kv.capacity_blocks * r.busy_s for r in self.replicas)
+        capacity_block_s = sum(r.kv_capacity_blocks * r.busy_s for r in self.replicas)
         return sum(r.kv_block_s for r in self.replicas) / capacity_block_s if capacity_block_s > 0 else 0.0
 
 
