@@ -30,7 +30,7 @@ class SimReplica:
         self.wakeup_s: float | None = None
         self.busy_s = 0.0
         self.kv_block_s = 0.0  # KV blocks held x seconds, over its steps (kv_used_fraction)
-        self.kv_capacity_blocks = 0  # its scheduler's pool, read with the blocks held
+        self.kv_capacity_blocks = scheduler.kv_blocks()[1]  # its scheduler's pool (fixed)
         self.pending_cpu_s = 0.0  # scheduler CPU time (cost model) not yet charged to a step
         self.cpu_s = 0.0  # scheduler CPU time charged in all
         self.warmup_steps = 0  # steps its scheduler ran before time 0 (sim/warmup.py), not served

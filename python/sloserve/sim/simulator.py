@@ -190,8 +190,7 @@ class Simulator:
         result = rep.engine.execute(plan, sched.resident)
         rep.busy, rep.plan, rep.step_start_s = True, plan, now
         rep.busy_s += result.step_s
-        used_blocks, rep.kv_capacity_blocks = sched.kv_blocks()
-        rep.kv_block_s += used_blocks * result.step_s  # held through the step
+        rep.kv_block_s += sched.kv_blocks()[0] * result.step_s  # held through the step
         if self.config.chrome_trace:
             self.steps.append((rep.replica_id, now, result.step_s, plan.num_tokens, len(plan.items)))
         self._push(now + result.step_s, STEP_END, (rep.replica_id, plan, result))
