@@ -97,3 +97,58 @@ def test_under_step_noise_the_speculative_bound_has_a_run_form_that_holds():
     assert worst_run_excess(records, extra, min_step_s, run) <= 0
     # negative control: a pace 30% slower than the run's, without c, is outgrown (the check bites)
     assert worst_run_excess(records, extra, min_step_s, (0, run[1] * 1.3)) > 0
+
+
+def test_the_relaxed_growth_rate_is_an_ablation_that_requests_outgrow():
+    """``kv_growth_relax`` (docs/results.md §3b) divides the growth rate to measure what the
+    physical bound costs. It is not a bound: requests decoding alone with every draft accepted
+    outgrow it at 3, while the profile with the default (1) is the bound checked above."""
+    wl = build_workload(WorkloadConfig(scenario="reasoning", rate_rps=0.05, num_requests=6, seed=1))
+    spec = SpecConfig(mode="fixed", alpha_prior=0.95, max_spec_len=K, fixed_len=K)
+    cfg = SimConfig(
+        model=MODEL,
+        policy=speculative_policy("slos-serve"),
+        spec=spec,
+        alpha=0.99,
+        seed=1,
+        policy_options={"kv_growth_relax": 3.0, "kv_growth_calibrate": False},
+    )
+    sim = Simulator(wl.programs, cfg)
+    records = [r for r in sim.run().records if len(r.token_times) > 2]
+    kvp = sim.replicas[0].scheduler.kvp
+    assert kvp.growth_relax == 3.0
+    (min_step_s, tps), extra = kvp.growth(), kvp.held_extra
+    assert kvp.profile(records[-1].token_times[-1]).min_step_s == 3.0 * min_step_s  # what the profile counts
+    assert worst_excess(records, extra, min_step_s, tps) <= 0  # the physical rate still holds
+    assert worst_excess(records, extra, 3.0 * min_step_s, tps) > 0  # the relaxed one does not
+
+
+def kv_bound_run(scenario: str, rate: float, kv_tokens: int, spec: bool, **opts):
+    """A KV-bound overload on an exact engine: (admitted misses, admitted, decode_overload, kvp)."""
+    wl = build_workload(WorkloadConfig(scenario=scenario, rate_rps=rate, num_requests=150, seed=3, max_seq_len=2038))
+    policy = speculative_policy("slos-serve") if spec else "slos-serve"
+    sc = SpecConfig(mode="adaptive") if spec else None
+    cfg = SimConfig(
+        model=MODEL, policy=policy, spec=sc, alpha=0.7, policy_options=opts, max_seq_len=2038, kv_tokens=kv_tokens
+    )
+    sim = Simulator(wl.programs, cfg)
+    res = sim.run()
+    slo = [r for r in res.records if r.tier == "slo" and r.completed]
+    overload = res.summary["reasons"].get("decode_overload", 0)
+    return sum(not r.attained(0.0) for r in slo), len(slo), overload, sim.replicas[0].scheduler.kvp
+
+
+def test_calibrated_growth_counts_the_residents_rate_admits_more_and_keeps_them_in_kv():
+    """``kv_growth_calibrate`` (planner/growth.py) counts the residents' observed growth, below
+    the physical bound under speculation (every draft accepted in a step alone), admits more in
+    a KV-bound overload, and no admitted request misses or is left without KV. The same kind of
+    under-count made up (``kv_growth_relax``, no observation behind it) on the same workload
+    without speculation leaves forced decodes without KV (the negative control)."""
+    _, physical_admitted, _, _ = kv_bound_run("reasoning", 3, 48_000, spec=True, kv_growth_calibrate=False)
+    misses, admitted, overload, kvp = kv_bound_run("reasoning", 3, 48_000, spec=True, kv_growth_calibrate=True)
+    rate = kvp.growth_cal.rate_tps()
+    min_step_s, tps = kvp.growth()
+    assert rate is not None and rate < 0.95 * tps / min_step_s  # the calibrated rate is what counts
+    assert admitted > physical_admitted and misses == 0 and overload == 0
+    _, _, overload, _ = kv_bound_run("reasoning", 3, 48_000, spec=False, kv_growth_calibrate=False, kv_growth_relax=3.0)
+    assert overload > 0

@@ -104,3 +104,17 @@ def test_the_embedded_runtime_keeps_the_single_p99_it_was_soak_tested_with():
     assert default.calib.quantile == 0.9 and default.calib.tail_quantile == 0.999  # the simulator's
     told = live_policy_options("slos-serve", {"calibrate_tail_quantile": 0.999}, EMBEDDED_POLICY_DEFAULTS)
     assert told["calibrate_tail_quantile"] == 0.999 and told["calibrate_quantile"] == 0.99
+
+
+def test_served_replicas_keep_the_physical_kv_growth_bound():
+    """The KV growth counted from observation (planner/growth.py) was measured in the simulator
+    only: the plugin's and the embedded runtime's defaults keep the physical bound."""
+    from sloserve.runtime.step_timing import EMBEDDED_POLICY_DEFAULTS, LIVE_POLICY_DEFAULTS, live_policy_options
+
+    ctx = SchedulerContext(get_model("opt-13b-tp2-a100"), 97648, 16)
+    assert create_scheduler("slos-serve", ctx, {}).kvp.growth_cal is not None  # the simulator's default
+    for defaults in (LIVE_POLICY_DEFAULTS, EMBEDDED_POLICY_DEFAULTS):
+        options = live_policy_options("slos-serve", {}, defaults)
+        assert create_scheduler("slos-serve", ctx, options).kvp.growth_cal is None
+    told = live_policy_options("slos-serve", {"kv_growth_calibrate": True}, LIVE_POLICY_DEFAULTS)
+    assert create_scheduler("slos-serve", ctx, told).kvp.growth_cal is not None

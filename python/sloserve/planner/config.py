@@ -108,6 +108,24 @@ class SLOsServeConfig:
             "help": "admit on the peak KV the admitted requests can hold over time (growth and completion bounds) instead of the sum of their full reservations; not in predict mode; built only when the full reservations no longer hold an arrival"
         },
     )
+    kv_growth_relax: float = field(
+        default=1.0,
+        metadata={
+            "help": "ablation: divide the KV profile's growth rate by this; above 1 the profile may count less than the admitted requests can hold (no longer a bound, admitted requests may be left without KV); measures what the physical growth bound costs (docs/results.md §3b)"
+        },
+    )
+    kv_growth_calibrate: bool = field(
+        default=True,
+        metadata={
+            "help": "with kv_profile: count each resident's KV growth at kv_growth_margin x the kv_growth_quantile of the tokens residents gained per second recently (never above the physical bound) instead of the fastest rate the engine allows (planner/growth.py)"
+        },
+    )
+    kv_growth_quantile: float = field(
+        default=0.99, metadata={"help": "with kv_growth_calibrate: the quantile of residents' recent 1 s gains"}
+    )
+    kv_growth_margin: float = field(
+        default=1.25, metadata={"help": "with kv_growth_calibrate: the growth counted is this multiple of the quantile"}
+    )
     best_effort_yield_kv: float = field(
         default=0.8,
         metadata={
@@ -243,6 +261,10 @@ class SLOsServeConfig:
             raise ValueError("planning_tolerance must be in [0, 1)")
         if not 0 <= self.best_effort_yield_kv <= 1:
             raise ValueError("best_effort_yield_kv must be in [0, 1]")
+        if self.kv_growth_relax <= 0:
+            raise ValueError("kv_growth_relax must be positive")
+        if not (0 < self.kv_growth_quantile <= 1 and self.kv_growth_margin >= 1):
+            raise ValueError("kv_growth_quantile must be in (0, 1] and kv_growth_margin >= 1")
         if self.repace_tau < 1 or self.repace_slack_steps < 0 or not 0 <= self.repace_above <= 1:
             raise ValueError("repace_tau must be >= 1, repace_slack_steps >= 0 and repace_above in [0, 1]")
         if (

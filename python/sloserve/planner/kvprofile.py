@@ -30,6 +30,7 @@ import numpy as np
 
 from sloserve.core.request import Request
 from sloserve.planner.deadlines import Deadlines
+from sloserve.planner.growth import GrowthCalibration
 from sloserve.planner.lengths import LengthPlanner
 from sloserve.planner.state import TierState
 
@@ -270,9 +271,22 @@ class KVProfile:
     """The policy's KV check: the sum of full reservations, or (``kv_profile``) the profile above,
     over the admitted requests of ``tiers``, with its own caches."""
 
-    def __init__(self, enabled: bool, ctx, tiers: TierState, lengths: LengthPlanner, dl: Deadlines) -> None:
+    def __init__(
+        self,
+        enabled: bool,
+        ctx,
+        tiers: TierState,
+        lengths: LengthPlanner,
+        dl: Deadlines,
+        growth_relax: float = 1.0,
+        growth_cal: GrowthCalibration | None = None,
+    ) -> None:
         self.enabled = enabled and lengths.mode != "predict"  # predict mode keeps full reservations
         self.ctx, self.tiers, self.lengths, self.dl = ctx, tiers, lengths, dl
+        # ablation (``kv_growth_relax``): > 1 divides the growth bound's rate, which is then no
+        # longer a bound; it measures what the physical bound costs (docs/results.md §3b)
+        self.growth_relax = growth_relax
+        self.growth_cal = growth_cal  # the residents' observed growth (planner/growth.py)
         spec = getattr(ctx, "spec", None)
         # positions one step may verify per request (None: no speculation); fixed for the policy's life
         self.spec_k = (
@@ -284,6 +298,16 @@ class KVProfile:
         self.held_extra = 0 if self.spec_k is None else 2 * self.spec_k - 1
         self._profile: CachedProfile | None = None
         self._kvp_static: dict = {}
+
+    @staticmethod
+    def from_config(cfg, ctx, tiers: TierState, lengths: LengthPlanner, dl: Deadlines) -> "KVProfile":
+        cal = GrowthCalibration(cfg.kv_growth_quantile, cfg.kv_growth_margin) if cfg.kv_growth_calibrate else None
+        return KVProfile(cfg.kv_profile, ctx, tiers, lengths, dl, cfg.kv_growth_relax, cal)
+
+    def observe(self, plan, produced: dict, now_s: float) -> None:
+        """A step ending at ``now_s`` produced these tokens (the growth calibration's samples)."""
+        if self.growth_cal is not None and self.enabled:
+            self.growth_cal.observe(plan.items, produced, self.tiers.slo, now_s)
 
     def free_blocks(self, start_s: float, cands: list[Request] = ()) -> int:
         """KV blocks new admissions may take: capacity minus the sum of full reservations, or
@@ -328,6 +352,10 @@ class KVProfile:
         self._kvp_static = {r.request_id: self._static(r, old.get(r.request_id)) for r in rs}  # members only
         static = list(self._kvp_static.values())
         min_step_s, tps = self.growth()
+        min_step_s *= self.growth_relax
+        rate_tps = self.growth_cal.rate_tps() if self.growth_cal is not None else None
+        if rate_tps is not None:  # the residents' observed growth, when below the physical bound
+            min_step_s = max(min_step_s, tps / rate_tps)
         prof = PeakProfile.of(
             np.array([self._held(r) for r in rs], dtype=np.int64),
             np.array([x.full_tokens for x in static], dtype=np.int64),

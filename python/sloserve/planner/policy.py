@@ -54,7 +54,7 @@ class SLOsServeScheduler(Scheduler):
         self.tiers = TierState(
             self.kv, cfg.best_effort_yield_kv, self.lengths.planned_output, self.lengths.mem_blocks, self.dl
         )
-        self.kvp = KVProfile(cfg.kv_profile, self.ctx, self.tiers, self.lengths, self.dl)
+        self.kvp = KVProfile.from_config(cfg, self.ctx, self.tiers, self.lengths, self.dl)
         self.tiers.on_extended = self.kvp.on_admitted
         self.planner = AdmissionPlanner(cfg, perf, self.tiers, self.lengths, self.dl, self.kvp)
         feasible = self.plan_feasible
@@ -153,6 +153,7 @@ class SLOsServeScheduler(Scheduler):
         return plan
 
     def on_step_done(self, plan: StepPlan, result, now_s: float) -> list[RequestEvent]:
+        self.kvp.observe(plan, result.produced_tokens, now_s)
         self.tiers.clear_inflight()
         self.tiers.invalidate()
         if self.calib is not None and self.calib.observe(self.calib.base.plan_time_s(plan), result.step_s):

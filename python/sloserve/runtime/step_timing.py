@@ -45,11 +45,19 @@ LIVE_POLICY_DEFAULTS = {
     # live servers were measured reserving max_new_tokens (issue 16); the learned lengths are
     # the simulator's default (issue 15), not yet served live
     "output_length": "reserve",
+    # so is the KV growth counted from observation (planner/growth.py, stop 34): measured in the
+    # simulator only; served live, the profile keeps the physical growth bound
+    "kv_growth_calibrate": False,
 }
 # The embedded runtime keeps the single 0.99 quantile it was measured with under contention
 # (docs/runtime.md): the planner's 0.9 + 0.999 tail was chosen on the simulator's proportional
 # noise, and a host stall in the window would make the tail (a window's maximum) its cap.
-EMBEDDED_POLICY_DEFAULTS = {"calibrate_quantile": 0.99, "calibrate_tail_quantile": 0.0, "output_length": "reserve"}
+EMBEDDED_POLICY_DEFAULTS = {
+    "calibrate_quantile": 0.99,
+    "calibrate_tail_quantile": 0.0,
+    "output_length": "reserve",
+    "kv_growth_calibrate": False,
+}
 
 
 def live_policy_options(
