@@ -110,9 +110,12 @@ def test_served_replicas_keep_the_physical_kv_growth_bound():
     """The KV growth counted from observation (planner/growth.py) was measured in the simulator
     only: the plugin's and the embedded runtime's defaults keep the physical bound."""
     from sloserve.runtime.step_timing import EMBEDDED_POLICY_DEFAULTS, LIVE_POLICY_DEFAULTS, live_policy_options
+    from sloserve.spec import SpecConfig
 
-    ctx = SchedulerContext(get_model("opt-13b-tp2-a100"), 97648, 16)
+    ctx = SchedulerContext(get_model("opt-13b-tp2-a100"), 97648, 16, spec=SpecConfig(mode="adaptive"))
     assert create_scheduler("slos-serve", ctx, {}).kvp.growth_cal is not None  # the simulator's default
+    plain = SchedulerContext(get_model("opt-13b-tp2-a100"), 97648, 16)
+    assert create_scheduler("slos-serve", plain, {}).kvp.growth_cal is None  # speculation only
     for defaults in (LIVE_POLICY_DEFAULTS, EMBEDDED_POLICY_DEFAULTS):
         options = live_policy_options("slos-serve", {}, defaults)
         assert create_scheduler("slos-serve", ctx, options).kvp.growth_cal is None

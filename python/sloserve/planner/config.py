@@ -117,7 +117,7 @@ class SLOsServeConfig:
     kv_growth_calibrate: bool = field(
         default=True,
         metadata={
-            "help": "with kv_profile: count each resident's KV growth at kv_growth_margin x the kv_growth_quantile of the tokens residents gained per second recently (never above the physical bound) instead of the fastest rate the engine allows (planner/growth.py)"
+            "help": "with kv_profile and speculation: count each resident's KV growth at kv_growth_margin x the kv_growth_quantile of the tokens residents gained per second recently (never above the physical bound) instead of the fastest rate the engine allows, every draft accepted (planner/growth.py)"
         },
     )
     kv_growth_quantile: float = field(

@@ -1,9 +1,9 @@
 """Online calibration of how fast an admitted request's KV grows (``kv_growth_calibrate``).
 
 The KV profile (planner/kvprofile.py) counts each resident as growing at the fastest rate the
-engine allows: one token per shortest step, or under speculation every draft accepted in a step
-that carries this request alone (95 tokens/s on opt-13b-tp2-a100 with 4 positions). Loaded, a
-request gains far less: on the authors' chatbot window the full system's residents gained about
+engine allows; under speculation that is every draft accepted in a step that carries this
+request alone (95 tokens/s on opt-13b-tp2-a100 with 4 positions). Loaded, a request gains far
+less: on the authors' chatbot window the full system's residents gained about
 31 tokens/s (2.4 accepted tokens per 79 ms step), so the profile counted every resident at its
 full size seconds before it got there and the pool held a fifth idle while arrivals were refused
 for KV (docs/results.md §3b, stop 34).
@@ -14,7 +14,8 @@ for each resident decoding for at least ``window_s``, the tokens it gained over 
 samples (never above the physical bound, which also holds until ``min_samples`` are in). A
 resident that outgrows it takes KV the profile did not count: best-effort requests are preempted
 first (planner/executor.py), and the executor counts a forced decode left without KV as
-``decode_overload``. Measured: docs/planner.md §3b.
+``decode_overload``. Used under speculation only: without it one token per step is what a
+request gains when steps are short, and counting less lost capacity (docs/planner.md §3b).
 """
 
 from __future__ import annotations

@@ -286,7 +286,6 @@ class KVProfile:
         # ablation (``kv_growth_relax``): > 1 divides the growth bound's rate, which is then no
         # longer a bound; it measures what the physical bound costs (docs/results.md §3b)
         self.growth_relax = growth_relax
-        self.growth_cal = growth_cal  # the residents' observed growth (planner/growth.py)
         spec = getattr(ctx, "spec", None)
         # positions one step may verify per request (None: no speculation); fixed for the policy's life
         self.spec_k = (
@@ -296,6 +295,10 @@ class KVProfile:
         )
         # tokens the growth bound counts as held from the start (growth()): the steps in flight
         self.held_extra = 0 if self.spec_k is None else 2 * self.spec_k - 1
+        # the residents' observed growth (planner/growth.py), under speculation only: there the
+        # physical bound counts every draft accepted; one token per step is what a plain
+        # request gains, and counting less than that admitted more early and fewer in all
+        self.growth_cal = growth_cal if self.spec_k is not None else None
         self._profile: CachedProfile | None = None
         self._kvp_static: dict = {}
 
