@@ -50,7 +50,7 @@ LIVE_POLICY_DEFAULTS = {
     "kv_growth_calibrate": False,
 }
 # The embedded runtime keeps the single 0.99 quantile it was measured with under contention
-# (docs/runtime.md): the planner's 0.9 + 0.999 tail was chosen on the simulator's proportional
+# (docs/runtime.md): the planner's 0.9 + 0.9999 tail was chosen on the simulator's proportional
 # noise, and a host stall in the window would make the tail (a window's maximum) its cap.
 EMBEDDED_POLICY_DEFAULTS = {
     "calibrate_quantile": 0.99,
