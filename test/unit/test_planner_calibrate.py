@@ -102,6 +102,8 @@ def test_bad_options_fail_clearly():
         CalibratedModel(PERF, quantile=0)
     with pytest.raises(ValueError):
         create_scheduler("slos-serve", SchedulerContext(PERF, 10_000, 16), {"calibrate_prior": 0.5})
+    with pytest.raises(ValueError, match="calibrate_first_tail_steps"):
+        create_scheduler("slos-serve", SchedulerContext(PERF, 10_000, 16), {"calibrate_first_tail_steps": -1})
 
 
 def programs(n=80, rate=6.0):

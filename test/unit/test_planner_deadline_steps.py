@@ -76,13 +76,15 @@ def test_step_zero_holds_what_the_executor_puts_in_a_deadline_step():
     assert free.first_tokens == PERF.max_tokens_within_s(0.16 - 1e-9) < free.step_tokens
 
 
-def tight_prompt_first_step(prompt: int, ttft_s: float = 0.1) -> tuple[bool, int]:
+def tight_prompt_first_step(prompt: int, ttft_s: float = 0.1, **config) -> tuple[bool, int]:
     """A scheduler whose calibration learned steps of 1.0x and 1.2x the model (scale 1.2, tail
     about 1.45) gets a prompt with a TTFT of ``ttft_s`` beside a decode whose TPOT makes the
     step length 200 ms: whether it is admitted, and how many of its tokens the next step carries.
     The tail is pinned at the 0.999 quantile these token counts were worked out for (the default
     is 0.9999 since stop 35, a larger tail and smaller counts; the rule is the same)."""
-    s = create_scheduler("slos-serve", SchedulerContext(PERF, 1_000_000, 16), {"calibrate_tail_quantile": 0.999})
+    s = create_scheduler(
+        "slos-serve", SchedulerContext(PERF, 1_000_000, 16), {"calibrate_tail_quantile": 0.999, **config}
+    )
     for i in range(64):
         s.calib.observe(0.05, 0.05 * (1.0, 1.2)[i % 2])
     assert s.calib.scale == pytest.approx(1.2) and s.calib.tail_factor < 0.9
@@ -115,3 +117,27 @@ def test_a_full_length_step_zero_is_promised_only_what_the_tail_sized_step_holds
     assert tight_prompt_first_step(1300, ttft_s=0.21) == (True, 1300)
     admitted, carried = tight_prompt_first_step(1400, ttft_s=0.21)
     assert not admitted and carried < 1400
+
+
+def test_a_full_length_step_zero_no_prompt_is_due_after_runs_at_the_scale():
+    """Stop 36: a full-length step 0 is sized for the tail only while a prompt is due within
+    ``calibrate_first_tail_steps`` (2) steps after its end. A 2,500-token prompt with a 1 s TTFT
+    (due four steps after step 0) gets the whole step at the calibrated scale, what the grid
+    counted it; the same prompt due within two steps (0.55 s) gets the tail-sized step, and so
+    does the far one with the rule off (``inf``, every first step sized for the tail)."""
+    admitted, far = tight_prompt_first_step(2500, ttft_s=1.0)  # the decode is not due: not in it
+    assert admitted and far == pytest.approx(PERF.max_tokens_within_s(0.2 / 1.2), abs=1)
+    admitted, near = tight_prompt_first_step(2500, ttft_s=0.55)
+    assert admitted and near < far
+    admitted, always = tight_prompt_first_step(2500, ttft_s=1.0, calibrate_first_tail_steps=float("inf"))
+    assert admitted and always == near
+
+
+def test_the_plan_counts_a_far_prompts_step_zero_at_the_scale():
+    """The planner asks the executor's question: with no prompt due within two steps after a
+    full-length step 0, the grid counts that step at the scale (1,616 tokens, not the 1,327 the
+    tail-sized one holds), so an 8,000-token prompt due in 1 s (five steps) fits; with every
+    first step sized for the tail it did not, and 7,700 tokens fit both ways."""
+    assert tight_prompt_first_step(8000, ttft_s=1.0)[0]
+    assert not tight_prompt_first_step(8000, ttft_s=1.0, calibrate_first_tail_steps=float("inf"))[0]
+    assert tight_prompt_first_step(7700, ttft_s=1.0, calibrate_first_tail_steps=float("inf"))[0]

@@ -363,6 +363,20 @@ def kv_bucket(kv_read_tokens: int) -> int:
     return -(-kv_read_tokens // q) * q
 
 
+def first_step_at_scale(
+    first_len_s: float, step_len_s: float, first_end_s: float, soonest_prompt_s: float, within_steps: float
+) -> bool:
+    """Whether the first step of a committed plan runs at the calibrated scale instead of being
+    sized for the tail (``make_grid``'s ``tail_factor``; ``StepExecutor.step``): a full-length
+    step 0 with no admitted prompt (nor candidate) due within ``within_steps`` steps after its
+    end. Its end matters at the tail only to a prompt due right after it, which the steps in
+    between cannot shield (the authors' chatbot's last admitted miss at stop 34); an overrun
+    before a later deadline is one more step's noise, which the scale already plans for. A
+    step 0 cut short ends at a deadline and keeps the tail. The planner and the executor ask the
+    same question, so step 0 holds what the plan counted (issue 15)."""
+    return first_len_s >= step_len_s - EPS_S and soonest_prompt_s > first_end_s + within_steps * step_len_s
+
+
 def make_grid(
     perf,
     start_s: float,

@@ -13,7 +13,7 @@ from typing import Callable
 
 from sloserve.core.plan import RequestEvent, StepPlan
 from sloserve.core.request import Request
-from sloserve.planner.batch import EPS_S, reads_kv, reads_requests
+from sloserve.planner.batch import EPS_S, first_step_at_scale, reads_kv, reads_requests
 from sloserve.planner.execute import StepBuilder, fill_step, is_decoding, step_window
 from sloserve.planner.state import TierState
 
@@ -58,8 +58,12 @@ class StepExecutor:
             # the first step the plan was checked with (its end may be earlier: a tight TTFT
             # admitted while the step in flight ran). Kept when that step ended off its planned
             # time too, as an engine that is not the model makes every step do: ignored, the
-            # step ran to its full length past the first token the plan had promised (issue 15)
-            end_s = min(end_s, now_s + (first.end_s - now_s) * tail)
+            # step ran to its full length past the first token the plan had promised (issue 15).
+            # Sized for the tail unless no prompt is due right after it (first_step_at_scale)
+            soonest = self.dl.ttft_s(prefills[0]) if prefills else float("inf")
+            within = self.config.calibrate_first_tail_steps
+            at_scale = first_step_at_scale(first.end_s - first.start_s, step, first.end_s, soonest, within)
+            end_s = min(end_s, now_s + (first.end_s - now_s) * (1.0 if at_scale else tail))
         # an engine that decodes every running request each step (SGLang) runs the best-effort
         # decodes whatever the plan says: plan them as forced, or the step's cost is understated
         be_running = [r for r in tiers.be.values() if is_decoding(r)] if self.config.best_effort_decodes_forced else []

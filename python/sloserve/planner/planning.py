@@ -14,7 +14,16 @@ from typing import NamedTuple
 from sloserve.core.plan import AdmitReason
 from sloserve.core.request import Request
 from sloserve.planner.admission import Admission, Item, admit_arrays, admit_cached
-from sloserve.planner.batch import EPS_S, StepGrid, kv_bucket, make_grid, reads_attn, reads_kv, reads_requests
+from sloserve.planner.batch import (
+    EPS_S,
+    StepGrid,
+    first_step_at_scale,
+    kv_bucket,
+    make_grid,
+    reads_attn,
+    reads_kv,
+    reads_requests,
+)
 from sloserve.planner.execute import is_decoding
 from sloserve.planner.spare import stretch_limit_s
 from sloserve.planner.view import TierView
@@ -170,10 +179,14 @@ class AdmissionPlanner:
         reqs: int = 0,
     ) -> list[StepGrid]:
         fixed = self.fixed_tokens
-        grids = (
-            [] if stretch_only else [self.grid(start, step, view.earliest_due_s, fixed, kv=kv, attn=attn, reqs=reqs)]
-        )
         soonest = min((it.deadline_s for it in items), default=math.inf)
+        pending = view.pending_deadline_s
+        near = min(soonest, float(pending[0])) if pending.size else soonest  # the soonest prompt due
+        grids = (
+            []
+            if stretch_only
+            else [self.grid(start, step, view.earliest_due_s, fixed, kv=kv, attn=attn, reqs=reqs, near_due_s=near)]
+        )
         if grids and start < soonest < grids[0].first_end_s - EPS_S:
             # a tight TTFT inside step 0: a shorter step 0 that ends by it can still serve it
             grids.append(self.grid(start, step, min(view.earliest_due_s, soonest), fixed, kv=kv, attn=attn, reqs=reqs))
@@ -187,7 +200,8 @@ class AdmissionPlanner:
             # the first step the last plan committed to is known feasible: keep it an option
             # (grid options are not monotone in the state: a different stretch can lose a step)
             due = first.end_s if not first.carries_all else view.earliest_due_s
-            kept = self.grid(start, step, due, fixed, first.end_s if first.carries_all else None, kv, attn, reqs)
+            end = first.end_s if first.carries_all else None
+            kept = self.grid(start, step, due, fixed, end, kv, attn, reqs, near_due_s=near)
             if kept not in grids:
                 grids.append(kept)
         if self.config.stretch_steps and fixed is None:
@@ -207,10 +221,19 @@ class AdmissionPlanner:
         kv: int = 0,
         attn: int = 0,
         reqs: int = 0,
+        near_due_s: float = -math.inf,
     ) -> StepGrid:
-        """``make_grid``, memoized: the arrivals of one step ask for the same few grids."""
-        # the executor ends the first step of a committed plan by its end at the calibration's tail
+        """``make_grid``, memoized: the arrivals of one step ask for the same few grids.
+        ``near_due_s``: the soonest TTFT deadline of an admitted prompt or a candidate (unknown:
+        step 0 is sized for the tail)."""
+        # the executor ends the first step of a committed plan by its end at the calibration's
+        # tail, unless it is a full-length one no prompt is due right after (first_step_at_scale)
         tail = getattr(self.perf, "tail_factor", 1.0)
+        if tail < 1.0 and stretch_end_s is None:
+            first = min(step, earliest_due_s - start)
+            within = self.config.calibrate_first_tail_steps
+            if first_step_at_scale(first, step, start + first, near_due_s, within):
+                tail = 1.0
         key = (start, step, earliest_due_s, fixed, stretch_end_s, kv, attn, reqs, tail)
         got = self._grid_cache.get(key)
         if got is None:
