@@ -34,6 +34,15 @@ def one(job: tuple) -> dict:
     return {"seed": seed, **{k: s.get(k) for k in keys}}
 
 
+def totals(runs: list[dict]) -> dict:
+    """Admitted misses and admitted requests summed over ``one``'s runs, and their mean attainment."""
+    return {
+        "num_admitted_slo_misses": sum(r["num_admitted_slo_misses"] for r in runs),
+        "num_admitted": sum(r["num_admitted"] for r in runs),
+        "mean_attainment": sum(r["attainment"] for r in runs) / len(runs),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_sim_arguments(ap)
@@ -44,18 +53,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.seeds < 1 or args.rate <= 0:
         ap.error("--seeds must be >= 1 and --rate > 0")
     runs = run_jobs(one, [(args, args.seed + i) for i in range(args.seeds)], args.jobs, "seeds")
-    misses = sum(r["num_admitted_slo_misses"] for r in runs)
-    admitted = sum(r["num_admitted"] for r in runs)
+    total = totals(runs)
+    misses, admitted, mean = total["num_admitted_slo_misses"], total["num_admitted"], total["mean_attainment"]
     for r in runs:
         print(
             f"seed {r['seed']}: {r['num_admitted_slo_misses']} / {r['num_admitted']} admitted missed, "
             f"attainment {r['attainment']:.4f}"
         )
-    mean = sum(r["attainment"] for r in runs) / len(runs)
     share = misses / admitted if admitted else 0.0
     print(f"total: {misses} / {admitted} admitted missed ({100 * share:.2f}%), mean attainment {mean:.4f}")
     if args.json:
-        out = {"runs": runs, "num_admitted_slo_misses": misses, "num_admitted": admitted, "mean_attainment": mean}
+        out = {"runs": runs, **total}
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2)
     return 0

@@ -31,7 +31,7 @@ from sloserve.bench.jobs import run_jobs
 from sloserve.sim.options import add_sim_arguments
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from admitted_misses import one  # noqa: E402
+from admitted_misses import one, totals  # noqa: E402
 
 # variant -> (noise as a multiple of --cv, planner options added to the run's)
 VARIANTS = {
@@ -68,12 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.scenario} at {args.rate} requests/s, seeds {seeds[0]}-{seeds[-1]}, noise CV {args.cv}")
     print("| variant | admitted misses | share | mean attainment | vs exact (points) |")
     print("|---|---|---|---|---|")
-    table = {}
-    for name, got in runs.items():
-        misses = sum(r["num_admitted_slo_misses"] for r in got)
-        admitted = sum(r["num_admitted"] for r in got)
-        att = sum(r["attainment"] for r in got) / len(got)
-        table[name] = {"num_admitted_slo_misses": misses, "num_admitted": admitted, "mean_attainment": att}
+    table = {name: totals(got) for name, got in runs.items()}
     for name, row in table.items():
         share = row["num_admitted_slo_misses"] / row["num_admitted"] if row["num_admitted"] else 0.0
         gap = 100 * (row["mean_attainment"] - table["exact"]["mean_attainment"])
