@@ -28,6 +28,7 @@ SHARED = {
     "--seed": (0, int, None),
     "--num-requests": (None, int, None),
     "--slo-scale": (1.0, float, None),
+    "--ttft-scale": (1.0, float, None),
     "--unknown-output-len": (False, None, None),
     "--oracle-output-len": (False, None, None),
     "--step-time-noise": (None, float, None),

@@ -190,10 +190,34 @@ def test_slo_scale_and_unknown_output_lengths():
     assert all(p.stages[0].max_new_tokens is None and p.stages[0].output_tokens_known for p in known.programs)
 
 
+def test_ttft_scale_tightens_ttft_alone():
+    """ttft_scale multiplies the TTFT slowdowns (a tool chain's final round too) after slo_scale
+    and keeps every TPOT: the workload of an exact engine planning with a TTFT margin."""
+    base = build_workload(WorkloadConfig(scenario="tool-calling", num_requests=20, seed=3))
+    tight = build_workload(WorkloadConfig(scenario="tool-calling", num_requests=20, seed=3, ttft_scale=0.9))
+    both = build_workload(
+        WorkloadConfig(scenario="tool-calling", num_requests=20, seed=3, ttft_scale=0.9, slo_scale=2.0)
+    )
+    assert "ttft_scale 0.9" in tight.description and "ttft_scale" not in base.description
+    stages = [
+        (a, b, c)
+        for pa, pb, pc in zip(base.programs, tight.programs, both.programs)
+        for a, b, c in zip(pa.stages, pb.stages, pc.stages)
+    ]
+    assert len({a.ttft.slowdown for a, _, _ in stages}) == 1  # one slowdown for every round (3x)
+    for a, b, c in stages:
+        assert b.ttft.slowdown == pytest.approx(0.9 * a.ttft.slowdown)
+        assert c.ttft.slowdown == pytest.approx(1.8 * a.ttft.slowdown)
+        assert [s.tpot_ms for s in b.segments] == [s.tpot_ms for s in a.segments]
+        assert [s.tpot_ms for s in c.segments] == [2 * s.tpot_ms for s in a.segments]
+        assert (b.prompt_tokens, b.output_tokens) == (a.prompt_tokens, a.output_tokens)
+
+
 @pytest.mark.parametrize(
     "kwargs, exc, match",
     [
         (dict(scenario="chat"), ValueError, "unknown scenario 'chat'"),
+        (dict(ttft_scale=-0.5), ValueError, "ttft_scale"),
         (dict(rate_rps=0.0), ValueError, "rate_rps"),
         (dict(num_requests=None), ValueError, "needs a trace_path"),
         (dict(num_requests=0), ValueError, "num_requests"),

@@ -134,7 +134,9 @@ class CalibratedModel(BatchTimeModel):
         q = float(np.quantile(arr, self.quantile, method="higher"))
         new = min(max(q, 1.0), self.max_scale)
         if self.tail_quantile > self.quantile:
-            self.tail = max(self._tail_ratio(arr), new)  # new <= max_scale already
+            # the tail is one step's: the executor sizes a single step for it, whatever the runs
+            single = arr if self.run_steps <= 1 else np.fromiter(self.ratios, dtype=np.float64)
+            self.tail = max(self._tail_ratio(single), new)  # new <= max_scale already
         return self._settle(new, 0.0)
 
     def _fit_affine(self) -> bool:

@@ -232,7 +232,7 @@ class SLOsServeConfig:
     calibrate_run_steps: int = field(
         default=1,
         metadata={
-            "help": "with calibrate: the quantile is taken over runs of this many consecutive steps (observed and predicted summed), not single steps: a deadline several steps away is missed by a slow run of steps; 1: single steps"
+            "help": "with calibrate: the quantile is taken over runs of this many consecutive steps (observed and predicted summed), not single steps: a deadline several steps away is missed by a slow run of steps (the tail of calibrate_tail_quantile stays a single step's); 1: single steps"
         },
     )
     calibrate_window: int = field(

@@ -62,6 +62,7 @@ class SimOptions:
     seed: int = _opt(0, "seed of every random draw")
     num_requests: int | None = _opt(None, "programs (default 1000; all in a trace window)")
     slo_scale: float = _opt(1.0, "multiply every SLO by this")
+    ttft_scale: float = _opt(1.0, "multiply the TTFT SLOs alone by this (TPOTs kept)")
     unknown_output_len: bool = _opt(
         False, "hide output lengths from the scheduler (the default; kept for old command lines)"
     )
@@ -230,5 +231,6 @@ def workload_config(args: SimOptions | argparse.Namespace, rate: float):
         max_seq_len=opts.max_seq_len,
         seed=opts.seed,
         slo_scale=opts.slo_scale,
+        ttft_scale=opts.ttft_scale,
         output_len_known=opts.output_len_known,
     )

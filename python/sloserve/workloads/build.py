@@ -64,6 +64,10 @@ class WorkloadConfig:
     )
     seed: int = field(default=0, metadata={"help": "seed of every random draw"})
     slo_scale: float = field(default=1.0, metadata={"help": "multiply every SLO (TTFT slowdowns and TPOTs) by this"})
+    # a deadline margin's price on a perfect engine: how much capacity each percent of TTFT costs
+    ttft_scale: float = field(
+        default=1.0, metadata={"help": "multiply the TTFT slowdowns alone by this (after slo_scale); TPOTs kept"}
+    )
     output_len_known: bool = field(
         default=True,
         metadata={"help": "whether schedulers may use the true output length (else max_new_tokens is set)"},
@@ -100,6 +104,8 @@ class WorkloadConfig:
             raise ValueError(f"max_seq_len must be >= 2, got {self.max_seq_len}")
         if not _positive_number(self.slo_scale):
             raise ValueError(f"slo_scale must be a positive number, got {self.slo_scale}")
+        if not _positive_number(self.ttft_scale):
+            raise ValueError(f"ttft_scale must be a positive number, got {self.ttft_scale}")
         if self.length_dist is not None and self.length_dist not in BUILTIN:
             raise ValueError(f"unknown length distribution {self.length_dist!r}; choices: {', '.join(BUILTIN)}")
         if self.length_dist is not None and self.lengths_path is not None:
@@ -151,7 +157,7 @@ def _length_source(cfg: WorkloadConfig, scenario: Scenario) -> _Source:
 def build_workload(cfg: WorkloadConfig) -> Workload:
     """Generate the programs ``cfg`` describes. ValueError / FileNotFoundError on bad input."""
     scenario = SCENARIOS[cfg.scenario]
-    presets = [get_slo_preset(c).scaled(cfg.slo_scale) for c in scenario.classes]
+    presets = [get_slo_preset(c).scaled(cfg.slo_scale).ttft_scaled(cfg.ttft_scale) for c in scenario.classes]
     lengths_seq, arrival_seq = np.random.SeedSequence(cfg.seed).spawn(2)
     len_rng, arr_rng = np.random.default_rng(lengths_seq), np.random.default_rng(arrival_seq)
     source = _length_source(cfg, scenario)
@@ -167,9 +173,10 @@ def build_workload(cfg: WorkloadConfig) -> Workload:
     programs = build_programs(scenario, batch, arrivals, presets, cfg.output_len_known, caps, cfg.max_seq_len)
     duration = programs[-1].arrival_s if programs else 0.0
     limit = f", {dropped} dropped > max_seq_len {cfg.max_seq_len}" if cfg.max_seq_len is not None else ""
+    ttft = f", ttft_scale {cfg.ttft_scale:g}" if cfg.ttft_scale != 1.0 else ""
     desc = (
         f"{cfg.scenario}: {len(programs)} programs at {cfg.rate_rps:g} rps ({how}), {label}{limit}, "
-        f"slo_scale {cfg.slo_scale:g}, seed {cfg.seed}"
+        f"slo_scale {cfg.slo_scale:g}{ttft}, seed {cfg.seed}"
     )
     return Workload(programs, dropped, float(duration), desc)
 

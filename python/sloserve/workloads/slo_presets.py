@@ -53,6 +53,19 @@ class SloPreset:
             final_tpot_ms=mul(self.final_tpot_ms),
         )
 
+    def ttft_scaled(self, factor: float) -> "SloPreset":
+        """The TTFT slowdowns (the final round's too) multiplied by ``factor``; TPOTs kept."""
+        if not factor > 0:
+            raise ValueError(f"TTFT scale must be positive, got {factor}")
+        if factor == 1.0:
+            return self
+        final = self.final_ttft_slowdown
+        return replace(
+            self,
+            ttft_slowdown=self.ttft_slowdown * factor,
+            final_ttft_slowdown=None if final is None else final * factor,
+        )
+
     def relaxed(self) -> "SloPreset":
         """The ``-S`` variant: TPOTs doubled."""
 
