@@ -126,16 +126,16 @@ class CalibratedModel(BatchTimeModel):
         self._since = 0
         if self.affine:
             return self._fit_affine()
+        single = np.fromiter(self.ratios, dtype=np.float64)
         if self.run_steps > 1:
             pred, obs = self._runs()
             arr = obs / pred
         else:
-            arr = np.fromiter(self.ratios, dtype=np.float64)
+            arr = single
         q = float(np.quantile(arr, self.quantile, method="higher"))
         new = min(max(q, 1.0), self.max_scale)
         if self.tail_quantile > self.quantile:
             # the tail is one step's: the executor sizes a single step for it, whatever the runs
-            single = arr if self.run_steps <= 1 else np.fromiter(self.ratios, dtype=np.float64)
             self.tail = max(self._tail_ratio(single), new)  # new <= max_scale already
         return self._settle(new, 0.0)
 

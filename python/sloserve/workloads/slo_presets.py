@@ -45,11 +45,9 @@ class SloPreset:
             return None if v is None else v * factor
 
         return replace(
-            self,
-            ttft_slowdown=self.ttft_slowdown * factor,
+            self.ttft_scaled(factor),
             tpot_ms=self.tpot_ms * factor,
             think_tpot_ms=mul(self.think_tpot_ms),
-            final_ttft_slowdown=mul(self.final_ttft_slowdown),
             final_tpot_ms=mul(self.final_tpot_ms),
         )
 
